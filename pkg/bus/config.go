@@ -1,0 +1,74 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultRequestTimeout = 500 * time.Millisecond
+	DefaultReconnectWait  = 250 * time.Millisecond
+	// DefaultReconnectJitter spreads reconnects of many replicas after a
+	// bus restart so they do not arrive in one burst.
+	DefaultReconnectJitter = 250 * time.Millisecond
+	DefaultDrainTimeout    = 5 * time.Second
+	DefaultConnectTimeout  = 2 * time.Second
+)
+
+// Config says how to reach the bus. With URL empty the service starts an
+// embedded server (see EmbeddedConfig) and connects to it.
+type Config struct {
+	// URL of the NATS server(s), comma separated; empty means embedded.
+	URL string `yaml:"url"`
+	// Embedded configures the in-process server used when URL is empty.
+	Embedded EmbeddedConfig `yaml:"embedded"`
+	// RequestTimeout bounds one request/reply when the caller's context
+	// has no earlier deadline.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// ReconnectWait is the pause between reconnect attempts (plus jitter).
+	ReconnectWait time.Duration `yaml:"reconnect_wait"`
+	// ConnectTimeout bounds the first connection.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// DrainTimeout bounds the drain on Close.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.ReconnectWait == 0 {
+		c.ReconnectWait = DefaultReconnectWait
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	return c
+}
+
+// Validate reports the first field that cannot work, by name.
+func (c Config) Validate() error {
+	var errs []error
+	if c.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("bus.request_timeout: must not be negative, got %s", c.RequestTimeout))
+	}
+	if c.ReconnectWait < 0 {
+		errs = append(errs, fmt.Errorf("bus.reconnect_wait: must not be negative, got %s", c.ReconnectWait))
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, fmt.Errorf("bus.connect_timeout: must not be negative, got %s", c.ConnectTimeout))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("bus.drain_timeout: must not be negative, got %s", c.DrainTimeout))
+	}
+	if c.URL == "" && (c.Embedded.Port < -1 || c.Embedded.Port > 65535) {
+		errs = append(errs, fmt.Errorf("bus.embedded.port: %d is not a port (-1 picks a free one)", c.Embedded.Port))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,220 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"callgrid.dev/pkg/bus"
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// Defaults for ClaimConfig fields left zero.
+const (
+	DefaultAttemptTimeout = 300 * time.Millisecond
+	DefaultMaxAttempts    = 4
+	// releaseTimeout bounds the delete sent to a node whose offer reply
+	// never came, so a reservation made there is not stranded.
+	releaseTimeout = time.Second
+)
+
+// ErrNoMediaCapacity: no node in the fleet could take the session.
+var ErrNoMediaCapacity = errors.New("no media capacity")
+
+// ClaimConfig tunes how sessions are claimed.
+type ClaimConfig struct {
+	// AttemptTimeout bounds one offer to one node before the next is tried.
+	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
+	// MaxAttempts bounds how many nodes one claim tries.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Units a new session is expected to cost (a node's passthrough cost).
+	Units int `yaml:"units"`
+}
+
+func (c ClaimConfig) withDefaults() ClaimConfig {
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.Units <= 0 {
+		c.Units = 1
+	}
+	return c
+}
+
+// Claimer obtains media sessions from the fleet for one proxy process and
+// addresses follow-up requests to the node that holds a session.
+type Claimer struct {
+	bus  *bus.Client
+	view *View
+	cfg  ClaimConfig
+	log  zerolog.Logger
+
+	rngMu sync.Mutex
+	rng   *mrand.Rand
+
+	claims *prometheus.CounterVec // result
+	tries  prometheus.Histogram
+}
+
+// NewClaimer returns a claimer choosing nodes from view.
+func NewClaimer(c *bus.Client, view *View, cfg ClaimConfig, log zerolog.Logger, reg prometheus.Registerer) *Claimer {
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
+	cl := &Claimer{
+		bus: c, view: view, cfg: cfg.withDefaults(),
+		log: log.With().Str("component", "claimer").Logger(),
+		rng: mrand.New(mrand.NewChaCha8(seed)),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callgrid_media_claims_total",
+			Help: "Media session claims by result (ok, no_capacity, unavailable, rejected).",
+		}, []string{"result"}),
+		tries: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "callgrid_media_claim_attempts",
+			Help:    "Nodes tried per claim.",
+			Buckets: []float64{1, 2, 3, 4, 6, 8},
+		}),
+	}
+	reg.MustRegister(cl.claims, cl.tries)
+	return cl
+}
+
+// NewSessionID returns a random session id that is also a valid subject
+// token.
+func NewSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Offer claims a session: it tries nodes in Candidates order, moving on when
+// a node is full, draining, gone or slow, and returns the first OK reply
+// (its NodeId names the node). It fails with ErrNoMediaCapacity when no node
+// could take the session, bus.ErrUnavailable at once when the bus is away,
+// and a *bus.StatusError when a node rejected the request itself (bad SDP,
+// unsupported codec): another node would say the same.
+func (c *Claimer) Offer(ctx context.Context, req *callgridv1.OfferRequest) (*callgridv1.OfferReply, error) {
+	if !c.bus.Connected() {
+		c.claims.WithLabelValues("unavailable").Inc()
+		return nil, fmt.Errorf("claim media session: %w", bus.ErrUnavailable)
+	}
+	if req.GetSessionId() == "" {
+		req.SessionId = NewSessionID()
+	}
+	c.rngMu.Lock()
+	order := c.view.Candidates(c.cfg.Units, c.rng)
+	c.rngMu.Unlock()
+	if len(order) > c.cfg.MaxAttempts {
+		order = order[:c.cfg.MaxAttempts]
+	}
+	var lastErr error
+	for i, nodeID := range order {
+		reply, err := c.offerOne(ctx, nodeID, req)
+		if err == nil {
+			c.view.noteClaimed(nodeID, c.cfg.Units)
+			c.claims.WithLabelValues("ok").Inc()
+			c.tries.Observe(float64(i + 1))
+			return reply, nil
+		}
+		lastErr = err
+		var se *bus.StatusError
+		if errors.As(err, &se) && !retryable(se.Status) {
+			c.claims.WithLabelValues("rejected").Inc()
+			c.tries.Observe(float64(i + 1))
+			return nil, err
+		}
+		if errors.Is(err, bus.ErrUnavailable) || ctx.Err() != nil {
+			break
+		}
+	}
+	c.tries.Observe(float64(len(order)))
+	if errors.Is(lastErr, bus.ErrUnavailable) {
+		c.claims.WithLabelValues("unavailable").Inc()
+		return nil, fmt.Errorf("claim media session: %w", lastErr)
+	}
+	c.claims.WithLabelValues("no_capacity").Inc()
+	if lastErr == nil {
+		return nil, fmt.Errorf("claim media session: %w: no eligible node among %d", ErrNoMediaCapacity, len(c.view.Nodes()))
+	}
+	return nil, fmt.Errorf("claim media session: %w: tried %d nodes, last: %w", ErrNoMediaCapacity, len(order), lastErr)
+}
+
+func retryable(s callgridv1.Status) bool {
+	return s == callgridv1.Status_STATUS_FULL || s == callgridv1.Status_STATUS_DRAINING || s == callgridv1.Status_STATUS_INTERNAL
+}
+
+func (c *Claimer) offerOne(ctx context.Context, nodeID string, req *callgridv1.OfferRequest) (*callgridv1.OfferReply, error) {
+	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	reply := new(callgridv1.OfferReply)
+	err := c.bus.Request(actx, "offer", bus.MediaSubject(nodeID, bus.OpOffer), req, reply)
+	if errors.Is(err, bus.ErrTimeout) {
+		// The node may have reserved before the reply was lost: release
+		// the session id there so the units come back.
+		c.releaseLater(nodeID, req.GetSessionId())
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if reply.GetStatus() != callgridv1.Status_STATUS_OK {
+		if reply.GetStatus() == callgridv1.Status_STATUS_FULL || reply.GetStatus() == callgridv1.Status_STATUS_DRAINING {
+			c.view.noteRefused(nodeID)
+		}
+		return nil, &bus.StatusError{Op: "offer", NodeID: nodeID, Status: reply.GetStatus(), Detail: reply.GetDetail()}
+	}
+	reply.NodeId = nodeID
+	return reply, nil
+}
+
+func (c *Claimer) releaseLater(nodeID, sessionID string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+		_, _ = c.Delete(ctx, nodeID, &callgridv1.DeleteRequest{SessionId: sessionID, Cause: "offer_timeout"})
+	}()
+}
+
+// Answer sends leg B's answer to the node holding the session.
+func (c *Claimer) Answer(ctx context.Context, nodeID string, req *callgridv1.AnswerRequest) (*callgridv1.AnswerReply, error) {
+	reply := new(callgridv1.AnswerReply)
+	if err := c.bus.Request(ctx, "answer", bus.MediaSubject(nodeID, bus.OpAnswer), req, reply); err != nil {
+		return nil, err
+	}
+	return reply, statusErr("answer", nodeID, reply.GetStatus(), reply.GetDetail())
+}
+
+// Update changes a live session on the node holding it.
+func (c *Claimer) Update(ctx context.Context, nodeID string, req *callgridv1.UpdateRequest) (*callgridv1.UpdateReply, error) {
+	reply := new(callgridv1.UpdateReply)
+	if err := c.bus.Request(ctx, "update", bus.MediaSubject(nodeID, bus.OpUpdate), req, reply); err != nil {
+		return nil, err
+	}
+	return reply, statusErr("update", nodeID, reply.GetStatus(), reply.GetDetail())
+}
+
+// Delete ends a session on the node holding it.
+func (c *Claimer) Delete(ctx context.Context, nodeID string, req *callgridv1.DeleteRequest) (*callgridv1.DeleteReply, error) {
+	reply := new(callgridv1.DeleteReply)
+	if err := c.bus.Request(ctx, "delete", bus.MediaSubject(nodeID, bus.OpDelete), req, reply); err != nil {
+		return nil, err
+	}
+	return reply, statusErr("delete", nodeID, reply.GetStatus(), reply.GetDetail())
+}
+
+func statusErr(op, nodeID string, s callgridv1.Status, detail string) error {
+	if s == callgridv1.Status_STATUS_OK {
+		return nil
+	}
+	return &bus.StatusError{Op: op, NodeID: nodeID, Status: s, Detail: detail}
+}

@@ -1,0 +1,224 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// rewatchDelay is the pause before a failed watch is opened again.
+const rewatchDelay = 250 * time.Millisecond
+
+// View is a proxy's in-memory picture of the media fleet, kept current by
+// watching the fleet bucket. Reads never touch the bus, so choosing a node
+// costs nothing and survives a short bus outage.
+type View struct {
+	kv       jetstream.KeyValue
+	log      zerolog.Logger
+	interval time.Duration
+	now      func() time.Time
+
+	mu    sync.Mutex
+	nodes map[string]*member
+
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	gaugeNodes    prometheus.Gauge
+	gaugeTotal    prometheus.Gauge
+	gaugeUsed     prometheus.Gauge
+	gaugeDraining prometheus.Gauge
+}
+
+// member is one node as this view knows it.
+type member struct {
+	status *callgridv1.NodeStatus
+	seen   time.Time // when this view last heard from the node
+	// pending counts units this process claimed since the node's last
+	// status write: the view's own claims are visible before the next
+	// heartbeat reports them.
+	pending int
+	// refusedUntil: the node said full or draining; skip it until its next
+	// status write or this time, whichever is first.
+	refusedUntil time.Time
+}
+
+// NewView returns a view over the fleet bucket kv. interval is the nodes'
+// heartbeat interval: a node not heard from for TTLHeartbeats of them is
+// treated as gone even if its expiry marker was missed.
+func NewView(kv jetstream.KeyValue, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer) *View {
+	if interval <= 0 {
+		interval = DefaultHeartbeatInterval
+	}
+	v := &View{
+		kv: kv, interval: interval, now: time.Now,
+		log:   log.With().Str("component", "fleet_view").Logger(),
+		nodes: make(map[string]*member),
+		ready: make(chan struct{}),
+		gaugeNodes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_fleet_nodes", Help: "Media nodes in this process's fleet view.",
+		}),
+		gaugeTotal: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_fleet_capacity_units", Help: "Capacity units of the live media fleet.",
+		}),
+		gaugeUsed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_fleet_used_units", Help: "Capacity units in use across the live media fleet.",
+		}),
+		gaugeDraining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_fleet_draining_nodes", Help: "Media nodes that are draining.",
+		}),
+	}
+	reg.MustRegister(v.gaugeNodes, v.gaugeTotal, v.gaugeUsed, v.gaugeDraining)
+	return v
+}
+
+// Ready is closed once the view has loaded the bucket's current content.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// Run keeps the view current until ctx ends, re-opening the watch after
+// errors (a restarted bus, a recreated bucket).
+func (v *View) Run(ctx context.Context) error {
+	sweep := time.NewTicker(v.interval)
+	defer sweep.Stop()
+	for ctx.Err() == nil {
+		err := v.watch(ctx, sweep.C)
+		if ctx.Err() != nil {
+			return nil
+		}
+		v.log.Warn().Err(err).Msg("fleet watch ended; reopening")
+		select {
+		case <-ctx.Done():
+		case <-time.After(rewatchDelay):
+		}
+	}
+	return nil
+}
+
+func (v *View) watch(ctx context.Context, sweep <-chan time.Time) error {
+	w, err := v.kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sweep:
+			v.expireStale()
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch channel closed")
+			}
+			if entry == nil { // end of the initial values
+				v.readyOnce.Do(func() { close(v.ready) })
+				continue
+			}
+			v.apply(entry)
+		}
+	}
+}
+
+func (v *View) apply(entry jetstream.KeyValueEntry) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	id := entry.Key()
+	if entry.Operation() != jetstream.KeyValuePut {
+		if _, ok := v.nodes[id]; ok {
+			v.log.Info().Str("node_id", id).Str("op", entry.Operation().String()).Msg("media node left the fleet")
+		}
+		delete(v.nodes, id)
+		v.updateGauges()
+		return
+	}
+	st := new(callgridv1.NodeStatus)
+	if err := proto.Unmarshal(entry.Value(), st); err != nil || st.GetNodeId() != id {
+		v.log.Warn().Err(err).Str("key", id).Msg("ignoring undecodable node status")
+		return
+	}
+	m, ok := v.nodes[id]
+	if !ok {
+		m = &member{}
+		v.nodes[id] = m
+		v.log.Info().Str("node_id", id).Str("rtp_address", st.GetRtpAddress()).Uint32("capacity", st.GetCapacityTotal()).Msg("media node joined the fleet")
+	}
+	m.status, m.seen, m.pending, m.refusedUntil = st, v.now(), 0, time.Time{}
+	v.updateGauges()
+}
+
+// expireStale drops nodes not heard from for their TTL: the safety net for
+// an expiry marker lost while the bus was away.
+func (v *View) expireStale() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cutoff := v.now().Add(-TTLHeartbeats * v.interval)
+	for id, m := range v.nodes {
+		if m.seen.Before(cutoff) {
+			v.log.Info().Str("node_id", id).Msg("media node expired from the fleet view")
+			delete(v.nodes, id)
+		}
+	}
+	v.updateGauges()
+}
+
+func (v *View) updateGauges() {
+	var total, used, draining float64
+	for _, m := range v.nodes {
+		total += float64(m.status.GetCapacityTotal())
+		used += float64(m.status.GetCapacityUsed())
+		if m.status.GetDraining() {
+			draining++
+		}
+	}
+	v.gaugeNodes.Set(float64(len(v.nodes)))
+	v.gaugeTotal.Set(total)
+	v.gaugeUsed.Set(used)
+	v.gaugeDraining.Set(draining)
+}
+
+// Nodes returns a copy of every node's last status, sorted by id.
+func (v *View) Nodes() []*callgridv1.NodeStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]*callgridv1.NodeStatus, 0, len(v.nodes))
+	for _, m := range v.nodes {
+		out = append(out, proto.CloneOf(m.status))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetNodeId() < out[j].GetNodeId() })
+	return out
+}
+
+// Has reports whether node id is in the view.
+func (v *View) Has(id string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.nodes[id]
+	return ok
+}
+
+// noteClaimed records units this process just claimed on a node.
+func (v *View) noteClaimed(id string, units int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if m, ok := v.nodes[id]; ok {
+		m.pending += units
+	}
+}
+
+// noteRefused records that a node refused a claim for lack of capacity.
+func (v *View) noteRefused(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if m, ok := v.nodes[id]; ok {
+		m.refusedUntil = v.now().Add(v.interval)
+	}
+}
