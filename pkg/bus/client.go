@@ -28,6 +28,9 @@ type Client struct {
 	metrics  *metrics
 	embedded *EmbeddedServer // owned when this client started it
 
+	reconnectMu sync.Mutex
+	reconnected chan struct{}
+
 	closeOnce sync.Once
 }
 
@@ -40,7 +43,7 @@ func Connect(ctx context.Context, cfg Config, name string, log zerolog.Logger, r
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log.With().Str("component", "bus").Logger(), metrics: newMetrics(reg)}
+	c := &Client{cfg: cfg, log: log.With().Str("component", "bus").Logger(), metrics: newMetrics(reg), reconnected: make(chan struct{})}
 	url := cfg.URL
 	if url == "" {
 		var err error
@@ -69,6 +72,7 @@ func Connect(ctx context.Context, cfg Config, name string, log zerolog.Logger, r
 			c.metrics.reconnects.Inc()
 			c.metrics.connected.Set(1)
 			c.log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("bus reconnected")
+			c.signalReconnect()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			ev := c.log.Warn().Err(err)
@@ -132,6 +136,22 @@ func (c *Client) Embedded() *EmbeddedServer { return c.embedded }
 
 // Connected reports whether the bus is reachable right now.
 func (c *Client) Connected() bool { return c.nc.IsConnected() }
+
+// Reconnected returns a channel closed at the next reconnect. Watchers of
+// key-value buckets use it to reopen their watch: a restarted server may
+// have lost in-memory buckets that are being recreated.
+func (c *Client) Reconnected() <-chan struct{} {
+	c.reconnectMu.Lock()
+	defer c.reconnectMu.Unlock()
+	return c.reconnected
+}
+
+func (c *Client) signalReconnect() {
+	c.reconnectMu.Lock()
+	defer c.reconnectMu.Unlock()
+	close(c.reconnected)
+	c.reconnected = make(chan struct{})
+}
 
 // Close drains subscriptions and pending publishes (bounded by the drain
 // timeout), closes the connection and stops an owned embedded server.

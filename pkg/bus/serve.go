@@ -37,22 +37,7 @@ func Serve[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
 	callback := func(msg *nats.Msg) {
 		ctx, cancel := requestContext(msg)
 		defer cancel()
-		var reply PRep
-		req := PReq(new(Req))
-		if err := proto.Unmarshal(msg.Data, req); err != nil {
-			c.metrics.badPayloads.WithLabelValues(op).Inc()
-			c.log.Debug().Err(err).Str("subject", msg.Subject).Msg("bad payload")
-			reply = PRep(new(Rep))
-			setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_BAD_REQUEST, "undecodable "+op+" request: "+err.Error())
-		} else {
-			reply = handle(ctx, req)
-			if reply == nil {
-				reply = PRep(new(Rep))
-				setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_INTERNAL, "no reply")
-			}
-		}
-		status := callgridv1.Status(reply.ProtoReflect().Get(statusField).Enum())
-		c.metrics.served.WithLabelValues(op, status.String()).Inc()
+		reply := dispatch(ctx, c, op, msg.Data, handle, statusField, detailField)
 		if msg.Reply == "" {
 			return
 		}
@@ -75,6 +60,31 @@ func Serve[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	return sub, nil
+}
+
+// dispatch decodes one request and runs the handler; any payload gets a
+// reply with a status.
+func dispatch[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
+	ctx context.Context, c *Client, op string, data []byte, handle func(context.Context, PReq) PRep,
+	statusField, detailField protoreflect.FieldDescriptor,
+) PRep {
+	var reply PRep
+	req := PReq(new(Req))
+	if err := proto.Unmarshal(data, req); err != nil {
+		c.metrics.badPayloads.WithLabelValues(op).Inc()
+		c.log.Debug().Err(err).Str("op", op).Msg("bad payload")
+		reply = PRep(new(Rep))
+		setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_BAD_REQUEST, "undecodable "+op+" request: "+err.Error())
+	} else {
+		reply = handle(ctx, req)
+		if reply == nil {
+			reply = PRep(new(Rep))
+			setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_INTERNAL, "no reply")
+		}
+	}
+	status := callgridv1.Status(reply.ProtoReflect().Get(statusField).Enum())
+	c.metrics.served.WithLabelValues(op, status.String()).Inc()
+	return reply
 }
 
 // requestContext carries the requester's deadline into the handler.

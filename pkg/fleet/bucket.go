@@ -20,6 +20,9 @@ const DefaultHeartbeatInterval = time.Second
 // this many is gone.
 const TTLHeartbeats = 3
 
+// minMarkerTTL is the shortest time the server keeps expiry markers.
+const minMarkerTTL = time.Second
+
 // OpenBucket opens (creating if needed) the fleet bucket. Status keys expire
 // TTLHeartbeats intervals after their last write, and the expiry leaves a
 // marker that watchers see, so a dead node vanishes from every view.
@@ -37,7 +40,7 @@ func OpenBucket(ctx context.Context, c *bus.Client, interval time.Duration, repl
 		Description:    "media node status, one key per live node",
 		History:        1,
 		TTL:            ttl,
-		LimitMarkerTTL: ttl,
+		LimitMarkerTTL: max(ttl, minMarkerTTL),
 		Storage:        jetstream.MemoryStorage,
 		Replicas:       replicas,
 	})

@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -17,6 +16,9 @@ import (
 // goodbyeTimeout bounds the final delete a stopping node makes so that
 // proxies drop it at once instead of waiting for the TTL.
 const goodbyeTimeout = time.Second
+
+// reopenTimeout bounds re-creating the fleet bucket after a failed write.
+const reopenTimeout = 2 * time.Second
 
 // Heartbeat writes a node's status to the fleet bucket every interval.
 type Heartbeat struct {
@@ -60,6 +62,8 @@ func (h *Heartbeat) Run(ctx context.Context) error {
 	for {
 		err := h.write(ctx)
 		switch {
+		case err != nil && failing:
+			h.log.Debug().Err(err).Msg("heartbeat write failed")
 		case err != nil && !failing && ctx.Err() == nil:
 			h.log.Warn().Err(err).Msg("heartbeat write failed; retrying every interval")
 			failing = true
@@ -92,13 +96,17 @@ func (h *Heartbeat) write(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, h.interval)
 	defer cancel()
 	_, err = h.kv.Put(wctx, h.nodeID, data)
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-		// The bus lost the bucket (a restarted server without storage):
-		// create it again so the fleet comes back by itself.
-		if kv, oerr := OpenBucket(wctx, h.bus, h.interval, 0); oerr == nil {
-			h.kv = kv
-			_, err = h.kv.Put(wctx, h.nodeID, data)
+	if err != nil && h.bus.Connected() && ctx.Err() == nil {
+		// A restarted server may have lost the in-memory bucket: create
+		// it again (idempotent) so the fleet comes back by itself.
+		rctx, rcancel := context.WithTimeout(ctx, max(h.interval, reopenTimeout))
+		defer rcancel()
+		kv, oerr := OpenBucket(rctx, h.bus, h.interval, 0)
+		if oerr != nil {
+			return fmt.Errorf("write node status: %w (reopen bucket: %w)", err, oerr)
 		}
+		h.kv = kv
+		_, err = h.kv.Put(rctx, h.nodeID, data)
 	}
 	if err != nil {
 		return fmt.Errorf("write node status: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"callgrid.dev/pkg/bus"
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
 
@@ -23,6 +24,7 @@ const rewatchDelay = 250 * time.Millisecond
 // costs nothing and survives a short bus outage.
 type View struct {
 	kv       jetstream.KeyValue
+	bus      *bus.Client
 	log      zerolog.Logger
 	interval time.Duration
 	now      func() time.Time
@@ -55,12 +57,12 @@ type member struct {
 // NewView returns a view over the fleet bucket kv. interval is the nodes'
 // heartbeat interval: a node not heard from for TTLHeartbeats of them is
 // treated as gone even if its expiry marker was missed.
-func NewView(kv jetstream.KeyValue, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer) *View {
+func NewView(c *bus.Client, kv jetstream.KeyValue, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer) *View {
 	if interval <= 0 {
 		interval = DefaultHeartbeatInterval
 	}
 	v := &View{
-		kv: kv, interval: interval, now: time.Now,
+		kv: kv, bus: c, interval: interval, now: time.Now,
 		log:   log.With().Str("component", "fleet_view").Logger(),
 		nodes: make(map[string]*member),
 		ready: make(chan struct{}),
@@ -89,12 +91,18 @@ func (v *View) Ready() <-chan struct{} { return v.ready }
 func (v *View) Run(ctx context.Context) error {
 	sweep := time.NewTicker(v.interval)
 	defer sweep.Stop()
+	failures := 0
 	for ctx.Err() == nil {
-		err := v.watch(ctx, sweep.C)
+		err := v.watch(ctx, sweep.C, &failures)
 		if ctx.Err() != nil {
 			return nil
 		}
-		v.log.Warn().Err(err).Msg("fleet watch ended; reopening")
+		failures++
+		ev := v.log.Debug()
+		if failures == 1 {
+			ev = v.log.Warn()
+		}
+		ev.Err(err).Int("failures", failures).Msg("fleet watch ended; reopening")
 		select {
 		case <-ctx.Done():
 		case <-time.After(rewatchDelay):
@@ -103,7 +111,8 @@ func (v *View) Run(ctx context.Context) error {
 	return nil
 }
 
-func (v *View) watch(ctx context.Context, sweep <-chan time.Time) error {
+func (v *View) watch(ctx context.Context, sweep <-chan time.Time, failures *int) error {
+	reconnected := v.bus.Reconnected()
 	w, err := v.kv.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -113,6 +122,10 @@ func (v *View) watch(ctx context.Context, sweep <-chan time.Time) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-reconnected:
+			// A restarted server may have lost the in-memory bucket that
+			// nodes are now recreating: watch it afresh.
+			return errors.New("bus reconnected")
 		case <-sweep:
 			v.expireStale()
 		case entry, ok := <-w.Updates():
@@ -121,6 +134,7 @@ func (v *View) watch(ctx context.Context, sweep <-chan time.Time) error {
 			}
 			if entry == nil { // end of the initial values
 				v.readyOnce.Do(func() { close(v.ready) })
+				*failures = 0
 				continue
 			}
 			v.apply(entry)

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"callgrid.dev/pkg/bus"
+	"callgrid.dev/pkg/fleet"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultCapacityUnits: what one node offers before its operator has
+	// measured it. See docs/benchmarks.md for how the figure is derived.
+	DefaultCapacityUnits = 1000
+	DefaultPassthroughCost = 1
+	// DefaultTranscodeCost: a transcoded call costs several times a
+	// relayed one in CPU (codec work per packet), so it weighs more.
+	DefaultTranscodeCost = 8
+	DefaultDrainGrace    = 2 * time.Hour
+)
+
+// Config of the node's control layer.
+type Config struct {
+	// ID is the node's unique id, a subject token.
+	ID string `yaml:"id"`
+	// AdvertiseAddress is the RTP address peers are told to send to.
+	AdvertiseAddress string `yaml:"advertise_address"`
+	// CapacityUnits the node offers to the fleet.
+	CapacityUnits int `yaml:"capacity_units"`
+	// PassthroughCost and TranscodeCost are the units a relayed and a
+	// transcoded session use.
+	PassthroughCost int `yaml:"passthrough_cost"`
+	TranscodeCost   int `yaml:"transcode_cost"`
+	// HeartbeatInterval between status writes.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// DrainGrace is how long a draining node waits for its calls to end
+	// before it ends them itself.
+	DrainGrace time.Duration `yaml:"drain_grace"`
+	// Codecs the node advertises (SDP names).
+	Codecs []string `yaml:"-"`
+	// Version the node reports.
+	Version string `yaml:"-"`
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.CapacityUnits == 0 {
+		c.CapacityUnits = DefaultCapacityUnits
+	}
+	if c.PassthroughCost == 0 {
+		c.PassthroughCost = DefaultPassthroughCost
+	}
+	if c.TranscodeCost == 0 {
+		c.TranscodeCost = DefaultTranscodeCost
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = fleet.DefaultHeartbeatInterval
+	}
+	if c.DrainGrace == 0 {
+		c.DrainGrace = DefaultDrainGrace
+	}
+	return c
+}
+
+// Validate names every field that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if err := bus.ValidateToken(c.ID); err != nil {
+		errs = append(errs, fmt.Errorf("node.id: %w", err))
+	}
+	if c.CapacityUnits <= 0 {
+		errs = append(errs, fmt.Errorf("node.capacity_units: must be positive, got %d", c.CapacityUnits))
+	}
+	if c.PassthroughCost <= 0 {
+		errs = append(errs, fmt.Errorf("node.passthrough_cost: must be positive, got %d", c.PassthroughCost))
+	}
+	if c.TranscodeCost < c.PassthroughCost {
+		errs = append(errs, fmt.Errorf("node.transcode_cost: must be at least passthrough_cost (%d), got %d", c.PassthroughCost, c.TranscodeCost))
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("node.heartbeat_interval: must be at least 10ms, got %s", c.HeartbeatInterval))
+	}
+	if c.DrainGrace < 0 {
+		errs = append(errs, fmt.Errorf("node.drain_grace: must not be negative, got %s", c.DrainGrace))
+	}
+	return errors.Join(errs...)
+}

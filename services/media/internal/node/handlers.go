@@ -1,0 +1,183 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"callgrid.dev/pkg/bus"
+	"callgrid.dev/pkg/fleet"
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+func (n *Node) handleOffer(ctx context.Context, req *callgridv1.OfferRequest) *callgridv1.OfferReply {
+	reject := func(s callgridv1.Status, detail string) *callgridv1.OfferReply {
+		n.metrics.offers.WithLabelValues(s.String()).Inc()
+		return &callgridv1.OfferReply{Status: s, Detail: detail, NodeId: n.cfg.ID}
+	}
+	if ctx.Err() != nil {
+		return reject(callgridv1.Status_STATUS_INTERNAL, errDeadline.Error())
+	}
+	if len(req.GetSdp()) == 0 {
+		return reject(callgridv1.Status_STATUS_BAD_SDP, "offer carries no sdp")
+	}
+	if req.GetSessionId() == "" {
+		req.SessionId = fleet.NewSessionID()
+	} else if err := bus.ValidateToken(req.GetSessionId()); err != nil {
+		return reject(callgridv1.Status_STATUS_BAD_REQUEST, "session_id: "+err.Error())
+	}
+	service := req.GetService()
+	if service == callgridv1.MediaService_MEDIA_SERVICE_UNSPECIFIED {
+		service = callgridv1.MediaService_MEDIA_SERVICE_BRIDGE
+	}
+	if _, known := callgridv1.MediaService_name[int32(service)]; !known {
+		return reject(callgridv1.Status_STATUS_BAD_REQUEST, "unknown media service")
+	}
+
+	s := &session{id: req.GetSessionId(), callID: req.GetCallId(), units: n.cfg.PassthroughCost, dialog: req.GetDialog(), created: time.Now()}
+	outcome, existing := n.ledger.reserve(s)
+	switch outcome {
+	case reserveExists:
+		// A retried offer: answer it again rather than claim twice.
+		if existing.state != stateOpen || existing.callID != req.GetCallId() {
+			return reject(callgridv1.Status_STATUS_BAD_REQUEST, "session id already in use")
+		}
+		n.metrics.offers.WithLabelValues(callgridv1.Status_STATUS_OK.String()).Inc()
+		return &callgridv1.OfferReply{Status: callgridv1.Status_STATUS_OK, SessionId: existing.id, NodeId: n.cfg.ID, Sdp: existing.offerSDP}
+	case reserveDraining:
+		return reject(callgridv1.Status_STATUS_DRAINING, "node is draining")
+	case reserveFull:
+		return reject(callgridv1.Status_STATUS_FULL, "no free capacity units")
+	}
+
+	log := n.log.With().Str("call_id", s.callID).Str("session_id", s.id).Logger()
+	sdp, err := n.media.Open(ctx, OpenParams{SessionID: s.id, CallID: s.callID, SDP: req.GetSdp(), Service: service})
+	if err != nil {
+		n.ledger.drop(s.id)
+		status := statusOf(err)
+		log.Debug().Err(err).Str("status", status.String()).Msg("offer refused")
+		return reject(status, err.Error())
+	}
+	if !n.ledger.opened(s.id, sdp) {
+		// Deleted while the engine was opening it.
+		if _, cerr := n.media.Close(s.id); cerr != nil {
+			log.Debug().Err(cerr).Msg("close session deleted while opening")
+		}
+		return reject(callgridv1.Status_STATUS_UNKNOWN_SESSION, "session deleted while opening")
+	}
+	n.metrics.offers.WithLabelValues(callgridv1.Status_STATUS_OK.String()).Inc()
+	n.metrics.sessions.Inc()
+	log.Debug().Str("service", service.String()).Msg("session opened")
+	return &callgridv1.OfferReply{Status: callgridv1.Status_STATUS_OK, SessionId: s.id, NodeId: n.cfg.ID, Sdp: sdp}
+}
+
+func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) *callgridv1.AnswerReply {
+	s, ok := n.ledger.lookup(req.GetSessionId())
+	if !ok {
+		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_UNKNOWN_SESSION, Detail: "no session " + req.GetSessionId()}
+	}
+	if len(req.GetSdp()) == 0 {
+		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "answer carries no sdp"}
+	}
+	sdp, transcoding, err := n.media.Answer(ctx, s.id, req.GetSdp())
+	if err != nil {
+		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: err.Error()}
+	}
+	n.ledger.setDialog(s.id, req.GetDialog())
+	grown, fits := n.ledger.markAnswered(s.id, transcoding, n.cfg.TranscodeCost, time.Now())
+	if !fits {
+		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: "no free capacity units to transcode"}
+	}
+	if grown {
+		n.metrics.transcoded.Inc()
+	}
+	return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp, Transcoding: transcoding}
+}
+
+func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) *callgridv1.UpdateReply {
+	s, ok := n.ledger.lookup(req.GetSessionId())
+	if !ok {
+		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_UNKNOWN_SESSION, Detail: "no session " + req.GetSessionId()}
+	}
+	if req.GetLeg() != callgridv1.Leg_LEG_A && req.GetLeg() != callgridv1.Leg_LEG_B {
+		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_BAD_REQUEST, Detail: "leg must be LEG_A or LEG_B"}
+	}
+	if len(req.GetSdp()) == 0 {
+		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "update carries no sdp"}
+	}
+	sdp, err := n.media.Update(ctx, s.id, req.GetLeg(), req.GetSdp())
+	if err != nil {
+		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
+	}
+	return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp}
+}
+
+func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *callgridv1.DeleteReply {
+	cause := req.GetCause()
+	if cause == "" {
+		cause = "delete"
+	}
+	q, ok := n.endSession(req.GetSessionId(), cause)
+	if !ok {
+		return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_UNKNOWN_SESSION, Detail: "no session " + req.GetSessionId()}
+	}
+	return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_OK, Quality: q}
+}
+
+// endSession releases a session's units, closes its media and publishes the
+// call-ended event. It reports false for a session the node does not hold.
+func (n *Node) endSession(id, cause string) (*callgridv1.MediaQuality, bool) {
+	s, ok := n.ledger.release(id)
+	if !ok {
+		return nil, false
+	}
+	q, err := n.media.Close(id)
+	if err != nil {
+		n.log.Warn().Err(err).Str("call_id", s.callID).Str("session_id", id).Msg("close session media")
+	}
+	n.finish(s, cause, q)
+	return q, true
+}
+
+// HandleMediaTimeout is the engine's callback for a session that saw no RTP
+// for its timeout; the engine has already stopped its media.
+func (n *Node) HandleMediaTimeout(id string, q *callgridv1.MediaQuality) {
+	s, ok := n.ledger.release(id)
+	if !ok {
+		return
+	}
+	n.log.Info().Str("call_id", s.callID).Str("session_id", id).Msg("media timeout")
+	n.metrics.timeouts.Inc()
+	n.events.push("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
+		CallId: s.callID, SessionId: id, NodeId: n.cfg.ID, Dialog: s.dialog, Quality: q, UnixMs: time.Now().UnixMilli(),
+	})
+	n.finish(s, "media_timeout", q)
+}
+
+func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality) {
+	var duration float64
+	if !s.answered.IsZero() {
+		duration = time.Since(s.answered).Seconds()
+	}
+	n.metrics.sessions.Dec()
+	if s.transcoding {
+		n.metrics.transcoded.Dec()
+	}
+	n.metrics.ended.WithLabelValues(causeLabel(cause)).Inc()
+	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Str("cause", cause).Float64("duration_s", duration).Msg("session ended")
+	n.events.push("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
+		CallId: s.callID, SessionId: s.id, NodeId: n.cfg.ID, DurationSeconds: duration, Cause: cause, Quality: q, UnixMs: time.Now().UnixMilli(),
+	})
+}
+
+// causeLabel keeps the metric's label set small: SIP status codes collapse
+// to their class.
+func causeLabel(cause string) string {
+	switch cause {
+	case "bye", "cancel", "media_timeout", "shutdown", "offer_timeout", "delete", "node_down":
+		return cause
+	}
+	if len(cause) == 3 && cause[0] >= '1' && cause[0] <= '6' {
+		return cause[:1] + "xx"
+	}
+	return "other"
+}

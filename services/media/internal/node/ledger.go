@@ -1,0 +1,212 @@
+package node
+
+import (
+	"sync"
+	"time"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// sessionState is where a session is in its life.
+type sessionState int
+
+const (
+	stateUnknown sessionState = iota
+	// stateOpening: units reserved, the engine is setting up.
+	stateOpening
+	// stateOpen: the engine holds the session.
+	stateOpen
+)
+
+// session is the node layer's record of one call: what it costs and what
+// the proxies need back (dialog, idempotent offer reply).
+type session struct {
+	id          string
+	callID      string
+	units       int
+	state       sessionState
+	transcoding bool
+	offerSDP    []byte
+	dialog      *callgridv1.Dialog
+	created     time.Time
+	answered    time.Time
+	// closeWhenOpen: a delete arrived while the engine was still opening.
+	closeWhenOpen bool
+}
+
+// ledger is the node's capacity authority. Every reservation and release
+// goes through its lock, so the node can never promise more units than it
+// has, however many proxies claim at once.
+type ledger struct {
+	mu       sync.Mutex
+	total    int
+	used     int
+	draining bool
+	sessions map[string]*session
+}
+
+func newLedger(total int) *ledger {
+	return &ledger{total: total, sessions: make(map[string]*session)}
+}
+
+// reserveOutcome says why reserve did or did not hand out units.
+type reserveOutcome int
+
+const (
+	reserveUnknown reserveOutcome = iota
+	reserveOK
+	reserveExists
+	reserveFull
+	reserveDraining
+)
+
+// reserve claims units for a new session, or reports the existing one (a
+// retried offer with the same session id).
+func (l *ledger) reserve(s *session) (reserveOutcome, *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old, ok := l.sessions[s.id]; ok {
+		return reserveExists, old
+	}
+	if l.draining {
+		return reserveDraining, nil
+	}
+	if l.used+s.units > l.total {
+		return reserveFull, nil
+	}
+	l.used += s.units
+	s.state = stateOpening
+	l.sessions[s.id] = s
+	return reserveOK, s
+}
+
+// opened marks a session open; it reports false when a delete came in
+// meanwhile, in which case the session is already gone from the ledger.
+func (l *ledger) opened(id string, sdp []byte) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok {
+		return false
+	}
+	if s.closeWhenOpen {
+		l.used -= s.units
+		delete(l.sessions, id)
+		return false
+	}
+	s.state = stateOpen
+	s.offerSDP = sdp
+	return true
+}
+
+// release frees a session's units and forgets it. A session still opening
+// is only flagged; opened releases it when the engine is done.
+func (l *ledger) release(id string) (*session, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok {
+		return nil, false
+	}
+	if s.state == stateOpening {
+		s.closeWhenOpen = true
+		return nil, false
+	}
+	l.used -= s.units
+	delete(l.sessions, id)
+	return s, true
+}
+
+// drop forgets a session whose engine setup failed.
+func (l *ledger) drop(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sessions[id]; ok {
+		l.used -= s.units
+		delete(l.sessions, id)
+	}
+}
+
+// lookup returns an open session.
+func (l *ledger) lookup(id string) (*session, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok || s.state != stateOpen {
+		return nil, false
+	}
+	return s, true
+}
+
+// markAnswered records the answer and, when the legs need transcoding, grows
+// the session to the transcoded cost. It reports false if that growth does
+// not fit: the node never exceeds its capacity, so the call must end.
+func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at time.Time) (grown bool, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, found := l.sessions[id]
+	if !found {
+		return false, false
+	}
+	if s.answered.IsZero() {
+		s.answered = at
+	}
+	if !transcoding || s.transcoding {
+		return false, true
+	}
+	extra := transcodeCost - s.units
+	if extra > 0 && l.used+extra > l.total {
+		return false, false
+	}
+	if extra > 0 {
+		l.used += extra
+		s.units += extra
+	}
+	s.transcoding = true
+	return true, true
+}
+
+func (l *ledger) setDialog(id string, d *callgridv1.Dialog) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sessions[id]; ok && d != nil {
+		s.dialog = d
+	}
+}
+
+// snapshot is the ledger's numbers at one instant.
+type snapshot struct {
+	total, used, sessions, transcoded int
+	draining                          bool
+}
+
+func (l *ledger) snapshot() snapshot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := snapshot{total: l.total, used: l.used, sessions: len(l.sessions), draining: l.draining}
+	for _, sess := range l.sessions {
+		if sess.transcoding {
+			s.transcoded++
+		}
+	}
+	return s
+}
+
+func (l *ledger) setDraining() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	was := l.draining
+	l.draining = true
+	return !was
+}
+
+// ids lists every session.
+func (l *ledger) ids() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.sessions))
+	for id := range l.sessions {
+		out = append(out, id)
+	}
+	return out
+}

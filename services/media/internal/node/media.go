@@ -1,0 +1,61 @@
+package node
+
+import (
+	"context"
+	"errors"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// Media is the engine that carries a session's audio. The node layer owns
+// capacity and the bus; the engine owns ports, sockets and goroutines.
+type Media interface {
+	// Open creates a session for leg A's offer and returns the SDP to send
+	// to leg B (or, for a built-in service, the answer for leg A).
+	Open(ctx context.Context, p OpenParams) (sdp []byte, err error)
+	// Answer applies leg B's answer and returns the answer for leg A, and
+	// whether the legs ended up on different codecs.
+	Answer(ctx context.Context, sessionID string, sdp []byte) (sdpForA []byte, transcoding bool, err error)
+	// Update applies a re-offer from one leg to a live session.
+	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte) ([]byte, error)
+	// Close ends a session, frees its ports and returns its quality.
+	Close(sessionID string) (*callgridv1.MediaQuality, error)
+	// Shutdown ends every session.
+	Shutdown()
+}
+
+// OpenParams describes a new session.
+type OpenParams struct {
+	SessionID string
+	CallID    string
+	SDP       []byte
+	Service   callgridv1.MediaService
+}
+
+// Errors a Media implementation returns (wrapped) so the node can answer
+// with the right status.
+var (
+	ErrBadSDP           = errors.New("bad sdp")
+	ErrUnsupportedCodec = errors.New("unsupported codec")
+	ErrUnknownSession   = errors.New("unknown session")
+	ErrNoPorts          = errors.New("no free rtp ports")
+)
+
+// statusOf maps an error from Media to the reply status and its detail.
+// It is the one place such errors become statuses.
+func statusOf(err error) callgridv1.Status {
+	switch {
+	case err == nil:
+		return callgridv1.Status_STATUS_OK
+	case errors.Is(err, ErrBadSDP):
+		return callgridv1.Status_STATUS_BAD_SDP
+	case errors.Is(err, ErrUnsupportedCodec):
+		return callgridv1.Status_STATUS_UNSUPPORTED_CODEC
+	case errors.Is(err, ErrUnknownSession):
+		return callgridv1.Status_STATUS_UNKNOWN_SESSION
+	case errors.Is(err, ErrNoPorts):
+		return callgridv1.Status_STATUS_FULL
+	default:
+		return callgridv1.Status_STATUS_INTERNAL
+	}
+}

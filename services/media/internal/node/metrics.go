@@ -1,0 +1,41 @@
+package node
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	capacity   prometheus.Gauge
+	sessions   prometheus.Gauge
+	transcoded prometheus.Gauge
+	draining   prometheus.Gauge
+	offers     *prometheus.CounterVec
+	ended      *prometheus.CounterVec
+	timeouts   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		capacity: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_media_capacity_units", Help: "Capacity units this node offers.",
+		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_media_sessions_active", Help: "Sessions this node holds.",
+		}),
+		transcoded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_media_sessions_transcoded", Help: "Sessions this node transcodes.",
+		}),
+		draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "callgrid_media_draining", Help: "1 while the node drains.",
+		}),
+		offers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callgrid_media_offers_total", Help: "Offers (claims) handled by reply status.",
+		}, []string{"status"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callgrid_media_sessions_ended_total", Help: "Sessions ended by cause.",
+		}, []string{"cause"}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "callgrid_media_timeouts_total", Help: "Sessions ended because no RTP arrived.",
+		}),
+	}
+	reg.MustRegister(m.capacity, m.sessions, m.transcoded, m.draining, m.offers, m.ended, m.timeouts)
+	return m
+}

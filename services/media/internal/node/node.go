@@ -1,0 +1,218 @@
+// Package node is a media node's control layer: it advertises the node's
+// capacity to the fleet, serves offer/answer/update/delete over the bus,
+// keeps the capacity ledger and drains on shutdown. The media engine behind
+// the Media interface carries the audio.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"callgrid.dev/pkg/bus"
+	"callgrid.dev/pkg/fleet"
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// drainPoll is how often a draining node checks whether its calls ended.
+const drainPoll = 100 * time.Millisecond
+
+// Node is one media node on the bus.
+type Node struct {
+	cfg     Config
+	bus     *bus.Client
+	media   Media
+	log     zerolog.Logger
+	ledger  *ledger
+	events  *eventQueue
+	metrics *metrics
+	started time.Time
+	ports   func() (used, total int)
+
+	heartbeat *fleet.Heartbeat
+	hardStop  chan struct{}
+	stopOnce  sync.Once
+}
+
+// Option tunes a Node.
+type Option func(*Node)
+
+// WithPortUsage reports the engine's RTP port pool in the node's status.
+func WithPortUsage(f func() (used, total int)) Option {
+	return func(n *Node) { n.ports = f }
+}
+
+// New returns a node serving media through m.
+func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, c *bus.Client, m Media, opts ...Option) (*Node, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	log = log.With().Str("node_id", cfg.ID).Logger()
+	n := &Node{
+		cfg: cfg, bus: c, media: m, log: log,
+		ledger:   newLedger(cfg.CapacityUnits),
+		events:   newEventQueue(c, log),
+		metrics:  newMetrics(reg),
+		started:  time.Now(),
+		ports:    func() (int, int) { return 0, 0 },
+		hardStop: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(n)
+	}
+	n.metrics.capacity.Set(float64(cfg.CapacityUnits))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "callgrid_media_capacity_used_units", Help: "Capacity units held by this node's sessions.",
+	}, func() float64 { return float64(n.ledger.snapshot().used) }))
+	return n, nil
+}
+
+// Status is what the node advertises to the fleet right now.
+func (n *Node) Status() *callgridv1.NodeStatus {
+	s := n.ledger.snapshot()
+	used, total := n.ports()
+	return &callgridv1.NodeStatus{
+		NodeId:             n.cfg.ID,
+		RtpAddress:         n.cfg.AdvertiseAddress,
+		CapacityTotal:      uint32(s.total),
+		CapacityUsed:       uint32(s.used),
+		ActiveSessions:     uint32(s.sessions),
+		TranscodedSessions: uint32(s.transcoded),
+		Draining:           s.draining,
+		Codecs:             n.cfg.Codecs,
+		Version:            n.cfg.Version,
+		StartedUnixMs:      n.started.UnixMilli(),
+		PassthroughCost:    uint32(n.cfg.PassthroughCost),
+		TranscodeCost:      uint32(n.cfg.TranscodeCost),
+		PortsUsed:          uint32(used),
+		PortsTotal:         uint32(total),
+	}
+}
+
+// Draining reports whether the node has stopped taking new sessions.
+func (n *Node) Draining() bool { return n.ledger.snapshot().draining }
+
+// Drain stops taking new sessions and tells the fleet at once.
+func (n *Node) Drain() {
+	if n.ledger.setDraining() {
+		n.log.Info().Int("sessions", n.ledger.snapshot().sessions).Msg("draining: no new sessions")
+		n.metrics.draining.Set(1)
+		if n.heartbeat != nil {
+			n.heartbeat.Beat()
+		}
+	}
+}
+
+// StopNow ends a drain at once: every remaining session is closed.
+func (n *Node) StopNow() { n.stopOnce.Do(func() { close(n.hardStop) }) }
+
+// Run serves the node until ctx ends, then drains: existing sessions go on
+// until they end, the drain grace passes or StopNow is called; whatever is
+// left is closed, the node leaves the fleet and Run returns.
+func (n *Node) Run(ctx context.Context) error {
+	setup, cancelSetup := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelSetup()
+	if _, err := n.bus.EnsureEventsStream(setup); err != nil {
+		return err
+	}
+	kv, err := fleet.OpenBucket(setup, n.bus, n.cfg.HeartbeatInterval, 0)
+	if err != nil {
+		return err
+	}
+	subs, err := n.serve()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	eventsCtx, stopEvents := context.WithCancel(context.Background())
+	wg.Go(func() { n.events.run(eventsCtx) })
+
+	n.heartbeat = fleet.NewHeartbeat(n.bus, kv, n.cfg.ID, n.cfg.HeartbeatInterval, n.Status, n.log)
+	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
+	wg.Go(func() { _ = n.heartbeat.Run(hbCtx) })
+	n.log.Info().Int("capacity_units", n.cfg.CapacityUnits).Str("rtp_address", n.cfg.AdvertiseAddress).Msg("media node serving")
+
+	<-ctx.Done()
+	n.Drain()
+	n.waitForCalls()
+	n.closeAll("shutdown")
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+	stopHeartbeat()
+	stopEvents()
+	wg.Wait()
+	n.media.Shutdown()
+	n.log.Info().Msg("media node stopped")
+	return nil
+}
+
+func (n *Node) waitForCalls() {
+	deadline := time.NewTimer(n.cfg.DrainGrace)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	lastLog := time.Now()
+	for {
+		left := n.ledger.snapshot().sessions
+		if left == 0 {
+			return
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			n.log.Info().Int("sessions", left).Msg("draining: waiting for calls to end")
+			lastLog = time.Now()
+		}
+		select {
+		case <-deadline.C:
+			n.log.Warn().Int("sessions", left).Dur("grace", n.cfg.DrainGrace).Msg("drain grace over: ending remaining calls")
+			return
+		case <-n.hardStop:
+			n.log.Warn().Int("sessions", left).Msg("stopping now: ending remaining calls")
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// closeAll ends every session, with cause, publishing their end events.
+func (n *Node) closeAll(cause string) {
+	for _, id := range n.ledger.ids() {
+		n.endSession(id, cause)
+	}
+}
+
+func (n *Node) serve() ([]*bus.Subscription, error) {
+	var subs []*bus.Subscription
+	add := func(s *bus.Subscription, err error) error {
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Unsubscribe()
+			}
+			return err
+		}
+		subs = append(subs, s)
+		return nil
+	}
+	id := n.cfg.ID
+	if err := add(bus.Serve(n.bus, bus.MediaSubject(id, bus.OpOffer), "", "offer", n.handleOffer)); err != nil {
+		return nil, err
+	}
+	if err := add(bus.Serve(n.bus, bus.MediaSubject(id, bus.OpAnswer), "", "answer", n.handleAnswer)); err != nil {
+		return nil, err
+	}
+	if err := add(bus.Serve(n.bus, bus.MediaSubject(id, bus.OpUpdate), "", "update", n.handleUpdate)); err != nil {
+		return nil, err
+	}
+	if err := add(bus.Serve(n.bus, bus.MediaSubject(id, bus.OpDelete), "", "delete", n.handleDelete)); err != nil {
+		return nil, err
+	}
+	return subs, nil
+}
+
+var errDeadline = errors.New("request deadline passed before the node got to it")
