@@ -19,6 +19,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// joinProbeTimeout bounds the check for a local server to join.
+const joinProbeTimeout = 250 * time.Millisecond
+
 // Client is a connection to the bus. It is safe for concurrent use.
 type Client struct {
 	cfg      Config
@@ -98,14 +101,9 @@ func Connect(ctx context.Context, cfg Config, name string, log zerolog.Logger, r
 	return c, nil
 }
 
-// startOrJoinEmbedded starts the embedded server, or returns the URL of the
-// one already listening on the configured address.
+// startOrJoinEmbedded joins a NATS server already listening on the
+// embedded address (another local service started it), or starts one.
 func (c *Client) startOrJoinEmbedded(cfg EmbeddedConfig) (string, error) {
-	srv, err := StartEmbedded(cfg)
-	if err == nil {
-		c.embedded = srv
-		return srv.URL(), nil
-	}
 	host := cfg.Host
 	if host == "" {
 		host = "127.0.0.1"
@@ -116,13 +114,18 @@ func (c *Client) startOrJoinEmbedded(cfg EmbeddedConfig) (string, error) {
 	}
 	if port > 0 {
 		url := "nats://" + net.JoinHostPort(host, strconv.Itoa(port))
-		if probe, perr := nats.Connect(url, nats.Timeout(time.Second)); perr == nil {
+		if probe, err := nats.Connect(url, nats.Timeout(joinProbeTimeout)); err == nil {
 			probe.Close()
 			c.log.Info().Str("url", url).Msg("joining the embedded bus another local service started")
 			return url, nil
 		}
 	}
-	return "", fmt.Errorf("start embedded bus: %w", err)
+	srv, err := StartEmbedded(cfg)
+	if err != nil {
+		return "", fmt.Errorf("start embedded bus: %w", err)
+	}
+	c.embedded = srv
+	return srv.URL(), nil
 }
 
 // Conn is the underlying NATS connection.

@@ -13,7 +13,7 @@ import (
 const (
 	// DefaultCapacityUnits: what one node offers before its operator has
 	// measured it. See docs/benchmarks.md for how the figure is derived.
-	DefaultCapacityUnits = 1000
+	DefaultCapacityUnits   = 1000
 	DefaultPassthroughCost = 1
 	// DefaultTranscodeCost: a transcoded call costs several times a
 	// relayed one in CPU (codec work per packet), so it weighs more.

@@ -86,7 +86,7 @@ type testBus struct {
 	port     int
 }
 
-func startBus(t *testing.T) *testBus {
+func startBus(t testing.TB) *testBus {
 	t.Helper()
 	dir := t.TempDir()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1, StoreDir: dir})
@@ -101,7 +101,7 @@ func startBus(t *testing.T) *testBus {
 func (tb *testBus) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", tb.port) }
 
 // restart brings the server back on the same port and store.
-func (tb *testBus) restart(t *testing.T) {
+func (tb *testBus) restart(t testing.TB) {
 	t.Helper()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: tb.port, StoreDir: tb.storeDir})
 	if err != nil {
@@ -110,7 +110,7 @@ func (tb *testBus) restart(t *testing.T) {
 	tb.srv = srv
 }
 
-func connect(t *testing.T, tb *testBus, name string) *bus.Client {
+func connect(t testing.TB, tb *testBus, name string) *bus.Client {
 	t.Helper()
 	c, err := bus.Connect(context.Background(), bus.Config{URL: tb.url(), ReconnectWait: 50 * time.Millisecond}, name, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
@@ -128,7 +128,7 @@ type testNode struct {
 	done   chan struct{}
 }
 
-func startNode(t *testing.T, tb *testBus, id string, units int) *testNode {
+func startNode(t testing.TB, tb *testBus, id string, units int) *testNode {
 	t.Helper()
 	c := connect(t, tb, "media-"+id)
 	m := newFakeMedia()
@@ -162,7 +162,7 @@ type testProxy struct {
 	client  *bus.Client
 }
 
-func startProxy(t *testing.T, tb *testBus, name string, cfg fleet.ClaimConfig) *testProxy {
+func startProxy(t testing.TB, tb *testBus, name string, cfg fleet.ClaimConfig) *testProxy {
 	t.Helper()
 	c := connect(t, tb, name)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -179,7 +179,7 @@ func startProxy(t *testing.T, tb *testBus, name string, cfg fleet.ClaimConfig) *
 }
 
 // eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -194,7 +194,7 @@ func offerReq(callID string) *callgridv1.OfferRequest {
 	return &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0"), Service: callgridv1.MediaService_MEDIA_SERVICE_BRIDGE}
 }
 
-func testLogger(t *testing.T) zerolog.Logger {
+func testLogger(t testing.TB) zerolog.Logger {
 	if testing.Verbose() {
 		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 	}

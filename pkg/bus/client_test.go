@@ -1,0 +1,84 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+func TestRequestReplyWithDeadlineAndNoResponders(t *testing.T) {
+	srv, err := StartEmbedded(EmbeddedConfig{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	c, err := Connect(context.Background(), Config{URL: srv.URL()}, "test", zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+
+	var sawDeadline bool
+	sub, err := Serve(c, "callgrid.v1.test.echo", "", "echo", func(ctx context.Context, req *callgridv1.DeleteRequest) *callgridv1.DeleteReply {
+		_, sawDeadline = ctx.Deadline()
+		return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_OK, Detail: req.GetSessionId()}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	reply := new(callgridv1.DeleteReply)
+	if err := c.Request(context.Background(), "echo", "callgrid.v1.test.echo", &callgridv1.DeleteRequest{SessionId: "s1"}, reply); err != nil {
+		t.Fatal(err)
+	}
+	if reply.GetDetail() != "s1" || !sawDeadline {
+		t.Fatalf("reply %v, handler saw deadline %v", reply, sawDeadline)
+	}
+
+	start := time.Now()
+	err = c.Request(context.Background(), "echo", "callgrid.v1.test.nobody", &callgridv1.DeleteRequest{}, reply)
+	if !errors.Is(err, ErrNoResponders) || time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("request to nobody: %v after %s", err, time.Since(start))
+	}
+}
+
+func TestZeroConfigJoinsAnEmbeddedBus(t *testing.T) {
+	// The first service starts the embedded server; a second with the same
+	// zero config joins it instead of failing on the port.
+	cfg := Config{Embedded: EmbeddedConfig{Port: freePort(t), StoreDir: t.TempDir()}}
+	first, err := Connect(context.Background(), cfg, "first", zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if first.Embedded() == nil {
+		t.Fatal("first client did not start the embedded server")
+	}
+	second, err := Connect(context.Background(), cfg, "second", zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if second.Embedded() != nil || !second.Connected() {
+		t.Fatal("second client should have joined the running server")
+	}
+}
+
+func TestConfigValidateNamesFields(t *testing.T) {
+	err := Config{RequestTimeout: -1, Embedded: EmbeddedConfig{Port: 70000}}.Validate()
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, field := range []string{"bus.request_timeout", "bus.embedded.port"} {
+		if !contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
+	}
+}
