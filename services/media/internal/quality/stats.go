@@ -1,0 +1,100 @@
+package quality
+
+// Stats is a receiver report for one stream, in the terms of RFC 3550.
+type Stats struct {
+	// Packets is the number of packets received and counted, duplicates
+	// included (RFC 3550 "received").
+	Packets uint64
+	// Expected is how many packets the sequence numbers say were sent
+	// since the first valid one.
+	Expected uint64
+	// Lost is Expected - Packets, clamped at 0 (duplicates can make the
+	// RFC's signed value negative).
+	Lost uint64
+	// CumulativeLost is the RFC's signed value limited to 24 bits, as an
+	// RTCP receiver report carries it.
+	CumulativeLost int32
+	// Duplicates counts packets whose sequence number had already arrived.
+	Duplicates uint64
+	// Reordered counts packets that arrived after a higher sequence number.
+	Reordered uint64
+	// ExtendedHighestSeq is the highest sequence number with the count of
+	// wraparounds in the upper 16 bits.
+	ExtendedHighestSeq uint32
+	// FractionLost is the share of packets lost since the previous
+	// Snapshot, 0 to 1.
+	FractionLost float64
+	// FractionLostQ8 is FractionLost as the RTCP 8-bit fixed point field.
+	FractionLostQ8 uint8
+	// Jitter is the interarrival jitter in RTP timestamp units.
+	Jitter uint32
+	// JitterMs is Jitter in milliseconds.
+	JitterMs float64
+	// Valid is false until the source has passed probation.
+	Valid bool
+}
+
+// LossPercent returns the cumulative loss as a percentage of expected
+// packets, the input MOS wants.
+func (s Stats) LossPercent() float64 {
+	if s.Expected == 0 {
+		return 0
+	}
+	return 100 * float64(s.Lost) / float64(s.Expected)
+}
+
+// Snapshot returns the statistics and starts a new reporting interval:
+// FractionLost covers the packets since the previous Snapshot, as an RTCP
+// receiver report does. Use Current to look without starting an interval.
+func (r *Receiver) Snapshot() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats()
+	r.expectedPrior = uint32(s.Expected)
+	r.receivedPrior = r.received
+	return s
+}
+
+// Current returns the statistics without starting a new reporting interval.
+func (r *Receiver) Current() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats()
+}
+
+// RTCP's cumulative loss field is a signed 24-bit integer.
+const (
+	maxCumulativeLost = 0x7FFFFF
+	minCumulativeLost = -0x800000
+)
+
+// stats is RFC 3550 A.3; the caller holds the lock.
+func (r *Receiver) stats() Stats {
+	s := Stats{
+		Duplicates: r.duplicates,
+		Reordered:  r.reordered,
+		Jitter:     r.jitterQ4 >> 4,
+		JitterMs:   float64(r.jitterQ4) / 16 * 1000 / float64(r.clockRate),
+		Valid:      r.started && r.probation == 0,
+	}
+	if !s.Valid {
+		return s
+	}
+	extended := r.cycles + uint32(r.maxSeq)
+	expected := extended - r.baseSeq + 1
+	s.ExtendedHighestSeq = extended
+	s.Expected = uint64(expected)
+	s.Packets = uint64(r.received)
+	lost := int64(expected) - int64(r.received)
+	s.CumulativeLost = int32(max(minCumulativeLost, min(maxCumulativeLost, lost)))
+	s.Lost = uint64(max(lost, 0))
+
+	expectedInterval := expected - r.expectedPrior
+	receivedInterval := r.received - r.receivedPrior
+	lostInterval := int64(expectedInterval) - int64(receivedInterval)
+	if expectedInterval != 0 && lostInterval > 0 {
+		s.FractionLostQ8 = uint8(min(255, (lostInterval<<8)/int64(expectedInterval)))
+		s.FractionLost = float64(lostInterval) / float64(expectedInterval)
+	}
+	return s
+}
