@@ -1,0 +1,81 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"callgrid.dev/pkg/bus"
+	"callgrid.dev/pkg/obs"
+	"callgrid.dev/services/media/internal/engine"
+	"callgrid.dev/services/media/internal/node"
+)
+
+// Version is set at build time with -ldflags "-X ...app.Version=...".
+var Version = "dev"
+
+// Run runs a media node until drain is cancelled and its calls have ended
+// (or hard is closed), and returns once everything it started has stopped.
+func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Logger, reg *prometheus.Registry) error {
+	log = log.With().Str("node_id", cfg.Node.ID).Logger()
+	setup, cancel := context.WithCancel(drain)
+	defer cancel()
+	client, err := bus.Connect(setup, cfg.Bus, "media-"+cfg.Node.ID, log, reg)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	var n *node.Node
+	eng, err := engine.New(cfg.engineConfig(), log, reg, engine.WithTimeoutHandler(func(id string, q engine.Quality) {
+		n.HandleMediaTimeout(id, qualityProto(q))
+	}))
+	if err != nil {
+		return fmt.Errorf("media engine: %w", err)
+	}
+	nodeCfg := cfg.Node
+	nodeCfg.Version = Version
+	for _, c := range eng.Config().Codecs {
+		nodeCfg.Codecs = append(nodeCfg.Codecs, string(c))
+	}
+	n, err = node.New(nodeCfg, log, reg, client, engineMedia{eng}, node.WithPortUsage(eng.PortUsage))
+	if err != nil {
+		eng.Close()
+		return err
+	}
+	web, err := obs.NewHTTPServer(cfg.HTTP.Addr, reg, func() error {
+		switch {
+		case n.Draining():
+			return errors.New("draining")
+		case !client.Connected():
+			return bus.ErrUnavailable
+		}
+		return nil
+	}, log)
+	if err != nil {
+		eng.Close()
+		return err
+	}
+
+	webCtx, stopWeb := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var webErr error
+	wg.Go(func() { webErr = web.Run(webCtx) })
+	stopWatch := make(chan struct{})
+	wg.Go(func() {
+		select {
+		case <-hard:
+			n.StopNow()
+		case <-stopWatch:
+		}
+	})
+	runErr := n.Run(drain)
+	close(stopWatch)
+	stopWeb()
+	wg.Wait()
+	return errors.Join(runErr, webErr)
+}

@@ -1,0 +1,298 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestPassthroughRemapsPayloadTypes(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	// B numbers PCMU 100 and DTMF 96 where A uses 0 and 101.
+	nodeA, nodeB, transcoding := bridge(t, e, "s1",
+		a.sdp("0 101", "a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"),
+		b.sdp("100 96", "a=rtpmap:100 PCMU/8000", "a=rtpmap:96 telephone-event/8000"))
+	if transcoding {
+		t.Fatal("same codec on both legs reported as transcoding")
+	}
+
+	tests := []struct {
+		name             string
+		from, to         *endpoint
+		node             netip.AddrPort
+		sendPT, wantPT   uint8
+		eventPT, wantEPT uint8
+	}{
+		{name: "A to B", from: a, to: b, node: nodeA, sendPT: 0, wantPT: 100, eventPT: 101, wantEPT: 96},
+		{name: "B to A", from: b, to: a, node: nodeB, sendPT: 100, wantPT: 0, eventPT: 96, wantEPT: 101},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const packets = 50
+			firstSeq := 65500 // the sequence wraps mid-test
+			const ssrc = 0x1234
+			for i := range packets {
+				tc.from.send(tc.node, rtp.Header{PayloadType: tc.sendPT, SequenceNumber: uint16(firstSeq + i), Timestamp: uint32(i * 160), SSRC: ssrc, Marker: i == 0}, pcmuPayload(byte(i)))
+			}
+			for i := range packets {
+				p, ok := tc.to.recv(2 * time.Second)
+				if !ok {
+					t.Fatalf("packet %d not delivered", i)
+				}
+				if p.PayloadType != tc.wantPT || p.SequenceNumber != uint16(firstSeq+i) || p.Timestamp != uint32(i*160) || p.SSRC != ssrc {
+					t.Fatalf("packet %d: pt %d seq %d ts %d ssrc %x", i, p.PayloadType, p.SequenceNumber, p.Timestamp, p.SSRC)
+				}
+				if p.Marker != (i == 0) || !bytes.Equal(p.Payload, pcmuPayload(byte(i))) {
+					t.Fatalf("packet %d: marker %v or payload changed", i, p.Marker)
+				}
+			}
+			// A DTMF digit in the same stream keeps its numbering.
+			event := []byte{5, 0x8a, 0x03, 0x20} // digit 5, end, volume 10, 800 ticks
+			tc.from.send(tc.node, rtp.Header{PayloadType: tc.eventPT, SequenceNumber: uint16(firstSeq + packets), Timestamp: 9000, SSRC: ssrc}, event)
+			p, ok := tc.to.recv(2 * time.Second)
+			if !ok {
+				t.Fatal("event not delivered")
+			}
+			if p.PayloadType != tc.wantEPT || p.SequenceNumber != uint16(firstSeq+packets) || !bytes.Equal(p.Payload, event) {
+				t.Fatalf("event: pt %d seq %d payload %x", p.PayloadType, p.SequenceNumber, p.Payload)
+			}
+		})
+	}
+
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Legs[0].PacketsIn != 51 || q.Legs[1].PacketsIn != 51 || q.Legs[0].PacketsOut != 51 || q.Legs[0].Codec != "PCMU" {
+		t.Fatalf("quality = %+v", q)
+	}
+	if q.Legs[0].Lost != 0 || q.Legs[0].MOS < 4 {
+		t.Fatalf("clean stream rated lost %d MOS %.2f", q.Legs[0].Lost, q.Legs[0].MOS)
+	}
+	if _, err := e.Delete("s1"); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if e.Active() != 0 || e.pool.InUse() != 0 {
+		t.Fatalf("after delete: %d sessions, %d port pairs", e.Active(), e.pool.InUse())
+	}
+}
+
+func TestSourceChangeKeepsOutgoingStreamContinuous(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 10, Timestamp: 1000, SSRC: 1}, pcmuPayload(1))
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 11, Timestamp: 1160, SSRC: 1}, pcmuPayload(1))
+	// The phone restarts its stream (new SSRC, new numbering).
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 5000, Timestamp: 777777, SSRC: 2}, pcmuPayload(2))
+	var got []rtp.Packet
+	for range 3 {
+		p, ok := b.recv(2 * time.Second)
+		if !ok {
+			t.Fatal("packet lost")
+		}
+		got = append(got, p)
+	}
+	if got[2].SSRC != 1 || got[2].SequenceNumber != 12 || !got[2].Marker {
+		t.Fatalf("after source change: ssrc %d seq %d marker %v", got[2].SSRC, got[2].SequenceNumber, got[2].Marker)
+	}
+	if d := got[2].Timestamp - got[1].Timestamp; d < 160 || d > 160*50 {
+		t.Fatalf("timestamp advanced %d across the change", d)
+	}
+}
+
+func TestWrongSourceIsDroppedAndCounted(t *testing.T) {
+	e, reg := newTestEngine(t, nil)
+	a, b, attacker := newEndpoint(t), newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+
+	attacker.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 66}, pcmuPayload(9))
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
+	p, ok := b.recv(2 * time.Second)
+	if !ok || p.SSRC != 1 {
+		t.Fatalf("legitimate packet: ok %v ssrc %d", ok, p.SSRC)
+	}
+	b.expectNothing(100 * time.Millisecond)
+	// The attacker's packet never reaches B, and it is not sent anything.
+	attacker.expectNothing(10 * time.Millisecond)
+	want := `
+# HELP media_dropped_packets_total Packets discarded by the media engine, by reason.
+# TYPE media_dropped_packets_total counter
+media_dropped_packets_total{reason="codec_error"} 0
+media_dropped_packets_total{reason="malformed"} 0
+media_dropped_packets_total{reason="no_destination"} 0
+media_dropped_packets_total{reason="unknown_payload_type"} 0
+media_dropped_packets_total{reason="wrong_source"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "media_dropped_packets_total"); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := e.Delete("s1")
+	if q.Legs[0].Dropped.WrongSource != 1 {
+		t.Fatalf("leg A drops = %+v", q.Legs[0].Dropped)
+	}
+}
+
+func TestLatching(t *testing.T) {
+	tests := []struct {
+		name     string
+		allow    bool
+		wantPass bool
+	}{
+		{name: "allowed latches onto the NAT address", allow: true, wantPass: true},
+		{name: "not allowed drops it", allow: false, wantPass: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, func(c *Config) { c.AllowLatching = tc.allow })
+			a, b := newEndpoint(t), newEndpoint(t)
+			nat := newEndpoint(t) // A's packets really come from here
+			nodeA, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+			nat.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
+			_, ok := b.recv(300 * time.Millisecond)
+			if ok != tc.wantPass {
+				t.Fatalf("delivered = %v, want %v", ok, tc.wantPass)
+			}
+			if !tc.wantPass {
+				return
+			}
+			// Media for A now goes to the latched address, not the SDP's.
+			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
+			if _, ok := nat.recv(2 * time.Second); !ok {
+				t.Fatal("return media not sent to the latched address")
+			}
+			// The latch never moves: the signalled address is now a stranger.
+			a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 1}, pcmuPayload(1))
+			b.expectNothing(100 * time.Millisecond)
+		})
+	}
+}
+
+func TestMalformedAndUnknownPayloadType(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	if _, err := a.rtp.WriteToUDPAddrPort([]byte{0x40, 0, 1}, nodeA); err != nil { // version 1, short
+		t.Fatal(err)
+	}
+	a.send(nodeA, rtp.Header{PayloadType: 18, SequenceNumber: 1, SSRC: 1}, []byte{1, 2}) // G.729, not negotiated
+	b.expectNothing(150 * time.Millisecond)
+	q, _ := e.Delete("s1")
+	if q.Legs[0].Dropped.Malformed != 1 || q.Legs[0].Dropped.UnknownPayloadType != 1 {
+		t.Fatalf("drops = %+v", q.Legs[0].Dropped)
+	}
+}
+
+func TestRTCPRelayed(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	// An empty receiver report from A to the node's RTCP port (RTP + 1).
+	rr := []byte{0x80, 201, 0, 1, 0, 0, 0, 1}
+	rtcpPort := nodeA.Port() + 1
+	if _, err := a.rtcp.WriteToUDPAddrPort(rr, netip.AddrPortFrom(nodeA.Addr(), rtcpPort)); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.rtcp.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 100)
+	n, err := b.rtcp.Read(buf)
+	if err != nil || !bytes.Equal(buf[:n], rr) {
+		t.Fatalf("rtcp not relayed to B's rtcp port: %v %x", err, buf[:n])
+	}
+}
+
+func TestOfferRejectsBadInputAndLeavesNothing(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	ep := newEndpoint(t)
+	tests := []struct {
+		name string
+		sdp  []byte
+		want error
+	}{
+		{name: "garbage", sdp: []byte("INVITE sip:bob@example.com"), want: ErrBadSDP},
+		{name: "no audio", sdp: []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n"), want: ErrBadSDP},
+		{name: "only unknown codec", sdp: ep.sdp("18", "a=rtpmap:18 G729/8000"), want: ErrUnsupportedCodec},
+		{name: "srtp", sdp: []byte(strings.Replace(string(ep.sdp("0")), "RTP/AVP", "RTP/SAVP", 1)), want: ErrUnsupportedCodec},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.Offer(context.Background(), OfferParams{SessionID: "bad", SDP: tc.sdp})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if e.Active() != 0 || e.pool.InUse() != 0 {
+				t.Fatalf("left %d sessions, %d port pairs", e.Active(), e.pool.InUse())
+			}
+		})
+	}
+	if _, _, err := e.Answer(context.Background(), "nope", ep.sdp("0")); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("answer unknown session: %v", err)
+	}
+}
+
+func TestAnswerRejectsBadInputAndKeepsSession(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := context.Background()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Answer(ctx, "s1", []byte("nonsense")); !errors.Is(err, ErrBadSDP) {
+		t.Fatalf("bad answer: %v", err)
+	}
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("18", "a=rtpmap:18 G729/8000")); !errors.Is(err, ErrUnsupportedCodec) {
+		t.Fatalf("unsupported answer: %v", err)
+	}
+	// The session survives and can still be answered properly.
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("0")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOfferRetryIsIdempotent(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a := newEndpoint(t)
+	ctx := context.Background()
+	first, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")})
+	if err != nil || !bytes.Equal(first, again) {
+		t.Fatalf("retried offer: %v", err)
+	}
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("8")}); !errors.Is(err, ErrSessionExists) {
+		t.Fatalf("conflicting offer: %v", err)
+	}
+	if e.pool.InUse() != 2 {
+		t.Fatalf("%d port pairs in use, want 2", e.pool.InUse())
+	}
+}
+
+func TestPortExhaustion(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.PortMin, c.PortMax = testPortMin, testPortMin+5 }) // 3 pairs
+	a := newEndpoint(t)
+	ctx := context.Background()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
+		t.Fatal(err)
+	}
+	// One pair left: a bridge needs two.
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s2", SDP: a.sdp("0")}); !errors.Is(err, ErrNoPorts) {
+		t.Fatalf("err = %v, want ErrNoPorts", err)
+	}
+	if e.Active() != 1 || e.pool.InUse() != 2 {
+		t.Fatalf("%d sessions, %d pairs", e.Active(), e.pool.InUse())
+	}
+	// A service needs only one.
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s3", SDP: a.sdp("0"), Service: ServiceEcho}); err != nil {
+		t.Fatal(err)
+	}
+}

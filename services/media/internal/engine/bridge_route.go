@@ -1,0 +1,194 @@
+package engine
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+const (
+	rtpHeaderLen = 12
+	// maxPacket is the largest datagram read or written. RTP over the
+	// public internet stays under the Ethernet MTU; anything larger is
+	// truncated by the read and then fails to parse.
+	maxPacket = 1500
+)
+
+// ptKind classifies the payload types a source may send.
+type ptKind uint8
+
+const (
+	ptUnknown ptKind = iota
+	ptAudio
+	ptEvent
+)
+
+// routeMode is what a direction does with a source's packets.
+type routeMode int
+
+const (
+	// routeSink consumes packets (counted, measured, not forwarded): leg A
+	// of a tone session.
+	routeSink routeMode = iota + 1
+	// routePassthrough forwards packets with the header rewritten.
+	routePassthrough
+	// routeTranscode decodes, re-encodes and forwards.
+	routeTranscode
+)
+
+// route is the negotiated, immutable plan for one direction. Negotiation
+// builds a new route and swaps it in; the reader picks it up on its next
+// packet, with no lock on the packet path.
+type route struct {
+	mode  routeMode
+	kinds [128]ptKind // payload types accepted from the source
+
+	audioPT, eventPT            uint8 // payload types the destination expects
+	inClock, outClock           int   // audio RTP clocks, source and destination
+	inEventClock, outEventClock int   // telephone-event clocks, 0 when not forwarded
+
+	tc *transcoder // routeTranscode only
+}
+
+// direction carries packets from one leg's endpoint to a destination leg
+// (the other leg, the same leg for echo, none for a sink). Everything but
+// route is owned by the source leg's RTP reader.
+type direction struct {
+	from, to *leg
+	route    atomic.Pointer[route]
+
+	cur     *route
+	out     outStream
+	srcSSRC uint32 // last SSRC seen from the source
+	hdr     rtp.Header
+	buf     []byte // generated packets (transcoded audio)
+}
+
+func newDirection(from, to *leg, transparent bool) *direction {
+	return &direction{from: from, to: to, out: newOutStream(transparent), buf: make([]byte, maxPacket)}
+}
+
+// handleRTP processes one datagram that is not RTCP.
+func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, stamp time.Duration) {
+	l := d.from
+	if !l.acceptRTP(src) {
+		l.drop(dropWrongSource)
+		return
+	}
+	payload, ok := d.parse(pkt)
+	if !ok {
+		l.drop(dropMalformed)
+		return
+	}
+	l.received(len(pkt), stamp)
+	if d.hdr.SSRC != d.srcSSRC {
+		d.srcSSRC = d.hdr.SSRC
+		l.remoteSSRC.Store(d.srcSSRC)
+	}
+	r := d.route.Load()
+	if r == nil {
+		l.drop(dropNoDestination)
+		return
+	}
+	if r != d.cur {
+		d.adopt(r)
+	}
+	kind := r.kinds[d.hdr.PayloadType]
+	if kind == ptUnknown {
+		l.drop(dropUnknownPayloadType)
+		return
+	}
+	l.observe(d.hdr.SequenceNumber, d.hdr.Timestamp, now)
+	if r.mode == routeSink {
+		return
+	}
+	if _, ok := d.to.rtpDestination(); !ok {
+		// Nowhere to send (on hold): skip the work, transcoding included.
+		l.drop(dropNoDestination)
+		return
+	}
+	switch {
+	case r.mode == routePassthrough:
+		d.rewrite(r, pkt, payload, kind, now)
+		d.send(pkt)
+	case kind == ptEvent:
+		d.send(d.transcodeEvent(r, pkt, payload, now))
+	default:
+		if !r.tc.audio(d, r, payload, now) {
+			l.drop(dropCodecError)
+		}
+	}
+}
+
+// parse validates an RTP packet into d.hdr and returns its payload.
+func (d *direction) parse(pkt []byte) ([]byte, bool) {
+	n, err := d.hdr.Unmarshal(pkt)
+	if err != nil || d.hdr.Version != 2 {
+		return nil, false
+	}
+	payload := pkt[n:]
+	if d.hdr.Padding {
+		if len(payload) == 0 {
+			return nil, false
+		}
+		pad := int(payload[len(payload)-1])
+		if pad == 0 || pad > len(payload) {
+			return nil, false
+		}
+		payload = payload[:len(payload)-pad]
+	}
+	return payload, true
+}
+
+// adopt switches to a new route. A passthrough stream whose clock changed
+// (a codec change by re-INVITE) is re-based so its timestamps stay
+// continuous at the new rate.
+func (d *direction) adopt(r *route) {
+	if d.cur != nil && d.cur.outClock != r.outClock {
+		d.out.rebase = true
+	}
+	d.cur = r
+}
+
+// rewrite turns a relayed packet into the destination's numbering in place:
+// payload type, sequence, timestamp, SSRC. Header extensions, CSRCs and
+// padding are left as they are.
+func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time.Time) {
+	pt := r.audioPT
+	if kind == ptEvent {
+		pt = r.eventPT
+		rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
+	}
+	seq, ts, marker := d.out.relay(d.hdr.SSRC, d.hdr.SequenceNumber, d.hdr.Timestamp, r.outClock, now)
+	writeHeaderFields(pkt, pt, marker || d.hdr.Marker, seq, ts, d.out.ssrc)
+}
+
+// send forwards pkt to the destination endpoint.
+func (d *direction) send(pkt []byte) {
+	if !d.to.sendRTP(pkt) {
+		d.from.drop(dropNoDestination)
+	}
+}
+
+// emit sends a generated packet whose payload is already in d.buf.
+func (d *direction) emit(pt uint8, ts uint32, marker bool, payloadLen int, now time.Time) {
+	seq := d.out.next(ts, now)
+	d.buf[0] = 0x80 // version 2, no padding, extension or CSRC
+	writeHeaderFields(d.buf, pt, marker, seq, ts, d.out.ssrc)
+	d.send(d.buf[:rtpHeaderLen+payloadLen])
+}
+
+// writeHeaderFields sets the fields this node rewrites in an RTP header,
+// leaving byte 0 (version, padding, extension, CSRC count) alone.
+func writeHeaderFields(b []byte, pt uint8, marker bool, seq uint16, ts, ssrc uint32) {
+	b[1] = pt & 0x7f
+	if marker {
+		b[1] |= 0x80
+	}
+	binary.BigEndian.PutUint16(b[2:], seq)
+	binary.BigEndian.PutUint32(b[4:], ts)
+	binary.BigEndian.PutUint32(b[8:], ssrc)
+}

@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"callgrid.dev/services/media/internal/codec"
+)
+
+const (
+	// maxConcealFrames is the longest run of lost packets that is concealed
+	// (PLC, or Opus FEC for the last one). Longer gaps are silence gaps
+	// (DTX, a hold, a network outage): concealing them would invent audio,
+	// so the output stream jumps its timestamp instead.
+	maxConcealFrames = 3
+	// maxDecodedSamples holds the largest payload a decoder may produce: a
+	// full datagram of G.722 (two samples per byte), which also covers
+	// 120 ms of Opus at 16 kHz.
+	maxDecodedSamples = 2 * maxPacket
+)
+
+// transcoder converts one direction's audio between codecs: decode, resample
+// when the PCM rates differ, re-frame into 20 ms, encode. It is owned by the
+// source leg's reader once routed.
+type transcoder struct {
+	dec codec.Decoder
+	enc codec.Encoder
+	res *codec.Resampler // nil when decoder and encoder share a PCM rate
+	fec bool             // the decoder can recover a lost frame from the next packet
+
+	inClock, outClock int    // RTP clocks
+	encRate           int    // PCM rate fed to the encoder
+	frame             int    // encoder frame, samples at encRate
+	frameTicks        uint32 // one frame in destination clock ticks
+
+	decoded, resampled []int16
+	fifo               []int16 // PCM at encRate awaiting a whole frame
+	fifoLen            int
+	fifoTS             uint32 // destination timestamp of fifo[0]
+
+	started bool
+	inSSRC  uint32
+	lastSeq uint16
+	lastTS  uint32 // source timestamp of the last audio packet
+	inBase  uint32 // source timestamp mapped to outBase
+	outBase uint32
+	marker  bool // next emitted frame starts a talkspurt
+}
+
+// newTranscoder builds the pipeline from one codec to another. Opus works
+// at any of the telephony rates, so it is run at the rate of the other side
+// and the pipeline needs no resampler; only G.722 (16 kHz) against G.711
+// (8 kHz) resamples.
+func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, error) {
+	decRate, encRate := from.SampleRate, to.SampleRate
+	switch {
+	case from.Name == codec.Opus && to.Name == codec.Opus:
+		// Same codec never transcodes; keep the native rate regardless.
+	case from.Name == codec.Opus:
+		decRate = to.SampleRate
+	case to.Name == codec.Opus:
+		encRate = from.SampleRate
+	}
+	dec, err := codec.NewDecoder(from.Name, decRate)
+	if err != nil {
+		return nil, fmt.Errorf("transcode %s to %s: %w", from.Name, to.Name, err)
+	}
+	enc, err := codec.NewEncoder(to.Name, encRate, opus)
+	if err != nil {
+		dec.Close()
+		return nil, fmt.Errorf("transcode %s to %s: %w", from.Name, to.Name, err)
+	}
+	t := &transcoder{
+		dec:        dec,
+		enc:        enc,
+		fec:        from.Name == codec.Opus,
+		inClock:    from.ClockRate,
+		outClock:   to.ClockRate,
+		encRate:    encRate,
+		frame:      codec.FrameSamplesAt(encRate),
+		frameTicks: to.TimestampStep(),
+		decoded:    make([]int16, maxDecodedSamples),
+	}
+	resampledLen := maxDecodedSamples
+	if decRate != encRate {
+		if t.res, err = codec.NewResampler(decRate, encRate); err != nil {
+			t.close()
+			return nil, fmt.Errorf("transcode %s to %s: %w", from.Name, to.Name, err)
+		}
+		resampledLen = t.res.OutputLen(maxDecodedSamples) + 1
+		t.resampled = make([]int16, resampledLen)
+	}
+	t.fifo = make([]int16, t.frame+resampledLen)
+	return t, nil
+}
+
+func (t *transcoder) close() {
+	t.dec.Close()
+	t.enc.Close()
+}
+
+// begin starts mapping a (new) source stream onto the destination stream,
+// continuing the destination's timestamps from where they stand now.
+func (t *transcoder) begin(d *direction, now time.Time) {
+	t.started = true
+	t.inSSRC = d.hdr.SSRC
+	t.lastSeq = d.hdr.SequenceNumber - 1
+	t.lastTS = d.hdr.Timestamp
+	t.inBase = d.hdr.Timestamp
+	t.outBase = d.out.resumeTS(t.outClock, now)
+	t.fifoLen = 0
+	t.marker = true
+}
+
+// track notes the packet in d.hdr and returns how many packets were lost
+// just before it; ok is false for a duplicate or a packet too late to play.
+func (t *transcoder) track(d *direction, now time.Time) (lost int, ok bool) {
+	if !t.started || d.hdr.SSRC != t.inSSRC {
+		t.begin(d, now)
+	}
+	gap := int16(d.hdr.SequenceNumber - t.lastSeq)
+	if gap <= 0 {
+		return 0, false
+	}
+	t.lastSeq = d.hdr.SequenceNumber
+	return int(gap) - 1, true
+}
+
+// mapTS converts a source timestamp to the destination clock.
+func (t *transcoder) mapTS(in uint32) uint32 {
+	delta := int64(int32(in - t.inBase))
+	out := t.outBase + uint32(delta*int64(t.outClock)/int64(t.inClock))
+	// Re-anchor long before the signed difference could wrap.
+	if delta > 1<<30 {
+		t.inBase, t.outBase = in, out
+	}
+	return out
+}
+
+// eventTimestamp tracks an event packet in the source stream and returns
+// its timestamp on the destination clock.
+func (t *transcoder) eventTimestamp(d *direction, now time.Time) uint32 {
+	_, _ = t.track(d, now)
+	return t.mapTS(d.hdr.Timestamp)
+}
+
+// audio transcodes one source packet, emitting every frame it completes.
+// It returns false if the payload could not be decoded.
+func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time) bool {
+	lost, ok := t.track(d, now)
+	if !ok {
+		return true
+	}
+	if d.hdr.Marker {
+		t.marker = true
+	}
+	if lost > 0 && lost <= maxConcealFrames {
+		step := (d.hdr.Timestamp - t.lastTS) / uint32(lost+1)
+		for i := 1; i <= lost; i++ {
+			var next []byte
+			if t.fec && i == lost {
+				// Opus carries a low-rate copy of the previous frame
+				// in-band; the packet that just arrived rebuilds it.
+				next = payload
+			}
+			n, err := t.dec.DecodeLost(next, t.decoded)
+			if err != nil {
+				break
+			}
+			t.push(d, r, t.decoded[:n], t.mapTS(t.lastTS+uint32(i)*step), now)
+		}
+	}
+	t.lastTS = d.hdr.Timestamp
+	n, err := t.dec.Decode(payload, t.decoded)
+	if err != nil {
+		return false
+	}
+	t.push(d, r, t.decoded[:n], t.mapTS(d.hdr.Timestamp), now)
+	return true
+}
+
+// push queues decoded PCM whose first sample plays at destination
+// timestamp ts, and encodes and sends every complete frame.
+func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now time.Time) {
+	if t.res != nil {
+		pcm = t.resampled[:t.res.Process(pcm, t.resampled)]
+	}
+	if t.fifoLen > 0 {
+		expected := t.fifoTS + uint32(int64(t.fifoLen)*int64(t.outClock)/int64(t.encRate))
+		if off := int32(ts - expected); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
+			// A gap or overlap in the source: the queued remainder
+			// belongs to a finished talkspurt and is dropped.
+			t.fifoLen = 0
+			t.marker = true
+		}
+	}
+	if t.fifoLen == 0 {
+		t.fifoTS = ts
+	}
+	if t.fifoLen+len(pcm) > len(t.fifo) {
+		t.fifoLen, t.fifoTS = 0, ts
+		pcm = pcm[:min(len(pcm), len(t.fifo))]
+	}
+	t.fifoLen += copy(t.fifo[t.fifoLen:], pcm)
+	done := 0
+	for t.fifoLen-done >= t.frame {
+		n, err := t.enc.Encode(t.fifo[done:done+t.frame], d.buf[rtpHeaderLen:])
+		if err == nil {
+			d.emit(r.audioPT, t.fifoTS, t.marker, n, now)
+			t.marker = false
+		} else {
+			d.from.drop(dropCodecError)
+		}
+		t.fifoTS += t.frameTicks
+		done += t.frame
+	}
+	t.fifoLen = copy(t.fifo, t.fifo[done:t.fifoLen])
+}

@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/dsp"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// minTranscodedSNR is the tone quality a PCMU↔Opus tandem must keep: G.711
+// alone gives ~35 dB, Opus at 24 kb/s ~20 dB on a pure tone.
+const minTranscodedSNR = 15
+
+var toneCandidates = []float64{300, 500, ToneHz, 1500, 2000, 3000}
+
+// encodeTone returns frames of a 1 kHz tone encoded in name at rate.
+func encodeTone(t testing.TB, name codec.Name, rate, frames int) [][]byte {
+	t.Helper()
+	enc, err := codec.NewEncoder(name, rate, codec.DefaultOpusOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	tone := dsp.NewTone(ToneHz, float64(rate), dsp.AmplitudeFromDBFS(-10))
+	pcm := make([]int16, codec.FrameSamplesAt(rate))
+	buf := make([]byte, codec.OpusMaxPacketBytes)
+	out := make([][]byte, frames)
+	for i := range out {
+		tone.Fill(pcm)
+		n, err := enc.Encode(pcm, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = append([]byte(nil), buf[:n]...)
+	}
+	return out
+}
+
+// receiveTone collects frames packets, checks their numbering and decodes
+// them with name at rate.
+func receiveTone(t *testing.T, ep *endpoint, name codec.Name, rate int, wantPT uint8, tsStep uint32, frames int) []int16 {
+	t.Helper()
+	dec, err := codec.NewDecoder(name, rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	pcm := make([]int16, 6000)
+	var out []int16
+	var prev rtp.Packet
+	for i := range frames {
+		p, ok := ep.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("received %d of %d frames", i, frames)
+		}
+		if p.PayloadType != wantPT {
+			t.Fatalf("frame %d: payload type %d, want %d", i, p.PayloadType, wantPT)
+		}
+		if i == 0 && !p.Marker {
+			t.Error("first transcoded frame has no marker")
+		}
+		if i > 0 {
+			if p.SequenceNumber != prev.SequenceNumber+1 || p.Timestamp-prev.Timestamp != tsStep || p.SSRC != prev.SSRC {
+				t.Fatalf("frame %d: seq %d→%d ts %d→%d", i, prev.SequenceNumber, p.SequenceNumber, prev.Timestamp, p.Timestamp)
+			}
+		}
+		prev = p
+		n, err := dec.Decode(p.Payload, pcm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, pcm[:n]...)
+	}
+	return out
+}
+
+func checkTone(t *testing.T, pcm []int16, rate int) {
+	t.Helper()
+	pcm = pcm[len(pcm)/5:] // let adaptive coders settle
+	freq, _ := dsp.DominantFrequency(pcm, float64(rate), toneCandidates)
+	snr := dsp.ToneSNR(pcm, ToneHz, float64(rate))
+	t.Logf("dominant %v Hz, SNR %.1f dB", freq, snr)
+	if freq != ToneHz || snr < minTranscodedSNR {
+		t.Fatalf("dominant %v Hz at %.1f dB, want %d Hz at ≥ %d dB", freq, snr, ToneHz, minTranscodedSNR)
+	}
+}
+
+func TestTranscodePCMUOpus(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, nodeB, transcoding := bridge(t, e, "s1",
+		a.sdp("0 101", "a=rtpmap:101 telephone-event/8000"),
+		b.sdp("111 110", "a=rtpmap:111 opus/48000/2", "a=rtpmap:110 telephone-event/48000"))
+	if !transcoding {
+		t.Fatal("PCMU to Opus not reported as transcoding")
+	}
+	const frames = 40
+
+	t.Run("PCMU on A arrives as Opus on B", func(t *testing.T) {
+		for i, payload := range encodeTone(t, codec.PCMU, 8000, frames) {
+			a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(100 + i), Timestamp: uint32(5000 + i*160), SSRC: 7, Marker: i == 0}, payload)
+		}
+		checkTone(t, receiveTone(t, b, codec.Opus, 48000, 111, 960, frames), 48000)
+	})
+	t.Run("DTMF from A arrives rescaled to B's clock", func(t *testing.T) {
+		ts := uint32(5000 + frames*160)
+		a.send(nodeA, rtp.Header{PayloadType: 101, SequenceNumber: 100 + frames, Timestamp: ts, SSRC: 7, Marker: true}, []byte{7, 0x0a, 0x01, 0x40}) // digit 7, 320 ticks
+		a.send(nodeA, rtp.Header{PayloadType: 101, SequenceNumber: 101 + frames, Timestamp: ts, SSRC: 7}, []byte{7, 0x8a, 0x03, 0x20})               // end, 800 ticks
+		var got []rtp.Packet
+		for range 2 {
+			p, ok := b.recv(2 * time.Second)
+			if !ok {
+				t.Fatal("event not delivered")
+			}
+			got = append(got, p)
+		}
+		for i, want := range []uint16{320 * 6, 800 * 6} {
+			p := got[i]
+			if p.PayloadType != 110 || p.Payload[0] != 7 || binary.BigEndian.Uint16(p.Payload[2:]) != want {
+				t.Fatalf("event %d: pt %d payload %x, want pt 110 duration %d", i, p.PayloadType, p.Payload, want)
+			}
+		}
+		if !got[0].Marker || got[0].Timestamp != got[1].Timestamp || got[1].SequenceNumber != got[0].SequenceNumber+1 {
+			t.Fatalf("event numbering: %+v / %+v", got[0].Header, got[1].Header)
+		}
+	})
+	t.Run("Opus on B arrives as PCMU on A", func(t *testing.T) {
+		for i, payload := range encodeTone(t, codec.Opus, 48000, frames) {
+			b.send(nodeB, rtp.Header{PayloadType: 111, SequenceNumber: uint16(9 + i), Timestamp: uint32(i * 960), SSRC: 8, Marker: i == 0}, payload)
+		}
+		checkTone(t, receiveTone(t, a, codec.PCMU, 8000, 0, 160, frames), 8000)
+	})
+
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Legs[0].Codec != "PCMU" || q.Legs[1].Codec != "opus" || q.Legs[1].PacketsOut != frames+2 {
+		t.Fatalf("quality = %+v", q)
+	}
+}
+
+func TestTranscodeConcealsLoss(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("111", "a=rtpmap:111 opus/48000/2"))
+	const frames = 30
+	for i, payload := range encodeTone(t, codec.PCMU, 8000, frames) {
+		if i == 15 {
+			continue // lost in the network
+		}
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 7}, payload)
+	}
+	// The gap is filled: B gets every frame with continuous numbering.
+	checkTone(t, receiveTone(t, b, codec.Opus, 48000, 111, 960, frames), 48000)
+	q, _ := e.Delete("s1")
+	if q.Legs[0].Lost != 1 {
+		t.Fatalf("leg A lost %d, want 1", q.Legs[0].Lost)
+	}
+}
+
+func TestOfferToCalleeAddsTranscodableCodecs(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	offer, err := e.Offer(t.Context(), OfferParams{SessionID: "s1", SDP: a.sdp("8 101", "a=rtpmap:101 telephone-event/8000")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := sdpneg.Parse(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range d.Audio().Codecs {
+		names = append(names, fmt.Sprintf("%s/%d:%d", c.Name, c.ClockRate, c.PT))
+	}
+	// A's codec first with A's numbering, then what the node transcodes to.
+	if got := strings.Join(names, " "); got != "PCMA/8000:8 opus/48000:96 G722/8000:9 PCMU/8000:0" {
+		t.Fatalf("offer to B: %s", got)
+	}
+	if te, ok := d.Audio().TelephoneEvent(8000); !ok || te.PT != 101 {
+		t.Fatalf("telephone-event/8000 = %+v", te)
+	}
+	if _, ok := d.Audio().TelephoneEvent(48000); !ok {
+		t.Fatal("no telephone-event/48000 for the added Opus")
+	}
+	// B takes PCMA, which A offered: no transcoding.
+	if _, transcoding, err := e.Answer(t.Context(), "s1", b.sdp("8")); err != nil || transcoding {
+		t.Fatalf("answer: transcoding %v, %v", transcoding, err)
+	}
+}

@@ -1,0 +1,276 @@
+// Package engine anchors the RTP of calls on this node. A session has two
+// legs, A (the caller) and B (the callee), each with its own RTP/RTCP port
+// pair; packets arriving on one leg are relayed to the other, unchanged but
+// for payload type numbers when both legs use the same codec, or decoded and
+// re-encoded when they do not. A session can instead terminate leg A in a
+// built-in service (echo, tone).
+//
+// Every session owns its goroutines (one reader per socket, plus a clock for
+// generated media and reports) and ends them, closes its sockets and returns
+// its ports when it is deleted, times out or the engine closes.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/portpool"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// Errors returned by the engine. SDP and port errors wrap the sdpneg and
+// portpool sentinels, so errors.Is works against either.
+var (
+	ErrBadSDP           = sdpneg.ErrBadSDP
+	ErrUnsupportedCodec = sdpneg.ErrUnsupportedCodec
+	ErrUnknownSession   = errors.New("unknown media session")
+	ErrNoPorts          = portpool.ErrExhausted
+	// ErrSessionExists is returned by Offer for a session id already in
+	// use with a different SDP (a repeated identical offer is answered
+	// again, so a retried bus request is harmless).
+	ErrSessionExists = errors.New("media session already exists")
+	// ErrBadLeg is returned by Update for a leg the session does not have
+	// (leg B of a session terminated in a service).
+	ErrBadLeg = errors.New("session has no such leg")
+	// ErrClosed is returned once Close has been called.
+	ErrClosed = errors.New("media engine closed")
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultBindIP          = "127.0.0.1"
+	DefaultPortMin         = 30000
+	DefaultPortMax         = 39999
+	DefaultMediaTimeout    = 30 * time.Second
+	DefaultPassthroughCost = 1
+	// DefaultTranscodeCost weighs a transcoded call against a relayed one.
+	// Per 20 ms a relayed call costs two packet forwards (~11 µs each); a
+	// PCMU↔Opus call adds an Opus encode at complexity 5 (~60 µs), an Opus
+	// decode and two G.711 conversions: about five times the work.
+	DefaultTranscodeCost = 5
+)
+
+// Config configures an Engine. The zero value gives a working local setup
+// on loopback.
+type Config struct {
+	// BindIP is the local address RTP sockets bind to. Default 127.0.0.1.
+	BindIP string
+	// AdvertiseIP is the address written into SDP. Default BindIP, or
+	// 127.0.0.1 when BindIP is unspecified (0.0.0.0 / ::).
+	AdvertiseIP string
+	// PortMin and PortMax bound the UDP ports used, inclusive; each leg
+	// takes an even RTP port and the odd port above it for RTCP.
+	// Default 30000-39999.
+	PortMin, PortMax int
+	// MediaTimeout ends a session when a sendrecv leg has sent no packet
+	// for this long. Default 30 s.
+	MediaTimeout time.Duration
+	// HoldTimeout replaces MediaTimeout for a leg that is not sendrecv
+	// (on hold). 0 means a held leg never times out.
+	HoldTimeout time.Duration
+	// AllowLatching lets a leg whose packets arrive from another address
+	// than its SDP says (a NAT) lock onto the first source seen within its
+	// first few packets. The lock never moves afterwards. Off: only the
+	// signalled address is accepted.
+	AllowLatching bool
+	// Codecs are the codecs this node offers and transcodes between, in
+	// order of preference. Default: every codec the codec package supports.
+	Codecs []codec.Name
+	// Opus tunes Opus encoders. Default codec.DefaultOpusOptions().
+	Opus codec.OpusOptions
+	// PassthroughCost and TranscodeCost are the capacity units a relayed
+	// and a transcoded call weigh, for the node's admission control.
+	PassthroughCost, TranscodeCost int
+}
+
+// withDefaults fills zero fields and validates the result.
+func (c Config) withDefaults() (Config, error) {
+	if c.BindIP == "" {
+		c.BindIP = DefaultBindIP
+	}
+	bind, err := netip.ParseAddr(c.BindIP)
+	if err != nil {
+		return c, fmt.Errorf("config BindIP %q: %w", c.BindIP, err)
+	}
+	if c.AdvertiseIP == "" {
+		c.AdvertiseIP = c.BindIP
+		if bind.IsUnspecified() {
+			c.AdvertiseIP = "127.0.0.1"
+		}
+	}
+	adv, err := netip.ParseAddr(c.AdvertiseIP)
+	if err != nil || adv.IsUnspecified() {
+		return c, fmt.Errorf("config AdvertiseIP %q is not a usable address", c.AdvertiseIP)
+	}
+	if c.PortMin == 0 && c.PortMax == 0 {
+		c.PortMin, c.PortMax = DefaultPortMin, DefaultPortMax
+	}
+	if c.MediaTimeout == 0 {
+		c.MediaTimeout = DefaultMediaTimeout
+	}
+	if c.MediaTimeout < 0 || c.HoldTimeout < 0 {
+		return c, fmt.Errorf("config MediaTimeout %v / HoldTimeout %v must not be negative", c.MediaTimeout, c.HoldTimeout)
+	}
+	if len(c.Codecs) == 0 {
+		for _, info := range codec.Supported() {
+			c.Codecs = append(c.Codecs, info.Name)
+		}
+	}
+	for _, name := range c.Codecs {
+		if _, ok := codec.Lookup(string(name)); !ok {
+			return c, fmt.Errorf("config Codecs: %q: %w", name, codec.ErrUnsupported)
+		}
+	}
+	if c.Opus == (codec.OpusOptions{}) {
+		c.Opus = codec.DefaultOpusOptions()
+	}
+	if c.PassthroughCost == 0 {
+		c.PassthroughCost = DefaultPassthroughCost
+	}
+	if c.TranscodeCost == 0 {
+		c.TranscodeCost = DefaultTranscodeCost
+	}
+	return c, nil
+}
+
+// Option configures optional Engine behaviour.
+type Option func(*Engine)
+
+// WithTimeoutHandler sets the function called once for each session that
+// ends because of a media timeout, after the session has been released. It
+// runs on the engine's timeout goroutine, so it should hand work off rather
+// than block.
+func WithTimeoutHandler(fn func(sessionID string, q Quality)) Option {
+	return func(e *Engine) { e.onTimeout = fn }
+}
+
+// Engine holds the media sessions of this node. It is safe for concurrent use.
+type Engine struct {
+	cfg       Config
+	log       zerolog.Logger
+	pool      *portpool.Pool
+	metrics   *metrics
+	onTimeout func(string, Quality)
+	advertise netip.Addr
+	caps      []sdpneg.Capability
+	epoch     time.Time // monotonic origin of leg activity stamps
+	rtcpEvery time.Duration
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	closed   bool
+
+	stopSweep chan struct{}
+	sweepDone chan struct{}
+}
+
+// New builds an engine and starts its media-timeout sweeper. reg may be nil
+// (metrics are then kept in a private registry).
+func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Option) (*Engine, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := portpool.New(cfg.BindIP, cfg.PortMin, cfg.PortMax)
+	if err != nil {
+		return nil, fmt.Errorf("config PortMin/PortMax: %w", err)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg, pool)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:       cfg,
+		log:       log,
+		pool:      pool,
+		metrics:   m,
+		advertise: netip.MustParseAddr(cfg.AdvertiseIP).Unmap(),
+		epoch:     time.Now(),
+		rtcpEvery: rtcpInterval,
+		sessions:  map[string]*session{},
+		stopSweep: make(chan struct{}),
+		sweepDone: make(chan struct{}),
+	}
+	for _, name := range cfg.Codecs {
+		info, _ := codec.Lookup(string(name))
+		e.caps = append(e.caps, sdpneg.Capability{Name: string(info.Name), ClockRate: info.ClockRate})
+	}
+	for _, opt := range opts {
+		opt(e)
+	}
+	go e.sweep()
+	return e, nil
+}
+
+// Config returns the effective configuration, defaults applied.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Active returns the number of live sessions.
+func (e *Engine) Active() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.sessions)
+}
+
+// Close ends every session, returns every port and stops the sweeper. The
+// engine refuses new work afterwards.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	sessions := make([]*session, 0, len(e.sessions))
+	for id, s := range e.sessions {
+		sessions = append(sessions, s)
+		delete(e.sessions, id)
+	}
+	e.mu.Unlock()
+
+	close(e.stopSweep)
+	<-e.sweepDone
+	for _, s := range sessions {
+		e.finish(s, "engine closed")
+	}
+}
+
+// now returns the time since the engine started, the unit of leg activity
+// stamps: a monotonic integer that fits an atomic.
+func (e *Engine) now() time.Duration { return time.Since(e.epoch) }
+
+// lookup returns a live session.
+func (e *Engine) lookup(id string) (*session, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	s, ok := e.sessions[id]
+	if !ok {
+		return nil, fmt.Errorf("session %s: %w", id, ErrUnknownSession)
+	}
+	return s, nil
+}
+
+// remove takes a session out of the table; it reports false when someone
+// else (Delete, the sweeper, Close) already did.
+func (e *Engine) remove(s *session) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.sessions[s.id] != s {
+		return false
+	}
+	delete(e.sessions, s.id)
+	return true
+}

@@ -1,0 +1,228 @@
+package engine
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/portpool"
+	"callgrid.dev/services/media/internal/quality"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// latchWindowPackets is how many packets a leg may see before it stops
+// offering to latch onto an address other than the signalled one. A NAT'd
+// phone's first packet already comes from its public address; anything
+// later than a handful of packets is more likely an attacker guessing ports.
+const latchWindowPackets = 5
+
+// peer is where a leg's endpoint said it receives media, and its direction.
+// It is replaced as a whole when the endpoint sends new SDP.
+type peer struct {
+	rtp, rtcp netip.AddrPort
+	mux       bool
+	direction sdpneg.Direction
+}
+
+// latch is the source address a leg locked onto for one peer generation.
+type latch struct {
+	of   *peer
+	addr netip.AddrPort
+}
+
+// leg is one side of a session: a socket pair facing one endpoint.
+type leg struct {
+	side  Leg
+	pair  *portpool.Pair
+	local netip.AddrPort // advertised RTP address
+	latch bool           // Config.AllowLatching
+
+	peer      atomic.Pointer[peer]
+	rtpLatch  atomic.Pointer[latch]
+	rtcpLatch atomic.Pointer[latch]
+	// Owned by the leg's RTP reader: latching bookkeeping for one peer.
+	seenFor *peer
+	seen    int
+
+	lastRx  atomic.Int64 // Engine.now() of the last accepted packet, or of (re)negotiation
+	metrics atomic.Pointer[codecCounters]
+
+	packetsIn, packetsOut, bytesIn, bytesOut atomic.Uint64
+	drops                                    [numDropReasons]atomic.Uint64
+	dropCounters                             *[numDropReasons]prometheus.Counter
+
+	rx atomic.Pointer[quality.Receiver] // replaced when the codec's clock changes
+
+	// Negotiated state, guarded by session.mu.
+	builder  *sdpneg.Builder     // our SDPs to this leg's endpoint
+	desc     *sdpneg.Description // the endpoint's last SDP
+	peerDesc *sdpneg.Description // the SDP the current peer was taken from
+	codec    sdpneg.Codec        // codec in use, numbered as the endpoint numbers it
+	info     codec.Info          // the same codec, as the codec package knows it
+	event    sdpneg.Codec        // telephone-event format, valid if hasEvent
+	hasEvent bool                //
+	extraPTs map[uint8]ptKind    // payload types we offered and may receive besides the endpoint's
+	offered  []sdpneg.Codec      // what we offered this leg (leg B before the answer)
+
+	offeredEvents []sdpneg.Codec // DTMF formats we offered this leg
+
+	// RTCP bookkeeping for the reports this node sends when it terminates
+	// the leg's stream.
+	remoteSSRC atomic.Uint32 // SSRC of the endpoint's stream
+	lastSR     atomic.Uint32 // middle 32 bits of the NTP time in its last SR
+	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
+}
+
+func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, drops *[numDropReasons]prometheus.Counter) *leg {
+	return &leg{
+		side:         side,
+		pair:         pair,
+		local:        netip.AddrPortFrom(advertise, uint16(pair.Port)),
+		latch:        allowLatching,
+		builder:      sdpneg.NewBuilder(),
+		dropCounters: drops,
+	}
+}
+
+// setPeer applies the endpoint's SDP: new address, direction, a fresh latch.
+func (l *leg) setPeer(m *sdpneg.Media, now time.Duration) {
+	l.peer.Store(&peer{rtp: m.RTP(), rtcp: m.RTCP, mux: m.RTCPMux, direction: m.Direction})
+	// A re-negotiation restarts the media clock: a phone that just came
+	// off hold gets a full timeout to resume sending.
+	l.lastRx.Store(int64(now))
+}
+
+// acceptRTP reports whether an RTP packet from src belongs to this leg,
+// latching when allowed. Only the leg's RTP reader calls it.
+func (l *leg) acceptRTP(src netip.AddrPort) bool {
+	p := l.peer.Load()
+	if p == nil {
+		return false
+	}
+	if lt := l.rtpLatch.Load(); lt != nil && lt.of == p {
+		return lt.addr == src
+	}
+	if l.seenFor != p {
+		l.seenFor, l.seen = p, 0
+	}
+	l.seen++
+	if src == p.rtp || (l.latch && l.seen <= latchWindowPackets) {
+		l.rtpLatch.Store(&latch{of: p, addr: src})
+		return true
+	}
+	return false
+}
+
+// acceptRTCP reports whether an RTCP packet from src belongs to this leg.
+// On the RTCP port it is accepted from the signalled RTCP address, or, when
+// latching, from the host the RTP latched onto; muxed RTCP must come from
+// the RTP source itself.
+func (l *leg) acceptRTCP(src netip.AddrPort, muxed bool) bool {
+	p := l.peer.Load()
+	if p == nil {
+		return false
+	}
+	rtpLatch := l.rtpLatch.Load()
+	if rtpLatch != nil && rtpLatch.of != p {
+		rtpLatch = nil
+	}
+	if muxed {
+		if rtpLatch != nil {
+			return rtpLatch.addr == src
+		}
+		return src == p.rtp
+	}
+	if lt := l.rtcpLatch.Load(); lt != nil && lt.of == p {
+		return lt.addr == src
+	}
+	ok := src == p.rtcp || (l.latch && rtpLatch != nil && rtpLatch.addr.Addr() == src.Addr())
+	if ok {
+		l.rtcpLatch.Store(&latch{of: p, addr: src})
+	}
+	return ok
+}
+
+// rtpDestination returns where RTP for this leg's endpoint goes, and false
+// when it must not be sent (unknown address, or the endpoint does not want
+// media: on hold).
+func (l *leg) rtpDestination() (netip.AddrPort, bool) {
+	p := l.peer.Load()
+	if p == nil || !p.direction.Receives() {
+		return netip.AddrPort{}, false
+	}
+	dst := p.rtp
+	if lt := l.rtpLatch.Load(); lt != nil && lt.of == p {
+		dst = lt.addr
+	}
+	return dst, usable(dst)
+}
+
+// rtcpDestination returns the socket and address RTCP for this leg goes to.
+func (l *leg) rtcpDestination() (netip.AddrPort, bool, bool) {
+	p := l.peer.Load()
+	if p == nil {
+		return netip.AddrPort{}, false, false
+	}
+	if p.mux {
+		dst := p.rtp
+		if lt := l.rtpLatch.Load(); lt != nil && lt.of == p {
+			dst = lt.addr
+		}
+		return dst, true, usable(dst)
+	}
+	dst := p.rtcp
+	if lt := l.rtcpLatch.Load(); lt != nil && lt.of == p {
+		dst = lt.addr
+	}
+	return dst, false, usable(dst)
+}
+
+func usable(a netip.AddrPort) bool {
+	return a.IsValid() && a.Port() != 0 && !a.Addr().IsUnspecified()
+}
+
+// sendRTP writes one packet to the endpoint from the leg's RTP socket, the
+// port the endpoint sends to (symmetric RTP).
+func (l *leg) sendRTP(pkt []byte) bool {
+	dst, ok := l.rtpDestination()
+	if !ok {
+		return false
+	}
+	if _, err := l.pair.RTP.WriteToUDPAddrPort(pkt, dst); err != nil {
+		return false
+	}
+	l.packetsOut.Add(1)
+	l.bytesOut.Add(uint64(len(pkt)))
+	if m := l.metrics.Load(); m != nil {
+		m.packetsOut.Inc()
+		m.bytesOut.Add(float64(len(pkt)))
+	}
+	return true
+}
+
+// drop counts a discarded packet.
+func (l *leg) drop(r dropReason) {
+	l.drops[r].Add(1)
+	l.dropCounters[r].Inc()
+}
+
+// received counts an accepted RTP packet.
+func (l *leg) received(n int, now time.Duration) {
+	l.lastRx.Store(int64(now))
+	l.packetsIn.Add(1)
+	l.bytesIn.Add(uint64(n))
+	if m := l.metrics.Load(); m != nil {
+		m.packetsIn.Inc()
+		m.bytesIn.Add(float64(n))
+	}
+}
+
+// observe feeds an accepted packet to the leg's receive statistics.
+func (l *leg) observe(seq uint16, ts uint32, now time.Time) {
+	if rx := l.rx.Load(); rx != nil {
+		rx.Update(seq, ts, now)
+	}
+}

@@ -1,0 +1,518 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/quality"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// Offer creates a session from the caller's offer. For ServiceNone it
+// returns the offer to send to the callee: this node's address, the
+// caller's codecs we support plus those we can transcode to, and DTMF
+// events. For a service it answers the caller itself and returns that
+// answer. A failed Offer leaves nothing behind.
+func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if p.SessionID == "" {
+		return nil, errors.New("offer: empty session id")
+	}
+	if p.Service < ServiceNone || p.Service > ServiceTone {
+		return nil, fmt.Errorf("offer session %s: unknown service %d", p.SessionID, p.Service)
+	}
+	e.mu.Lock()
+	closed, existing := e.closed, e.sessions[p.SessionID]
+	e.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if existing != nil {
+		return existing.repeatOffer(p)
+	}
+
+	desc, err := sdpneg.Parse(p.SDP)
+	if err != nil {
+		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, err)
+	}
+	supported := sdpneg.Supported(desc.Audio().Codecs, e.caps)
+	if len(supported) == 0 {
+		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, ErrUnsupportedCodec)
+	}
+
+	s := e.newSession(p)
+	legs := 2
+	if p.Service.terminates() {
+		legs = 1
+	}
+	for i := range legs {
+		pair, err := e.pool.Allocate()
+		if err != nil {
+			s.release()
+			return nil, fmt.Errorf("offer session %s: allocate ports: %w", p.SessionID, err)
+		}
+		s.legs[i] = newLeg(Leg(i+1), pair, e.advertise, e.cfg.AllowLatching, &e.metrics.drops)
+	}
+
+	s.mu.Lock()
+	var reply []byte
+	if p.Service.terminates() {
+		reply, err = s.answerCaller(desc, supported)
+	} else {
+		reply, err = s.offerCallee(desc, supported)
+	}
+	s.offer, s.offerReply = p.SDP, reply
+	s.mu.Unlock()
+	if err != nil {
+		s.release()
+		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, err)
+	}
+
+	e.mu.Lock()
+	if e.closed || e.sessions[p.SessionID] != nil {
+		closed := e.closed
+		e.mu.Unlock()
+		s.release()
+		if closed {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, ErrSessionExists)
+	}
+	e.sessions[p.SessionID] = s
+	e.metrics.sessionsActive.Inc()
+	e.mu.Unlock()
+	e.metrics.sessionsStarted.WithLabelValues(p.Service.String()).Inc()
+	s.start()
+	s.log.Info().Int("port_a", s.legs[0].pair.Port).Msg("media session created")
+	return reply, nil
+}
+
+// repeatOffer answers a retried offer with the same reply.
+func (s *session) repeatOffer(p OfferParams) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.Service != s.service || !bytes.Equal(p.SDP, s.offer) {
+		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, ErrSessionExists)
+	}
+	return s.offerReply, nil
+}
+
+// Answer applies the callee's answer and returns the answer for the caller.
+// The callee's preferred codec among those offered is used on both legs
+// when the caller offered it too; otherwise the call is transcoded. It may
+// be called again (a 183 then a 200 with different SDP); a repeat of the
+// same SDP returns the same reply.
+func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte) ([]byte, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	s, err := e.lookup(sessionID)
+	if err != nil {
+		return nil, false, fmt.Errorf("answer: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.service.terminates() {
+		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, ErrBadLeg)
+	}
+	if s.answer != nil && bytes.Equal(s.answer, sdpB) {
+		return s.answerReply, s.transcoding, nil
+	}
+	desc, err := sdpneg.Parse(sdpB)
+	if err != nil {
+		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
+	}
+	a, b := s.legs[0], s.legs[1]
+	var chosen, ours sdpneg.Codec
+	found := false
+	for _, c := range desc.Audio().Codecs {
+		for _, o := range b.offered {
+			if c.Same(o) {
+				chosen, ours, found = c, o, true
+				break
+			}
+		}
+		if found {
+			break
+		}
+	}
+	if !found {
+		return nil, false, fmt.Errorf("answer session %s: callee chose nothing we offered: %w", sessionID, ErrUnsupportedCodec)
+	}
+	aCodec := pickCodec(sdpneg.Supported(a.desc.Audio().Codecs, e.caps), chosen)
+
+	b.setDescription(desc, chosen, e)
+	b.extraPTs = map[uint8]ptKind{ours.PT: ptAudio}
+	if te, ok := b.offeredEvent(chosen.ClockRate); ok {
+		b.extraPTs[te.PT] = ptEvent
+	}
+	a.setDescription(a.desc, aCodec, e)
+	if err := s.reroute(); err != nil {
+		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
+	}
+	// The call starts now: A gets a full media timeout from here, however
+	// long B rang.
+	a.lastRx.Store(int64(e.now()))
+	s.established.Store(true)
+
+	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction, desc.Audio().Ptime))
+	if err != nil {
+		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
+	}
+	s.answer, s.answerReply = sdpB, reply
+	s.log.Info().Str("codec_a", a.codec.Name).Str("codec_b", b.codec.Name).Bool("transcoding", s.transcoding).Msg("media session answered")
+	return reply, s.transcoding, nil
+}
+
+// Update applies new SDP from one leg's endpoint (a re-INVITE or its
+// answer: new address, codec or direction such as hold) and returns the SDP
+// for the other leg's endpoint; for a service session, the answer to leg A.
+// The session keeps running throughout.
+func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s, err := e.lookup(sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if which != LegA && which != LegB {
+		return nil, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
+	}
+	l := s.legs[which.index()]
+	if l == nil || l.desc == nil {
+		return nil, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
+	}
+	desc, err := sdpneg.Parse(sdp)
+	if err != nil {
+		return nil, fmt.Errorf("update session %s: %w", sessionID, err)
+	}
+	supported := sdpneg.Supported(desc.Audio().Codecs, e.caps)
+	if len(supported) == 0 {
+		return nil, fmt.Errorf("update session %s: %w", sessionID, ErrUnsupportedCodec)
+	}
+	// Keep the codec in use if still offered; otherwise prefer the other
+	// leg's codec (no transcoding), then the endpoint's first choice.
+	other := s.legs[1-which.index()]
+	if !s.service.terminates() && (other == nil || other.desc == nil) {
+		return nil, fmt.Errorf("update session %s before answer: %w", sessionID, ErrBadLeg)
+	}
+	chosen, kept := pickSame(supported, l.codec)
+	if !kept && other != nil {
+		chosen = pickCodec(supported, other.codec)
+	}
+	l.setDescription(desc, chosen, e)
+	if s.service.terminates() {
+		if err := s.routeService(); err != nil {
+			return nil, fmt.Errorf("update session %s: %w", sessionID, err)
+		}
+		return l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime))
+	}
+	if err := s.reroute(); err != nil {
+		return nil, fmt.Errorf("update session %s: %w", sessionID, err)
+	}
+	s.log.Info().Stringer("leg", which).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
+	return other.builder.Build(other.localSDP(desc.Audio().Direction, desc.Audio().Ptime))
+}
+
+// Delete ends a session and returns its quality.
+func (e *Engine) Delete(sessionID string) (Quality, error) {
+	s, err := e.lookup(sessionID)
+	if err != nil {
+		return Quality{}, fmt.Errorf("delete: %w", err)
+	}
+	if !e.remove(s) {
+		return Quality{}, fmt.Errorf("delete session %s: %w", sessionID, ErrUnknownSession)
+	}
+	return e.finish(s, "deleted"), nil
+}
+
+// offerCallee prepares the bridge and returns the offer for leg B.
+func (s *session) offerCallee(desc *sdpneg.Description, supported []sdpneg.Codec) ([]byte, error) {
+	a, b := s.legs[0], s.legs[1]
+	a.setDescription(desc, supported[0], s.e)
+	s.dirs[0] = newDirection(a, b, true)
+	s.dirs[1] = newDirection(b, a, true)
+
+	audio := desc.Audio()
+	used := map[uint8]bool{}
+	for _, f := range audio.Formats {
+		var pt int
+		if _, err := fmt.Sscanf(f, "%d", &pt); err == nil && pt >= 0 && pt < 128 {
+			used[uint8(pt)] = true
+		}
+	}
+	offer := append([]sdpneg.Codec(nil), supported...)
+	for _, name := range s.e.cfg.Codecs {
+		info, _ := codec.Lookup(string(name))
+		if containsCodec(offer, info) {
+			continue
+		}
+		pt, ok := freePT(used, info.StaticPT)
+		if !ok {
+			break
+		}
+		offer = append(offer, sdpneg.Codec{PT: pt, Name: string(info.Name), ClockRate: info.ClockRate, Channels: info.Channels, Fmtp: defaultFmtp(info, s.e.cfg.Opus)})
+	}
+	var events []sdpneg.Codec
+	if len(audio.TelephoneEvents) > 0 {
+		for _, c := range offer {
+			if _, dup := findEvent(events, c.ClockRate); dup {
+				continue
+			}
+			te, ok := audio.TelephoneEvent(c.ClockRate)
+			if !ok {
+				pt, free := freePT(used, codec.DynamicPT)
+				if !free {
+					continue
+				}
+				te = sdpneg.Codec{PT: pt, Name: sdpneg.TelephoneEvent, ClockRate: c.ClockRate, Channels: 1, Fmtp: "0-16"}
+			}
+			events = append(events, te)
+		}
+	}
+	b.offered, b.offeredEvents = offer, events
+	return b.builder.Build(sdpneg.Local{
+		Addr:            b.local.Addr(),
+		Port:            int(b.local.Port()),
+		Codecs:          offer,
+		TelephoneEvents: events,
+		Direction:       audio.Direction,
+		RTCPMux:         audio.RTCPMux,
+		Ptime:           audio.Ptime,
+	})
+}
+
+// answerCaller sets up a service session and returns its answer to leg A.
+func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Codec) ([]byte, error) {
+	a := s.legs[0]
+	a.setDescription(desc, supported[0], s.e)
+	if s.service == ServiceEcho {
+		// Echoed packets get our own SSRC: a phone receiving its own SSRC
+		// back takes it for a loop or an SSRC collision.
+		s.dirs[0] = newDirection(a, a, false)
+	} else {
+		s.dirs[0] = newDirection(a, nil, false)
+	}
+	if err := s.routeService(); err != nil {
+		return nil, err
+	}
+	s.established.Store(true)
+	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime))
+}
+
+// setDescription records an endpoint's SDP and the codec chosen for it.
+func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine) {
+	info, _ := codec.Lookup(c.Name)
+	clockChanged := l.info.ClockRate != info.ClockRate
+	l.desc, l.codec, l.info = desc, c, info
+	l.event, l.hasEvent = desc.Audio().TelephoneEvent(info.ClockRate)
+	if !l.hasEvent && len(desc.Audio().TelephoneEvents) > 0 {
+		l.event, l.hasEvent = desc.Audio().TelephoneEvents[0], true
+	}
+	if clockChanged || l.rx.Load() == nil {
+		l.rx.Store(quality.NewReceiver(info.ClockRate))
+	}
+	l.metrics.Store(e.metrics.forCodec(string(info.Name)))
+	if desc != l.peerDesc {
+		// Only new SDP moves the peer and restarts latching; choosing a
+		// codec for SDP already applied keeps the latch in place.
+		l.peerDesc = desc
+		l.setPeer(desc.Audio(), e.now())
+	}
+}
+
+// local is our SDP for this leg: the codec in use numbered as the endpoint
+// numbers it, its DTMF format, and mirroring its last SDP's m-lines.
+func (l *leg) localSDP(dir sdpneg.Direction, ptime int) sdpneg.Local {
+	loc := sdpneg.Local{
+		Addr:      l.local.Addr(),
+		Port:      int(l.local.Port()),
+		Codecs:    []sdpneg.Codec{l.codec},
+		Direction: dir,
+		RTCPMux:   l.desc.Audio().RTCPMux,
+		Ptime:     ptime,
+		Mirror:    l.desc,
+	}
+	if l.hasEvent {
+		loc.TelephoneEvents = []sdpneg.Codec{l.event}
+	}
+	return loc
+}
+
+// offeredEvent is the telephone-event format we offered this leg at clock.
+func (l *leg) offeredEvent(clock int) (sdpneg.Codec, bool) {
+	return findEvent(l.offeredEvents, clock)
+}
+
+// reroute rebuilds both directions of a bridge from the legs' codecs.
+func (s *session) reroute() error {
+	a, b := s.legs[0], s.legs[1]
+	ab, err := s.routeFor(s.dirs[0], a, b)
+	if err != nil {
+		return err
+	}
+	ba, err := s.routeFor(s.dirs[1], b, a)
+	if err != nil {
+		return err
+	}
+	s.dirs[0].route.Store(ab)
+	s.dirs[1].route.Store(ba)
+	s.setTranscoding(ab.mode == routeTranscode)
+	return nil
+}
+
+// routeService builds leg A's route for echo or tone.
+func (s *session) routeService() error {
+	a := s.legs[0]
+	r := &route{mode: routeSink, inClock: a.info.ClockRate, outClock: a.info.ClockRate}
+	r.kinds[a.codec.PT] = ptAudio
+	if a.hasEvent {
+		r.kinds[a.event.PT] = ptEvent
+		r.eventPT = a.event.PT
+		r.inEventClock, r.outEventClock = a.event.ClockRate, a.event.ClockRate
+	}
+	if s.service == ServiceEcho {
+		r.mode = routePassthrough
+		r.audioPT = a.codec.PT
+	} else {
+		cur := s.tone.Load()
+		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT {
+			t, err := newToneSource(a.info, a.codec.PT, s.e.cfg.Opus)
+			if err != nil {
+				return err
+			}
+			s.closers = append(s.closers, t.close)
+			s.tone.Store(t)
+		}
+	}
+	s.dirs[0].route.Store(r)
+	return nil
+}
+
+// routeFor plans one bridge direction. An unchanged transcoder is kept so a
+// hold or address change does not reset the codec state.
+func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
+	r := &route{
+		audioPT:  to.codec.PT,
+		inClock:  from.info.ClockRate,
+		outClock: to.info.ClockRate,
+	}
+	r.kinds[from.codec.PT] = ptAudio
+	for pt, kind := range from.extraPTs {
+		if kind == ptAudio || from.hasEvent {
+			r.kinds[pt] = kind
+		}
+	}
+	if from.hasEvent && to.hasEvent {
+		r.kinds[from.event.PT] = ptEvent
+		r.eventPT = to.event.PT
+		r.inEventClock, r.outEventClock = from.event.ClockRate, to.event.ClockRate
+	} else {
+		for pt, kind := range r.kinds {
+			if kind == ptEvent {
+				r.kinds[pt] = ptUnknown
+			}
+		}
+	}
+	if from.info.Name == to.info.Name {
+		r.mode = routePassthrough
+		return r, nil
+	}
+	r.mode = routeTranscode
+	if cur := d.route.Load(); cur != nil && cur.tc != nil && cur.inClock == r.inClock && cur.outClock == r.outClock &&
+		cur.tc.dec.Name() == from.info.Name && cur.tc.enc.Name() == to.info.Name {
+		r.tc = cur.tc
+		return r, nil
+	}
+	tc, err := newTranscoder(from.info, to.info, s.e.cfg.Opus)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedCodec, err)
+	}
+	s.closers = append(s.closers, tc.close)
+	r.tc = tc
+	return r, nil
+}
+
+func (s *session) setTranscoding(on bool) {
+	if on == s.transcoding {
+		return
+	}
+	s.transcoding = on
+	if on {
+		s.e.metrics.sessionsTranscoding.Inc()
+	} else {
+		s.e.metrics.sessionsTranscoding.Dec()
+	}
+}
+
+// pickCodec returns the codec in list that is the same as want, else the
+// list's first.
+func pickCodec(list []sdpneg.Codec, want sdpneg.Codec) sdpneg.Codec {
+	if c, ok := pickSame(list, want); ok {
+		return c
+	}
+	return list[0]
+}
+
+func pickSame(list []sdpneg.Codec, want sdpneg.Codec) (sdpneg.Codec, bool) {
+	for _, c := range list {
+		if c.Same(want) {
+			return c, true
+		}
+	}
+	return list[0], false
+}
+
+func containsCodec(list []sdpneg.Codec, info codec.Info) bool {
+	for _, c := range list {
+		if strings.EqualFold(c.Name, string(info.Name)) && c.ClockRate == info.ClockRate {
+			return true
+		}
+	}
+	return false
+}
+
+func findEvent(list []sdpneg.Codec, clock int) (sdpneg.Codec, bool) {
+	for _, c := range list {
+		if c.ClockRate == clock {
+			return c, true
+		}
+	}
+	return sdpneg.Codec{}, false
+}
+
+// freePT returns the static payload type if it is free, else the first
+// free dynamic one, and marks it used.
+func freePT(used map[uint8]bool, static int) (uint8, bool) {
+	if static >= 0 && static < 96 && !used[uint8(static)] {
+		used[uint8(static)] = true
+		return uint8(static), true
+	}
+	for pt := uint8(96); pt < 128; pt++ {
+		if !used[pt] {
+			used[pt] = true
+			return pt, true
+		}
+	}
+	return 0, false
+}
+
+// defaultFmtp is what we add to a codec we offer on our own account.
+func defaultFmtp(info codec.Info, opus codec.OpusOptions) string {
+	if info.Name != codec.Opus {
+		return ""
+	}
+	if opus.FEC {
+		return "minptime=10;useinbandfec=1"
+	}
+	return "minptime=10"
+}

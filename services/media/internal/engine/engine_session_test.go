@@ -1,0 +1,287 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+func TestHoldAndResume(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := context.Background()
+	nodeA, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	flows := func(from, to *endpoint, node netip.AddrPort, seq uint16) bool {
+		t.Helper()
+		from.send(node, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 1}, pcmuPayload(1))
+		_, ok := to.recv(200 * time.Millisecond)
+		return ok
+	}
+
+	steps := []struct {
+		name          string
+		leg           Leg
+		sdp           []byte
+		wantDirection sdpneg.Direction // in the SDP for the other leg
+		aToB, bToA    bool
+	}{
+		{name: "A holds", leg: LegA, sdp: a.sdp("0", "a=sendonly"), wantDirection: sdpneg.SendOnly, aToB: true, bToA: false},
+		{name: "B accepts hold", leg: LegB, sdp: b.sdp("0", "a=recvonly"), wantDirection: sdpneg.RecvOnly, aToB: true, bToA: false},
+		{name: "A goes inactive", leg: LegA, sdp: a.sdp("0", "a=inactive"), wantDirection: sdpneg.Inactive, aToB: true, bToA: false},
+		{name: "A resumes", leg: LegA, sdp: a.sdp("0", "a=sendrecv"), wantDirection: sdpneg.SendRecv, aToB: true, bToA: true},
+		{name: "B answers resume", leg: LegB, sdp: b.sdp("0"), wantDirection: sdpneg.SendRecv, aToB: true, bToA: true},
+	}
+	seq := uint16(1)
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			out, err := e.Update(ctx, "s1", st.leg, st.sdp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := sdpneg.Parse(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Audio().Direction != st.wantDirection {
+				t.Fatalf("direction for the other leg = %v, want %v", d.Audio().Direction, st.wantDirection)
+			}
+			seq++
+			// B said recvonly: it still may not send, but A's media to B
+			// only needs B to receive.
+			if got := flows(a, b, nodeA, seq); got != st.aToB {
+				t.Fatalf("A→B flows = %v, want %v", got, st.aToB)
+			}
+			if got := flows(b, a, nodeB, seq); got != st.bToA {
+				t.Fatalf("B→A flows = %v, want %v", got, st.bToA)
+			}
+		})
+	}
+	if e.Active() != 1 {
+		t.Fatal("session lost during re-INVITEs")
+	}
+}
+
+func TestUpdateChangesCodecAndAddress(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b, a2 := newEndpoint(t), newEndpoint(t), newEndpoint(t)
+	ctx := context.Background()
+	_, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	// A moves to another device that only speaks PCMA: B stays on PCMU,
+	// so the node starts transcoding.
+	if _, err := e.Update(ctx, "s1", LegA, a2.sdp("8")); err != nil {
+		t.Fatal(err)
+	}
+	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(0xff))
+	p, ok := a2.recv(2 * time.Second)
+	if !ok || p.PayloadType != 8 {
+		t.Fatalf("after move: ok %v pt %d", ok, p.PayloadType)
+	}
+	a.expectNothing(50 * time.Millisecond)
+	if _, err := e.Update(ctx, "nope", LegA, a2.sdp("8")); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("unknown session: %v", err)
+	}
+	if _, err := e.Update(ctx, "s1", LegA, []byte("junk")); !errors.Is(err, ErrBadSDP) {
+		t.Fatalf("bad sdp: %v", err)
+	}
+}
+
+func TestMediaTimeout(t *testing.T) {
+	type ended struct {
+		id string
+		q  Quality
+	}
+	timedOut := make(chan ended, 1)
+	e, reg := newTestEngine(t, func(c *Config) { c.MediaTimeout = 150 * time.Millisecond },
+		WithTimeoutHandler(func(id string, q Quality) { timedOut <- ended{id, q} }))
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	// A talks, B never does: B's silence ends the call.
+	stop := time.Now().Add(5 * time.Second)
+	var got ended
+	for seq := uint16(0); ; seq++ {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 1}, pcmuPayload(1))
+		select {
+		case got = <-timedOut:
+		case <-time.After(20 * time.Millisecond):
+			if time.Now().After(stop) {
+				t.Fatal("no media timeout")
+			}
+			continue
+		}
+		break
+	}
+	if got.id != "s1" || got.q.Legs[0].PacketsIn == 0 || got.q.Legs[1].PacketsIn != 0 {
+		t.Fatalf("timeout report = %+v", got)
+	}
+	if e.Active() != 0 || e.pool.InUse() != 0 {
+		t.Fatalf("after timeout: %d sessions, %d port pairs", e.Active(), e.pool.InUse())
+	}
+	if n := testutil.ToFloat64(e.metrics.timeouts); n != 1 {
+		t.Fatalf("timeouts metric = %v", n)
+	}
+	want := "\n# HELP media_port_pairs_in_use RTP/RTCP port pairs allocated.\n# TYPE media_port_pairs_in_use gauge\nmedia_port_pairs_in_use 0\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "media_port_pairs_in_use"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHoldTimeout(t *testing.T) {
+	tests := []struct {
+		name        string
+		holdTimeout time.Duration
+		wantEnd     bool
+	}{
+		{name: "held call never times out by default", holdTimeout: 0, wantEnd: false},
+		{name: "hold timeout applies", holdTimeout: 100 * time.Millisecond, wantEnd: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			timedOut := make(chan string, 1)
+			e, _ := newTestEngine(t, func(c *Config) {
+				c.MediaTimeout = 100 * time.Millisecond
+				c.HoldTimeout = tc.holdTimeout
+			}, WithTimeoutHandler(func(id string, _ Quality) { timedOut <- id }))
+			a, b := newEndpoint(t), newEndpoint(t)
+			ctx := context.Background()
+			if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0", "a=inactive")}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := e.Answer(ctx, "s1", b.sdp("0", "a=inactive")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-timedOut:
+				if !tc.wantEnd {
+					t.Fatal("held call timed out")
+				}
+			case <-time.After(500 * time.Millisecond):
+				if tc.wantEnd {
+					t.Fatal("no hold timeout")
+				}
+			}
+		})
+	}
+}
+
+func TestNoTimeoutBeforeAnswer(t *testing.T) {
+	timedOut := make(chan string, 1)
+	e, _ := newTestEngine(t, func(c *Config) { c.MediaTimeout = 50 * time.Millisecond },
+		WithTimeoutHandler(func(id string, _ Quality) { timedOut <- id }))
+	a := newEndpoint(t)
+	if _, err := e.Offer(context.Background(), OfferParams{SessionID: "ringing", SDP: a.sdp("0")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-timedOut:
+		t.Fatal("a ringing call timed out")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func TestDeleteReleasesEverything(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("111", "a=rtpmap:111 opus/48000/2"))
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
+	if _, ok := b.recv(2 * time.Second); !ok {
+		t.Fatal("no media before delete")
+	}
+	if _, err := e.Delete("s1"); err != nil {
+		t.Fatal(err)
+	}
+	// The node's sockets are gone: their ports can be bound by anyone.
+	for _, node := range []netip.AddrPort{nodeA, nodeB} {
+		for _, port := range []uint16{node.Port(), node.Port() + 1} {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+			if err != nil {
+				t.Fatalf("port %d still bound after delete: %v", port, err)
+			}
+			c.Close()
+		}
+	}
+	if e.pool.InUse() != 0 || e.Active() != 0 {
+		t.Fatalf("%d pairs, %d sessions after delete", e.pool.InUse(), e.Active())
+	}
+	// goleak runs in the engine's cleanup.
+}
+
+func TestCloseEndsAllSessions(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	ctx := context.Background()
+	for _, id := range []string{"s1", "s2", "s3"} {
+		a := newEndpoint(t)
+		if _, err := e.Offer(ctx, OfferParams{SessionID: id, SDP: a.sdp("0"), Service: Service(len(id) % 3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Close()
+	if e.Active() != 0 || e.pool.InUse() != 0 {
+		t.Fatalf("after Close: %d sessions, %d pairs", e.Active(), e.pool.InUse())
+	}
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "late", SDP: newEndpoint(t).sdp("0")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("offer after close: %v", err)
+	}
+}
+
+func TestEchoService(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a := newEndpoint(t)
+	answer, err := e.Offer(context.Background(), OfferParams{SessionID: "echo", SDP: a.sdp("8 0 101", "a=rtpmap:101 telephone-event/8000"), Service: ServiceEcho})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := sdpneg.Parse(answer)
+	if c := d.Audio().Codecs; len(c) != 1 || c[0].Name != "PCMA" {
+		t.Fatalf("echo answered %+v", c)
+	}
+	node := d.Audio().RTP()
+	for i := range 10 {
+		a.send(node, rtp.Header{PayloadType: 8, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 42}, pcmuPayload(byte(i)))
+		p, ok := a.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("packet %d not echoed", i)
+		}
+		if p.SSRC == 42 || p.PayloadType != 8 || p.Payload[0] != byte(i) {
+			t.Fatalf("echo %d: ssrc %d pt %d", i, p.SSRC, p.PayloadType)
+		}
+	}
+	if _, err := e.Update(context.Background(), "echo", LegB, a.sdp("8")); !errors.Is(err, ErrBadLeg) {
+		t.Fatalf("update leg B of echo: %v", err)
+	}
+}
+
+func TestToneService(t *testing.T) {
+	tests := []struct {
+		name   string
+		sdp    string
+		attrs  []string
+		codec  codec.Name
+		rate   int
+		pt     uint8
+		tsStep uint32
+	}{
+		{name: "PCMU", sdp: "0", codec: codec.PCMU, rate: 8000, pt: 0, tsStep: 160},
+		{name: "Opus", sdp: "111", attrs: []string{"a=rtpmap:111 opus/48000/2"}, codec: codec.Opus, rate: 48000, pt: 111, tsStep: 960},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a := newEndpoint(t)
+			if _, err := e.Offer(context.Background(), OfferParams{SessionID: "tone", SDP: a.sdp(tc.sdp, tc.attrs...), Service: ServiceTone}); err != nil {
+				t.Fatal(err)
+			}
+			// 15 frames (300 ms) paced by the node's clock.
+			checkTone(t, receiveTone(t, a, tc.codec, tc.rate, tc.pt, tc.tsStep, 15), tc.rate)
+		})
+	}
+}

@@ -1,0 +1,80 @@
+// Package sdpneg reads and writes the audio part of SDP offers and answers
+// (RFC 3264, RFC 4566) for a media relay. Parsing and marshalling go through
+// pion/sdp; this package only interprets the fields a relay needs: where to
+// send, which codecs, which payload type carries DTMF, and the direction.
+package sdpneg
+
+import "errors"
+
+var (
+	// ErrBadSDP means the SDP could not be parsed or has no usable audio
+	// stream (no audio m-line, no or malformed connection address, bad port).
+	ErrBadSDP = errors.New("bad sdp")
+	// ErrUnsupportedCodec means the SDP is well formed but offers no codec
+	// (or no transport) this node can handle.
+	ErrUnsupportedCodec = errors.New("no supported codec or transport in sdp")
+)
+
+// Direction is the media direction attribute of a stream (RFC 3264 §5.1),
+// as declared by the endpoint that wrote the SDP.
+type Direction int
+
+const (
+	DirectionUnknown Direction = iota
+	SendRecv
+	SendOnly
+	RecvOnly
+	Inactive
+)
+
+func (d Direction) String() string {
+	switch d {
+	case SendRecv:
+		return "sendrecv"
+	case SendOnly:
+		return "sendonly"
+	case RecvOnly:
+		return "recvonly"
+	case Inactive:
+		return "inactive"
+	default:
+		return "unknown"
+	}
+}
+
+// Sends reports whether the endpoint that declared d will send media.
+func (d Direction) Sends() bool { return d == SendRecv || d == SendOnly }
+
+// Receives reports whether the endpoint that declared d wants media.
+func (d Direction) Receives() bool { return d == SendRecv || d == RecvOnly }
+
+// Answer is the direction an answerer that terminates the media uses in reply
+// to an offer declaring d (RFC 3264 §6.1): sendonly is met by recvonly and
+// the other way round.
+func (d Direction) Answer() Direction {
+	switch d {
+	case SendOnly:
+		return RecvOnly
+	case RecvOnly:
+		return SendOnly
+	case Inactive:
+		return Inactive
+	default:
+		return SendRecv
+	}
+}
+
+func parseDirection(s string) Direction {
+	switch s {
+	case "sendrecv":
+		return SendRecv
+	case "sendonly":
+		return SendOnly
+	case "recvonly":
+		return RecvOnly
+	case "inactive":
+		return Inactive
+	default:
+		return DirectionUnknown
+	}
+}
