@@ -1,0 +1,91 @@
+// Package app wires a proxy replica together: configuration, bus, location
+// store, fleet view, SIP server and the metrics/health server.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"callgrid.dev/pkg/bus"
+	"callgrid.dev/pkg/config"
+	"callgrid.dev/pkg/fleet"
+	"callgrid.dev/pkg/obs"
+	"callgrid.dev/services/proxy/internal/location"
+	"callgrid.dev/services/proxy/internal/sipproxy"
+)
+
+// Defaults of the proxy's own settings.
+const (
+	// DefaultHTTPAddr serves /metrics, /healthz, /livez and /readyz.
+	DefaultHTTPAddr = "127.0.0.1:9101"
+	// EnvPrefix names the environment overrides: PROXY_SIP_LISTEN_ADDR etc.
+	EnvPrefix = "PROXY"
+)
+
+// Config is the whole configuration of a proxy replica. The zero value
+// (after Defaults) runs a proxy on 127.0.0.1:5060 with an embedded bus.
+type Config struct {
+	Log      obs.LogConfig     `yaml:"log"`
+	HTTP     HTTPConfig        `yaml:"http"`
+	Bus      bus.Config        `yaml:"bus"`
+	SIP      sipproxy.Config   `yaml:"sip"`
+	Location location.KVConfig `yaml:"location"`
+	Media    MediaConfig       `yaml:"media"`
+}
+
+// HTTPConfig is the metrics and health endpoint.
+type HTTPConfig struct {
+	// Addr to listen on, host:port. Default 127.0.0.1:9101.
+	Addr string `yaml:"addr"`
+}
+
+// MediaConfig is how the proxy uses the media fleet.
+type MediaConfig struct {
+	// Claim tunes how sessions are claimed from the fleet.
+	Claim fleet.ClaimConfig `yaml:"claim"`
+	// HeartbeatInterval must match the media nodes' node.heartbeat_interval
+	// (default 1s): a node silent for three of them is gone.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+}
+
+// Defaults returns the configuration a proxy runs with when nothing is set.
+func Defaults() Config {
+	return Config{HTTP: HTTPConfig{Addr: DefaultHTTPAddr}}
+}
+
+// Load reads the file at path (optional) over the defaults, then the
+// environment (PROXY_..., and NATS_URL for bus.url), and validates.
+func Load(path string) (Config, error) {
+	cfg := Defaults()
+	if err := config.Load(path, EnvPrefix, &cfg); err != nil {
+		return cfg, err
+	}
+	if url, ok := os.LookupEnv("NATS_URL"); ok && os.Getenv(EnvPrefix+"_BUS_URL") == "" {
+		cfg.Bus.URL = url
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate names every field that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := netip.ParseAddrPort(c.HTTP.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("http.addr: %w", err))
+	}
+	if err := c.Bus.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.SIP.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("sip: %w", err))
+	}
+	if c.Media.Claim.AttemptTimeout < 0 || c.Media.Claim.MaxAttempts < 0 || c.Media.Claim.Units < 0 {
+		errs = append(errs, errors.New("media.claim: attempt_timeout, max_attempts and units must not be negative"))
+	}
+	return errors.Join(errs...)
+}

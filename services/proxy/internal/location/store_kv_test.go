@@ -1,0 +1,137 @@
+package location
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}
+
+func newKVStore(t *testing.T, url string) *KVStore {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := NewKVStore(ctx, js, KVConfig{SweepInterval: 50 * time.Millisecond}, zerolog.New(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Run(runCtx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	return s
+}
+
+func TestKVStoreSharedAcrossReplicas(t *testing.T) {
+	srv := startNATS(t)
+	a := newKVStore(t, srv.ClientURL())
+	b := newKVStore(t, srv.ClientURL())
+	ctx := context.Background()
+	now := time.Now()
+	bindings := []Binding{
+		{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1:5060", Received: "203.0.113.1:40000", Transport: "UDP", Expires: now.Add(time.Hour), UpdatedAt: now},
+		{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.2:5060", Received: "203.0.113.2:40000", Transport: "TCP", Expires: now.Add(time.Hour), UpdatedAt: now.Add(time.Second)},
+		{AOR: "carol@localhost", Contact: "sip:carol@10.0.0.3", Expires: now.Add(200 * time.Millisecond), UpdatedAt: now},
+	}
+	for _, bd := range bindings {
+		if err := a.Save(ctx, bd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		aor  string
+		want []string
+	}{
+		{name: "two contacts newest first", aor: "bob@localhost", want: []string{"sip:bob@10.0.0.2:5060", "sip:bob@10.0.0.1:5060"}},
+		{name: "unknown aor", aor: "dave@localhost", want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				got, err := b.Lookup(ctx, tc.aor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if equalContacts(got, tc.want) {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("replica b sees %v, want %v", got, tc.want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	t.Run("expired binding is swept everywhere", func(t *testing.T) {
+		deadline := time.Now().Add(5 * time.Second)
+		for b.Count() != 2 || a.Count() != 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("counts a=%d b=%d, want 2", a.Count(), b.Count())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	t.Run("remove propagates", func(t *testing.T) {
+		if err := b.Remove(ctx, "bob@localhost", "sip:bob@10.0.0.1:5060"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for a.Count() != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica a still has %d bindings", a.Count())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func equalContacts(got []Binding, want []string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i].Contact != want[i] {
+			return false
+		}
+	}
+	return true
+}

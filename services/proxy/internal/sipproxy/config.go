@@ -1,0 +1,404 @@
+package sipproxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"callgrid.dev/services/proxy/internal/digestauth"
+)
+
+// Defaults applied to zero-valued Config fields.
+const (
+	DefaultListenAddr       = "127.0.0.1:5060"
+	DefaultTLSAddr          = "127.0.0.1:5061"
+	DefaultInviteTimeout    = 180 * time.Second // Timer C, RFC 3261 16.6 step 11
+	DefaultBranchTimeout    = 32 * time.Second  // 64*T1: Timer B/F for a silent branch
+	DefaultCancelWait       = 32 * time.Second  // how long a cancelled branch may take to answer 487
+	DefaultMaxMessageSize   = 8192
+	DefaultRealm            = "callgrid"
+	DefaultNonceTTL         = 5 * time.Minute
+	DefaultNonceTableSize   = 100_000
+	DefaultMinExpires       = 60
+	DefaultMaxExpires       = 3600
+	DefaultDefaultExpires   = 3600
+	DefaultMaxContacts      = 10
+	DefaultRateLimitPerSec  = 50
+	DefaultRateLimitBurst   = 100
+	DefaultRateLimitBanTime = 30 * time.Second
+	DefaultRateLimitSources = 65_536
+	DefaultProbeInterval    = 10 * time.Second
+	DefaultProbeTimeout     = 2 * time.Second
+	DefaultProbeDownAfter   = 2
+	DefaultProbeUpAfter     = 1
+	DefaultDrainRetryAfter  = 5 * time.Second
+	DefaultUserAgent        = "callgrid-proxy"
+	DefaultGatewayPolicy    = PolicyRoundRobin
+	DefaultGatewayWeight    = 1
+	DefaultGatewayTransport = "udp"
+	defaultMaxForwardsAdded = 70
+	defaultConnectTimeout   = 5 * time.Second
+)
+
+// Config configures the SIP proxy. The zero value is a working local setup:
+// UDP and TCP on 127.0.0.1:5060, domain "localhost", no users, no gateways.
+type Config struct {
+	// ListenAddr is the host:port for UDP and TCP (default 127.0.0.1:5060; port 0 picks one).
+	ListenAddr string `yaml:"listen_addr"`
+	// Transports lists the plain transports to serve: "udp", "tcp" (default both).
+	Transports []string `yaml:"transports"`
+	// TLS enables SIP over TLS when CertFile and KeyFile are set.
+	TLS TLSConfig `yaml:"tls"`
+	// AdvertiseHost is the host put in Via and Record-Route (default: the listen host).
+	// Behind a load balancer it is the service address every replica shares.
+	AdvertiseHost string `yaml:"advertise_host"`
+	// Aliases are extra "host" or "host:port" values this proxy treats as itself
+	// in Route headers: the service address, or the other replicas.
+	Aliases []string `yaml:"aliases"`
+	// Domains are the SIP domains served here (registrar, local users). The first
+	// is canonical: AORs addressed to one of our IPs are stored under it.
+	// Default: ["localhost"].
+	Domains []string `yaml:"domains"`
+	// TrustedNetworks are CIDRs (gateways, SBCs) whose requests skip digest
+	// authentication and the rate limiter.
+	TrustedNetworks []string `yaml:"trusted_networks"`
+	// InviteTimeout is Timer C: how long a ringing INVITE branch may stay
+	// without a final answer before it is cancelled with 408 (default 180s).
+	InviteTimeout time.Duration `yaml:"invite_timeout"`
+	// BranchTimeout is how long a branch may stay silent (no response at all)
+	// before the next destination is tried (default 32s, Timer B/F).
+	BranchTimeout time.Duration `yaml:"branch_timeout"`
+	// CancelWait bounds the wait for a cancelled branch's final answer (default 32s).
+	CancelWait time.Duration `yaml:"cancel_wait"`
+	// MaxMessageSize is the largest accepted SIP message in bytes (default 8192).
+	MaxMessageSize int `yaml:"max_message_size"`
+	// UserAgentBlocklist drops requests whose User-Agent contains any entry
+	// (case-insensitive), e.g. "friendly-scanner", "sipvicious".
+	UserAgentBlocklist []string `yaml:"user_agent_blocklist"`
+	// DrainRetryAfter is the Retry-After sent with 503 while draining (default 5s).
+	DrainRetryAfter time.Duration `yaml:"drain_retry_after"`
+	// UserAgent is our User-Agent/Server token (default "callgrid-proxy").
+	UserAgent string `yaml:"user_agent"`
+
+	Auth      AuthConfig      `yaml:"auth"`
+	Registrar RegistrarConfig `yaml:"registrar"`
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	// Dialplan rules are tried in order after registered users; the first match wins.
+	Dialplan      []DialplanRule `yaml:"dialplan"`
+	GatewayGroups []GatewayGroup `yaml:"gateway_groups"`
+	Probe         ProbeConfig    `yaml:"probe"`
+}
+
+// TLSConfig enables the TLS listener.
+type TLSConfig struct {
+	// Addr is host:port for TLS (default 127.0.0.1:5061).
+	Addr     string `yaml:"addr"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether a certificate is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// AuthConfig configures digest authentication.
+type AuthConfig struct {
+	// Realm is the digest realm (default "callgrid").
+	Realm string `yaml:"realm"`
+	// NonceSecret signs nonces; replicas must share it (default: random per process).
+	NonceSecret string `yaml:"nonce_secret"`
+	// NonceTTL is how long a nonce is accepted (default 5m).
+	NonceTTL time.Duration `yaml:"nonce_ttl"`
+	// NonceTableSize bounds the nonce-count replay table (default 100000).
+	NonceTableSize int `yaml:"nonce_table_size"`
+	// Algorithms offered, preferred first: "SHA-256", "MD5" (default both, SHA-256 first, RFC 8760).
+	Algorithms []string `yaml:"algorithms"`
+	// Users are the subscribers and their HA1 hashes, H(username:realm:password).
+	Users []User `yaml:"users"`
+}
+
+// User is one subscriber. At least one HA1 must be set; a challenge with an
+// algorithm is only answered for users who have that algorithm's HA1.
+type User struct {
+	Username  string `yaml:"username"`
+	HA1MD5    string `yaml:"ha1_md5"`
+	HA1SHA256 string `yaml:"ha1_sha256"`
+}
+
+// RegistrarConfig bounds registrations. Values are seconds as in SIP Expires.
+type RegistrarConfig struct {
+	// MinExpires: shorter non-zero requests get 423 with Min-Expires (default 60).
+	MinExpires int `yaml:"min_expires"`
+	// MaxExpires caps granted expiry (default 3600).
+	MaxExpires int `yaml:"max_expires"`
+	// DefaultExpires applies when the REGISTER names none (default 3600).
+	DefaultExpires int `yaml:"default_expires"`
+	// MaxContacts per AOR; the oldest is dropped beyond it (default 10).
+	MaxContacts int `yaml:"max_contacts"`
+}
+
+// RateLimitConfig is the per-source-IP request limiter (token bucket).
+type RateLimitConfig struct {
+	// Disabled turns the limiter off.
+	Disabled bool `yaml:"disabled"`
+	// RequestsPerSecond is the sustained rate per source IP (default 50).
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	// Burst is the bucket size (default 100).
+	Burst int `yaml:"burst"`
+	// BanTime keeps a source blocked after it overflowed (default 30s).
+	BanTime time.Duration `yaml:"ban_time"`
+	// MaxSources bounds the tracked sources (default 65536).
+	MaxSources int `yaml:"max_sources"`
+}
+
+// DialplanRule sends matching Request-URI users to a gateway group. Exactly
+// one of Prefix and Regex is set. Strip removes leading digits and AddPrefix
+// prepends digits after a match, before the call goes to the group.
+type DialplanRule struct {
+	Name      string `yaml:"name"`
+	Prefix    string `yaml:"prefix"`
+	Regex     string `yaml:"regex"`
+	Strip     int    `yaml:"strip"`
+	AddPrefix string `yaml:"add_prefix"`
+	Group     string `yaml:"group"`
+}
+
+// GatewayGroup is a set of gateways with a selection policy.
+type GatewayGroup struct {
+	Name string `yaml:"name"`
+	// Policy: "round_robin" (default), "weighted" or "hash" (over Call-ID).
+	Policy   string    `yaml:"policy"`
+	Gateways []Gateway `yaml:"gateways"`
+}
+
+// Gateway is one trunk peer.
+type Gateway struct {
+	Name string `yaml:"name"`
+	// Addr is host:port.
+	Addr string `yaml:"addr"`
+	// Transport: "udp" (default), "tcp" or "tls".
+	Transport string `yaml:"transport"`
+	// Weight for the weighted policy (default 1).
+	Weight int `yaml:"weight"`
+}
+
+// ProbeConfig drives OPTIONS health checks of gateways.
+type ProbeConfig struct {
+	// Disabled turns probing off; gateways are then always considered up.
+	Disabled bool `yaml:"disabled"`
+	// Interval between probes of one gateway (default 10s).
+	Interval time.Duration `yaml:"interval"`
+	// Timeout for one probe (default 2s).
+	Timeout time.Duration `yaml:"timeout"`
+	// DownAfter consecutive failures mark a gateway down (default 2).
+	DownAfter int `yaml:"down_after"`
+	// UpAfter consecutive successes mark it up again (default 1).
+	UpAfter int `yaml:"up_after"`
+}
+
+// Gateway selection policies.
+const (
+	PolicyRoundRobin = "round_robin"
+	PolicyWeighted   = "weighted"
+	PolicyHash       = "hash"
+)
+
+// WithDefaults returns a copy with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	setDefault(&c.ListenAddr, DefaultListenAddr)
+	if len(c.Transports) == 0 {
+		c.Transports = []string{"udp", "tcp"}
+	}
+	if c.TLS.Enabled() {
+		setDefault(&c.TLS.Addr, DefaultTLSAddr)
+	}
+	if c.AdvertiseHost == "" {
+		if host, _, err := net.SplitHostPort(c.ListenAddr); err == nil {
+			c.AdvertiseHost = host
+		}
+	}
+	if len(c.Domains) == 0 {
+		c.Domains = []string{"localhost"}
+	}
+	setDefault(&c.InviteTimeout, DefaultInviteTimeout)
+	setDefault(&c.BranchTimeout, DefaultBranchTimeout)
+	setDefault(&c.CancelWait, DefaultCancelWait)
+	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
+	setDefault(&c.DrainRetryAfter, DefaultDrainRetryAfter)
+	setDefault(&c.UserAgent, DefaultUserAgent)
+
+	setDefault(&c.Auth.Realm, DefaultRealm)
+	setDefault(&c.Auth.NonceTTL, DefaultNonceTTL)
+	setDefault(&c.Auth.NonceTableSize, DefaultNonceTableSize)
+	if len(c.Auth.Algorithms) == 0 {
+		c.Auth.Algorithms = []string{"SHA-256", "MD5"}
+	}
+	setDefault(&c.Registrar.MinExpires, DefaultMinExpires)
+	setDefault(&c.Registrar.MaxExpires, DefaultMaxExpires)
+	setDefault(&c.Registrar.DefaultExpires, DefaultDefaultExpires)
+	setDefault(&c.Registrar.MaxContacts, DefaultMaxContacts)
+	setDefault(&c.RateLimit.RequestsPerSecond, DefaultRateLimitPerSec)
+	setDefault(&c.RateLimit.Burst, DefaultRateLimitBurst)
+	setDefault(&c.RateLimit.BanTime, DefaultRateLimitBanTime)
+	setDefault(&c.RateLimit.MaxSources, DefaultRateLimitSources)
+	setDefault(&c.Probe.Interval, DefaultProbeInterval)
+	setDefault(&c.Probe.Timeout, DefaultProbeTimeout)
+	setDefault(&c.Probe.DownAfter, DefaultProbeDownAfter)
+	setDefault(&c.Probe.UpAfter, DefaultProbeUpAfter)
+
+	groups := make([]GatewayGroup, len(c.GatewayGroups))
+	for i, g := range c.GatewayGroups {
+		setDefault(&g.Policy, DefaultGatewayPolicy)
+		gws := make([]Gateway, len(g.Gateways))
+		for j, gw := range g.Gateways {
+			setDefault(&gw.Transport, DefaultGatewayTransport)
+			setDefault(&gw.Weight, DefaultGatewayWeight)
+			setDefault(&gw.Name, gw.Addr)
+			gws[j] = gw
+		}
+		g.Gateways = gws
+		groups[i] = g
+	}
+	c.GatewayGroups = groups
+	return c
+}
+
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// Validate checks the configuration after defaults and names the failing field.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("sipproxy config %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		bad("listen_addr", "%v", err)
+	}
+	for i, tp := range c.Transports {
+		if tp != "udp" && tp != "tcp" {
+			bad(fmt.Sprintf("transports[%d]", i), "%q is not udp or tcp", tp)
+		}
+	}
+	if c.TLS.Enabled() {
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			bad("tls", "cert_file and key_file must both be set")
+		}
+		if _, _, err := net.SplitHostPort(c.TLS.Addr); err != nil {
+			bad("tls.addr", "%v", err)
+		}
+	}
+	for i, cidr := range c.TrustedNetworks {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			bad(fmt.Sprintf("trusted_networks[%d]", i), "%v", err)
+		}
+	}
+	if c.MaxMessageSize < 1024 || c.MaxMessageSize > 65535 {
+		bad("max_message_size", "%d outside 1024..65535", c.MaxMessageSize)
+	}
+	if c.InviteTimeout < time.Second {
+		bad("invite_timeout", "%v below 1s", c.InviteTimeout)
+	}
+	if c.BranchTimeout < 100*time.Millisecond {
+		bad("branch_timeout", "%v below 100ms", c.BranchTimeout)
+	}
+	for i, a := range c.Auth.Algorithms {
+		if _, err := digestauth.ParseAlgorithm(a); err != nil {
+			bad(fmt.Sprintf("auth.algorithms[%d]", i), "%v", err)
+		}
+	}
+	seenUser := map[string]bool{}
+	for i, u := range c.Auth.Users {
+		field := fmt.Sprintf("auth.users[%d]", i)
+		switch {
+		case u.Username == "":
+			bad(field+".username", "empty")
+		case seenUser[u.Username]:
+			bad(field+".username", "duplicate %q", u.Username)
+		}
+		seenUser[u.Username] = true
+		if u.HA1MD5 == "" && u.HA1SHA256 == "" {
+			bad(field, "needs ha1_md5 or ha1_sha256")
+		}
+		if u.HA1MD5 != "" && !isHex(u.HA1MD5, 32) {
+			bad(field+".ha1_md5", "not 32 hex digits")
+		}
+		if u.HA1SHA256 != "" && !isHex(u.HA1SHA256, 64) {
+			bad(field+".ha1_sha256", "not 64 hex digits")
+		}
+	}
+	r := c.Registrar
+	if r.MinExpires > r.MaxExpires {
+		bad("registrar.min_expires", "%d above max_expires %d", r.MinExpires, r.MaxExpires)
+	}
+	if c.RateLimit.RequestsPerSecond < 0 || c.RateLimit.Burst < 1 {
+		bad("rate_limit", "requests_per_second must be >= 0 and burst >= 1")
+	}
+	if c.Probe.DownAfter < 1 || c.Probe.UpAfter < 1 {
+		bad("probe", "down_after and up_after must be >= 1")
+	}
+	groups := map[string]bool{}
+	for i, g := range c.GatewayGroups {
+		field := fmt.Sprintf("gateway_groups[%d]", i)
+		if g.Name == "" || groups[g.Name] {
+			bad(field+".name", "empty or duplicate %q", g.Name)
+		}
+		groups[g.Name] = true
+		if g.Policy != PolicyRoundRobin && g.Policy != PolicyWeighted && g.Policy != PolicyHash {
+			bad(field+".policy", "%q is not round_robin, weighted or hash", g.Policy)
+		}
+		if len(g.Gateways) == 0 {
+			bad(field+".gateways", "empty")
+		}
+		for j, gw := range g.Gateways {
+			gf := fmt.Sprintf("%s.gateways[%d]", field, j)
+			if _, _, err := net.SplitHostPort(gw.Addr); err != nil {
+				bad(gf+".addr", "%v", err)
+			}
+			if tp := strings.ToLower(gw.Transport); tp != "udp" && tp != "tcp" && tp != "tls" {
+				bad(gf+".transport", "%q is not udp, tcp or tls", gw.Transport)
+			}
+			if gw.Weight < 1 {
+				bad(gf+".weight", "%d below 1", gw.Weight)
+			}
+		}
+	}
+	for i, rule := range c.Dialplan {
+		field := fmt.Sprintf("dialplan[%d]", i)
+		if (rule.Prefix == "") == (rule.Regex == "") {
+			bad(field, "exactly one of prefix and regex must be set")
+		}
+		if rule.Regex != "" {
+			if _, err := regexp.Compile(rule.Regex); err != nil {
+				bad(field+".regex", "%v", err)
+			}
+		}
+		if rule.Strip < 0 {
+			bad(field+".strip", "negative")
+		}
+		if !groups[rule.Group] {
+			bad(field+".group", "unknown gateway group %q", rule.Group)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,75 @@
+package sipproxy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	gw := GatewayGroup{Name: "pstn", Gateways: []Gateway{{Addr: "192.0.2.1:5060"}}}
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string // substring naming the field; "" means valid
+	}{
+		{name: "zero config works", cfg: Config{}},
+		{name: "bad listen addr", cfg: Config{ListenAddr: "nope"}, wantErr: "listen_addr"},
+		{name: "bad transport", cfg: Config{Transports: []string{"sctp"}}, wantErr: "transports[0]"},
+		{name: "bad cidr", cfg: Config{TrustedNetworks: []string{"10.0.0.0/33"}}, wantErr: "trusted_networks[0]"},
+		{name: "user without ha1", cfg: Config{Auth: AuthConfig{Users: []User{{Username: "bob"}}}}, wantErr: "auth.users[0]"},
+		{name: "short md5 ha1", cfg: Config{Auth: AuthConfig{Users: []User{{Username: "bob", HA1MD5: "abc"}}}}, wantErr: "auth.users[0].ha1_md5"},
+		{name: "unknown algorithm", cfg: Config{Auth: AuthConfig{Algorithms: []string{"SHA-1"}}}, wantErr: "auth.algorithms[0]"},
+		{name: "min above max expires", cfg: Config{Registrar: RegistrarConfig{MinExpires: 7200}}, wantErr: "registrar.min_expires"},
+		{name: "rule to unknown group", cfg: Config{Dialplan: []DialplanRule{{Prefix: "1", Group: "x"}}}, wantErr: "dialplan[0].group"},
+		{name: "rule with prefix and regex", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Prefix: "1", Regex: "1", Group: "pstn"}}}, wantErr: "dialplan[0]"},
+		{name: "bad regex", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Regex: "(", Group: "pstn"}}}, wantErr: "dialplan[0].regex"},
+		{name: "bad policy", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Policy: "random", Gateways: gw.Gateways}}}, wantErr: "gateway_groups[0].policy"},
+		{name: "gateway without port", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: []Gateway{{Addr: "192.0.2.1"}}}}}, wantErr: "gateway_groups[0].gateways[0].addr"},
+		{name: "valid dialplan", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Prefix: "00", Strip: 2, Group: "pstn"}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want mention of %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestDialplanMatch(t *testing.T) {
+	d, err := newDialplan([]DialplanRule{
+		{Name: "intl", Prefix: "00", Strip: 2, AddPrefix: "+", Group: "intl"},
+		{Name: "e164", Regex: `^\+[0-9]+$`, Group: "e164"},
+		{Name: "local", Prefix: "", Regex: `^[2-9][0-9]{6}$`, AddPrefix: "+1555", Group: "local"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		user, wantGroup, wantUser string
+		ok                        bool
+	}{
+		{user: "0044123", wantGroup: "intl", wantUser: "+44123", ok: true},
+		{user: "+15551234", wantGroup: "e164", wantUser: "+15551234", ok: true},
+		{user: "5551234", wantGroup: "local", wantUser: "+15555551234", ok: true},
+		{user: "alice", ok: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.user, func(t *testing.T) {
+			r, user, ok := d.match(tc.user)
+			if ok != tc.ok {
+				t.Fatalf("ok %v, want %v", ok, tc.ok)
+			}
+			if ok && (r.Group != tc.wantGroup || user != tc.wantUser) {
+				t.Fatalf("got %s %s, want %s %s", r.Group, user, tc.wantGroup, tc.wantUser)
+			}
+		})
+	}
+}

@@ -1,0 +1,200 @@
+package sipproxy
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// rawGateway is a minimal UDP SIP peer whose answer per request is decided
+// by status(); 0 means stay silent.
+type rawGateway struct {
+	addr    string
+	conn    *net.UDPConn
+	status  atomic.Int32
+	mu      sync.Mutex
+	methods map[sip.RequestMethod]int
+}
+
+func newRawGateway(t *testing.T, status int) *rawGateway {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &rawGateway{addr: conn.LocalAddr().String(), conn: conn, methods: map[sip.RequestMethod]int{}}
+	g.status.Store(int32(status))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, src, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			msg, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
+			if err != nil {
+				continue
+			}
+			req, ok := msg.(*sip.Request)
+			if !ok {
+				continue
+			}
+			g.mu.Lock()
+			g.methods[req.Method]++
+			g.mu.Unlock()
+			code := int(g.status.Load())
+			if code == 0 || req.IsAck() {
+				continue
+			}
+			res := sip.NewResponseFromRequest(req, code, "Test", nil)
+			if code == 200 && req.IsInvite() {
+				res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: conn.LocalAddr().(*net.UDPAddr).Port}})
+			}
+			_, _ = conn.WriteToUDP([]byte(res.String()), src)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = conn.Close()
+		<-done
+	})
+	return g
+}
+
+func (g *rawGateway) count(m sip.RequestMethod) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.methods[m]
+}
+
+func pstnConfig(policy string, gws ...*rawGateway) Config {
+	cfg := trustedConfig()
+	group := GatewayGroup{Name: "pstn", Policy: policy}
+	for i, g := range gws {
+		group.Gateways = append(group.Gateways, Gateway{Name: string(rune('a' + i)), Addr: g.addr})
+	}
+	cfg.GatewayGroups = []GatewayGroup{group}
+	cfg.Dialplan = []DialplanRule{{Name: "e164", Regex: `^\+?[0-9]+$`, Group: "pstn"}}
+	return cfg
+}
+
+func TestGatewayFailover(t *testing.T) {
+	tests := []struct {
+		name     string
+		statuses []int
+		want     int
+		reached  []int // INVITEs each gateway received
+	}{
+		{name: "503 then silent then healthy", statuses: []int{503, 0, 200}, want: 200, reached: []int{1, 1, 1}},
+		{name: "busy stops failover", statuses: []int{486, 200}, want: 486, reached: []int{1, 0}},
+		{name: "all fail picks 408 over 503", statuses: []int{503, 0}, want: 408, reached: []int{1, 1}},
+		{name: "only 503 becomes 500", statuses: []int{503, 503}, want: 500, reached: []int{1, 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var gws []*rawGateway
+			for _, st := range tc.statuses {
+				gws = append(gws, newRawGateway(t, st))
+			}
+			p := startProxy(t, pstnConfig(PolicyRoundRobin, gws...))
+			caller := newPeer(t, "caller")
+			res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:+15551234@localhost", "alice"))
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.want)
+			}
+			for i, g := range gws {
+				// Retransmissions over UDP may repeat an INVITE; count distinct arrival.
+				if got := min(g.count(sip.INVITE), 1); got != tc.reached[i] {
+					t.Errorf("gateway %d reached %d, want %d", i, got, tc.reached[i])
+				}
+			}
+		})
+	}
+}
+
+func TestGatewaySelection(t *testing.T) {
+	newGroup := func(policy string, weights ...int) *gatewayGroup {
+		cfg := GatewayGroup{Name: "g", Policy: policy}
+		for i, w := range weights {
+			cfg.Gateways = append(cfg.Gateways, Gateway{Name: string(rune('a' + i)), Addr: "127.0.0.1:5060", Weight: w})
+		}
+		m, err := newMetrics(prometheusRegistry(), func() int { return 0 })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newGatewayGroups([]GatewayGroup{cfg}, m)["g"]
+	}
+	firstPicks := func(g *gatewayGroup, n int, callID func(i int) string) map[string]int {
+		picks := map[string]int{}
+		for i := range n {
+			picks[g.candidates(callID(i))[0].cfg.Name]++
+		}
+		return picks
+	}
+	same := func(int) string { return "call-1" }
+	tests := []struct {
+		name   string
+		group  *gatewayGroup
+		callID func(int) string
+		want   map[string]int
+	}{
+		{name: "round robin", group: newGroup(PolicyRoundRobin, 1, 1, 1), callID: same, want: map[string]int{"a": 2, "b": 2, "c": 2}},
+		{name: "weighted 3:1", group: newGroup(PolicyWeighted, 3, 1), callID: same, want: map[string]int{"a": 6, "b": 2}},
+		{name: "hash sticks to call-id", group: newGroup(PolicyHash, 1, 1, 1), callID: same, want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 6
+			if tc.group.policy == PolicyWeighted {
+				n = 8
+			}
+			got := firstPicks(tc.group, n, tc.callID)
+			if tc.want == nil {
+				if len(got) != 1 {
+					t.Fatalf("hash spread one call-id over %v", got)
+				}
+				return
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Fatalf("picks %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+	t.Run("down gateways are skipped", func(t *testing.T) {
+		g := newGroup(PolicyRoundRobin, 1, 1)
+		g.gateways[0].up.Store(false)
+		for range 3 {
+			if c := g.candidates("x"); len(c) != 1 || c[0].cfg.Name != "b" {
+				t.Fatalf("candidates %v", c)
+			}
+		}
+	})
+}
+
+func TestGatewayProbing(t *testing.T) {
+	gw := newRawGateway(t, 200)
+	cfg := pstnConfig(PolicyRoundRobin, gw)
+	cfg.Probe = ProbeConfig{Interval: 50 * time.Millisecond, Timeout: 100 * time.Millisecond, DownAfter: 2, UpAfter: 2}
+	p := startProxy(t, cfg)
+	up := func() float64 { return testutil.ToFloat64(p.m.gatewayUp.WithLabelValues("pstn", "a")) }
+	waitFor(t, "first probe", func() bool { return gw.count(sip.OPTIONS) > 0 })
+	if up() != 1 {
+		t.Fatalf("gateway not up while answering")
+	}
+	gw.status.Store(0)
+	waitFor(t, "gateway down", func() bool { return up() == 0 })
+	caller := newPeer(t, "caller")
+	if res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:15551234@localhost", "alice")); res.StatusCode != 503 {
+		t.Errorf("call with group down got %d, want 503", res.StatusCode)
+	}
+	gw.status.Store(200)
+	waitFor(t, "gateway up again", func() bool { return up() == 1 })
+}

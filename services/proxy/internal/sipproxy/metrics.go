@@ -1,0 +1,100 @@
+package sipproxy
+
+import (
+	"fmt"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus series. Labels are small fixed sets:
+// method, status class, reason, gateway group and gateway name from config.
+type metrics struct {
+	requests        *prometheus.CounterVec
+	responses       *prometheus.CounterVec
+	txDuration      *prometheus.HistogramVec
+	registrations   prometheus.GaugeFunc
+	authFailures    *prometheus.CounterVec
+	rateLimited     prometheus.Counter
+	dropped         *prometheus.CounterVec
+	gatewayUp       *prometheus.GaugeVec
+	forwardFailures *prometheus.CounterVec
+	inflight        prometheus.Gauge
+	registrationsFn func() int
+}
+
+func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_requests_total",
+			Help: "SIP requests received, by method.",
+		}, []string{"method"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_responses_total",
+			Help: "SIP responses sent upstream, by status class.",
+		}, []string{"class"}),
+		txDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sip_proxy_transaction_duration_seconds",
+			Help:    "Time from request to final response sent upstream, by method.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 180},
+		}, []string{"method"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_auth_failures_total",
+			Help: "Digest authentication failures, by reason.",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sip_proxy_rate_limited_total",
+			Help: "Messages dropped by the per-source rate limiter.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_dropped_total",
+			Help: "Messages dropped or rejected as malformed or unwanted, by reason.",
+		}, []string{"reason"}),
+		gatewayUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sip_proxy_gateway_up",
+			Help: "1 when the gateway passes OPTIONS probes, by group and gateway.",
+		}, []string{"group", "gateway"}),
+		forwardFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_forward_failures_total",
+			Help: "Requests the proxy answered with an error itself, by reason.",
+		}, []string{"reason"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sip_proxy_inflight_transactions",
+			Help: "Requests being handled right now.",
+		}),
+		registrationsFn: activeRegistrations,
+	}
+	m.registrations = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sip_proxy_registrations_active",
+		Help: "Live contact bindings in this replica's view of the location store.",
+	}, func() float64 { return float64(m.registrationsFn()) })
+	for _, c := range []prometheus.Collector{
+		m.requests, m.responses, m.txDuration, m.registrations, m.authFailures,
+		m.rateLimited, m.dropped, m.gatewayUp, m.forwardFailures, m.inflight,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// methodLabel bounds the method label to the methods SIP defines.
+func methodLabel(m sip.RequestMethod) string {
+	switch m {
+	case sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS,
+		sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK,
+		sip.UPDATE, sip.PUBLISH:
+		return string(m)
+	}
+	return "other"
+}
+
+func statusClass(code int) string {
+	switch {
+	case code < 100 || code > 699:
+		return "other"
+	default:
+		return fmt.Sprintf("%dxx", code/100)
+	}
+}

@@ -1,0 +1,139 @@
+package sipproxy
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func rawRequest(method, ruri, fromUser string, extra string) []byte {
+	return fmt.Appendf(nil, "%s %s SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK%s%d\r\nFrom: <sip:%s@localhost>;tag=f1\r\nTo: <%s>\r\nCall-ID: %s-%d@test\r\nCSeq: 1 %s\r\nContact: <sip:%s@127.0.0.1:9>\r\n%sContent-Length: 0\r\n\r\n",
+		method, ruri, method, time.Now().UnixNano(), fromUser, ruri, method, time.Now().UnixNano(), method, fromUser, extra)
+}
+
+func TestPolicy(t *testing.T) {
+	tests := []struct {
+		name    string
+		trusted bool
+		drain   bool
+		msg     []byte
+		want    string // status line prefix; "" means no answer
+	}{
+		{name: "untrusted invite challenged", msg: rawRequest("INVITE", "sip:bob@localhost", "alice", ""), want: "SIP/2.0 407"},
+		{name: "untrusted message challenged", msg: rawRequest("MESSAGE", "sip:bob@localhost", "alice", ""), want: "SIP/2.0 407"},
+		{name: "foreign domain from untrusted", msg: rawRequest("INVITE", "sip:bob@example.org", "alice", ""), want: "SIP/2.0 403"},
+		{name: "trusted unknown user", trusted: true, msg: rawRequest("INVITE", "sip:nobody@localhost", "alice", ""), want: "SIP/2.0 404"},
+		{name: "max-forwards exhausted", trusted: true, msg: rawRequest("INVITE", "sip:bob@localhost", "alice", "Max-Forwards: 0\r\n"), want: "SIP/2.0 483"},
+		{name: "options to proxy", msg: rawRequest("OPTIONS", "sip:localhost", "alice", ""), want: "SIP/2.0 200"},
+		{name: "options while draining", drain: true, msg: rawRequest("OPTIONS", "sip:localhost", "alice", ""), want: "SIP/2.0 503"},
+		{name: "invite while draining", drain: true, trusted: true, msg: rawRequest("INVITE", "sip:bob@localhost", "alice", ""), want: "SIP/2.0 503"},
+		{name: "in-dialog without our route", trusted: true, msg: rawRequest("BYE", "sip:bob@127.0.0.1:9", "alice", ""), want: ""},
+		{name: "blocklisted user agent dropped", msg: rawRequest("INVITE", "sip:bob@localhost", "alice", "User-Agent: friendly-scanner\r\n"), want: ""},
+		{name: "unsupported uri scheme", trusted: true, msg: rawRequest("INVITE", "tel:+15551234", "alice", ""), want: "SIP/2.0 416"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Auth = authConfig("alice", "bob")
+			cfg.UserAgentBlocklist = []string{"friendly-scanner"}
+			if tc.trusted {
+				cfg.TrustedNetworks = []string{"127.0.0.0/8"}
+			}
+			p := startProxy(t, cfg)
+			if tc.drain {
+				p.Drain()
+			}
+			conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			msg := tc.msg
+			if tc.name == "in-dialog without our route" {
+				msg = bytes.Replace(msg, []byte("To: <sip:bob@127.0.0.1:9>"), []byte("To: <sip:bob@127.0.0.1:9>;tag=t1"), 1)
+				tc.want = "SIP/2.0 404"
+			}
+			wait := 2 * time.Second
+			if tc.want == "" {
+				wait = 300 * time.Millisecond
+			}
+			res := exchange(t, conn, p.Addr("udp"), msg, wait)
+			for bytes.HasPrefix(res, []byte("SIP/2.0 100")) {
+				res = exchange(t, conn, p.Addr("udp"), nil, wait)
+			}
+			if tc.want == "" {
+				if res != nil {
+					t.Fatalf("expected silence, got %q", firstLine(res))
+				}
+				return
+			}
+			if !bytes.HasPrefix(res, []byte(tc.want)) {
+				t.Fatalf("got %q, want %s", firstLine(res), tc.want)
+			}
+		})
+	}
+}
+
+func firstLine(b []byte) string {
+	if i := bytes.IndexByte(b, '\r'); i > 0 {
+		return string(b[:i])
+	}
+	return string(b)
+}
+
+// TestLoopDetected points a gateway at the proxy itself: the request spirals
+// once (new Request-URI), then comes back unchanged and is refused with 482.
+func TestLoopDetected(t *testing.T) {
+	port := freeUDPPort(t)
+	self := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := trustedConfig()
+	cfg.ListenAddr = self
+	cfg.Transports = []string{"udp"}
+	cfg.GatewayGroups = []GatewayGroup{{Name: "self", Gateways: []Gateway{{Name: "me", Addr: self}}}}
+	cfg.Dialplan = []DialplanRule{{Name: "all", Prefix: "1", Group: "self"}}
+	p := startProxy(t, cfg)
+	caller := newPeer(t, "caller")
+	res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:1555@localhost", "alice"))
+	if res.StatusCode != sip.StatusLoopDetected {
+		t.Fatalf("status %d, want 482", res.StatusCode)
+	}
+	if got := testutil.ToFloat64(p.m.forwardFailures.WithLabelValues("loop")); got != 1 {
+		t.Errorf("loop failures %v, want 1", got)
+	}
+}
+
+func TestRateLimiter(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newRateLimiter(RateLimitConfig{RequestsPerSecond: 10, Burst: 3, BanTime: time.Second, MaxSources: 2}, func() time.Time { return now })
+	a, b, c := sourceIP("192.0.2.1:1"), sourceIP("192.0.2.2:1"), sourceIP("192.0.2.3:1")
+	steps := []struct {
+		name    string
+		advance time.Duration
+		ip      string
+		want    bool
+	}{
+		{name: "burst 1", ip: "a", want: true},
+		{name: "burst 2", ip: "a", want: true},
+		{name: "burst 3", ip: "a", want: true},
+		{name: "over burst bans", ip: "a", want: false},
+		{name: "other source unaffected", ip: "b", want: true},
+		{name: "table full refuses newcomer", ip: "c", want: false},
+		{name: "still banned after refill time", advance: 500 * time.Millisecond, ip: "a", want: false},
+		{name: "ban expires", advance: 600 * time.Millisecond, ip: "a", want: true},
+	}
+	ips := map[string]netip.Addr{"a": a, "b": b, "c": c}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			now = now.Add(st.advance)
+			if got := l.allow(ips[st.ip]); got != st.want {
+				t.Fatalf("allow(%s) = %v, want %v", st.ip, got, st.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,307 @@
+package sipproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// branchResult is how one branch of a forwarded request ended.
+type branchResult struct {
+	// res is the upstream-ready final non-2xx response, if the branch got one.
+	res *sip.Response
+	// err is set when the branch ended without a response (timeout, transport).
+	err error
+	// answered means a 2xx went upstream: the request is done.
+	answered bool
+	// cancelled means the caller CANCELled: sipgo already sent 487 upstream.
+	cancelled bool
+	// stop forbids trying further targets (Timer C fired: the callee rang).
+	stop bool
+}
+
+// forward relays a request statefully to targets in turn (serial failover)
+// and sends the best final response upstream (RFC 3261 16.6-16.7).
+func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRoute bool) {
+	cancelled := make(chan struct{})
+	if c.req.IsInvite() {
+		s.reply(c, sip.StatusTrying, "Trying")
+		var once sync.Once
+		// sipgo answers the CANCEL (200, then 487 on the INVITE) and calls this
+		// under its transaction lock, so it only signals the branch loop.
+		if !c.tx.OnCancel(func(*sip.Request) { once.Do(func() { close(cancelled) }) }) {
+			return
+		}
+	}
+	var (
+		finals      []branchResult
+		earlyDialog bool
+	)
+	for _, t := range targets {
+		select {
+		case <-cancelled:
+			return
+		default:
+		}
+		r := s.runBranch(c, base, t, recordRoute, cancelled, &earlyDialog)
+		if r.answered || r.cancelled {
+			return
+		}
+		if r.err != nil {
+			c.log.Debug().Err(r.err).Str("dest", t.dest).Msg("branch failed")
+		}
+		finals = append(finals, r)
+		if r.stop || earlyDialog || !failoverAllowed(r) {
+			break
+		}
+	}
+	best := bestResponse(finals)
+	switch {
+	case best.res != nil:
+		res := best.res
+		if res.StatusCode == sip.StatusServiceUnavailable {
+			// A 503 would make the caller think this proxy is overloaded
+			// (RFC 3261 16.7 step 6): the failure belongs to the branch.
+			res.StatusCode, res.Reason = sip.StatusInternalServerError, "Server Internal Error"
+		}
+		s.respond(c, res)
+	case best.err != nil:
+		s.fail(c, best.err)
+	default:
+		s.fail(c, errNoRoute)
+	}
+}
+
+// failoverAllowed reports whether a failed branch lets the next target be tried:
+// no response, 408, or any 5xx.
+func failoverAllowed(r branchResult) bool {
+	if r.res == nil {
+		return true
+	}
+	code := r.res.StatusCode
+	return code == sip.StatusRequestTimeout || (code >= 500 && code < 600)
+}
+
+// bestResponse picks the final response to send upstream (RFC 3261 16.7 step
+// 6): any 6xx, else the lowest class; the first received wins within a class.
+// A branch that timed out counts as a 408.
+func bestResponse(finals []branchResult) branchResult {
+	rank := func(r branchResult) int {
+		code := sip.StatusRequestTimeout
+		if r.res != nil {
+			code = r.res.StatusCode
+		} else if !errors.Is(r.err, errBranchTimeout) && !errors.Is(r.err, sip.ErrTransactionTimeout) && !errors.Is(r.err, errInviteTimeout) {
+			code = sip.StatusServiceUnavailable
+		}
+		if code >= 600 {
+			return 0
+		}
+		return code / 100
+	}
+	var best branchResult
+	bestRank := 99
+	for _, r := range finals {
+		if rk := rank(r); rk < bestRank {
+			best, bestRank = r, rk
+		}
+	}
+	return best
+}
+
+// runBranch sends one branch and relays its responses until it ends.
+func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute bool, cancelled <-chan struct{}, earlyDialog *bool) branchResult {
+	out := base.Clone()
+	out.Recipient = t.uri
+	out.PrependHeader(s.ourVia(t.transport, newBranch(c.loop)))
+	if recordRoute {
+		s.addRecordRoute(out, c.req.Transport(), t.transport)
+	}
+	s.address(out, t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
+	tx, err := s.txl.Request(ctx, out)
+	cancel()
+	if err != nil {
+		return branchResult{err: fmt.Errorf("send to %s: %w", t.dest, errors.Join(sip.ErrTransactionTransport, err))}
+	}
+	isInvite := out.IsInvite()
+	if isInvite {
+		// After the first 2xx sipgo hands retransmitted 2xx only to this hook;
+		// they must reach the caller until it ACKs (RFC 6026).
+		tx.OnRetransmission(func(r *sip.Response) {
+			if r.IsSuccess() {
+				_ = c.tx.Respond(s.upstreamResponse(c.req, r))
+			}
+		})
+	}
+
+	noAnswer := time.NewTimer(s.cfg.BranchTimeout)
+	defer noAnswer.Stop()
+	var timerC <-chan time.Time
+	var timerCTimer *time.Timer
+	if isInvite {
+		timerCTimer = time.NewTimer(s.cfg.InviteTimeout)
+		defer timerCTimer.Stop()
+		timerC = timerCTimer.C
+	}
+	var (
+		giveUp      <-chan time.Time
+		provisional bool
+		cancelSent  bool
+		callerGone  bool
+		timerCFired bool
+	)
+	sendCancel := func() {
+		if !cancelSent {
+			cancelSent = true
+			s.cancelBranch(c, out)
+		}
+	}
+	for {
+		select {
+		case res := <-tx.Responses():
+			noAnswer.Stop()
+			switch {
+			case res.IsProvisional():
+				provisional = true
+				if callerGone || timerCFired {
+					sendCancel()
+					continue
+				}
+				if res.StatusCode == sip.StatusTrying {
+					continue
+				}
+				if timerCTimer != nil {
+					timerCTimer.Reset(s.cfg.InviteTimeout)
+				}
+				if res.To() != nil && res.To().Params.Has("tag") {
+					*earlyDialog = true
+				}
+				s.respond(c, s.upstreamResponse(c.req, res))
+			case res.IsSuccess():
+				if callerGone || timerCFired {
+					// The caller already has its final answer; this answer
+					// would leave the callee in a call nobody is on.
+					s.hangUpLateAnswer(c, out, res)
+					return branchResult{cancelled: callerGone, err: errInviteTimeout, stop: true}
+				}
+				s.respond(c, s.upstreamResponse(c.req, res))
+				return branchResult{answered: true}
+			default:
+				if callerGone {
+					return branchResult{cancelled: true}
+				}
+				if timerCFired {
+					return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
+				}
+				return branchResult{res: s.upstreamResponse(c.req, res)}
+			}
+		case <-tx.Done():
+			if callerGone {
+				return branchResult{cancelled: true}
+			}
+			err := tx.Err()
+			if err == nil {
+				err = sip.ErrTransactionTerminated
+			}
+			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, err), stop: timerCFired}
+		case <-noAnswer.C:
+			tx.Terminate()
+			if callerGone {
+				return branchResult{cancelled: true}
+			}
+			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errBranchTimeout)}
+		case <-timerC:
+			timerC = nil
+			timerCFired = true
+			c.log.Info().Str("dest", t.dest).Msg("timer c expired, cancelling branch")
+			if !provisional {
+				tx.Terminate()
+				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
+			}
+			sendCancel()
+			giveUp = time.After(s.cfg.CancelWait)
+		case <-cancelled:
+			cancelled = nil
+			callerGone = true
+			// A CANCEL may only follow a provisional response (RFC 3261 9.1);
+			// without one the branch is abandoned when it answers or times out.
+			if provisional {
+				sendCancel()
+			}
+			giveUp = time.After(s.cfg.CancelWait)
+		case <-giveUp:
+			tx.Terminate()
+			if callerGone {
+				return branchResult{cancelled: true}
+			}
+			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
+		}
+	}
+}
+
+// address points a request at its target over the right socket.
+func (s *Server) address(out *sip.Request, t target) {
+	out.SetTransport(t.transport)
+	out.SetDestination(t.dest)
+	out.Laddr = sip.Addr{}
+	if t.transport == "UDP" && s.udpConn != nil {
+		s.udpLaddr.Copy(&out.Laddr)
+	}
+}
+
+// cancelBranch sends CANCEL for a pending INVITE branch (RFC 3261 16.10)
+// and absorbs the CANCEL's own responses on a short transaction goroutine.
+func (s *Server) cancelBranch(c *call, inv *sip.Request) {
+	cr := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	cr.SipVersion = inv.SipVersion
+	cr.AppendHeader(inv.Via().Clone())
+	for _, h := range inv.GetHeaders("Route") {
+		cr.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(defaultMaxForwardsAdded)
+	cr.AppendHeader(&mf)
+	cr.AppendHeader(sip.HeaderClone(inv.From()))
+	cr.AppendHeader(sip.HeaderClone(inv.To()))
+	cr.AppendHeader(sip.HeaderClone(inv.CallID()))
+	cr.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	cr.SetBody(nil)
+	cr.SetTransport(inv.Transport())
+	cr.SetDestination(inv.Destination())
+	inv.Laddr.Copy(&cr.Laddr)
+	s.runDetached(c, cr)
+}
+
+// runDetached sends a request the proxy originates (CANCEL, BYE) and waits
+// for its final response on a tracked goroutine bounded by BranchTimeout.
+func (s *Server) runDetached(c *call, req *sip.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
+	tx, err := s.txl.Request(ctx, req)
+	cancel()
+	if err != nil {
+		c.log.Warn().Err(err).Str("request", string(req.Method)).Msg("send proxy-originated request")
+		return
+	}
+	limit := s.cfg.BranchTimeout
+	s.goTracked(func() {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		for {
+			select {
+			case res := <-tx.Responses():
+				if !res.IsProvisional() {
+					return
+				}
+			case <-tx.Done():
+				return
+			case <-t.C:
+				tx.Terminate()
+				return
+			}
+		}
+	})
+}

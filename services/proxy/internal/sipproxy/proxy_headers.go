@@ -1,0 +1,230 @@
+package sipproxy
+
+import (
+	"encoding/hex"
+	"hash/fnv"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// branchPrefix marks Via branches this proxy generated: the RFC 3261 magic
+// cookie, our tag, then the loop-detection hash (RFC 3261 16.6 step 8).
+const branchPrefix = sip.RFC3261BranchMagicCookie + "cg"
+
+// loopHash is the loop-detection part of our branch. It covers what RFC 3261
+// 16.6 step 8 lists except the top Via: a request that comes back to us has a
+// different top Via, so including it would hide every real loop. A spiral
+// (the Request-URI was retargeted) hashes differently and is let through.
+func loopHash(req *sip.Request) string {
+	h := fnv.New64a()
+	write := func(s string) {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	write(req.Recipient.String())
+	if f := req.From(); f != nil {
+		write(f.Params.GetOr("tag", ""))
+	}
+	if t := req.To(); t != nil {
+		write(t.Params.GetOr("tag", ""))
+	}
+	if c := req.CallID(); c != nil {
+		write(c.Value())
+	}
+	if c := req.CSeq(); c != nil {
+		write(strconv.FormatUint(uint64(c.SeqNo), 10))
+	}
+	for _, name := range []string{"Proxy-Require", "Proxy-Authorization"} {
+		for _, hd := range req.GetHeaders(name) {
+			write(hd.Value())
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// newBranch returns a unique branch carrying the loop hash.
+func newBranch(loop string) string {
+	return branchPrefix + loop + "." + sip.GenerateBranchN(12)[len(sip.RFC3261BranchMagicCookie)+1:]
+}
+
+// statelessBranch derives the branch for a statelessly forwarded request from
+// the incoming one, so retransmissions get the same branch (RFC 3261 16.11).
+func statelessBranch(req *sip.Request, loop string) string {
+	h := fnv.New64a()
+	if v := req.Via(); v != nil {
+		h.Write([]byte(v.Params.GetOr("branch", "")))
+	}
+	h.Write([]byte(req.Method))
+	return branchPrefix + loop + "." + hex.EncodeToString(h.Sum(nil))
+}
+
+// isLoop reports whether one of the request's Vias is ours with the same loop hash.
+func (s *Server) isLoop(req *sip.Request, loop string) bool {
+	for _, h := range req.GetHeaders("Via") {
+		v, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		branch := v.Params.GetOr("branch", "")
+		if !strings.HasPrefix(branch, branchPrefix) || !s.self.isSelf(v.Host, v.Port) {
+			continue
+		}
+		rest := strings.TrimPrefix(branch, branchPrefix)
+		if i := strings.IndexByte(rest, '.'); i > 0 && rest[:i] == loop {
+			return true
+		}
+	}
+	return false
+}
+
+// ourVia builds the Via this proxy puts on a forwarded request.
+func (s *Server) ourVia(transport, branch string) *sip.ViaHeader {
+	return &sip.ViaHeader{
+		ProtocolName:    "SIP",
+		ProtocolVersion: "2.0",
+		Transport:       transport,
+		Host:            s.cfg.AdvertiseHost,
+		Port:            s.port(transport),
+		Params:          sip.HeaderParams{{K: "branch", V: branch}, {K: "rport", V: ""}},
+	}
+}
+
+// port returns our listening port for a transport, falling back to UDP's.
+func (s *Server) port(transport string) int {
+	if p, ok := s.ports[strings.ToLower(transport)]; ok {
+		return p
+	}
+	for _, tp := range []string{"udp", "tcp", "tls"} {
+		if p, ok := s.ports[tp]; ok {
+			return p
+		}
+	}
+	return sip.DefaultUdpPort
+}
+
+// recordRoute builds our Record-Route entry for the side facing transport.
+func (s *Server) recordRoute(transport string) *sip.RecordRouteHeader {
+	return &sip.RecordRouteHeader{Address: sip.Uri{
+		Scheme: "sip",
+		Host:   s.cfg.AdvertiseHost,
+		Port:   s.port(transport),
+		UriParams: sip.HeaderParams{
+			{K: "transport", V: strings.ToLower(transport)},
+			{K: "lr", V: ""},
+		},
+	}}
+}
+
+// addRecordRoute inserts our Record-Route; when the request changes transport
+// it inserts two (RFC 5658 double record-routing), the upper one facing the
+// next hop, so each side's route set reaches us over its own transport.
+func (s *Server) addRecordRoute(req *sip.Request, inTransport, outTransport string) {
+	req.PrependHeader(s.recordRoute(inTransport))
+	if !strings.EqualFold(inTransport, outTransport) {
+		req.PrependHeader(s.recordRoute(outTransport))
+	}
+}
+
+// markReceived applies RFC 3261 18.2.1 and RFC 3581 to the sender's Via of
+// a request about to be forwarded. rport is always filled (Kamailio's
+// force_rport) because phones behind NAT often forget to ask for it.
+func markReceived(via *sip.ViaHeader, source string) {
+	host, port, err := net.SplitHostPort(source)
+	if err != nil {
+		return
+	}
+	if via.Host != host {
+		via.Params.Add("received", host)
+	}
+	via.Params.Add("rport", port)
+}
+
+// popOwnRoutes removes our leading Route entries (RFC 3261 16.4). It returns
+// whether any were ours and the transport of the last one, which is the side
+// facing the next hop.
+func (s *Server) popOwnRoutes(req *sip.Request) (popped bool, transport string) {
+	for {
+		r := req.Route()
+		if r == nil || !s.self.isSelf(r.Address.Host, r.Address.Port) {
+			return popped, transport
+		}
+		transport = r.Address.UriParams.GetOr("transport", transport)
+		req.RemoveHeader("Route")
+		popped = true
+	}
+}
+
+// nextHop returns the destination "host:port" and transport of a request
+// from its top Route or, without one, its Request-URI. A NAT alias on the
+// Request-URI (set by addContactAlias) wins and is removed.
+func nextHop(req *sip.Request, fallbackTransport string) (dest, transport string) {
+	uri := &req.Recipient
+	if r := req.Route(); r != nil {
+		uri = &r.Address
+	} else if alias, ok := req.Recipient.UriParams.Get(aliasParam); ok {
+		if d, tp, ok := parseAlias(alias); ok {
+			req.Recipient.UriParams.Remove(aliasParam)
+			return d, tp
+		}
+	}
+	transport = strings.ToUpper(uri.UriParams.GetOr("transport", fallbackTransport))
+	if transport == "" {
+		transport = "UDP"
+	}
+	if uri.IsEncrypted() && transport == "TCP" {
+		transport = "TLS"
+	}
+	port := uri.Port
+	if port == 0 {
+		port = sip.DefaultPort(transport)
+	}
+	return net.JoinHostPort(strings.Trim(uri.Host, "[]"), strconv.Itoa(port)), transport
+}
+
+// setMaxForwards replaces Max-Forwards; sipgo's clone shares that header
+// with the original, so it is never changed in place.
+func setMaxForwards(req *sip.Request, v uint32) {
+	mf := sip.MaxForwardsHeader(v)
+	if req.MaxForwards() == nil {
+		req.AppendHeader(&mf)
+		return
+	}
+	req.ReplaceHeader(&mf)
+}
+
+// upstreamResponse turns a response received on a branch into the one sent
+// to the previous hop: our Via removed (RFC 3261 16.7 step 3) and the
+// destination taken from the next Via's received/rport.
+func (s *Server) upstreamResponse(req *sip.Request, res *sip.Response) *sip.Response {
+	up := sip.NewResponse(res.StatusCode, res.Reason)
+	up.SipVersion = res.SipVersion
+	skipped := false
+	for _, h := range res.Headers() {
+		if !skipped && h.Name() == "Via" {
+			skipped = true
+			continue
+		}
+		up.AppendHeader(sip.HeaderClone(h))
+	}
+	up.SetBody(res.Body())
+	up.SetTransport(req.Transport())
+	if !sip.IsReliable(req.Transport()) {
+		up.SetDestination(req.Source())
+	}
+	if res.StatusCode > 100 && res.StatusCode < 300 && createsDialog(req.Method) {
+		addContactAlias(up, res.Source(), res.Transport())
+	}
+	return up
+}
+
+// createsDialog reports methods whose Contact becomes a dialog's remote target.
+func createsDialog(m sip.RequestMethod) bool {
+	switch m {
+	case sip.INVITE, sip.SUBSCRIBE, sip.REFER, sip.NOTIFY, sip.UPDATE:
+		return true
+	}
+	return false
+}

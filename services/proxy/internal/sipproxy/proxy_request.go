@@ -1,0 +1,190 @@
+package sipproxy
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+)
+
+// call is one incoming request being handled. It lives as long as its server
+// transaction's handler runs and no longer.
+type call struct {
+	req   *sip.Request
+	tx    sip.ServerTransaction
+	log   zerolog.Logger
+	start time.Time
+	loop  string
+	// finalSent records that a final response went upstream, for the histogram.
+	finalSent bool
+}
+
+// handleRequest is sipgo's handler for every method. sipgo runs it on the
+// goroutine that created the server transaction and terminates the
+// transaction when it returns.
+func (s *Server) handleRequest(req *sip.Request, tx sip.ServerTransaction) {
+	if !s.active.enter() {
+		return
+	}
+	defer s.active.leave()
+	s.m.inflight.Inc()
+	defer s.m.inflight.Dec()
+
+	s.m.requests.WithLabelValues(methodLabel(req.Method)).Inc()
+	callID := ""
+	if h := req.CallID(); h != nil {
+		callID = h.Value()
+	}
+	c := &call{
+		req:   req,
+		tx:    tx,
+		log:   s.log.With().Str("call_id", callID).Str("method", string(req.Method)).Str("src", req.Source()).Logger(),
+		start: time.Now(),
+	}
+	defer func() {
+		// A bug in one request must not take the replica down.
+		if r := recover(); r != nil {
+			s.m.dropped.WithLabelValues("panic").Inc()
+			c.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("request handler panicked")
+			if !req.IsAck() {
+				s.fail(c, fmt.Errorf("handler panic: %v", r))
+			}
+		}
+	}()
+	if err := s.process(c); err != nil {
+		s.fail(c, err)
+	}
+}
+
+// process validates the request and routes it. Errors it returns become the
+// final response; a nil return means a response was sent or none is due.
+func (s *Server) process(c *call) error {
+	req := c.req
+	if err := validateRequest(req); err != nil {
+		s.m.dropped.WithLabelValues("malformed").Inc()
+		if req.IsAck() {
+			return nil
+		}
+		return err
+	}
+	if s.blockedAgent(req) {
+		// Scanners get silence: an answer only confirms a SIP server is here.
+		s.m.dropped.WithLabelValues("blocked_user_agent").Inc()
+		return nil
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 && !s.addressedToUs(req) {
+		return errTooManyHops
+	}
+	c.loop = loopHash(req)
+	if !req.IsAck() && s.isLoop(req, c.loop) {
+		return errLoop
+	}
+
+	if req.To().Params.Has("tag") {
+		return s.routeInDialog(c)
+	}
+	switch req.Method {
+	case sip.ACK:
+		// An out-of-dialog ACK with no transaction acknowledges a response we
+		// never sent statefully: nothing to do.
+		return nil
+	case sip.CANCEL:
+		// sipgo answers CANCELs matching a live INVITE transaction itself.
+		return errNoTransaction
+	}
+	if s.draining.Load() {
+		return errDraining
+	}
+	if s.addressedToUs(req) || (req.Method == sip.REGISTER && s.self.isLocalDomain(req.Recipient.Host)) {
+		return s.handleLocal(c)
+	}
+	return s.routeNewRequest(c)
+}
+
+// validateRequest checks what RFC 3261 16.3 needs before a request can be
+// proxied; sipgo already rejected requests without Via or CSeq.
+func validateRequest(req *sip.Request) error {
+	switch {
+	case req.SipVersion != "SIP/2.0":
+		return fmt.Errorf("version %q: %w", req.SipVersion, errVersion)
+	case req.From() == nil, req.To() == nil, req.CallID() == nil, req.CSeq() == nil, req.Via() == nil:
+		return fmt.Errorf("missing mandatory header: %w", errMalformed)
+	case req.CSeq().MethodName != req.Method && !(req.IsAck() || req.IsCancel()):
+		return fmt.Errorf("cseq method %s differs: %w", req.CSeq().MethodName, errMalformed)
+	case req.Recipient.Scheme != "sip" && req.Recipient.Scheme != "sips":
+		return fmt.Errorf("request-uri scheme %q: %w", req.Recipient.Scheme, errUnsupportedURI)
+	case req.Recipient.Host == "":
+		return fmt.Errorf("request-uri without host: %w", errMalformed)
+	}
+	return nil
+}
+
+// addressedToUs reports requests for the proxy itself rather than a user.
+func (s *Server) addressedToUs(req *sip.Request) bool {
+	return req.Recipient.User == "" && req.Route() == nil &&
+		(s.self.isSelf(req.Recipient.Host, req.Recipient.Port) || s.self.isLocalDomain(req.Recipient.Host))
+}
+
+// handleLocal answers requests addressed to the proxy: REGISTER and OPTIONS.
+func (s *Server) handleLocal(c *call) error {
+	switch c.req.Method {
+	case sip.REGISTER:
+		return s.register(c)
+	case sip.OPTIONS:
+		s.reply(c, sip.StatusOK, "OK", sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER"))
+		return nil
+	}
+	return errNotAllowed
+}
+
+// reply sends a response the proxy generates itself.
+func (s *Server) reply(c *call, code int, phrase string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(c.req, code, phrase, nil)
+	res.SipVersion = "SIP/2.0"
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	res.AppendHeader(sip.NewHeader("Server", s.cfg.UserAgent))
+	if !sip.IsReliable(c.req.Transport()) {
+		// Answer where the request came from (RFC 3581 symmetric response),
+		// whatever its Via claims: phones behind NAT depend on it.
+		res.SetDestination(c.req.Source())
+	}
+	s.respond(c, res)
+}
+
+// respond sends res upstream on the server transaction and counts it.
+func (s *Server) respond(c *call, res *sip.Response) {
+	if err := c.tx.Respond(res); err != nil {
+		c.log.Debug().Err(err).Int("status", res.StatusCode).Msg("send response upstream")
+		return
+	}
+	s.m.responses.WithLabelValues(statusClass(res.StatusCode)).Inc()
+	if res.StatusCode >= 200 && !c.finalSent {
+		c.finalSent = true
+		s.m.txDuration.WithLabelValues(methodLabel(c.req.Method)).Observe(time.Since(c.start).Seconds())
+	}
+}
+
+// fail answers the request with the status its error maps to.
+func (s *Server) fail(c *call, err error) {
+	code, phrase, reason := classify(err)
+	s.m.forwardFailures.WithLabelValues(reason).Inc()
+	ev := c.log.Debug()
+	if code >= 500 {
+		ev = c.log.Warn()
+	}
+	ev.Err(err).Int("status", code).Str("reason", reason).Msg("request failed")
+	var hdrs []sip.Header
+	if code == sip.StatusServiceUnavailable {
+		hdrs = append(hdrs, sip.NewHeader("Retry-After", strconv.Itoa(int(s.cfg.DrainRetryAfter.Seconds()))))
+	}
+	var brief *intervalTooBriefError
+	if asIntervalTooBrief(err, &brief) {
+		hdrs = append(hdrs, sip.NewHeader("Min-Expires", strconv.Itoa(brief.min)))
+	}
+	s.reply(c, code, phrase, hdrs...)
+}

@@ -1,0 +1,179 @@
+package sipproxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// target is one destination a request can be forwarded to.
+type target struct {
+	// uri becomes the Request-URI of the branch.
+	uri sip.Uri
+	// dest is the "host:port" the branch is sent to.
+	dest string
+	// transport is "UDP", "TCP" or "TLS".
+	transport string
+	// gateway is set when the target is a gateway.
+	gateway *gatewayState
+}
+
+// routeNewRequest applies the policy to an out-of-dialog request and
+// forwards it statefully with Record-Route.
+func (s *Server) routeNewRequest(c *call) error {
+	req := c.req
+	src := sourceIP(req.Source())
+	trusted := s.isTrusted(src)
+	if !trusted && !s.self.isLocalDomain(req.Recipient.Host) {
+		return errRelayDenied
+	}
+	if !trusted {
+		out := s.auth.check(req, true)
+		if !out.ok {
+			s.challenge(c, true, out)
+			return nil
+		}
+		if from := req.From(); from.Address.User != out.user {
+			return fmt.Errorf("from %q authenticated as %q: %w", from.Address.User, out.user, errIdentityMismatch)
+		}
+		c.log = c.log.With().Str("user", out.user).Logger()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
+	targets, err := s.resolveTargets(ctx, req)
+	cancel()
+	if err != nil {
+		return err
+	}
+	base, _, _ := s.prepareForward(c)
+	// Credentials for us must not travel on (RFC 3261 22.3 lets a proxy
+	// remove what it consumed).
+	if !trusted {
+		base.RemoveHeader("Proxy-Authorization")
+	}
+	s.forward(c, base, targets, true)
+	return nil
+}
+
+// challenge answers 401/407 with our digest challenges.
+func (s *Server) challenge(c *call, proxy bool, out authOutcome) {
+	if out.failure != "" {
+		s.m.authFailures.WithLabelValues(out.failure).Inc()
+		c.log.Info().Str("reason", out.failure).Msg("authentication failed")
+	}
+	code, phrase := sip.StatusUnauthorized, "Unauthorized"
+	if proxy {
+		code, phrase = sip.StatusProxyAuthRequired, "Proxy Authentication Required"
+	}
+	s.reply(c, code, phrase, s.auth.challengeHeaders(proxy, out.stale)...)
+}
+
+// resolveTargets finds where an out-of-dialog request goes: the registered
+// contacts of a local user (newest first), else the first matching dialplan
+// rule's gateway group, else nowhere.
+func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target, error) {
+	uri := req.Recipient
+	if s.self.isLocalDomain(uri.Host) && uri.User != "" {
+		bindings, err := s.loc.Lookup(ctx, s.self.aor(uri))
+		if err != nil {
+			return nil, fmt.Errorf("look up %s: %w", uri.User, err)
+		}
+		targets := make([]target, 0, len(bindings))
+		for _, b := range bindings {
+			t, err := bindingTarget(b.Contact, b.Received, b.Transport)
+			if err != nil {
+				continue
+			}
+			targets = append(targets, t)
+		}
+		if len(targets) > 0 {
+			return targets, nil
+		}
+	}
+	rule, user, ok := s.dialplan.match(uri.User)
+	if !ok {
+		return nil, fmt.Errorf("user %q: %w", uri.User, errNoRoute)
+	}
+	group := s.groups[rule.Group]
+	callID := req.CallID().Value()
+	gws := group.candidates(callID)
+	if len(gws) == 0 {
+		return nil, fmt.Errorf("group %s: %w", group.name, errNoGateway)
+	}
+	targets := make([]target, 0, len(gws))
+	for _, gw := range gws {
+		targets = append(targets, gw.target(user))
+	}
+	return targets, nil
+}
+
+// bindingTarget addresses a registered contact through the flow its
+// REGISTER came on: behind NAT only the observed source reaches the phone.
+func bindingTarget(contact, received, transport string) (target, error) {
+	var uri sip.Uri
+	if err := sip.ParseUri(contact, &uri); err != nil {
+		return target{}, fmt.Errorf("parse contact %q: %w", contact, err)
+	}
+	tp := strings.ToUpper(transport)
+	if tp == "" {
+		tp = strings.ToUpper(uri.UriParams.GetOr("transport", "UDP"))
+	}
+	dest := received
+	if dest == "" {
+		port := uri.Port
+		if port == 0 {
+			port = sip.DefaultPort(tp)
+		}
+		dest = net.JoinHostPort(uri.Host, fmt.Sprint(port))
+	}
+	return target{uri: uri, dest: dest, transport: tp}, nil
+}
+
+// prepareForward copies the incoming request into the base every branch is
+// built from (RFC 3261 16.6 steps 1-3): our Routes already gone, Max-Forwards
+// decremented, the sender's Via marked with received/rport, a NATed Contact
+// aliased. It reports whether our Route was popped and that Route's transport.
+func (s *Server) prepareForward(c *call) (base *sip.Request, popped bool, routeTransport string) {
+	base = c.req.Clone()
+	popped, routeTransport = s.popOwnRoutes(base)
+	mf := uint32(defaultMaxForwardsAdded)
+	if h := c.req.MaxForwards(); h != nil {
+		mf = h.Val() - 1
+	}
+	setMaxForwards(base, mf)
+	if via := base.Via(); via != nil {
+		markReceived(via, c.req.Source())
+	}
+	if createsDialog(c.req.Method) {
+		addContactAlias(base, c.req.Source(), c.req.Transport())
+	}
+	return base, popped, routeTransport
+}
+
+// routeInDialog forwards a request inside an established dialog along its
+// route set. Only requests carrying our Route are relayed: anything else is
+// not ours to carry (RFC 3261 16.4 with Kamailio's loose_route policy).
+func (s *Server) routeInDialog(c *call) error {
+	base, popped, routeTransport := s.prepareForward(c)
+	if !popped {
+		if c.req.IsAck() {
+			return nil
+		}
+		if c.req.IsCancel() {
+			return errNoTransaction
+		}
+		return errNotOurRoute
+	}
+	if routeTransport == "" {
+		routeTransport = "UDP"
+	}
+	dest, transport := nextHop(base, routeTransport)
+	t := target{uri: base.Recipient, dest: dest, transport: transport}
+	if c.req.IsAck() {
+		return s.forwardStateless(c, base, t)
+	}
+	s.forward(c, base, []target{t}, false)
+	return nil
+}

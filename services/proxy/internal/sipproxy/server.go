@@ -1,0 +1,383 @@
+// Package sipproxy is the SIP proxy core: a transaction-stateful proxy with a
+// registrar, digest authentication, a dialplan with gateway groups, and
+// per-source protection. It keeps no per-call state: what in-dialog requests
+// need travels in Route/Record-Route and Contact parameters, so any replica
+// can carry any request of a dialog.
+package sipproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"callgrid.dev/services/proxy/internal/digestauth"
+	"callgrid.dev/services/proxy/internal/location"
+)
+
+// Option customises a Server.
+type Option func(*options)
+
+type options struct {
+	store location.Store
+	now   func() time.Time
+}
+
+// WithLocationStore sets the registration store (default: in-memory, which is
+// only correct for a single replica). If the store has a Run(ctx) error
+// method, Server.Run runs it and waits for it.
+func WithLocationStore(s location.Store) Option {
+	return func(o *options) { o.store = s }
+}
+
+// WithClock replaces time.Now for rate limiting and nonces (tests).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// Server is one proxy replica.
+type Server struct {
+	cfg Config
+	log zerolog.Logger
+	m   *metrics
+	now func() time.Time
+
+	ua  *sipgo.UserAgent
+	srv *sipgo.Server
+	tpl *sip.TransportLayer
+	txl *sip.TransactionLayer
+
+	loc      location.Store
+	auth     *authenticator
+	dialplan *dialplan
+	groups   map[string]*gatewayGroup
+	limiter  *rateLimiter
+	trusted  []netip.Prefix
+	self     selfMatcher
+
+	udpConn  net.PacketConn
+	tcpLn    net.Listener
+	tlsLn    net.Listener
+	udpLaddr sip.Addr
+	ports    map[string]int // lower-case transport -> listening port
+
+	draining atomic.Bool
+	active   activeTracker
+}
+
+// New builds a Server and opens its listening sockets, so bind errors surface
+// here and Addr is known before Run. Run (or a cancelled Run) closes them.
+func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Option) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.store == nil {
+		o.store = location.NewMemoryStore(o.now)
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   log.With().Str("component", "sipproxy").Logger(),
+		now:   o.now,
+		loc:   o.store,
+		ports: make(map[string]int),
+	}
+	m, err := newMetrics(reg, s.loc.Count)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	for _, cidr := range cfg.TrustedNetworks {
+		s.trusted = append(s.trusted, netip.MustParsePrefix(cidr).Masked())
+	}
+	if !cfg.RateLimit.Disabled {
+		s.limiter = newRateLimiter(cfg.RateLimit, o.now)
+	}
+	if s.auth, err = newAuthenticator(cfg.Auth, o.now); err != nil {
+		return nil, err
+	}
+	if s.dialplan, err = newDialplan(cfg.Dialplan); err != nil {
+		return nil, err
+	}
+	s.groups = newGatewayGroups(cfg.GatewayGroups, s.m)
+
+	parser := sip.NewParser()
+	parser.MaxMessageLength = cfg.MaxMessageSize
+	slogger := newSipgoLogger(s.log, func() { s.m.dropped.WithLabelValues("unparsable").Inc() })
+	s.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent(cfg.UserAgent),
+		sipgo.WithUserAgentHostname(cfg.AdvertiseHost),
+		sipgo.WithUserAgentParser(parser),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(slogger),
+			sip.WithTransportLayerReadFilter(s.readFilter),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(slogger),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.handleStrayResponse),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create sip user agent: %w", err)
+	}
+	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(slogger))
+	if err != nil {
+		_ = s.ua.Close()
+		return nil, fmt.Errorf("create sip server: %w", err)
+	}
+	s.tpl = s.ua.TransportLayer()
+	s.txl = s.ua.TransactionLayer()
+	s.srv.OnNoRoute(s.handleRequest)
+
+	if err := s.listen(); err != nil {
+		s.closeListeners()
+		_ = s.ua.Close()
+		return nil, err
+	}
+	s.self = newSelfMatcher(cfg, s.ports)
+	return s, nil
+}
+
+func (s *Server) listen() error {
+	for _, tp := range s.cfg.Transports {
+		switch tp {
+		case "udp":
+			addr, err := net.ResolveUDPAddr("udp", s.cfg.ListenAddr)
+			if err != nil {
+				return fmt.Errorf("resolve udp %s: %w", s.cfg.ListenAddr, err)
+			}
+			conn, err := net.ListenUDP("udp", addr)
+			if err != nil {
+				return fmt.Errorf("listen udp %s: %w", s.cfg.ListenAddr, err)
+			}
+			s.udpConn = conn
+			local := conn.LocalAddr().(*net.UDPAddr)
+			s.ports["udp"] = local.Port
+			// Requests we forward over UDP must leave from the listening socket,
+			// so Via, Record-Route and the NAT pinholes phones opened all match.
+			s.udpLaddr = sip.Addr{IP: local.IP, Port: local.Port, Hostname: local.IP.String()}
+		case "tcp":
+			ln, err := net.Listen("tcp", s.tcpListenAddr())
+			if err != nil {
+				return fmt.Errorf("listen tcp %s: %w", s.cfg.ListenAddr, err)
+			}
+			s.tcpLn = ln
+			s.ports["tcp"] = ln.Addr().(*net.TCPAddr).Port
+		}
+	}
+	if s.cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("load tls certificate: %w", err)
+		}
+		ln, err := tls.Listen("tcp", s.cfg.TLS.Addr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return fmt.Errorf("listen tls %s: %w", s.cfg.TLS.Addr, err)
+		}
+		s.tlsLn = ln
+		s.ports["tls"] = ln.Addr().(*net.TCPAddr).Port
+	}
+	return nil
+}
+
+// tcpListenAddr reuses the UDP port when the configured port is 0, so both
+// transports share one port as SIP peers expect.
+func (s *Server) tcpListenAddr() string {
+	host, port, _ := net.SplitHostPort(s.cfg.ListenAddr)
+	if port == "0" && s.ports["udp"] != 0 {
+		port = strconv.Itoa(s.ports["udp"])
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Addr returns the bound "host:port" of a transport ("udp", "tcp", "tls"),
+// or "" if it is not served.
+func (s *Server) Addr(transport string) string {
+	port, ok := s.ports[strings.ToLower(transport)]
+	if !ok {
+		return ""
+	}
+	return net.JoinHostPort(s.cfg.AdvertiseHost, strconv.Itoa(port))
+}
+
+// Drain makes the replica refuse new dialogs and registrations with 503 and
+// answer OPTIONS with 503, while in-dialog requests and running transactions
+// finish. It is idempotent.
+func (s *Server) Drain() {
+	if !s.draining.Swap(true) {
+		s.log.Info().Msg("draining")
+	}
+}
+
+// Draining reports whether Drain was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// InFlight returns the number of requests being handled, for drain progress.
+func (s *Server) InFlight() int { return int(s.active.count.Load()) }
+
+// Run serves until ctx ends, then closes the sockets, terminates transactions
+// and returns after every goroutine it started has exited.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var (
+		wg     sync.WaitGroup
+		errMu  sync.Mutex
+		runErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if runErr == nil {
+			runErr = err
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	serve := func(name string, f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("serve %s: %w", name, err))
+			}
+		})
+	}
+	if s.udpConn != nil {
+		serve("udp", func() error { return s.srv.ServeUDP(s.udpConn) })
+	}
+	if s.tcpLn != nil {
+		serve("tcp", func() error { return s.srv.ServeTCP(s.tcpLn) })
+	}
+	if s.tlsLn != nil {
+		serve("tls", func() error { return s.srv.ServeTLS(s.tlsLn) })
+	}
+	if runner, ok := s.loc.(interface{ Run(context.Context) error }); ok {
+		wg.Go(func() {
+			if err := runner.Run(ctx); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("run location store: %w", err))
+			}
+		})
+	}
+	wg.Go(func() { s.probeLoop(ctx) })
+	wg.Go(func() { s.housekeeping(ctx) })
+	s.log.Info().Interface("ports", s.ports).Str("advertise", s.cfg.AdvertiseHost).Msg("sip proxy serving")
+
+	<-ctx.Done()
+	s.closeListeners()
+	// Closing the user agent terminates every transaction, which releases
+	// handlers waiting on a branch, and closes all connections.
+	if err := s.ua.Close(); err != nil {
+		s.log.Debug().Err(err).Msg("close user agent")
+	}
+	s.active.closeAndWait()
+	wg.Wait()
+	s.log.Info().Msg("sip proxy stopped")
+	return runErr
+}
+
+func (s *Server) closeListeners() {
+	if s.udpConn != nil {
+		_ = s.udpConn.Close()
+	}
+	if s.tcpLn != nil {
+		_ = s.tcpLn.Close()
+	}
+	if s.tlsLn != nil {
+		_ = s.tlsLn.Close()
+	}
+}
+
+// housekeeping bounds the memory of the rate limiter and the nonce table.
+func (s *Server) housekeeping(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.limiter != nil {
+				s.limiter.sweep()
+			}
+			s.auth.nonces.Prune()
+		}
+	}
+}
+
+// activeTracker counts running handlers and lets Run wait for them; once
+// closed it admits no new ones.
+type activeTracker struct {
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup
+	count  atomic.Int64
+}
+
+func (a *activeTracker) enter() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		return false
+	}
+	a.wg.Add(1)
+	a.count.Add(1)
+	return true
+}
+
+func (a *activeTracker) leave() {
+	a.count.Add(-1)
+	a.wg.Done()
+}
+
+func (a *activeTracker) closeAndWait() {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.wg.Wait()
+}
+
+// goTracked runs f on its own goroutine unless the server is stopping. Used
+// only for short transaction work (draining a CANCEL, hanging up a late 2xx).
+func (s *Server) goTracked(f func()) {
+	if !s.active.enter() {
+		return
+	}
+	go func() {
+		defer s.active.leave()
+		f()
+	}()
+}
+
+// newAuthenticator builds the digest verifier from config.
+func newAuthenticator(cfg AuthConfig, now func() time.Time) (*authenticator, error) {
+	users := make(map[string]User, len(cfg.Users))
+	for _, u := range cfg.Users {
+		users[u.Username] = u
+	}
+	var algs []digestauth.Algorithm
+	for _, a := range cfg.Algorithms {
+		alg, err := digestauth.ParseAlgorithm(a)
+		if err != nil {
+			return nil, err
+		}
+		algs = append(algs, alg)
+	}
+	nonces := digestauth.NewNonces([]byte(cfg.NonceSecret), cfg.NonceTTL, cfg.NonceTableSize, now)
+	a := &authenticator{algorithms: algs, nonces: nonces, users: users}
+	a.verifier = &digestauth.Verifier{Realm: cfg.Realm, Nonces: nonces, Users: a.ha1}
+	return a, nil
+}
