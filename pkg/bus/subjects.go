@@ -20,7 +20,8 @@ import (
 //	callgrid.v1.events.node.down          NodeDown
 //
 // Key-value buckets carry state every replica must see: the fleet view
-// (NodeStatus per node id, with a TTL of a few heartbeats).
+// (NodeStatus per node id, with a TTL of a few heartbeats) and the answered
+// calls each node holds (CallRecord per session).
 const (
 	subjectRoot = "callgrid.v1"
 
@@ -39,6 +40,9 @@ const (
 
 	// BucketFleet holds one NodeStatus per live media node.
 	BucketFleet = "callgrid_v1_fleet"
+	// BucketCalls holds one CallRecord per answered call, keyed
+	// "<node_id>.<session_id>", so a dead node's calls can be hung up.
+	BucketCalls = "callgrid_v1_calls"
 )
 
 // MediaOp is one of the control operations a media node serves.

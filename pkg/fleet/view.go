@@ -35,6 +35,9 @@ type View struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	// onLeave is told, outside the lock, of each node that left.
+	onLeave func(nodeID string)
+
 	gaugeNodes    prometheus.Gauge
 	gaugeTotal    prometheus.Gauge
 	gaugeUsed     prometheus.Gauge
@@ -54,10 +57,21 @@ type member struct {
 	refusedUntil time.Time
 }
 
+// ViewOption tunes a View.
+type ViewOption func(*View)
+
+// WithLeaveHandler is called once for every node that leaves the view: it
+// said goodbye, its key expired, or it went silent for its TTL. A proxy uses
+// it to hang up the calls a dead node held. It runs on the view's goroutine:
+// hand long work off.
+func WithLeaveHandler(f func(nodeID string)) ViewOption {
+	return func(v *View) { v.onLeave = f }
+}
+
 // NewView returns a view over the fleet bucket kv. interval is the nodes'
 // heartbeat interval: a node not heard from for TTLHeartbeats of them is
 // treated as gone even if its expiry marker was missed.
-func NewView(c *bus.Client, kv jetstream.KeyValue, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer) *View {
+func NewView(c *bus.Client, kv jetstream.KeyValue, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer, opts ...ViewOption) *View {
 	if interval <= 0 {
 		interval = DefaultHeartbeatInterval
 	}
@@ -80,6 +94,9 @@ func NewView(c *bus.Client, kv jetstream.KeyValue, interval time.Duration, log z
 		}),
 	}
 	reg.MustRegister(v.gaugeNodes, v.gaugeTotal, v.gaugeUsed, v.gaugeDraining)
+	for _, o := range opts {
+		o(v)
+	}
 	return v
 }
 
@@ -143,17 +160,13 @@ func (v *View) watch(ctx context.Context, sweep <-chan time.Time, failures *int)
 }
 
 func (v *View) apply(entry jetstream.KeyValueEntry) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
 	id := entry.Key()
 	if entry.Operation() != jetstream.KeyValuePut {
-		if _, ok := v.nodes[id]; ok {
-			v.log.Info().Str("node_id", id).Str("op", entry.Operation().String()).Msg("media node left the fleet")
-		}
-		delete(v.nodes, id)
-		v.updateGauges()
+		v.remove([]string{id}, entry.Operation().String())
 		return
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	st := new(callgridv1.NodeStatus)
 	if err := proto.Unmarshal(entry.Value(), st); err != nil || st.GetNodeId() != id {
 		v.log.Warn().Err(err).Str("key", id).Msg("ignoring undecodable node status")
@@ -173,15 +186,36 @@ func (v *View) apply(entry jetstream.KeyValueEntry) {
 // an expiry marker lost while the bus was away.
 func (v *View) expireStale() {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	cutoff := v.now().Add(-TTLHeartbeats * v.interval)
+	var stale []string
 	for id, m := range v.nodes {
 		if m.seen.Before(cutoff) {
-			v.log.Info().Str("node_id", id).Msg("media node expired from the fleet view")
+			stale = append(stale, id)
+		}
+	}
+	v.mu.Unlock()
+	v.remove(stale, "silent")
+}
+
+// remove drops nodes from the view and tells the leave handler about each
+// that was there.
+func (v *View) remove(ids []string, why string) {
+	var gone []string
+	v.mu.Lock()
+	for _, id := range ids {
+		if _, ok := v.nodes[id]; ok {
 			delete(v.nodes, id)
+			gone = append(gone, id)
+			v.log.Info().Str("node_id", id).Str("reason", why).Msg("media node left the fleet")
 		}
 	}
 	v.updateGauges()
+	v.mu.Unlock()
+	if v.onLeave != nil {
+		for _, id := range gone {
+			v.onLeave(id)
+		}
+	}
 }
 
 func (v *View) updateGauges() {

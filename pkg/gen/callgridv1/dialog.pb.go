@@ -148,6 +148,85 @@ func (x *Dialog) GetCalleeCseq() uint32 {
 	return 0
 }
 
+// CallRecord is what a node keeps on the bus for each answered call so that,
+// if the node dies, a proxy replica can still hang up both legs. Stored in
+// the calls bucket under "<node_id>.<session_id>".
+type CallRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	NodeId         string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	SessionId      string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CallId         string                 `protobuf:"bytes,3,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Dialog         *Dialog                `protobuf:"bytes,4,opt,name=dialog,proto3" json:"dialog,omitempty"`
+	AnsweredUnixMs int64                  `protobuf:"varint,5,opt,name=answered_unix_ms,json=answeredUnixMs,proto3" json:"answered_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallRecord) Reset() {
+	*x = CallRecord{}
+	mi := &file_callgrid_v1_dialog_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRecord) ProtoMessage() {}
+
+func (x *CallRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_callgrid_v1_dialog_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
+func (*CallRecord) Descriptor() ([]byte, []int) {
+	return file_callgrid_v1_dialog_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CallRecord) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetDialog() *Dialog {
+	if x != nil {
+		return x.Dialog
+	}
+	return nil
+}
+
+func (x *CallRecord) GetAnsweredUnixMs() int64 {
+	if x != nil {
+		return x.AnsweredUnixMs
+	}
+	return 0
+}
+
 var File_callgrid_v1_dialog_proto protoreflect.FileDescriptor
 
 const file_callgrid_v1_dialog_proto_rawDesc = "" +
@@ -171,7 +250,15 @@ const file_callgrid_v1_dialog_proto_rawDesc = "" +
 	" \x01(\rR\n" +
 	"callerCseq\x12\x1f\n" +
 	"\vcallee_cseq\x18\v \x01(\rR\n" +
-	"calleeCseqB!Z\x1fcallgrid.dev/pkg/gen/callgridv1b\x06proto3"
+	"calleeCseq\"\xb4\x01\n" +
+	"\n" +
+	"CallRecord\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x17\n" +
+	"\acall_id\x18\x03 \x01(\tR\x06callId\x12+\n" +
+	"\x06dialog\x18\x04 \x01(\v2\x13.callgrid.v1.DialogR\x06dialog\x12(\n" +
+	"\x10answered_unix_ms\x18\x05 \x01(\x03R\x0eansweredUnixMsB!Z\x1fcallgrid.dev/pkg/gen/callgridv1b\x06proto3"
 
 var (
 	file_callgrid_v1_dialog_proto_rawDescOnce sync.Once
@@ -185,16 +272,18 @@ func file_callgrid_v1_dialog_proto_rawDescGZIP() []byte {
 	return file_callgrid_v1_dialog_proto_rawDescData
 }
 
-var file_callgrid_v1_dialog_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_callgrid_v1_dialog_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_callgrid_v1_dialog_proto_goTypes = []any{
-	(*Dialog)(nil), // 0: callgrid.v1.Dialog
+	(*Dialog)(nil),     // 0: callgrid.v1.Dialog
+	(*CallRecord)(nil), // 1: callgrid.v1.CallRecord
 }
 var file_callgrid_v1_dialog_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: callgrid.v1.CallRecord.dialog:type_name -> callgrid.v1.Dialog
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_callgrid_v1_dialog_proto_init() }
@@ -208,7 +297,7 @@ func file_callgrid_v1_dialog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_callgrid_v1_dialog_proto_rawDesc), len(file_callgrid_v1_dialog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

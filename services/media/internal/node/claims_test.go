@@ -132,6 +132,14 @@ func TestSilentNodeLeavesEveryView(t *testing.T) {
 		if !p.view.Has("steady") {
 			t.Error("the live node left a view")
 		}
+		select {
+		case id := <-p.left:
+			if id != "crashing" {
+				t.Errorf("leave handler told of %s", id)
+			}
+		default:
+			t.Error("leave handler was not told of the silent node")
+		}
 	}
 }
 

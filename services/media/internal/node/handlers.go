@@ -90,6 +90,9 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	if grown {
 		n.metrics.transcoded.Inc()
 	}
+	if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {
+		n.writer.record(fleet.CallKey(n.cfg.ID, s.id), rec)
+	}
 	return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp, Transcoding: transcoding}
 }
 
@@ -147,7 +150,7 @@ func (n *Node) HandleMediaTimeout(id string, q *callgridv1.MediaQuality) {
 	}
 	n.log.Info().Str("call_id", s.callID).Str("session_id", id).Msg("media timeout")
 	n.metrics.timeouts.Inc()
-	n.events.push("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
+	n.writer.event("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
 		CallId: s.callID, SessionId: id, NodeId: n.cfg.ID, Dialog: s.dialog, Quality: q, UnixMs: time.Now().UnixMilli(),
 	})
 	n.finish(s, "media_timeout", q)
@@ -157,6 +160,7 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality) {
 	var duration float64
 	if !s.answered.IsZero() {
 		duration = time.Since(s.answered).Seconds()
+		n.writer.forget(fleet.CallKey(n.cfg.ID, s.id))
 	}
 	n.metrics.sessions.Dec()
 	if s.transcoding {
@@ -164,7 +168,7 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality) {
 	}
 	n.metrics.ended.WithLabelValues(causeLabel(cause)).Inc()
 	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Str("cause", cause).Float64("duration_s", duration).Msg("session ended")
-	n.events.push("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
+	n.writer.event("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
 		CallId: s.callID, SessionId: s.id, NodeId: n.cfg.ID, DurationSeconds: duration, Cause: cause, Quality: q, UnixMs: time.Now().UnixMilli(),
 	})
 }

@@ -157,6 +157,7 @@ func (tn *testNode) stop() {
 }
 
 type testProxy struct {
+	left    chan string // node ids the view reported gone
 	view    *fleet.View
 	claimer *fleet.Claimer
 	client  *bus.Client
@@ -171,11 +172,17 @@ func startProxy(t testing.TB, tb *testBus, name string, cfg fleet.ClaimConfig) *
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	v := fleet.NewView(c, kv, testInterval, testLogger(t), reg)
+	left := make(chan string, 16)
+	v := fleet.NewView(c, kv, testInterval, testLogger(t), reg, fleet.WithLeaveHandler(func(id string) {
+		select {
+		case left <- id:
+		default:
+		}
+	}))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = v.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &testProxy{view: v, claimer: fleet.NewClaimer(c, v, cfg, zerolog.Nop(), reg), client: c}
+	return &testProxy{left: left, view: v, claimer: fleet.NewClaimer(c, v, cfg, zerolog.Nop(), reg), client: c}
 }
 
 // eventually polls cond until it holds or the timeout passes.

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
 
@@ -209,4 +211,19 @@ func (l *ledger) ids() []string {
 		out = append(out, id)
 	}
 	return out
+}
+
+// callRecord is what the bus keeps of an answered session so that a proxy
+// can hang it up should this node die.
+func (l *ledger) callRecord(id, nodeID string) *callgridv1.CallRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok || s.answered.IsZero() {
+		return nil
+	}
+	return &callgridv1.CallRecord{
+		NodeId: nodeID, SessionId: s.id, CallId: s.callID,
+		Dialog: proto.CloneOf(s.dialog), AnsweredUnixMs: s.answered.UnixMilli(),
+	}
 }

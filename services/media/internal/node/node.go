@@ -29,7 +29,7 @@ type Node struct {
 	media   Media
 	log     zerolog.Logger
 	ledger  *ledger
-	events  *eventQueue
+	writer  *busWriter
 	metrics *metrics
 	started time.Time
 	ports   func() (used, total int)
@@ -57,7 +57,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, c *bus.Clien
 	n := &Node{
 		cfg: cfg, bus: c, media: m, log: log,
 		ledger:   newLedger(cfg.CapacityUnits),
-		events:   newEventQueue(c, log),
+		writer:   newBusWriter(c, log),
 		metrics:  newMetrics(reg),
 		started:  time.Now(),
 		ports:    func() (int, int) { return 0, 0 },
@@ -125,13 +125,16 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if n.writer.calls, err = fleet.OpenCallsBucket(setup, n.bus, 0); err != nil {
+		return err
+	}
 	subs, err := n.serve()
 	if err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
-	eventsCtx, stopEvents := context.WithCancel(context.Background())
-	wg.Go(func() { n.events.run(eventsCtx) })
+	writerCtx, stopWriter := context.WithCancel(context.Background())
+	wg.Go(func() { n.writer.run(writerCtx) })
 
 	n.heartbeat = fleet.NewHeartbeat(n.bus, kv, n.cfg.ID, n.cfg.HeartbeatInterval, n.Status, n.log)
 	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
@@ -146,7 +149,7 @@ func (n *Node) Run(ctx context.Context) error {
 		_ = s.Unsubscribe()
 	}
 	stopHeartbeat()
-	stopEvents()
+	stopWriter()
 	wg.Wait()
 	n.media.Shutdown()
 	n.log.Info().Msg("media node stopped")

@@ -1,0 +1,92 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"callgrid.dev/pkg/fleet"
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+func TestDeadNodesCallsAreTakenByExactlyOneProxy(t *testing.T) {
+	tb := startBus(t)
+	n := startNode(t, tb, "doomed", 10)
+	p := startProxy(t, tb, "p", fleet.ClaimConfig{})
+	eventually(t, 5*time.Second, "node in view", func() bool { return p.view.Has("doomed") })
+
+	dialog := &callgridv1.Dialog{CallId: "call-1", CallerTag: "a", CalleeTag: "b", CallerContact: "sip:alice@127.0.0.1:5070"}
+	offer, err := p.claimer.Offer(context.Background(), &callgridv1.OfferRequest{CallId: "call-1", Sdp: []byte("v=0"), Dialog: dialog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unanswered, err := p.claimer.Offer(context.Background(), offerReq("call-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unanswered
+	if _, err := p.claimer.Answer(context.Background(), "doomed", &callgridv1.AnswerRequest{SessionId: offer.GetSessionId(), Sdp: []byte("v=0"), Dialog: dialog}); err != nil {
+		t.Fatal(err)
+	}
+	calls, err := fleet.OpenCallsBucket(context.Background(), p.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := fleet.CallKey("doomed", offer.GetSessionId())
+	eventually(t, 3*time.Second, "the answered call's record", func() bool {
+		_, err := calls.Get(context.Background(), key)
+		return err == nil
+	})
+
+	// The node dies without a word; three replicas race for its calls.
+	n.client.Conn().Close()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		taken []*callgridv1.CallRecord
+	)
+	for range 3 {
+		wg.Go(func() {
+			recs, err := fleet.ClaimOrphans(context.Background(), calls, "doomed")
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			taken = append(taken, recs...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(taken) != 1 || taken[0].GetSessionId() != offer.GetSessionId() || taken[0].GetDialog().GetCallerContact() != dialog.GetCallerContact() {
+		t.Fatalf("orphans taken: %v; want the one answered call, once", taken)
+	}
+	if recs, _ := fleet.ClaimOrphans(context.Background(), calls, "doomed"); len(recs) != 0 {
+		t.Fatalf("records taken twice: %v", recs)
+	}
+}
+
+func TestEndedCallLeavesNoRecord(t *testing.T) {
+	tb := startBus(t)
+	startNode(t, tb, "n", 10)
+	p := startProxy(t, tb, "p", fleet.ClaimConfig{})
+	eventually(t, 5*time.Second, "node in view", func() bool { return p.view.Has("n") })
+	offer, err := p.claimer.Offer(context.Background(), offerReq("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.claimer.Answer(context.Background(), "n", &callgridv1.AnswerRequest{SessionId: offer.GetSessionId(), Sdp: []byte("v=0")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.claimer.Delete(context.Background(), "n", &callgridv1.DeleteRequest{SessionId: offer.GetSessionId(), Cause: "bye"}); err != nil {
+		t.Fatal(err)
+	}
+	calls, err := fleet.OpenCallsBucket(context.Background(), p.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "the record to go", func() bool {
+		_, err := calls.Get(context.Background(), fleet.CallKey("n", offer.GetSessionId()))
+		return err != nil
+	})
+}
