@@ -1,7 +1,7 @@
 # The workspace holds several modules; `./...` does not span them, so every
 # target names the module directories.
 # Modules with code to vet (tools only pins generators behind a build tag).
-MODULES       := pkg services/proxy services/media
+MODULES       := pkg services/proxy services/media deploy/check
 TEST_PACKAGES := ./pkg/... ./services/proxy/... ./services/media/...
 BIN           := $(CURDIR)/bin
 
@@ -42,9 +42,17 @@ bench: deps ## benchmarks of the hot paths, with allocations
 
 .PHONY: lint
 lint: deps ## gofmt and go vet on every module; the proxy must build without cgo
-	@out=$$(gofmt -l pkg services tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l pkg services tools deploy tests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
 	cd services/proxy && CGO_ENABLED=0 go build ./...
+	cd deploy/docker/healthcheck && GOWORK=off go vet ./main.go
+
+IMAGE_TAG ?= dev
+
+.PHONY: images
+images: ## build the container images (needs a Docker engine)
+	docker build -f services/proxy/Dockerfile --build-arg VERSION=$(IMAGE_TAG) -t callgrid/proxy:$(IMAGE_TAG) .
+	docker build -f services/media/Dockerfile --build-arg VERSION=$(IMAGE_TAG) -t callgrid/media:$(IMAGE_TAG) .
 
 $(BIN)/buf $(BIN)/protoc-gen-go: tools/go.mod tools/go.sum
 	cd tools && go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go

@@ -52,5 +52,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.served, m.badPayloads, m.published, m.reconnects, m.disconnects, m.connected)
+	// Series exist from the start, so dashboards and alerts see zeros
+	// rather than nothing on an idle process.
+	for _, op := range []MediaOp{OpOffer, OpAnswer, OpUpdate, OpDelete} {
+		o := string(op)
+		m.requests.WithLabelValues(o, "ok")
+		m.requests.WithLabelValues(o, "timeout")
+		m.requestDuration.WithLabelValues(o)
+		m.served.WithLabelValues(o, "STATUS_OK")
+		m.badPayloads.WithLabelValues(o)
+	}
 	return m
 }

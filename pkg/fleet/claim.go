@@ -86,6 +86,9 @@ func NewClaimer(c *bus.Client, view *View, cfg ClaimConfig, log zerolog.Logger, 
 		}),
 	}
 	reg.MustRegister(cl.claims, cl.tries)
+	for _, result := range []string{"ok", "no_capacity", "unavailable", "rejected"} {
+		cl.claims.WithLabelValues(result)
+	}
 	return cl
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
 	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
@@ -94,6 +95,40 @@ func mediaTarget(t *testing.T, sdp []byte) *net.UDPAddr {
 		t.Fatalf("no media address in sdp:\n%s", sdp)
 	}
 	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}
+}
+
+func TestRunLeavesNoGoroutineBehind(t *testing.T) {
+	// Zero bus config: the node starts its own embedded server, so
+	// everything it starts, the bus included, must be gone after Run.
+	before := goleak.IgnoreCurrent()
+	cfg := Defaults()
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Bus.Embedded = bus.EmbeddedConfig{Port: freePort(t), StoreDir: t.TempDir()}
+	cfg.Node.ID = "leakcheck"
+	cfg.Node.HeartbeatInterval = heartbeat
+	cfg.RTP.PortMin, cfg.RTP.PortMax = 23200, 23299
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	drain, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(drain, make(chan struct{}), cfg, zerolog.Nop(), prometheus.NewRegistry()) }()
+	time.Sleep(3 * heartbeat)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, before)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func TestToneThroughTranscodingNodeOverTheBus(t *testing.T) {

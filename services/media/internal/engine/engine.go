@@ -204,6 +204,12 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 	for _, name := range cfg.Codecs {
 		info, _ := codec.Lookup(string(name))
 		e.caps = append(e.caps, sdpneg.Capability{Name: string(info.Name), ClockRate: info.ClockRate})
+		// Series exist from the start, so dashboards and alerts see zeros
+		// rather than nothing on an idle node.
+		m.forCodec(string(info.Name))
+	}
+	for _, svc := range []Service{ServiceNone, ServiceEcho, ServiceTone} {
+		m.sessionsStarted.WithLabelValues(svc.String())
 	}
 	for _, opt := range opts {
 		opt(e)

@@ -1,6 +1,10 @@
 package node
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
 
 type metrics struct {
 	capacity   prometheus.Gauge
@@ -37,5 +41,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.capacity, m.sessions, m.transcoded, m.draining, m.offers, m.ended, m.timeouts)
+	// Series exist from the start, so dashboards and alerts see zeros
+	// rather than nothing on an idle node.
+	for _, status := range []callgridv1.Status{callgridv1.Status_STATUS_OK, callgridv1.Status_STATUS_FULL, callgridv1.Status_STATUS_DRAINING} {
+		m.offers.WithLabelValues(status.String())
+	}
+	for _, cause := range []string{"bye", "cancel", "media_timeout", "shutdown"} {
+		m.ended.WithLabelValues(cause)
+	}
 	return m
 }
