@@ -285,6 +285,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.active.closeAndWait()
 	wg.Wait()
+	// A handler still running during the first close may have opened a
+	// client connection after it (a response to a new address); now that
+	// nothing runs, close whatever the transports hold again.
+	_ = s.ua.Close()
 	s.log.Info().Msg("sip proxy stopped")
 	return runErr
 }
