@@ -134,6 +134,10 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // JetStream is the client's JetStream context.
 func (c *Client) JetStream() jetstream.JetStream { return c.js }
 
+// Replicas is the configured JetStream replica count for what this service
+// creates.
+func (c *Client) Replicas() int { return c.cfg.Replicas }
+
 // Embedded is the server this client started, or nil.
 func (c *Client) Embedded() *EmbeddedServer { return c.embedded }
 

@@ -33,6 +33,10 @@ type Config struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// DrainTimeout bounds the drain on Close.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Replicas is the JetStream replica count of the buckets and streams
+	// this service creates: 1 on a single server, 3 on a cluster so they
+	// survive losing a server. Default 1.
+	Replicas int `yaml:"replicas"`
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -48,6 +52,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
 	}
 	return c
 }
@@ -66,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("bus.drain_timeout: must not be negative, got %s", c.DrainTimeout))
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("bus.replicas: %d is not within 1-5", c.Replicas))
 	}
 	if c.URL == "" && (c.Embedded.Port < -1 || c.Embedded.Port > 65535) {
 		errs = append(errs, fmt.Errorf("bus.embedded.port: %d is not a port (-1 picks a free one)", c.Embedded.Port))

@@ -32,6 +32,7 @@ func (c *Client) EnsureEventsStream(ctx context.Context) (jetstream.Stream, erro
 		MaxAge:      DefaultEventsMaxAge,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,
+		Replicas:    c.cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", EventsStream, err)

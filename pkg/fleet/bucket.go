@@ -26,13 +26,14 @@ const minMarkerTTL = time.Second
 // OpenBucket opens (creating if needed) the fleet bucket. Status keys expire
 // TTLHeartbeats intervals after their last write, and the expiry leaves a
 // marker that watchers see, so a dead node vanishes from every view.
-// replicas is the bucket's JetStream replica count (1 on a single server).
+// replicas is the bucket's JetStream replica count; 0 takes the bus
+// client's configured count.
 func OpenBucket(ctx context.Context, c *bus.Client, interval time.Duration, replicas int) (jetstream.KeyValue, error) {
 	if interval <= 0 {
 		interval = DefaultHeartbeatInterval
 	}
 	if replicas <= 0 {
-		replicas = 1
+		replicas = c.Replicas()
 	}
 	ttl := TTLHeartbeats * interval
 	kv, err := c.KeyValue(ctx, jetstream.KeyValueConfig{

@@ -25,7 +25,7 @@ const reaperKeyPrefix = "reaper."
 // OpenCallsBucket opens (creating if needed) the bucket of answered calls.
 func OpenCallsBucket(ctx context.Context, c *bus.Client, replicas int) (jetstream.KeyValue, error) {
 	if replicas <= 0 {
-		replicas = 1
+		replicas = c.Replicas()
 	}
 	kv, err := c.KeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bus.BucketCalls,
