@@ -1,8 +1,8 @@
 # The workspace holds several modules; `./...` does not span them, so every
 # target names the module directories.
 # Modules with code to vet (tools only pins generators behind a build tag).
-MODULES       := pkg services/proxy services/media deploy/check
-TEST_PACKAGES := ./pkg/... ./services/proxy/... ./services/media/...
+MODULES       := pkg services/proxy services/media deploy/check tests/e2e
+TEST_PACKAGES := ./pkg/... ./services/proxy/... ./services/media/... ./tests/e2e/... ./deploy/check/...
 BIN           := $(CURDIR)/bin
 
 # The media node links libopus through cgo; nolibopusfile keeps the
@@ -39,6 +39,14 @@ test: test-deps lint proto-check ## the whole suite: lint, generated code, every
 .PHONY: bench
 bench: deps ## benchmarks of the hot paths, with allocations
 	go test -run '^$$' -bench . -benchmem -benchtime 2s ./pkg/... ./services/media/... ./services/proxy/...
+
+.PHONY: bench-proxy
+bench-proxy: ## call-rate sweep of the SIP proxy against Kamailio (sipp on 127.0.0.1, ~5 min; as root installs sip-tester and kamailio)
+	@bench/proxy/run.sh
+
+.PHONY: bench-media
+bench-media: deps ## media node load: calls per core, added latency, allocations per packet (~3-4 min, loopback)
+	@scripts/bench-media.sh $(BENCH_MEDIA_ARGS)
 
 .PHONY: lint
 lint: deps ## gofmt and go vet on every module; the proxy must build without cgo

@@ -50,8 +50,28 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	if err != nil {
 		return err
 	}
-	view := fleet.NewView(client, fleetKV, cfg.Media.HeartbeatInterval, log, reg)
-	srv, err := sipproxy.New(cfg.SIP, log, reg, sipproxy.WithLocationStore(store))
+	callsKV, err := fleet.OpenCallsBucket(setup, client, 0)
+	if err != nil {
+		return err
+	}
+	// The view reports leaving nodes before the SIP server exists; the
+	// collection outlives both, so nothing is lost in between.
+	leaves := sipproxy.NewNodeLeaves()
+	view := fleet.NewView(client, fleetKV, cfg.Media.HeartbeatInterval, log, reg, fleet.WithLeaveHandler(leaves.Add))
+	claimer := fleet.NewClaimer(client, view, cfg.Media.Claim, log, reg)
+	srv, err := sipproxy.New(cfg.SIP, log, reg,
+		sipproxy.WithLocationStore(store),
+		sipproxy.WithBus(client),
+		sipproxy.WithMedia(sipproxy.MediaOptions{
+			Control:        claimer,
+			Nodes:          func() []string { return nodeIDs(view) },
+			Mode:           cfg.Media.Mode,
+			RetryAfter:     cfg.Media.RetryAfter,
+			RequestTimeout: cfg.Media.RequestTimeout,
+			OrphanGrace:    cfg.Media.OrphanGrace,
+		}),
+		sipproxy.WithOrphanedCalls(callsKV, leaves),
+	)
 	if err != nil {
 		return fmt.Errorf("sip server: %w", err)
 	}
@@ -95,6 +115,16 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	wg.Wait()
 	log.Info().Msg("proxy stopped")
 	return errors.Join(sipErr, webErr)
+}
+
+// nodeIDs lists the nodes in the fleet view.
+func nodeIDs(view *fleet.View) []string {
+	nodes := view.Nodes()
+	ids := make([]string, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.GetNodeId()
+	}
+	return ids
 }
 
 func waitForTransactions(srv *sipproxy.Server, hard <-chan struct{}, log zerolog.Logger) {

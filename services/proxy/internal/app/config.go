@@ -44,6 +44,19 @@ type HTTPConfig struct {
 
 // MediaConfig is how the proxy uses the media fleet.
 type MediaConfig struct {
+	// Mode is "anchor" (default: every call's RTP goes through a media
+	// node) or "bypass" (SDP is relayed untouched); a dialplan rule's
+	// media key overrides it for the calls it routes.
+	Mode string `yaml:"mode"`
+	// RetryAfter is sent with the 503 answering a call no node could take
+	// or made while the bus is away (default 5s).
+	RetryAfter time.Duration `yaml:"retry_after"`
+	// RequestTimeout bounds one request to a node, a whole claim included
+	// (default 1s).
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// OrphanGrace is how long a node must stay out of the fleet, with the
+	// bus up, before the proxy hangs up its calls (default 2s).
+	OrphanGrace time.Duration `yaml:"orphan_grace"`
 	// Claim tunes how sessions are claimed from the fleet.
 	Claim fleet.ClaimConfig `yaml:"claim"`
 	// HeartbeatInterval must match the media nodes' node.heartbeat_interval
@@ -53,7 +66,15 @@ type MediaConfig struct {
 
 // Defaults returns the configuration a proxy runs with when nothing is set.
 func Defaults() Config {
-	return Config{HTTP: HTTPConfig{Addr: DefaultHTTPAddr}}
+	return Config{
+		HTTP: HTTPConfig{Addr: DefaultHTTPAddr},
+		Media: MediaConfig{
+			Mode:           sipproxy.MediaModeAnchor,
+			RetryAfter:     sipproxy.DefaultMediaRetryAfter,
+			RequestTimeout: sipproxy.DefaultMediaRequestTimeout,
+			OrphanGrace:    sipproxy.DefaultOrphanGrace,
+		},
+	}
 }
 
 // Load reads the file at path (optional) over the defaults, then the
@@ -83,6 +104,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.SIP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("sip: %w", err))
+	}
+	if c.Media.Mode != sipproxy.MediaModeAnchor && c.Media.Mode != sipproxy.MediaModeBypass {
+		errs = append(errs, fmt.Errorf("media.mode: %q is not anchor or bypass", c.Media.Mode))
+	}
+	if c.Media.RetryAfter < 0 || c.Media.RequestTimeout < 0 || c.Media.OrphanGrace < 0 {
+		errs = append(errs, errors.New("media: retry_after, request_timeout and orphan_grace must not be negative"))
 	}
 	if c.Media.Claim.AttemptTimeout < 0 || c.Media.Claim.MaxAttempts < 0 || c.Media.Claim.Units < 0 {
 		errs = append(errs, errors.New("media.claim: attempt_timeout, max_attempts and units must not be negative"))

@@ -154,9 +154,10 @@ type RateLimitConfig struct {
 	MaxSources int `yaml:"max_sources"`
 }
 
-// DialplanRule sends matching Request-URI users to a gateway group. Exactly
-// one of Prefix and Regex is set. Strip removes leading digits and AddPrefix
-// prepends digits after a match, before the call goes to the group.
+// DialplanRule sends matching Request-URI users to a gateway group or to a
+// media node's built-in service. Exactly one of Prefix and Regex is set, and
+// exactly one of Group and Service. Strip removes leading digits and
+// AddPrefix prepends digits after a match, before the call goes to the group.
 type DialplanRule struct {
 	Name      string `yaml:"name"`
 	Prefix    string `yaml:"prefix"`
@@ -164,7 +165,21 @@ type DialplanRule struct {
 	Strip     int    `yaml:"strip"`
 	AddPrefix string `yaml:"add_prefix"`
 	Group     string `yaml:"group"`
+	// Service answers matching calls with a media node's built-in service:
+	// "echo" (the caller hears themself) or "tone".
+	Service string `yaml:"service"`
+	// Media overrides the proxy's media mode for calls this rule routes:
+	// "anchor" or "bypass" (default: the proxy's media.mode).
+	Media string `yaml:"media"`
 }
+
+// Media modes and built-in services a dialplan rule can name.
+const (
+	MediaModeAnchor = "anchor"
+	MediaModeBypass = "bypass"
+	ServiceEcho     = "echo"
+	ServiceTone     = "tone"
+)
 
 // GatewayGroup is a set of gateways with a selection policy.
 type GatewayGroup struct {
@@ -384,8 +399,18 @@ func (c Config) Validate() error {
 		if rule.Strip < 0 {
 			bad(field+".strip", "negative")
 		}
-		if !groups[rule.Group] {
+		switch {
+		case rule.Service != "" && rule.Group != "":
+			bad(field, "group and service are exclusive")
+		case rule.Service != "" && rule.Service != ServiceEcho && rule.Service != ServiceTone:
+			bad(field+".service", "%q is not echo or tone", rule.Service)
+		case rule.Service != "" && rule.Media == MediaModeBypass:
+			bad(field+".media", "a service rule needs the media anchored")
+		case rule.Service == "" && !groups[rule.Group]:
 			bad(field+".group", "unknown gateway group %q", rule.Group)
+		}
+		if rule.Media != "" && rule.Media != MediaModeAnchor && rule.Media != MediaModeBypass {
+			bad(field+".media", "%q is not anchor or bypass", rule.Media)
 		}
 	}
 	return errors.Join(errs...)

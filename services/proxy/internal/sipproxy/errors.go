@@ -3,9 +3,13 @@ package sipproxy
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
+	"callgrid.dev/pkg/bus"
+	"callgrid.dev/pkg/fleet"
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 	"callgrid.dev/services/proxy/internal/location"
 )
 
@@ -28,7 +32,23 @@ var (
 	errUnsupportedURI   = errors.New("unsupported uri scheme")
 	errNotAllowed       = errors.New("method not allowed here")
 	errVersion          = errors.New("sip version not supported")
+	errMediaDisabled    = errors.New("media services need the media fleet")
+	errNoOffer          = errors.New("no sdp offer to answer")
+	errForeignBody      = errors.New("body is not sdp")
+	errSessionNotFound  = errors.New("no live node holds the session")
 )
+
+// failure is how the proxy answers an error: status, reason phrase, metric
+// reason, and the extra headers the status needs.
+type failure struct {
+	code   int
+	phrase string
+	reason string
+	// retryAfter, when set, goes out as Retry-After (whole seconds).
+	retryAfter time.Duration
+	// warning, when set, is a Warning header's code and text (RFC 3261 20.43).
+	warning string
+}
 
 // intervalTooBriefError carries the Min-Expires value for the 423 response.
 type intervalTooBriefError struct{ min int }
@@ -37,8 +57,70 @@ func (e *intervalTooBriefError) Error() string {
 	return fmt.Sprintf("expires below minimum %d", e.min)
 }
 
-// classify maps an error onto the SIP status, reason phrase and metric reason.
-func classify(err error) (code int, phrase string, reason string) {
+// classify maps an error onto the SIP status, reason phrase, metric reason
+// and headers: the one place the proxy picks a status for its own answers.
+func (s *Server) classify(err error) failure {
+	f := classifyStatus(err)
+	switch {
+	case f.reason == "draining":
+		f.retryAfter = s.cfg.DrainRetryAfter
+	case f.code == sip.StatusServiceUnavailable && s.media != nil:
+		f.retryAfter = s.media.RetryAfter
+	case f.code == sip.StatusServiceUnavailable:
+		f.retryAfter = s.cfg.DrainRetryAfter
+	}
+	return f
+}
+
+func classifyStatus(err error) failure {
+	if f, ok := classifyMedia(err); ok {
+		return f
+	}
+	code, phrase, reason := classifySIP(err)
+	return failure{code: code, phrase: phrase, reason: reason}
+}
+
+// classifyMedia maps what the media fleet and the bus said. A node's
+// refusal of the SDP itself is the caller's problem (488); a fleet that
+// cannot take the call or a bus that is away is ours (503, retry later).
+func classifyMedia(err error) (failure, bool) {
+	unavailable := func(reason string) (failure, bool) {
+		return failure{code: sip.StatusServiceUnavailable, phrase: "Service Unavailable", reason: reason}, true
+	}
+	var se *bus.StatusError
+	switch {
+	case errors.Is(err, fleet.ErrNoMediaCapacity):
+		return unavailable("no_media_capacity")
+	case errors.Is(err, bus.ErrUnavailable):
+		return unavailable("bus_unavailable")
+	case errors.Is(err, bus.ErrTimeout), errors.Is(err, bus.ErrNoResponders), errors.Is(err, bus.ErrBadReply):
+		return unavailable("media_unreachable")
+	case errors.Is(err, errMediaDisabled):
+		return unavailable("media_disabled")
+	case errors.Is(err, errNoOffer), errors.Is(err, errForeignBody):
+		return failure{code: sip.StatusNotAcceptableHere, phrase: "Not Acceptable Here", reason: "no_offer"}, true
+	case errors.Is(err, errSessionNotFound):
+		return failure{code: sip.StatusCallTransactionDoesNotExists, phrase: "Call/Transaction Does Not Exist", reason: "unknown_session"}, true
+	case errors.As(err, &se):
+		switch se.Status {
+		case callgridv1.Status_STATUS_BAD_SDP:
+			return failure{code: sip.StatusNotAcceptableHere, phrase: "Not Acceptable Here", reason: "bad_sdp"}, true
+		case callgridv1.Status_STATUS_UNSUPPORTED_CODEC:
+			return failure{code: sip.StatusNotAcceptableHere, phrase: "Not Acceptable Here", reason: "unsupported_codec",
+				warning: `305 callgrid "Incompatible media format"`}, true
+		case callgridv1.Status_STATUS_UNKNOWN_SESSION:
+			return failure{code: sip.StatusCallTransactionDoesNotExists, phrase: "Call/Transaction Does Not Exist", reason: "unknown_session"}, true
+		case callgridv1.Status_STATUS_FULL, callgridv1.Status_STATUS_DRAINING:
+			return unavailable("no_media_capacity")
+		default:
+			return failure{code: sip.StatusInternalServerError, phrase: "Server Internal Error", reason: "media_error"}, true
+		}
+	}
+	return failure{}, false
+}
+
+// classifySIP maps the proxy's own errors.
+func classifySIP(err error) (code int, phrase string, reason string) {
 	var brief *intervalTooBriefError
 	switch {
 	case errors.As(err, &brief):

@@ -20,6 +20,9 @@ type metrics struct {
 	gatewayUp       *prometheus.GaugeVec
 	forwardFailures *prometheus.CounterVec
 	inflight        prometheus.Gauge
+	mediaRequests   *prometheus.CounterVec
+	mediaHangups    *prometheus.CounterVec
+	eventsDropped   *prometheus.CounterVec
 	registrationsFn func() int
 }
 
@@ -62,6 +65,18 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 			Name: "sip_proxy_inflight_transactions",
 			Help: "Requests being handled right now.",
 		}),
+		mediaRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_media_requests_total",
+			Help: "Media session requests (offer, answer, update, delete) by result reason (ok or the failure reason).",
+		}, []string{"op", "result"}),
+		mediaHangups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_media_hangups_total",
+			Help: "BYEs the proxy sent on its own to a leg of an anchored call, by cause (media_timeout, node_down).",
+		}, []string{"cause"}),
+		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_events_dropped_total",
+			Help: "Call events dropped because the publish queue was full, by kind.",
+		}, []string{"kind"}),
 		registrationsFn: activeRegistrations,
 	}
 	m.registrations = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -71,6 +86,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.txDuration, m.registrations, m.authFailures,
 		m.rateLimited, m.dropped, m.gatewayUp, m.forwardFailures, m.inflight,
+		m.mediaRequests, m.mediaHangups, m.eventsDropped,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

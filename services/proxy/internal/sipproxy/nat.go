@@ -25,15 +25,8 @@ func addContactAlias(msg sip.Message, source, transport string) {
 	if !ok || c.Address.Wildcard {
 		return
 	}
-	host, port, err := net.SplitHostPort(source)
-	if err != nil {
-		return
-	}
-	cport := c.Address.Port
-	if cport == 0 {
-		cport = sip.DefaultPort(transport)
-	}
-	if strings.Trim(c.Address.Host, "[]") == host && strconv.Itoa(cport) == port {
+	alias, ok := contactAlias(c.Address, source, transport)
+	if !ok {
 		return
 	}
 	// The header may be shared with the original message: replace, never mutate.
@@ -41,8 +34,25 @@ func addContactAlias(msg sip.Message, source, transport string) {
 	if nc.Address.UriParams == nil {
 		nc.Address.UriParams = sip.NewParams()
 	}
-	nc.Address.UriParams.Add(aliasParam, host+"~"+port+"~"+strings.ToLower(transport))
+	nc.Address.UriParams.Add(aliasParam, alias)
 	msg.(interface{ ReplaceHeader(sip.Header) }).ReplaceHeader(nc)
+}
+
+// contactAlias returns the alias value for a contact reached from source,
+// or false when the contact already names that address.
+func contactAlias(contact sip.Uri, source, transport string) (string, bool) {
+	host, port, err := net.SplitHostPort(source)
+	if err != nil {
+		return "", false
+	}
+	cport := contact.Port
+	if cport == 0 {
+		cport = sip.DefaultPort(transport)
+	}
+	if strings.Trim(contact.Host, "[]") == host && strconv.Itoa(cport) == port {
+		return "", false
+	}
+	return host + "~" + port + "~" + strings.ToLower(transport), true
 }
 
 // parseAlias reads an alias value back into destination and transport.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
 )
 
 // branchResult is how one branch of a forwarded request ended.
@@ -24,17 +26,33 @@ type branchResult struct {
 	stop bool
 }
 
+// forwardOutcome is how a forwarded request ended upstream.
+type forwardOutcome struct {
+	answered  bool
+	cancelled bool
+	// code is the final status sent upstream when neither.
+	code int
+}
+
+// mediaCause is the cause a media session of an unanswered call ends with.
+func (o forwardOutcome) mediaCause() string {
+	if o.cancelled {
+		return "cancel"
+	}
+	return strconv.Itoa(o.code)
+}
+
 // forward relays a request statefully to targets in turn (serial failover)
 // and sends the best final response upstream (RFC 3261 16.6-16.7).
-func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRoute bool) {
+func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRoute bool) forwardOutcome {
 	cancelled := make(chan struct{})
 	if c.req.IsInvite() {
-		s.reply(c, sip.StatusTrying, "Trying")
+		s.sendTrying(c)
 		var once sync.Once
 		// sipgo answers the CANCEL (200, then 487 on the INVITE) and calls this
 		// under its transaction lock, so it only signals the branch loop.
 		if !c.tx.OnCancel(func(*sip.Request) { once.Do(func() { close(cancelled) }) }) {
-			return
+			return forwardOutcome{cancelled: true}
 		}
 	}
 	var (
@@ -44,12 +62,12 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 	for _, t := range targets {
 		select {
 		case <-cancelled:
-			return
+			return forwardOutcome{cancelled: true}
 		default:
 		}
 		r := s.runBranch(c, base, t, recordRoute, cancelled, &earlyDialog)
 		if r.answered || r.cancelled {
-			return
+			return forwardOutcome{answered: r.answered, cancelled: r.cancelled}
 		}
 		if r.err != nil {
 			c.log.Debug().Err(r.err).Str("dest", t.dest).Msg("branch failed")
@@ -69,10 +87,22 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 			res.StatusCode, res.Reason = sip.StatusInternalServerError, "Server Internal Error"
 		}
 		s.respond(c, res)
+		return forwardOutcome{code: res.StatusCode}
 	case best.err != nil:
 		s.fail(c, best.err)
+		return forwardOutcome{code: s.classify(best.err).code}
 	default:
 		s.fail(c, errNoRoute)
+		return forwardOutcome{code: s.classify(errNoRoute).code}
+	}
+}
+
+// sendTrying answers 100 once per INVITE transaction: before a media claim,
+// so the caller stops retransmitting while the fleet is asked.
+func (s *Server) sendTrying(c *call) {
+	if !c.tryingSent {
+		c.tryingSent = true
+		s.reply(c, sip.StatusTrying, "Trying")
 	}
 }
 
@@ -118,7 +148,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 	out.Recipient = t.uri
 	out.PrependHeader(s.ourVia(t.transport, newBranch(c.loop)))
 	if recordRoute {
-		s.addRecordRoute(out, c.req.Transport(), t.transport)
+		s.addRecordRoute(out, c.req.Transport(), t.transport, c.recordRouteParams())
 	}
 	s.address(out, t)
 
@@ -134,7 +164,9 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 		// they must reach the caller until it ACKs (RFC 6026).
 		tx.OnRetransmission(func(r *sip.Response) {
 			if r.IsSuccess() {
-				_ = c.tx.Respond(s.upstreamResponse(c.req, r))
+				up := s.upstreamResponse(c.req, r)
+				c.media.rewriteRetransmitted2xx(s, up)
+				_ = c.tx.Respond(up)
 			}
 		})
 	}
@@ -181,7 +213,9 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 				if res.To() != nil && res.To().Params.Has("tag") {
 					*earlyDialog = true
 				}
-				s.respond(c, s.upstreamResponse(c.req, res))
+				up := s.upstreamResponse(c.req, res)
+				s.mediaProvisional(c, res, up)
+				s.respond(c, up)
 			case res.IsSuccess():
 				if callerGone || timerCFired {
 					// The caller already has its final answer; this answer
@@ -189,7 +223,14 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 					s.hangUpLateAnswer(c, out, res)
 					return branchResult{cancelled: callerGone, err: errInviteTimeout, stop: true}
 				}
-				s.respond(c, s.upstreamResponse(c.req, res))
+				up := s.upstreamResponse(c.req, res)
+				if err := s.mediaAnswered(c, res, up); err != nil {
+					// The callee answered but the call cannot be carried:
+					// it is hung up, and the caller gets the error.
+					s.hangUpLateAnswer(c, out, res)
+					return branchResult{err: err, stop: true}
+				}
+				s.respond(c, up)
 				return branchResult{answered: true}
 			default:
 				if callerGone {
@@ -273,17 +314,17 @@ func (s *Server) cancelBranch(c *call, inv *sip.Request) {
 	cr.SetTransport(inv.Transport())
 	cr.SetDestination(inv.Destination())
 	inv.Laddr.Copy(&cr.Laddr)
-	s.runDetached(c, cr)
+	s.runDetached(c.log, cr)
 }
 
 // runDetached sends a request the proxy originates (CANCEL, BYE) and waits
 // for its final response on a tracked goroutine bounded by BranchTimeout.
-func (s *Server) runDetached(c *call, req *sip.Request) {
+func (s *Server) runDetached(log zerolog.Logger, req *sip.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
 	tx, err := s.txl.Request(ctx, req)
 	cancel()
 	if err != nil {
-		c.log.Warn().Err(err).Str("request", string(req.Method)).Msg("send proxy-originated request")
+		log.Warn().Err(err).Str("request", string(req.Method)).Msg("send proxy-originated request")
 		return
 	}
 	limit := s.cfg.BranchTimeout

@@ -105,26 +105,30 @@ func (s *Server) port(transport string) int {
 	return sip.DefaultUdpPort
 }
 
-// recordRoute builds our Record-Route entry for the side facing transport.
-func (s *Server) recordRoute(transport string) *sip.RecordRouteHeader {
+// recordRoute builds our Record-Route entry for the side facing transport,
+// with extra URI parameters (the call's media session) when given.
+func (s *Server) recordRoute(transport string, extra sip.HeaderParams) *sip.RecordRouteHeader {
+	params := sip.HeaderParams{
+		{K: "transport", V: strings.ToLower(transport)},
+		{K: "lr", V: ""},
+	}
+	params = append(params, extra...)
 	return &sip.RecordRouteHeader{Address: sip.Uri{
-		Scheme: "sip",
-		Host:   s.cfg.AdvertiseHost,
-		Port:   s.port(transport),
-		UriParams: sip.HeaderParams{
-			{K: "transport", V: strings.ToLower(transport)},
-			{K: "lr", V: ""},
-		},
+		Scheme:    "sip",
+		Host:      s.cfg.AdvertiseHost,
+		Port:      s.port(transport),
+		UriParams: params,
 	}}
 }
 
 // addRecordRoute inserts our Record-Route; when the request changes transport
 // it inserts two (RFC 5658 double record-routing), the upper one facing the
-// next hop, so each side's route set reaches us over its own transport.
-func (s *Server) addRecordRoute(req *sip.Request, inTransport, outTransport string) {
-	req.PrependHeader(s.recordRoute(inTransport))
+// next hop, so each side's route set reaches us over its own transport. Both
+// carry the media parameters: either may be the one a request pops.
+func (s *Server) addRecordRoute(req *sip.Request, inTransport, outTransport string, extra sip.HeaderParams) {
+	req.PrependHeader(s.recordRoute(inTransport, extra))
 	if !strings.EqualFold(inTransport, outTransport) {
-		req.PrependHeader(s.recordRoute(outTransport))
+		req.PrependHeader(s.recordRoute(outTransport, extra))
 	}
 }
 
@@ -142,18 +146,31 @@ func markReceived(via *sip.ViaHeader, source string) {
 	via.Params.Add("rport", port)
 }
 
-// popOwnRoutes removes our leading Route entries (RFC 3261 16.4). It returns
-// whether any were ours and the transport of the last one, which is the side
-// facing the next hop.
-func (s *Server) popOwnRoutes(req *sip.Request) (popped bool, transport string) {
+// ownRoute is what our leading Route entries of a request said.
+type ownRoute struct {
+	popped bool
+	// transport is the last entry's: the side facing the next hop.
+	transport string
+	// media is the dialog's media session, when it is anchored.
+	media    mediaSession
+	hasMedia bool
+}
+
+// popOwnRoutes removes our leading Route entries (RFC 3261 16.4) and
+// returns what they carried.
+func (s *Server) popOwnRoutes(req *sip.Request) ownRoute {
+	var own ownRoute
 	for {
 		r := req.Route()
 		if r == nil || !s.self.isSelf(r.Address.Host, r.Address.Port) {
-			return popped, transport
+			return own
 		}
-		transport = r.Address.UriParams.GetOr("transport", transport)
+		own.transport = r.Address.UriParams.GetOr("transport", own.transport)
+		if m, ok := mediaSessionFrom(r.Address.UriParams); ok {
+			own.media, own.hasMedia = m, true
+		}
 		req.RemoveHeader("Route")
-		popped = true
+		own.popped = true
 	}
 }
 

@@ -20,6 +20,10 @@ type call struct {
 	loop  string
 	// finalSent records that a final response went upstream, for the histogram.
 	finalSent bool
+	// tryingSent records that 100 Trying went upstream.
+	tryingSent bool
+	// media is the transaction's anchored media, nil when bypassed.
+	media *callMedia
 }
 
 // handleRequest is sipgo's handler for every method. sipgo runs it on the
@@ -171,20 +175,23 @@ func (s *Server) respond(c *call, res *sip.Response) {
 
 // fail answers the request with the status its error maps to.
 func (s *Server) fail(c *call, err error) {
-	code, phrase, reason := classify(err)
-	s.m.forwardFailures.WithLabelValues(reason).Inc()
+	f := s.classify(err)
+	s.m.forwardFailures.WithLabelValues(f.reason).Inc()
 	ev := c.log.Debug()
-	if code >= 500 {
+	if f.code >= 500 {
 		ev = c.log.Warn()
 	}
-	ev.Err(err).Int("status", code).Str("reason", reason).Msg("request failed")
+	ev.Err(err).Int("status", f.code).Str("reason", f.reason).Msg("request failed")
 	var hdrs []sip.Header
-	if code == sip.StatusServiceUnavailable {
-		hdrs = append(hdrs, sip.NewHeader("Retry-After", strconv.Itoa(int(s.cfg.DrainRetryAfter.Seconds()))))
+	if f.retryAfter > 0 {
+		hdrs = append(hdrs, sip.NewHeader("Retry-After", strconv.Itoa(max(1, int(f.retryAfter.Seconds())))))
+	}
+	if f.warning != "" {
+		hdrs = append(hdrs, sip.NewHeader("Warning", f.warning))
 	}
 	var brief *intervalTooBriefError
 	if asIntervalTooBrief(err, &brief) {
 		hdrs = append(hdrs, sip.NewHeader("Min-Expires", strconv.Itoa(brief.min)))
 	}
-	s.reply(c, code, phrase, hdrs...)
+	s.reply(c, f.code, f.phrase, hdrs...)
 }

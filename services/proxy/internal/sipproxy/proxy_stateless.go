@@ -46,6 +46,10 @@ func (s *Server) handleStrayResponse(res *sip.Response) {
 		return
 	}
 	up.SetBody(res.Body())
+	if !s.anchorStray2xx(up) {
+		s.m.dropped.WithLabelValues("stray_response").Inc()
+		return
+	}
 	up.SetTransport(strings.ToUpper(up.Via().Transport))
 	if err := s.tpl.WriteMsg(up); err != nil {
 		s.m.dropped.WithLabelValues("stray_response").Inc()
@@ -94,6 +98,6 @@ func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) 
 	if err := s.tpl.WriteMsg(build(sip.ACK, seq)); err != nil {
 		c.log.Warn().Err(fmt.Errorf("ack late answer: %w", err)).Msg("hang up callee")
 	}
-	s.runDetached(c, build(sip.BYE, seq+1))
+	s.runDetached(c.log, build(sip.BYE, seq+1))
 	c.log.Info().Msg("hung up answer that arrived after the caller gave up")
 }

@@ -42,18 +42,30 @@ func (s *Server) routeNewRequest(c *call) error {
 		c.log = c.log.With().Str("user", out.user).Logger()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
-	targets, err := s.resolveTargets(ctx, req)
+	targets, rule, err := s.resolveTargets(ctx, req)
 	cancel()
 	if err != nil {
 		return err
 	}
-	base, _, _ := s.prepareForward(c)
+	if rule != nil && rule.Service != "" {
+		return s.answerWithService(c, rule.Service)
+	}
+	base, _ := s.prepareForward(c)
 	// Credentials for us must not travel on (RFC 3261 22.3 lets a proxy
 	// remove what it consumed).
 	if !trusted {
 		base.RemoveHeader("Proxy-Authorization")
 	}
-	s.forward(c, base, targets, true)
+	if req.IsInvite() && s.mediaMode(rule) == MediaModeAnchor {
+		s.sendTrying(c)
+		if err := s.anchorInvite(c, base); err != nil {
+			return err
+		}
+	}
+	outcome := s.forward(c, base, targets, true)
+	if !outcome.answered {
+		s.endMedia(c, outcome.mediaCause())
+	}
 	return nil
 }
 
@@ -72,13 +84,14 @@ func (s *Server) challenge(c *call, proxy bool, out authOutcome) {
 
 // resolveTargets finds where an out-of-dialog request goes: the registered
 // contacts of a local user (newest first), else the first matching dialplan
-// rule's gateway group, else nowhere.
-func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target, error) {
+// rule's gateway group or service, else nowhere. The rule is nil for a
+// registered user; a service rule has no targets.
+func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target, *compiledRule, error) {
 	uri := req.Recipient
 	if s.self.isLocalDomain(uri.Host) && uri.User != "" {
 		bindings, err := s.loc.Lookup(ctx, s.self.aor(uri))
 		if err != nil {
-			return nil, fmt.Errorf("look up %s: %w", uri.User, err)
+			return nil, nil, fmt.Errorf("look up %s: %w", uri.User, err)
 		}
 		targets := make([]target, 0, len(bindings))
 		for _, b := range bindings {
@@ -89,24 +102,27 @@ func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target
 			targets = append(targets, t)
 		}
 		if len(targets) > 0 {
-			return targets, nil
+			return targets, nil, nil
 		}
 	}
 	rule, user, ok := s.dialplan.match(uri.User)
 	if !ok {
-		return nil, fmt.Errorf("user %q: %w", uri.User, errNoRoute)
+		return nil, nil, fmt.Errorf("user %q: %w", uri.User, errNoRoute)
+	}
+	if rule.Service != "" {
+		return nil, rule, nil
 	}
 	group := s.groups[rule.Group]
 	callID := req.CallID().Value()
 	gws := group.candidates(callID)
 	if len(gws) == 0 {
-		return nil, fmt.Errorf("group %s: %w", group.name, errNoGateway)
+		return nil, rule, fmt.Errorf("group %s: %w", group.name, errNoGateway)
 	}
 	targets := make([]target, 0, len(gws))
 	for _, gw := range gws {
 		targets = append(targets, gw.target(user))
 	}
-	return targets, nil
+	return targets, rule, nil
 }
 
 // bindingTarget addresses a registered contact through the flow its
@@ -134,10 +150,10 @@ func bindingTarget(contact, received, transport string) (target, error) {
 // prepareForward copies the incoming request into the base every branch is
 // built from (RFC 3261 16.6 steps 1-3): our Routes already gone, Max-Forwards
 // decremented, the sender's Via marked with received/rport, a NATed Contact
-// aliased. It reports whether our Route was popped and that Route's transport.
-func (s *Server) prepareForward(c *call) (base *sip.Request, popped bool, routeTransport string) {
+// aliased. It reports what our popped Route entries carried.
+func (s *Server) prepareForward(c *call) (base *sip.Request, own ownRoute) {
 	base = c.req.Clone()
-	popped, routeTransport = s.popOwnRoutes(base)
+	own = s.popOwnRoutes(base)
 	mf := uint32(defaultMaxForwardsAdded)
 	if h := c.req.MaxForwards(); h != nil {
 		mf = h.Val() - 1
@@ -149,15 +165,18 @@ func (s *Server) prepareForward(c *call) (base *sip.Request, popped bool, routeT
 	if createsDialog(c.req.Method) {
 		addContactAlias(base, c.req.Source(), c.req.Transport())
 	}
-	return base, popped, routeTransport
+	return base, own
 }
 
 // routeInDialog forwards a request inside an established dialog along its
 // route set. Only requests carrying our Route are relayed: anything else is
 // not ours to carry (RFC 3261 16.4 with Kamailio's loose_route policy).
 func (s *Server) routeInDialog(c *call) error {
-	base, popped, routeTransport := s.prepareForward(c)
-	if !popped {
+	if svc, ok := s.serviceDialog(c.req); ok {
+		return s.serviceInDialog(c, svc)
+	}
+	base, own := s.prepareForward(c)
+	if !own.popped {
 		if c.req.IsAck() {
 			return nil
 		}
@@ -166,11 +185,17 @@ func (s *Server) routeInDialog(c *call) error {
 		}
 		return errNotOurRoute
 	}
+	routeTransport := own.transport
 	if routeTransport == "" {
 		routeTransport = "UDP"
 	}
 	dest, transport := nextHop(base, routeTransport)
 	t := target{uri: base.Recipient, dest: dest, transport: transport}
+	if own.hasMedia && s.media != nil {
+		if err := s.mediaInDialog(c, base, own.media); err != nil {
+			return err
+		}
+	}
 	if c.req.IsAck() {
 		return s.forwardStateless(c, base, t)
 	}

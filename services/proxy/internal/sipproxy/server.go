@@ -19,9 +19,11 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"callgrid.dev/pkg/bus"
 	"callgrid.dev/services/proxy/internal/digestauth"
 	"callgrid.dev/services/proxy/internal/location"
 )
@@ -30,8 +32,12 @@ import (
 type Option func(*options)
 
 type options struct {
-	store location.Store
-	now   func() time.Time
+	store  location.Store
+	now    func() time.Time
+	media  *MediaOptions
+	bus    *bus.Client
+	calls  jetstream.KeyValue
+	leaves *NodeLeaves
 }
 
 // WithLocationStore sets the registration store (default: in-memory, which is
@@ -71,6 +77,13 @@ type Server struct {
 	tlsLn    net.Listener
 	udpLaddr sip.Addr
 	ports    map[string]int // lower-case transport -> listening port
+
+	// media is nil when calls bypass the fleet.
+	media  *MediaOptions
+	bus    *bus.Client
+	events chan pendingEvent
+	calls  jetstream.KeyValue
+	leaves *NodeLeaves
 
 	draining atomic.Bool
 	active   activeTracker
@@ -115,6 +128,18 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		return nil, err
 	}
 	s.groups = newGatewayGroups(cfg.GatewayGroups, s.m)
+	if o.media != nil && o.media.Control != nil {
+		m := o.media.withDefaults()
+		if m.Mode != MediaModeAnchor && m.Mode != MediaModeBypass {
+			return nil, fmt.Errorf("media mode %q is not anchor or bypass", m.Mode)
+		}
+		s.media = &m
+	}
+	s.bus = o.bus
+	if s.bus != nil {
+		s.events = make(chan pendingEvent, eventQueueSize)
+	}
+	s.calls, s.leaves = o.calls, o.leaves
 
 	parser := sip.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageSize
@@ -235,6 +260,15 @@ func (s *Server) InFlight() int { return int(s.active.count.Load()) }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var timeouts *bus.Subscription
+	if s.bus != nil && s.media != nil {
+		var err error
+		if timeouts, err = s.subscribeMediaTimeouts(); err != nil {
+			s.closeListeners()
+			_ = s.ua.Close()
+			return err
+		}
+	}
 
 	var (
 		wg     sync.WaitGroup
@@ -274,9 +308,20 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { s.probeLoop(ctx) })
 	wg.Go(func() { s.housekeeping(ctx) })
+	if s.events != nil {
+		wg.Go(func() { s.publishEvents(ctx) })
+	}
+	if s.media != nil && s.calls != nil && s.leaves != nil {
+		wg.Go(func() { s.reapOrphans(ctx) })
+	}
 	s.log.Info().Interface("ports", s.ports).Str("advertise", s.cfg.AdvertiseHost).Msg("sip proxy serving")
 
 	<-ctx.Done()
+	if timeouts != nil {
+		// Before the user agent closes, so no hang-up starts on a closed
+		// transport.
+		_ = timeouts.Unsubscribe()
+	}
 	s.closeListeners()
 	// Closing the user agent terminates every transaction, which releases
 	// handlers waiting on a branch, and closes all connections.

@@ -162,7 +162,7 @@ func FuzzRequestPath(f *testing.F) {
 		loop := loopHash(req)
 		_ = s.isLoop(req, loop)
 		c := &call{req: req, loop: loop}
-		base, _, _ := s.prepareForward(c)
+		base, _ := s.prepareForward(c)
 		_, _ = nextHop(base, "UDP")
 		if cts, err := registerContacts(req); err == nil {
 			for _, ct := range cts {

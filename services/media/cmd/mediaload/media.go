@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"callgrid.dev/services/media/internal/codec"
+)
+
+// preparedFrames is one second of audio: the streams cycle through it, so
+// the generator never encodes while it runs.
+const preparedFrames = 50
+
+// preparedMedia holds the payloads the endpoints send.
+type preparedMedia struct {
+	pcmu [][]byte // 8 kHz PCMU, what leg A sends
+	opus [][]byte // Opus as a wideband phone sends it, what leg B sends in transcode mode
+}
+
+// speechLike fills pcm (at rate) with a voiced, syllable-modulated signal
+// with a little noise, closer to what an encoder sees in a call than a pure
+// tone (which Opus encodes unusually cheaply).
+func speechLike(rate, offset int, pcm []int16) {
+	seed := uint32(offset*2654435761 + 1)
+	for i := range pcm {
+		t := float64(offset+i) / float64(rate)
+		pitch := 120 + 30*math.Sin(2*math.Pi*0.7*t)
+		env := 0.5 + 0.5*math.Sin(2*math.Pi*4*t) // ~4 syllables per second
+		var v float64
+		for h := 1; h <= 12 && float64(h)*pitch < float64(rate)/2; h++ {
+			formant := math.Exp(-math.Pow((float64(h)*pitch-700)/600, 2))
+			v += (0.3 + formant) / float64(h) * math.Sin(2*math.Pi*float64(h)*pitch*t)
+		}
+		seed = seed*1664525 + 1013904223
+		noise := (float64(seed>>16)/65536 - 0.5) * 0.05
+		pcm[i] = int16(math.Max(-32767, math.Min(32767, 6000*(env*v+noise))))
+	}
+}
+
+func prepareMedia(opts codec.OpusOptions) (*preparedMedia, error) {
+	m := &preparedMedia{}
+	pcmu, err := codec.NewEncoder(codec.PCMU, 8000, opts)
+	if err != nil {
+		return nil, fmt.Errorf("prepare pcmu: %w", err)
+	}
+	defer pcmu.Close()
+	// Leg B's phone: Opus at 16 kHz with the node's own encoder settings.
+	opus, err := codec.NewEncoder(codec.Opus, 16000, opts)
+	if err != nil {
+		return nil, fmt.Errorf("prepare opus: %w", err)
+	}
+	defer opus.Close()
+	pcm8 := make([]int16, codec.FrameSamplesAt(8000))
+	pcm16 := make([]int16, codec.FrameSamplesAt(16000))
+	buf := make([]byte, codec.OpusMaxPacketBytes)
+	for i := range preparedFrames {
+		speechLike(8000, i*len(pcm8), pcm8)
+		n, err := pcmu.Encode(pcm8, buf)
+		if err != nil {
+			return nil, fmt.Errorf("prepare pcmu: %w", err)
+		}
+		m.pcmu = append(m.pcmu, slices.Clone(buf[:n]))
+		speechLike(16000, i*len(pcm16), pcm16)
+		if n, err = opus.Encode(pcm16, buf); err != nil {
+			return nil, fmt.Errorf("prepare opus: %w", err)
+		}
+		m.opus = append(m.opus, slices.Clone(buf[:n]))
+	}
+	return m, nil
+}
+
+func maxFrameLen(frames [][]byte) int {
+	n := 0
+	for _, f := range frames {
+		n = max(n, len(f))
+	}
+	return n
+}
+
+// codecOnly is the libopus-bound limit of a transcoded PCMU↔Opus call: the
+// CPU time of the codec work one call needs per 20 ms, as the node does it
+// (PCMU decode + Opus encode at 8 kHz one way, Opus decode at 8 kHz + PCMU
+// encode the other way), on one thread.
+type codecOnly struct {
+	perFrame     time.Duration // CPU per 20 ms of one call, median of the rounds
+	callsPerCore float64
+	rounds       []time.Duration
+}
+
+func measureCodecOnly(m *preparedMedia, opts codec.OpusOptions, rounds, framesPerRound int) (codecOnly, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pcmuDec, err := codec.NewDecoder(codec.PCMU, 8000)
+	if err != nil {
+		return codecOnly{}, err
+	}
+	opusEnc, err := codec.NewEncoder(codec.Opus, 8000, opts)
+	if err != nil {
+		return codecOnly{}, err
+	}
+	defer opusEnc.Close()
+	opusDec, err := codec.NewDecoder(codec.Opus, 8000)
+	if err != nil {
+		return codecOnly{}, err
+	}
+	defer opusDec.Close()
+	pcmuEnc, err := codec.NewEncoder(codec.PCMU, 8000, opts)
+	if err != nil {
+		return codecOnly{}, err
+	}
+	pcm := make([]int16, 2*codec.FrameSamplesAt(48000))
+	out := make([]byte, codec.OpusMaxPacketBytes)
+	frame := func(i int) error {
+		n, err := pcmuDec.Decode(m.pcmu[i%len(m.pcmu)], pcm)
+		if err != nil {
+			return err
+		}
+		if _, err := opusEnc.Encode(pcm[:n], out); err != nil {
+			return err
+		}
+		if n, err = opusDec.Decode(m.opus[i%len(m.opus)], pcm); err != nil {
+			return err
+		}
+		_, err = pcmuEnc.Encode(pcm[:n], out)
+		return err
+	}
+	for i := range preparedFrames { // warm up encoder state
+		if err := frame(i); err != nil {
+			return codecOnly{}, fmt.Errorf("codec-only frame: %w", err)
+		}
+	}
+	var res codecOnly
+	for range rounds {
+		start := threadCPU()
+		for i := range framesPerRound {
+			if err := frame(i); err != nil {
+				return codecOnly{}, fmt.Errorf("codec-only frame: %w", err)
+			}
+		}
+		res.rounds = append(res.rounds, (threadCPU()-start)/time.Duration(framesPerRound))
+	}
+	sorted := slices.Clone(res.rounds)
+	slices.Sort(sorted)
+	res.perFrame = sorted[len(sorted)/2]
+	res.callsPerCore = float64(frameMillis*time.Millisecond) / float64(res.perFrame)
+	return res, nil
+}
+
+// threadCPU is the CPU time of the calling OS thread: unlike wall time it
+// does not count the time other processes on the shared machine take.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}

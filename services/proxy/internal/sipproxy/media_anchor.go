@@ -1,0 +1,323 @@
+package sipproxy
+
+import (
+	"sync/atomic"
+
+	"github.com/emiago/sipgo/sip"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// mediaPhase is what a transaction's SDP means to the node.
+type mediaPhase int
+
+const (
+	phaseUnknown mediaPhase = iota
+	// phaseOffered: the INVITE's offer claimed the session; the callee's
+	// answers (18x, 2xx) go through Answer.
+	phaseOffered
+	// phaseLateOffer: the INVITE had no SDP; the callee's 2xx carries the
+	// offer, which claims the session, and the caller answers in the ACK.
+	phaseLateOffer
+	// phaseUpdate: an in-dialog offer or answer, through Update.
+	phaseUpdate
+)
+
+// callMedia is the media side of one transaction. It lives as long as the
+// transaction's handler, like the rest of call.
+type callMedia struct {
+	sess   mediaSession
+	phase  mediaPhase
+	dialog *callgridv1.Dialog
+	// reqLeg is the node leg facing whoever sent an in-dialog request.
+	reqLeg callgridv1.Leg
+	// answered: a 2xx passed through the node, so the session lives on
+	// after the transaction.
+	answered bool
+	// sent2xx is how the 2xx went upstream. sipgo hands 2xx
+	// retransmissions to a hook on its own goroutine; they must carry the
+	// same rewritten SDP and route.
+	sent2xx atomic.Pointer[rewritten2xx]
+}
+
+type rewritten2xx struct {
+	body []byte
+	// routed is the late-offer session whose node our Record-Route names.
+	routed *mediaSession
+}
+
+// mediaMode is the media mode for a new call routed by rule (nil for a
+// registered user).
+func (s *Server) mediaMode(rule *compiledRule) string {
+	if s.media == nil {
+		return MediaModeBypass
+	}
+	if rule != nil && rule.Media != "" {
+		return rule.Media
+	}
+	return s.media.Mode
+}
+
+// anchorInvite claims a session for a new INVITE and puts the node's SDP in
+// the body every branch is built from, so serial failover keeps one session
+// and the same SDP. An INVITE without SDP only gets its session id and
+// routing parameters: the offer comes with the callee's 2xx.
+func (s *Server) anchorInvite(c *call, base *sip.Request) error {
+	if hasForeignBody(c.req) {
+		return errForeignBody
+	}
+	sess := mediaSession{session: sessionIDFor(c.req), callerTag: tagHash(fromTag(c.req))}
+	d := callerDialog(c.req, base)
+	sdp := sdpBody(c.req)
+	if sdp == nil {
+		sess.lateOffer = true
+		c.media = &callMedia{sess: sess, phase: phaseLateOffer, dialog: d}
+		return nil
+	}
+	reply, err := s.claim(&callgridv1.OfferRequest{
+		CallId: d.GetCallId(), Sdp: sdp, Service: callgridv1.MediaService_MEDIA_SERVICE_BRIDGE, Dialog: d, SessionId: sess.session,
+	})
+	if err != nil {
+		return err
+	}
+	sess.node = reply.GetNodeId()
+	setSDPBody(base, reply.GetSdp())
+	c.media = &callMedia{sess: sess, phase: phaseOffered, dialog: d}
+	c.log = c.log.With().Str("node_id", sess.node).Str("session_id", sess.session).Logger()
+	c.log.Debug().Msg("media anchored")
+	s.publishCallStarted(sess, d)
+	return nil
+}
+
+// recordRouteParams are the parameters our Record-Route carries for the
+// transaction's media, or nil.
+func (c *call) recordRouteParams() sip.HeaderParams {
+	if c.media == nil || c.media.phase == phaseUpdate {
+		return nil
+	}
+	return c.media.sess.params()
+}
+
+// mediaProvisional passes a provisional response's SDP (early media)
+// through the node. A failure only costs the early media: the body is
+// dropped so it cannot route media around the node, and the 2xx decides.
+func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) {
+	m := c.media
+	if m == nil || sdpBody(res) == nil {
+		return
+	}
+	var err error
+	switch m.phase {
+	case phaseOffered:
+		var reply *callgridv1.AnswerReply
+		if reply, err = s.answer(m.sess, sdpBody(res), s.withCallee(m.dialog, res)); err == nil {
+			setSDPBody(up, reply.GetSdp())
+			return
+		}
+	case phaseUpdate:
+		var sdp []byte
+		if sdp, err = s.update(m.sess, otherLeg(m.reqLeg), sdpBody(res)); err == nil {
+			setSDPBody(up, sdp)
+			return
+		}
+	}
+	if err != nil {
+		c.log.Warn().Err(err).Int("status", res.StatusCode).Msg("early media not anchored")
+	}
+	dropBody(up)
+}
+
+// mediaAnswered passes a 2xx's SDP through the node and rewrites up, the
+// response going to the caller. An error means the call cannot be carried:
+// the caller gets the error's status and the callee a BYE.
+func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) error {
+	m := c.media
+	if m == nil {
+		return nil
+	}
+	sdp := sdpBody(res)
+	switch m.phase {
+	case phaseOffered:
+		if sdp == nil {
+			// The answer came in a reliable provisional response already.
+			m.answered = true
+			return nil
+		}
+		reply, err := s.answer(m.sess, sdp, s.withCallee(m.dialog, res))
+		if err != nil {
+			return err
+		}
+		setSDPBody(up, reply.GetSdp())
+		m.answered = true
+		m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp()})
+		s.publishCallAnswered(m.sess, m.dialog.GetCallId(), reply.GetTranscoding())
+	case phaseLateOffer:
+		if sdp == nil {
+			if hasForeignBody(res) {
+				return errForeignBody
+			}
+			return errNoOffer
+		}
+		d := s.withCallee(m.dialog, res)
+		reply, err := s.claim(&callgridv1.OfferRequest{
+			CallId: d.GetCallId(), Sdp: sdp, Service: callgridv1.MediaService_MEDIA_SERVICE_BRIDGE, Dialog: d, SessionId: m.sess.session,
+		})
+		if err != nil {
+			return err
+		}
+		m.sess.node = reply.GetNodeId()
+		m.answered = true
+		setSDPBody(up, reply.GetSdp())
+		s.addNodeToRecordRoute(up, m.sess)
+		routed := m.sess
+		m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp(), routed: &routed})
+		c.log = c.log.With().Str("node_id", m.sess.node).Str("session_id", m.sess.session).Logger()
+		s.publishCallStarted(m.sess, d)
+		s.publishCallAnswered(m.sess, d.GetCallId(), false)
+	case phaseUpdate:
+		if sdp == nil {
+			return nil
+		}
+		out, err := s.update(m.sess, otherLeg(m.reqLeg), sdp)
+		if err != nil {
+			// The dialog is up either way; a failed re-negotiation keeps
+			// the media as it was, which is what a 488 would do too.
+			c.log.Warn().Err(err).Msg("in-dialog answer not anchored")
+			dropBody(up)
+			return nil
+		}
+		setSDPBody(up, out)
+		m.sent2xx.Store(&rewritten2xx{body: out})
+	}
+	return nil
+}
+
+// rewriteRetransmitted2xx gives a retransmitted 2xx what the first one got.
+func (m *callMedia) rewriteRetransmitted2xx(s *Server, up *sip.Response) {
+	if m == nil {
+		return
+	}
+	sent := m.sent2xx.Load()
+	if sent == nil {
+		return
+	}
+	setSDPBody(up, sent.body)
+	if sent.routed != nil {
+		s.addNodeToRecordRoute(up, *sent.routed)
+	}
+}
+
+// addNodeToRecordRoute names the node in our Record-Route entries of a
+// late-offer 2xx, so the caller's route set addresses the node directly
+// (RFC 3261 16.7 step 4 lets a proxy rewrite its own Record-Route).
+func (s *Server) addNodeToRecordRoute(up *sip.Response, sess mediaSession) {
+	for _, h := range up.GetHeaders("Record-Route") {
+		rr, ok := h.(*sip.RecordRouteHeader)
+		if !ok || !s.self.isSelf(rr.Address.Host, rr.Address.Port) {
+			continue
+		}
+		if sid, _ := rr.Address.UriParams.Get(paramSession); sid == sess.session {
+			rr.Address.UriParams.Add(paramNode, sess.node)
+		}
+	}
+}
+
+// endMedia releases the session of a new call that was not answered:
+// cause is "cancel" or the final status sent upstream.
+func (s *Server) endMedia(c *call, cause string) {
+	m := c.media
+	if m == nil || m.answered || m.phase == phaseUpdate || m.sess.node == "" {
+		return
+	}
+	if err := s.release(m.sess, cause); err != nil {
+		c.log.Warn().Err(err).Str("cause", cause).Msg("release media session")
+	}
+}
+
+// mediaInDialog passes an in-dialog request's SDP through the node holding
+// the dialog's session, and ends the session on BYE.
+func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) error {
+	leg := sess.legOf(fromTag(c.req))
+	c.log = c.log.With().Str("node_id", sess.node).Str("session_id", sess.session).Logger()
+	sdp := sdpBody(c.req)
+	switch {
+	case c.req.Method == sip.BYE:
+		// Released before the BYE is relayed: the media is over either
+		// way, and the callee may never answer the BYE.
+		if err := s.release(sess, "bye"); err != nil {
+			c.log.Warn().Err(err).Msg("release media session on bye")
+		}
+	case c.req.IsAck():
+		if sdp == nil {
+			return nil
+		}
+		if sess.lateOffer && leg == callgridv1.Leg_LEG_B {
+			// The caller's answer to the offer the callee's 2xx made.
+			reply, err := s.answer(sess, sdp, nil)
+			if err != nil {
+				c.log.Warn().Err(err).Msg("late-offer answer not anchored")
+				dropBody(base)
+				return nil
+			}
+			setSDPBody(base, reply.GetSdp())
+			return nil
+		}
+		out, err := s.update(sess, leg, sdp)
+		if err != nil {
+			c.log.Warn().Err(err).Msg("answer in ack not anchored")
+			dropBody(base)
+			return nil
+		}
+		setSDPBody(base, out)
+	case c.req.Method == sip.INVITE || c.req.Method == sip.UPDATE:
+		c.media = &callMedia{sess: sess, phase: phaseUpdate, reqLeg: leg}
+		if hasForeignBody(c.req) {
+			return errForeignBody
+		}
+		if sdp == nil {
+			// The offer comes in the response, the answer in the ACK.
+			return nil
+		}
+		out, err := s.update(sess, leg, sdp)
+		if err != nil {
+			return err
+		}
+		setSDPBody(base, out)
+	}
+	return nil
+}
+
+// anchorStray2xx gives a 2xx retransmitted after its transaction ended the
+// SDP the first one carried, so a caller re-reading it is not pointed
+// around the node. The node answers a repeated answer from its cache. It
+// reports false when the response must not be relayed: its SDP cannot be
+// passed through the node.
+func (s *Server) anchorStray2xx(up *sip.Response) bool {
+	if s.media == nil || !up.IsSuccess() || sdpBody(up) == nil {
+		return true
+	}
+	var sess mediaSession
+	found := false
+	for _, h := range up.GetHeaders("Record-Route") {
+		rr, ok := h.(*sip.RecordRouteHeader)
+		if !ok || !s.self.isSelf(rr.Address.Host, rr.Address.Port) {
+			continue
+		}
+		sess, found = mediaSessionFrom(rr.Address.UriParams)
+		break
+	}
+	switch {
+	case !found || sess.service != "":
+		return true
+	case sess.lateOffer:
+		// The offer it carried was claimed once; the caller has the node's.
+		return false
+	}
+	reply, err := s.answer(sess, sdpBody(up), nil)
+	if err != nil {
+		s.log.Debug().Err(err).Str("session_id", sess.session).Msg("retransmitted 2xx not anchored")
+		return false
+	}
+	setSDPBody(up, reply.GetSdp())
+	return true
+}

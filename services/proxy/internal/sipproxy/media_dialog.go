@@ -1,0 +1,72 @@
+package sipproxy
+
+import (
+	"github.com/emiago/sipgo/sip"
+	"google.golang.org/protobuf/proto"
+
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+)
+
+// The node keeps each call's dialog so that any replica can hang up both
+// legs of a call it never saw (media timeout, dead node). These helpers
+// fill it from the messages the proxy relays.
+
+// callerDialog is the caller's half of a dialog, from the INVITE as it
+// arrived (req) and as it is forwarded (base: its Contact carries the NAT
+// alias that reaches the caller).
+func callerDialog(req, base *sip.Request) *callgridv1.Dialog {
+	d := &callgridv1.Dialog{
+		CallId:     req.CallID().Value(),
+		CallerUri:  req.From().Address.String(),
+		CallerTag:  fromTag(req),
+		CalleeUri:  req.To().Address.String(),
+		CallerCseq: req.CSeq().SeqNo,
+	}
+	if ct := base.Contact(); ct != nil {
+		d.CallerContact = ct.Address.String()
+	}
+	// The Record-Routes that came with the INVITE are the proxies between
+	// the caller and us, nearest first: our route toward the caller.
+	for _, h := range req.GetHeaders("Record-Route") {
+		d.CallerRoute = append(d.CallerRoute, h.Value())
+	}
+	return d
+}
+
+// withCallee returns d completed with the callee's half from its response.
+func (s *Server) withCallee(d *callgridv1.Dialog, res *sip.Response) *callgridv1.Dialog {
+	d = proto.CloneOf(d)
+	if to := res.To(); to != nil {
+		d.CalleeTag = to.Params.GetOr("tag", "")
+	}
+	if ct := res.Contact(); ct != nil {
+		contact := *ct.Address.Clone()
+		if alias, ok := contactAlias(contact, res.Source(), res.Transport()); ok {
+			if contact.UriParams == nil {
+				contact.UriParams = sip.NewParams()
+			}
+			contact.UriParams.Add(aliasParam, alias)
+		}
+		d.CalleeContact = contact.String()
+	}
+	d.CalleeRoute = s.calleeRoute(res)
+	return d
+}
+
+// calleeRoute is our route toward the callee: the Record-Routes the
+// proxies after us added (above our own entry), nearest first.
+func (s *Server) calleeRoute(res *sip.Response) []string {
+	var above []string
+	for _, h := range res.GetHeaders("Record-Route") {
+		rr, ok := h.(*sip.RecordRouteHeader)
+		if !ok || s.self.isSelf(rr.Address.Host, rr.Address.Port) {
+			break
+		}
+		above = append(above, rr.Value())
+	}
+	route := make([]string, 0, len(above))
+	for i := len(above) - 1; i >= 0; i-- {
+		route = append(route, above[i])
+	}
+	return route
+}

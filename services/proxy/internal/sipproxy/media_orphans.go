@@ -1,0 +1,99 @@
+package sipproxy
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"callgrid.dev/pkg/fleet"
+)
+
+const (
+	// orphanPoll is how often nodes that left are checked.
+	orphanPoll = 250 * time.Millisecond
+	// orphanClaimTimeout bounds taking one dead node's call records.
+	orphanClaimTimeout = 5 * time.Second
+)
+
+// NodeLeaves collects the media nodes that left the fleet view until the
+// server has hung up their calls. Add never blocks: the view calls it on
+// its watch goroutine.
+type NodeLeaves struct {
+	mu sync.Mutex
+	// left maps a node id to when it was last seen leaving, or when the
+	// bus was last seen away, whichever is later.
+	left map[string]time.Time
+	now  func() time.Time
+}
+
+// NewNodeLeaves returns an empty collection.
+func NewNodeLeaves() *NodeLeaves {
+	return &NodeLeaves{left: make(map[string]time.Time), now: time.Now}
+}
+
+// Add records that nodeID left the fleet.
+func (q *NodeLeaves) Add(nodeID string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.left[nodeID] = q.now()
+}
+
+// due takes the nodes gone for grace while the bus was up. A node back in
+// the fleet is forgotten: a bus restart empties every view for a moment,
+// and its nodes come back with their calls intact. While the bus is away
+// nothing is due and every clock restarts.
+func (q *NodeLeaves) due(grace time.Duration, busUp bool, alive func(string) bool) []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.now()
+	var out []string
+	for id, since := range q.left {
+		switch {
+		case !busUp:
+			q.left[id] = now
+		case alive(id):
+			delete(q.left, id)
+		case now.Sub(since) >= grace:
+			delete(q.left, id)
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// reapOrphans hangs up the answered calls of nodes that left the fleet,
+// until ctx ends. Exactly one replica takes each node's calls.
+func (s *Server) reapOrphans(ctx context.Context) {
+	t := time.NewTicker(orphanPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		busUp := s.bus == nil || s.bus.Connected()
+		for _, id := range s.leaves.due(s.media.OrphanGrace, busUp, s.media.hasNode) {
+			s.reapNode(ctx, id)
+		}
+	}
+}
+
+func (s *Server) reapNode(ctx context.Context, nodeID string) {
+	log := s.log.With().Str("node_id", nodeID).Logger()
+	cctx, cancel := context.WithTimeout(ctx, orphanClaimTimeout)
+	records, err := fleet.ClaimOrphans(cctx, s.calls, nodeID)
+	cancel()
+	if err != nil {
+		// Try again at the next poll, after the grace once more.
+		log.Warn().Err(err).Msg("claim calls of a dead media node")
+		s.leaves.Add(nodeID)
+		return
+	}
+	if len(records) > 0 {
+		log.Info().Int("calls", len(records)).Msg("media node died, hanging up its calls")
+	}
+	for _, rec := range records {
+		s.hangUpDialog(log.With().Str("call_id", rec.GetCallId()).Str("session_id", rec.GetSessionId()).Logger(), rec.GetDialog(), "node_down")
+	}
+}
