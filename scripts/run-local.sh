@@ -27,6 +27,7 @@ cat <<MSG
   callgrid is running
     SIP        127.0.0.1:5060 (UDP and TCP), domain 127.0.0.1
     users      alice / alice-secret, bob / bob-secret (realm callgrid)
+    services   dial 9196 for the echo test, 9197 for a tone
     metrics    proxy http://127.0.0.1:9101/metrics, media http://127.0.0.1:9102/metrics
     bus        nats://127.0.0.1:4222 (embedded, JetStream)
   Ctrl-C drains and stops.

@@ -67,6 +67,14 @@ func (n *Node) handleOffer(ctx context.Context, req *callgridv1.OfferRequest) *c
 	n.metrics.offers.WithLabelValues(callgridv1.Status_STATUS_OK.String()).Inc()
 	n.metrics.sessions.Inc()
 	log.Debug().Str("service", service.String()).Msg("session opened")
+	if service != callgridv1.MediaService_MEDIA_SERVICE_BRIDGE {
+		// A built-in service answers at once: no answer request follows,
+		// so the call is recorded now for hang-up should this node die.
+		n.ledger.markAnswered(s.id, false, n.cfg.TranscodeCost, time.Now())
+		if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {
+			n.writer.record(fleet.CallKey(n.cfg.ID, s.id), rec)
+		}
+	}
 	return &callgridv1.OfferReply{Status: callgridv1.Status_STATUS_OK, SessionId: s.id, NodeId: n.cfg.ID, Sdp: sdp}
 }
 

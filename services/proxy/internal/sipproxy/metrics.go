@@ -92,6 +92,20 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
+	// Series exist from the start, so dashboards and alerts see zeros
+	// rather than nothing on an idle proxy.
+	for _, method := range []string{"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "MESSAGE"} {
+		m.requests.WithLabelValues(method)
+		m.txDuration.WithLabelValues(method)
+	}
+	for _, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"} {
+		m.responses.WithLabelValues(class)
+	}
+	for _, reason := range []string{"malformed", "too_large", "unparsable", "stray_response"} {
+		m.dropped.WithLabelValues(reason)
+	}
+	m.authFailures.WithLabelValues("wrong_response")
+	m.forwardFailures.WithLabelValues("no_route")
 	return m, nil
 }
 
