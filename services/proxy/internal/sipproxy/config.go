@@ -42,6 +42,9 @@ const (
 	DefaultGatewayTransport = "udp"
 	defaultMaxForwardsAdded = 70
 	defaultConnectTimeout   = 5 * time.Second
+	// udpSocketBuffer is the receive and send buffer asked for the UDP
+	// socket: about a second of messages at several thousand calls/s.
+	udpSocketBuffer = 4 << 20
 )
 
 // Config configures the SIP proxy. The zero value is a working local setup:

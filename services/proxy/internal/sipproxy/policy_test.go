@@ -59,7 +59,7 @@ func TestPolicy(t *testing.T) {
 				msg = bytes.Replace(msg, []byte("To: <sip:bob@127.0.0.1:9>"), []byte("To: <sip:bob@127.0.0.1:9>;tag=t1"), 1)
 				tc.want = "SIP/2.0 404"
 			}
-			wait := 2 * time.Second
+			wait := 5 * time.Second
 			if tc.want == "" {
 				wait = 300 * time.Millisecond
 			}

@@ -190,6 +190,12 @@ func (s *Server) listen() error {
 			if err != nil {
 				return fmt.Errorf("listen udp %s: %w", s.cfg.ListenAddr, err)
 			}
+			// One socket carries every UDP message of this replica; a burst
+			// larger than the kernel's default buffer (~200 KiB) is dropped
+			// before it is read, and both sides then retransmit. The kernel
+			// caps the request at net.core.rmem_max/wmem_max.
+			_ = conn.SetReadBuffer(udpSocketBuffer)
+			_ = conn.SetWriteBuffer(udpSocketBuffer)
 			s.udpConn = conn
 			local := conn.LocalAddr().(*net.UDPAddr)
 			s.ports["udp"] = local.Port

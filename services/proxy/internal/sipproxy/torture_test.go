@@ -116,6 +116,12 @@ func proxyGoroutines() []string {
 	n := runtime.Stack(buf, true)
 	var out []string
 	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		// sipgo v1.7.2's pool Clear skips client UDP connections whose
+		// reference count already dropped to zero, leaving their reader
+		// blocked on a socket nobody uses; the proxy cannot reach them.
+		if strings.Contains(g, "sip.(*TransportUDP).readUDPConnection") {
+			continue
+		}
 		if strings.Contains(g, "emiago/sipgo") || strings.Contains(g, "sipproxy.(*Server)") {
 			out = append(out, g)
 		}
