@@ -39,6 +39,12 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	}
 	nodeCfg := cfg.Node
 	nodeCfg.Version = Version
+	if nodeCfg.CapacityUnits == 0 {
+		// Unset: the measured per-core figure, capped by the port range (a
+		// call holds a port pair per leg).
+		_, pairs := eng.PortUsage()
+		nodeCfg.CapacityUnits = max(1, min(node.DefaultCapacityUnits(), pairs/2))
+	}
 	for _, c := range eng.Config().Codecs {
 		nodeCfg.Codecs = append(nodeCfg.Codecs, string(c))
 	}

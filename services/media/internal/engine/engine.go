@@ -45,16 +45,10 @@ var (
 
 // Defaults applied by New to zero Config fields.
 const (
-	DefaultBindIP          = "127.0.0.1"
-	DefaultPortMin         = 30000
-	DefaultPortMax         = 39999
-	DefaultMediaTimeout    = 30 * time.Second
-	DefaultPassthroughCost = 1
-	// DefaultTranscodeCost weighs a transcoded call against a relayed one.
-	// Per 20 ms a relayed call costs two packet forwards (~11 µs each); a
-	// PCMU↔Opus call adds an Opus encode at complexity 5 (~60 µs), an Opus
-	// decode and two G.711 conversions: about five times the work.
-	DefaultTranscodeCost = 5
+	DefaultBindIP       = "127.0.0.1"
+	DefaultPortMin      = 30000
+	DefaultPortMax      = 39999
+	DefaultMediaTimeout = 30 * time.Second
 )
 
 // Config configures an Engine. The zero value gives a working local setup
@@ -85,9 +79,6 @@ type Config struct {
 	Codecs []codec.Name
 	// Opus tunes Opus encoders. Default codec.DefaultOpusOptions().
 	Opus codec.OpusOptions
-	// PassthroughCost and TranscodeCost are the capacity units a relayed
-	// and a transcoded call weigh, for the node's admission control.
-	PassthroughCost, TranscodeCost int
 }
 
 // withDefaults fills zero fields and validates the result.
@@ -130,12 +121,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Opus == (codec.OpusOptions{}) {
 		c.Opus = codec.DefaultOpusOptions()
-	}
-	if c.PassthroughCost == 0 {
-		c.PassthroughCost = DefaultPassthroughCost
-	}
-	if c.TranscodeCost == 0 {
-		c.TranscodeCost = DefaultTranscodeCost
 	}
 	return c, nil
 }

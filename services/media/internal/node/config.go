@@ -3,23 +3,40 @@ package node
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
 )
 
+// Figures measured with make bench-media on the reference 2-core machine
+// (docs/benchmarks.md, "Media node load"): relayed PCMU calls per core of
+// node CPU with p99 added latency under 1 ms, and PCMU<->Opus calls per core
+// at zero loss.
+const (
+	measuredRelayedCallsPerCore    = 990
+	measuredTranscodedCallsPerCore = 150
+	// planningUtilisation leaves headroom for bursts and for the kernel's
+	// share of packet delivery.
+	planningUtilisation = 0.7
+)
+
 // Defaults for Config fields left zero.
 const (
-	// DefaultCapacityUnits: what one node offers before its operator has
-	// measured it. See docs/benchmarks.md for how the figure is derived.
-	DefaultCapacityUnits   = 1000
 	DefaultPassthroughCost = 1
-	// DefaultTranscodeCost: a transcoded call costs several times a
-	// relayed one in CPU (codec work per packet), so it weighs more.
-	DefaultTranscodeCost = 8
+	// DefaultTranscodeCost: a transcoded call costs as much CPU as this many
+	// relayed ones (990 / 150, rounded up).
+	DefaultTranscodeCost = (measuredRelayedCallsPerCore + measuredTranscodedCallsPerCore - 1) / measuredTranscodedCallsPerCore
 	DefaultDrainGrace    = 2 * time.Hour
 )
+
+// DefaultCapacityUnits is what a node offers before its operator has
+// measured it: the measured relayed calls per core, times the cores this
+// process may use, at the planning utilisation.
+func DefaultCapacityUnits() int {
+	return int(float64(runtime.GOMAXPROCS(0)) * measuredRelayedCallsPerCore * planningUtilisation)
+}
 
 // Config of the node's control layer.
 type Config struct {
@@ -47,7 +64,7 @@ type Config struct {
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
 	if c.CapacityUnits == 0 {
-		c.CapacityUnits = DefaultCapacityUnits
+		c.CapacityUnits = DefaultCapacityUnits()
 	}
 	if c.PassthroughCost == 0 {
 		c.PassthroughCost = DefaultPassthroughCost

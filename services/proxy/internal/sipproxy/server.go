@@ -8,6 +8,7 @@ package sipproxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -169,13 +171,32 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 	s.txl = s.ua.TransactionLayer()
 	s.srv.OnNoRoute(s.handleRequest)
 
-	if err := s.listen(); err != nil {
+	if err := s.listenRetrying(); err != nil {
 		s.closeListeners()
 		_ = s.ua.Close()
 		return nil, err
 	}
 	s.self = newSelfMatcher(cfg, s.ports)
 	return s, nil
+}
+
+// pickPortAttempts bounds the retries when the port is picked (0): the
+// port UDP got may already be taken for TCP by someone else.
+const pickPortAttempts = 8
+
+// listenRetrying opens the listeners; with a picked port it tries again on
+// a new one when TCP cannot have the port UDP got.
+func (s *Server) listenRetrying() error {
+	_, port, _ := net.SplitHostPort(s.cfg.ListenAddr)
+	for attempt := 1; ; attempt++ {
+		err := s.listen()
+		if err == nil || port != "0" || attempt == pickPortAttempts || !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+		s.closeListeners()
+		s.udpConn, s.tcpLn, s.tlsLn = nil, nil, nil
+		clear(s.ports)
+	}
 }
 
 func (s *Server) listen() error {
