@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -278,7 +279,10 @@ func TestOfferRetryIsIdempotent(t *testing.T) {
 }
 
 func TestPortExhaustion(t *testing.T) {
-	e, _ := newTestEngine(t, func(c *Config) { c.PortMin, c.PortMax = testPortMin, testPortMin+5 }) // 3 pairs
+	// Three pairs nobody else holds right now: the test counts on binding
+	// every one of them.
+	first := freePortRange(t, 6)
+	e, _ := newTestEngine(t, func(c *Config) { c.PortMin, c.PortMax = first, first+5 })
 	a := newEndpoint(t)
 	ctx := context.Background()
 	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
@@ -295,4 +299,26 @@ func TestPortExhaustion(t *testing.T) {
 	if _, err := e.Offer(ctx, OfferParams{SessionID: "s3", SDP: a.sdp("0"), Service: ServiceEcho}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// freePortRange finds n consecutive free UDP ports (starting even) above the
+// range the other engine tests share.
+func freePortRange(t *testing.T, n int) int {
+	t.Helper()
+	for start := testPortMax + 1; start+n < testPortMax+2000; start += n {
+		free := true
+		for p := start; p < start+n && free; p++ {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
+			if err != nil {
+				free = false
+				continue
+			}
+			c.Close()
+		}
+		if free {
+			return start
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
 }
