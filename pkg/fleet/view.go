@@ -32,9 +32,6 @@ type View struct {
 	mu    sync.Mutex
 	nodes map[string]*member
 
-	ready     chan struct{}
-	readyOnce sync.Once
-
 	// onLeave is told, outside the lock, of each node that left.
 	onLeave func(nodeID string)
 
@@ -79,7 +76,6 @@ func NewView(c *bus.Client, kv jetstream.KeyValue, interval time.Duration, log z
 		kv: kv, bus: c, interval: interval, now: time.Now,
 		log:   log.With().Str("component", "fleet_view").Logger(),
 		nodes: make(map[string]*member),
-		ready: make(chan struct{}),
 		gaugeNodes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "callgrid_fleet_nodes", Help: "Media nodes in this process's fleet view.",
 		}),
@@ -99,9 +95,6 @@ func NewView(c *bus.Client, kv jetstream.KeyValue, interval time.Duration, log z
 	}
 	return v
 }
-
-// Ready is closed once the view has loaded the bucket's current content.
-func (v *View) Ready() <-chan struct{} { return v.ready }
 
 // Run keeps the view current until ctx ends, re-opening the watch after
 // errors (a restarted bus, a recreated bucket).
@@ -150,7 +143,6 @@ func (v *View) watch(ctx context.Context, sweep <-chan time.Time, failures *int)
 				return errors.New("watch channel closed")
 			}
 			if entry == nil { // end of the initial values
-				v.readyOnce.Do(func() { close(v.ready) })
 				*failures = 0
 				continue
 			}

@@ -65,7 +65,7 @@ func FuzzControlRequests(f *testing.F) {
 		for _, id := range opened {
 			n.endSession(id, "bye")
 		}
-		if s := n.ledger.snapshot(); s.used != 0 || s.sessions != 0 {
+		if s := n.ledger.snapshot(); s.used != 0 || s.sessions != 0 || s.transcoded != 0 {
 			t.Fatalf("after deleting everything: %+v", s)
 		}
 	})

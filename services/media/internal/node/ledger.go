@@ -40,11 +40,14 @@ type session struct {
 // goes through its lock, so the node can never promise more units than it
 // has, however many proxies claim at once.
 type ledger struct {
-	mu       sync.Mutex
-	total    int
-	used     int
-	draining bool
-	sessions map[string]*session
+	mu    sync.Mutex
+	total int
+	used  int
+	// transcoded counts sessions with transcoding set, kept with them so a
+	// status read does not walk every session.
+	transcoded int
+	draining   bool
+	sessions   map[string]*session
 }
 
 func newLedger(total int) *ledger {
@@ -92,8 +95,7 @@ func (l *ledger) opened(id string, sdp []byte) bool {
 		return false
 	}
 	if s.closeWhenOpen {
-		l.used -= s.units
-		delete(l.sessions, id)
+		l.forget(s)
 		return false
 	}
 	s.state = stateOpen
@@ -114,8 +116,7 @@ func (l *ledger) release(id string) (*session, bool) {
 		s.closeWhenOpen = true
 		return nil, false
 	}
-	l.used -= s.units
-	delete(l.sessions, id)
+	l.forget(s)
 	return s, true
 }
 
@@ -124,9 +125,17 @@ func (l *ledger) drop(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if s, ok := l.sessions[id]; ok {
-		l.used -= s.units
-		delete(l.sessions, id)
+		l.forget(s)
 	}
+}
+
+// forget removes a session and what it held; the caller holds the lock.
+func (l *ledger) forget(s *session) {
+	l.used -= s.units
+	if s.transcoding {
+		l.transcoded--
+	}
+	delete(l.sessions, s.id)
 }
 
 // lookup returns an open session.
@@ -165,6 +174,7 @@ func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at
 		s.units += extra
 	}
 	s.transcoding = true
+	l.transcoded++
 	return true, true
 }
 
@@ -185,13 +195,7 @@ type snapshot struct {
 func (l *ledger) snapshot() snapshot {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := snapshot{total: l.total, used: l.used, sessions: len(l.sessions), draining: l.draining}
-	for _, sess := range l.sessions {
-		if sess.transcoding {
-			s.transcoded++
-		}
-	}
-	return s
+	return snapshot{total: l.total, used: l.used, sessions: len(l.sessions), transcoded: l.transcoded, draining: l.draining}
 }
 
 func (l *ledger) setDraining() bool {
