@@ -55,7 +55,7 @@ type route struct {
 
 // direction carries packets from one leg's endpoint to a destination leg
 // (the other leg, the same leg for echo, none for a sink). Everything but
-// route is owned by the source leg's RTP reader.
+// route is owned by the source leg's RTP handler (the session's event loop).
 type direction struct {
 	from, to *leg
 	route    atomic.Pointer[route]

@@ -5,15 +5,18 @@
 // re-encoded when they do not. A session can instead terminate leg A in a
 // built-in service (echo, tone).
 //
-// Every session owns its goroutines (one reader per socket, plus a clock for
-// generated media and reports) and ends them, closes its sockets and returns
-// its ports when it is deleted, times out or the engine closes.
+// A session's sockets are read by one of a few event loops (one per core,
+// package udpio) that run its packet handlers; the session also owns a
+// clock goroutine for generated media and reports. It takes its sockets
+// out of the loop, ends its clock, closes its sockets and returns its ports
+// when it is deleted, times out or the engine closes.
 package engine
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -23,6 +26,7 @@ import (
 	"callgrid.dev/services/media/internal/codec"
 	"callgrid.dev/services/media/internal/portpool"
 	"callgrid.dev/services/media/internal/sdpneg"
+	"callgrid.dev/services/media/internal/udpio"
 )
 
 // Errors returned by the engine. SDP and port errors wrap the sdpneg and
@@ -79,6 +83,10 @@ type Config struct {
 	Codecs []codec.Name
 	// Opus tunes Opus encoders. Default codec.DefaultOpusOptions().
 	Opus codec.OpusOptions
+	// EventLoops is how many goroutines read the RTP sockets, each serving
+	// its share of the sessions. Default GOMAXPROCS: one per core the
+	// process may use, more only add wake-ups.
+	EventLoops int
 }
 
 // withDefaults fills zero fields and validates the result.
@@ -122,6 +130,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Opus == (codec.OpusOptions{}) {
 		c.Opus = codec.DefaultOpusOptions()
 	}
+	if c.EventLoops < 0 {
+		return c, fmt.Errorf("config EventLoops %d must not be negative", c.EventLoops)
+	}
+	if c.EventLoops == 0 {
+		c.EventLoops = runtime.GOMAXPROCS(0)
+	}
 	return c, nil
 }
 
@@ -141,6 +155,7 @@ type Engine struct {
 	cfg       Config
 	log       zerolog.Logger
 	pool      *portpool.Pool
+	loops     *udpio.Group
 	metrics   *metrics
 	onTimeout func(string, Quality)
 	advertise netip.Addr
@@ -174,10 +189,15 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 	if err != nil {
 		return nil, err
 	}
+	loops, err := udpio.NewGroup(cfg.EventLoops, func(error) { m.readErrors.Inc() })
+	if err != nil {
+		return nil, fmt.Errorf("media event loops: %w", err)
+	}
 	e := &Engine{
 		cfg:       cfg,
 		log:       log,
 		pool:      pool,
+		loops:     loops,
 		metrics:   m,
 		advertise: netip.MustParseAddr(cfg.AdvertiseIP).Unmap(),
 		epoch:     time.Now(),
@@ -234,6 +254,7 @@ func (e *Engine) Close() {
 	for _, s := range sessions {
 		e.finish(s, "engine closed")
 	}
+	e.loops.Close()
 }
 
 // now returns the time since the engine started, the unit of leg activity

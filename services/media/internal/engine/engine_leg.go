@@ -43,7 +43,8 @@ type leg struct {
 	peer      atomic.Pointer[peer]
 	rtpLatch  atomic.Pointer[latch]
 	rtcpLatch atomic.Pointer[latch]
-	// Owned by the leg's RTP reader: latching bookkeeping for one peer.
+	// Owned by the leg's RTP handler, which only the session's event loop
+	// runs: latching bookkeeping for one peer.
 	seenFor *peer
 	seen    int
 
@@ -96,7 +97,7 @@ func (l *leg) setPeer(m *sdpneg.Media, now time.Duration) {
 }
 
 // acceptRTP reports whether an RTP packet from src belongs to this leg,
-// latching when allowed. Only the leg's RTP reader calls it.
+// latching when allowed. Only the leg's RTP handler calls it.
 func (l *leg) acceptRTP(src netip.AddrPort) bool {
 	p := l.peer.Load()
 	if p == nil {
@@ -191,7 +192,7 @@ func (l *leg) sendRTP(pkt []byte) bool {
 	if !ok {
 		return false
 	}
-	if _, err := l.pair.RTP.WriteToUDPAddrPort(pkt, dst); err != nil {
+	if err := l.pair.RTP.WriteTo(pkt, dst); err != nil {
 		return false
 	}
 	l.packetsOut.Add(1)

@@ -39,6 +39,7 @@ type metrics struct {
 	bytes               *prometheus.CounterVec
 	rtcpPackets         *prometheus.CounterVec
 	rtcpIn, rtcpOut     prometheus.Counter
+	readErrors          prometheus.Counter
 	drops               [numDropReasons]prometheus.Counter
 	jitter              prometheus.Histogram
 	loss                prometheus.Histogram
@@ -89,6 +90,9 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error
 			Name: "media_leg_mos", Help: "Estimated mean opinion score of each leg at session end.",
 			Buckets: []float64{1, 2, 2.5, 3, 3.5, 3.8, 4, 4.2, 4.4},
 		}),
+		readErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "media_socket_read_errors_total", Help: "Failed reads of RTP/RTCP sockets (each loses one datagram).",
+		}),
 		byCode: map[string]*codecCounters{},
 	}
 	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -108,7 +112,7 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error
 
 	for _, c := range []prometheus.Collector{
 		m.sessionsActive, m.sessionsTranscoding, m.sessionsStarted, m.timeouts, m.packets, m.bytes,
-		m.rtcpPackets, drops, m.jitter, m.loss, m.mos, inUse, total,
+		m.rtcpPackets, m.readErrors, drops, m.jitter, m.loss, m.mos, inUse, total,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register media metrics: %w", err)

@@ -10,6 +10,7 @@ import (
 	"callgrid.dev/services/media/internal/codec"
 	"callgrid.dev/services/media/internal/quality"
 	"callgrid.dev/services/media/internal/sdpneg"
+	"callgrid.dev/services/media/internal/udpio"
 )
 
 // Offer creates a session from the caller's offer. For ServiceNone it
@@ -74,11 +75,20 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, err)
 	}
 
+	// Started before it is published, so a session in the table always
+	// has its sockets read, and one that loses a race is stopped whole.
+	if err := s.start(e.loops.Pick()); err != nil {
+		s.stop()
+		if errors.Is(err, udpio.ErrLoopClosed) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, err)
+	}
 	e.mu.Lock()
 	if e.closed || e.sessions[p.SessionID] != nil {
 		closed := e.closed
 		e.mu.Unlock()
-		s.release()
+		s.stop()
 		if closed {
 			return nil, ErrClosed
 		}
@@ -88,7 +98,6 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 	e.metrics.sessionsActive.Inc()
 	e.mu.Unlock()
 	e.metrics.sessionsStarted.WithLabelValues(p.Service.String()).Inc()
-	s.start()
 	s.log.Info().Int("port_a", s.legs[0].pair.Port).Msg("media session created")
 	return reply, nil
 }

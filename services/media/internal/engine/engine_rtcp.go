@@ -78,7 +78,7 @@ func (l *leg) sendRTCP(pkt []byte, e *Engine) {
 	if muxed {
 		conn = l.pair.RTP
 	}
-	if _, err := conn.WriteToUDPAddrPort(pkt, dst); err == nil {
+	if err := conn.WriteTo(pkt, dst); err == nil {
 		e.metrics.rtcpOut.Inc()
 	}
 }

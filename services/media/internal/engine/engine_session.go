@@ -1,8 +1,7 @@
 package engine
 
 import (
-	"errors"
-	"net"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -12,10 +11,12 @@ import (
 
 	"callgrid.dev/services/media/internal/quality"
 	"callgrid.dev/services/media/internal/sdpneg"
+	"callgrid.dev/services/media/internal/udpio"
 )
 
 // session is one call's media: two legs (one for a service), the directions
-// between them and the goroutines that move packets.
+// between them, the event loop that reads their sockets and the goroutine
+// that keeps the session's time.
 type session struct {
 	e       *Engine
 	id      string
@@ -41,6 +42,7 @@ type session struct {
 	transcoding bool
 	closers     []func() // codec state, released after the goroutines end
 
+	loop     *udpio.Loop // reads every socket of the session
 	done     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -62,34 +64,51 @@ func (e *Engine) newSession(p OfferParams) *session {
 	}
 }
 
-// start launches the session's goroutines: a reader per socket and a clock.
-func (s *session) start() {
+// start hands the session's sockets to one event loop, so everything a
+// reader owns (latching, directions, transcoders) is only ever touched by
+// one goroutine, and starts the session's clock.
+func (s *session) start(loop *udpio.Loop) error {
+	s.loop = loop
 	for _, l := range s.legs {
 		if l == nil {
 			continue
 		}
-		s.wg.Add(2)
-		go s.readRTP(l)
-		go s.readRTCP(l)
+		if err := loop.Add(l.pair.RTP, s.rtpHandler(l)); err != nil {
+			loop.Remove(s.sockets()...)
+			return fmt.Errorf("read rtp socket: %w", err)
+		}
+		if err := loop.Add(l.pair.RTCP, s.rtcpHandler(l)); err != nil {
+			loop.Remove(s.sockets()...)
+			return fmt.Errorf("read rtcp socket: %w", err)
+		}
 	}
 	s.wg.Add(1)
 	go s.clock()
+	return nil
 }
 
-// stop ends the goroutines, then frees codecs and ports. Sockets are
-// closed first to unblock the readers; the ports go back to the pool only
-// once no reader can touch them.
+// stop takes the sockets out of the loop and ends the clock, then frees
+// codecs and ports: the ports go back to the pool only once no handler can
+// touch them.
 func (s *session) stop() {
 	s.stopOnce.Do(func() {
 		close(s.done)
-		for _, l := range s.legs {
-			if l != nil {
-				l.pair.Close()
-			}
+		if s.loop != nil {
+			s.loop.Remove(s.sockets()...)
 		}
 		s.wg.Wait()
 		s.release()
 	})
+}
+
+func (s *session) sockets() []*udpio.Socket {
+	var socks []*udpio.Socket
+	for _, l := range s.legs {
+		if l != nil {
+			socks = append(socks, l.pair.RTP, l.pair.RTCP)
+		}
+	}
+	return socks
 }
 
 // release frees what negotiation built. Used directly for a session that
@@ -109,54 +128,31 @@ func (s *session) release() {
 	}
 }
 
-func (s *session) stopping() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// readRTP is the leg's RTP socket reader. RTCP arriving here (rtcp-mux) is
-// told apart by its packet type (RFC 5761 §4).
-func (s *session) readRTP(l *leg) {
-	defer s.wg.Done()
+// rtpHandler handles what arrives on the leg's RTP socket. RTCP arriving
+// there (rtcp-mux) is told apart by its packet type (RFC 5761 §4).
+func (s *session) rtpHandler(l *leg) udpio.Handler {
 	d := s.dirs[l.side.index()]
-	buf := make([]byte, maxPacket)
-	for {
-		n, src, err := l.pair.RTP.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.stopping() {
-				return
-			}
-			continue
+	return func(pkt []byte, src netip.AddrPort, now time.Time) {
+		if len(pkt) > maxPacket {
+			l.drop(dropMalformed)
+			return
 		}
-		now := time.Now()
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		pkt := buf[:n]
 		if looksLikeRTCP(pkt) {
 			s.handleRTCP(l, pkt, src, true, now)
-			continue
+			return
 		}
 		d.handleRTP(pkt, src, now, now.Sub(s.e.epoch))
 	}
 }
 
-// readRTCP is the leg's RTCP socket reader.
-func (s *session) readRTCP(l *leg) {
-	defer s.wg.Done()
-	buf := make([]byte, maxPacket)
-	for {
-		n, src, err := l.pair.RTCP.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.stopping() {
-				return
-			}
-			continue
+// rtcpHandler handles what arrives on the leg's RTCP socket.
+func (s *session) rtcpHandler(l *leg) udpio.Handler {
+	return func(pkt []byte, src netip.AddrPort, now time.Time) {
+		if len(pkt) > maxPacket {
+			l.drop(dropMalformed)
+			return
 		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		s.handleRTCP(l, buf[:n], src, false, time.Now())
+		s.handleRTCP(l, pkt, src, false, now)
 	}
 }
 

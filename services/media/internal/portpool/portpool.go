@@ -9,9 +9,10 @@ package portpool
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
+
+	"callgrid.dev/services/media/internal/udpio"
 )
 
 // ErrExhausted is returned by Allocate when every pair in the range is in use
@@ -82,11 +83,11 @@ func (p *Pool) Allocate() (*Pair, error) {
 }
 
 func (p *Pool) bind(rtpPort int) (*Pair, error) {
-	rtp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.bindIP, uint16(rtpPort))))
+	rtp, err := udpio.Listen(netip.AddrPortFrom(p.bindIP, uint16(rtpPort)))
 	if err != nil {
 		return nil, err
 	}
-	rtcp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.bindIP, uint16(rtpPort+1))))
+	rtcp, err := udpio.Listen(netip.AddrPortFrom(p.bindIP, uint16(rtpPort+1)))
 	if err != nil {
 		rtp.Close()
 		return nil, err

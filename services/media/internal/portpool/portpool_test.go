@@ -83,7 +83,7 @@ func TestAllocateExhaustAndRelease(t *testing.T) {
 		if pair.Port%2 != 0 || pair.Port < min || pair.Port+1 > max {
 			t.Fatalf("port %d outside even range %d-%d", pair.Port, min, max)
 		}
-		if got := pair.RTCP.LocalAddr().(*net.UDPAddr).Port; got != pair.Port+1 {
+		if got := pair.RTCP.Port(); got != pair.Port+1 {
 			t.Fatalf("rtcp port %d, want %d", got, pair.Port+1)
 		}
 		pairs = append(pairs, pair)

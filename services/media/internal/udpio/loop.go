@@ -1,0 +1,222 @@
+package udpio
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Handler processes one datagram read from a socket. pkt is the loop's
+// buffer: valid only during the call, and the handler may rewrite it in
+// place (a relay forwards it with a new header). at is when the loop read
+// it. A handler runs on the loop's goroutine and holds up every other
+// socket of the loop while it runs.
+type Handler func(pkt []byte, src netip.AddrPort, at time.Time)
+
+// ErrLoopClosed is returned by Add once the loop has stopped.
+var ErrLoopClosed = errors.New("udp event loop closed")
+
+// maxEvents bounds the ready sockets taken per wait; more stay ready for
+// the next one.
+const maxEvents = 256
+
+// Loop reads the sockets added to it on one goroutine.
+type Loop struct {
+	epfd int
+	wake int // eventfd that interrupts the wait to apply changes
+
+	mu      sync.Mutex
+	changes []*change
+	closed  bool
+
+	// Owned by the loop goroutine: what each descriptor is, by number.
+	entries  []entry
+	readErrs func(error)
+
+	done chan struct{}
+}
+
+type entry struct {
+	sock    *Socket
+	handler Handler
+}
+
+type change struct {
+	add     *Socket
+	handler Handler
+	remove  []*Socket
+	err     error         // of the add, set by the loop
+	applied chan struct{} // closed once the loop has made the change
+}
+
+// NewLoop starts an event loop. readErr, when not nil, is told of read
+// errors other than an empty socket (a datagram is lost; the loop goes on).
+func NewLoop(readErr func(error)) (*Loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		_ = unix.Close(wake)
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("epoll_ctl add eventfd: %w", err)
+	}
+	if readErr == nil {
+		readErr = func(error) {}
+	}
+	l := &Loop{
+		epfd:     epfd,
+		wake:     wake,
+		readErrs: readErr,
+		done:     make(chan struct{}),
+	}
+	go l.run()
+	return l, nil
+}
+
+// Add starts delivering s's datagrams to h. Neither Add nor Remove may be
+// called from a handler: both wait for the loop.
+func (l *Loop) Add(s *Socket, h Handler) error {
+	c := &change{add: s, handler: h, applied: make(chan struct{})}
+	if err := l.submit(c); err != nil {
+		return err
+	}
+	<-c.applied
+	return c.err
+}
+
+// Remove stops reading the given sockets and returns once the loop will
+// not touch them again: no handler of theirs is running or will run. The
+// sockets stay open.
+func (l *Loop) Remove(socks ...*Socket) {
+	c := &change{remove: socks, applied: make(chan struct{})}
+	if err := l.submit(c); err != nil {
+		return // a stopped loop reads nothing
+	}
+	<-c.applied
+}
+
+func (l *Loop) submit(c *change) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrLoopClosed
+	}
+	l.changes = append(l.changes, c)
+	l.mu.Unlock()
+	one := [8]byte{1}
+	// A full counter (EAGAIN) already means a wake-up is pending.
+	if _, err := unix.Write(l.wake, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
+		return fmt.Errorf("wake event loop: %w", err)
+	}
+	return nil
+}
+
+// Close stops the loop and waits for it. Sockets still added are not
+// closed: they belong to whoever created them.
+func (l *Loop) Close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		<-l.done
+		return
+	}
+	l.closed = true
+	pending := l.changes
+	l.changes = nil
+	l.mu.Unlock()
+	one := [8]byte{1}
+	_, _ = unix.Write(l.wake, one[:])
+	<-l.done
+	for _, c := range pending {
+		c.err = ErrLoopClosed
+		close(c.applied)
+	}
+	_ = unix.Close(l.wake)
+	_ = unix.Close(l.epfd)
+}
+
+func (l *Loop) run() {
+	defer close(l.done)
+	var (
+		events [maxEvents]unix.EpollEvent
+		buf    [MaxDatagram]byte
+		rsa    unix.RawSockaddrAny
+	)
+	for {
+		n, err := unix.EpollWait(l.epfd, events[:], -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			l.readErrs(fmt.Errorf("epoll_wait: %w", err))
+			time.Sleep(time.Millisecond) // never spin on a broken epoll set
+			continue
+		}
+		for i := range n {
+			fd := int(events[i].Fd)
+			if fd == l.wake {
+				if !l.apply() {
+					return
+				}
+				continue
+			}
+			if fd >= len(l.entries) || l.entries[fd].sock == nil {
+				continue // removed earlier in this batch
+			}
+			e := l.entries[fd]
+			size, src, ok, err := e.sock.recv(buf[:], &rsa)
+			if err != nil {
+				l.readErrs(err)
+				continue
+			}
+			if ok {
+				e.handler(buf[:size], src, time.Now())
+			}
+		}
+	}
+}
+
+// apply takes the queued changes; it reports false when the loop must stop.
+func (l *Loop) apply() bool {
+	var drained [8]byte
+	_, _ = unix.Read(l.wake, drained[:])
+	l.mu.Lock()
+	changes := l.changes
+	l.changes = nil
+	closed := l.closed
+	l.mu.Unlock()
+	for _, c := range changes {
+		if c.add != nil {
+			c.err = l.register(c.add, c.handler)
+		}
+		for _, s := range c.remove {
+			if s.fd < len(l.entries) && l.entries[s.fd].sock == s {
+				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+				l.entries[s.fd] = entry{}
+			}
+		}
+		close(c.applied)
+	}
+	return !closed
+}
+
+func (l *Loop) register(s *Socket, h Handler) error {
+	if s.fd >= len(l.entries) {
+		l.entries = append(l.entries, make([]entry, s.fd+1-len(l.entries))...)
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)}); err != nil {
+		return fmt.Errorf("epoll_ctl add socket: %w", err)
+	}
+	l.entries[s.fd] = entry{sock: s, handler: h}
+	return nil
+}

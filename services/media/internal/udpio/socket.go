@@ -1,0 +1,198 @@
+// Package udpio moves the datagrams of many UDP sockets through a few event
+// loops, one per core, instead of a goroutine per socket.
+//
+// A media node holds two sockets per leg and each sees one packet every
+// 20 ms. With a goroutine blocked on every socket, each packet costs a
+// netpoller wake-up, a goroutine switch and a second read that finds the
+// socket empty before the goroutine parks again; at a few thousand calls
+// that scheduling is as expensive as the packet I/O itself. A loop here
+// waits on an epoll set of many sockets and reads exactly once per ready
+// socket, so the wake-up is shared by every packet that arrived meanwhile
+// and the per-packet cost is one receive and one send system call.
+//
+// Sockets are plain non-blocking file descriptors kept out of the Go
+// runtime's poller: were they registered there as well, every datagram
+// would also wake the runtime's own epoll for nothing.
+package udpio
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxDatagram is the largest datagram read; longer ones are truncated.
+const MaxDatagram = 2048
+
+// ErrClosed is returned when writing to a closed socket.
+var ErrClosed = errors.New("udp socket closed")
+
+// Socket is one bound, non-blocking UDP socket. Writes are safe from any
+// goroutine; reads happen only in the loop the socket is added to.
+type Socket struct {
+	fd     int
+	family int
+	port   int
+
+	mu     sync.RWMutex // held for reading across a write, for writing by Close
+	closed bool
+}
+
+// Listen binds a UDP socket to addr. An IPv4 address gives an IPv4
+// socket; an IPv6 one an IPv6 socket, dual-stack when it is the
+// unspecified address.
+func Listen(addr netip.AddrPort) (*Socket, error) {
+	ip := addr.Addr().Unmap()
+	family := unix.AF_INET
+	if ip.Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if family == unix.AF_INET6 {
+		v6only := 1
+		if ip.IsUnspecified() {
+			v6only = 0
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+			_ = unix.Close(fd)
+			return nil, fmt.Errorf("set IPV6_V6ONLY: %w", err)
+		}
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("getsockname: %w", err)
+	}
+	s := &Socket{fd: fd, family: family}
+	switch b := bound.(type) {
+	case *unix.SockaddrInet4:
+		s.port = b.Port
+	case *unix.SockaddrInet6:
+		s.port = b.Port
+	}
+	return s, nil
+}
+
+// Port is the local port the socket is bound to.
+func (s *Socket) Port() int { return s.port }
+
+// WriteTo sends one datagram to dst. It never blocks: when the socket's
+// send buffer is full the datagram is dropped and an error returned, as a
+// relay must rather than queue audio that would arrive late.
+func (s *Socket) WriteTo(pkt []byte, dst netip.AddrPort) error {
+	if len(pkt) == 0 {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	var (
+		sa4 unix.RawSockaddrInet4
+		sa6 unix.RawSockaddrInet6
+		sa  unsafe.Pointer
+		n   uintptr
+	)
+	ip := dst.Addr()
+	switch {
+	case s.family == unix.AF_INET && ip.Unmap().Is4():
+		sa4.Family = unix.AF_INET
+		sa4.Addr = ip.Unmap().As4()
+		putPort(&sa4.Port, dst.Port())
+		sa, n = unsafe.Pointer(&sa4), unix.SizeofSockaddrInet4
+	case s.family == unix.AF_INET6:
+		sa6.Family = unix.AF_INET6
+		sa6.Addr = ip.As16() // an IPv4 address becomes v4-mapped
+		putPort(&sa6.Port, dst.Port())
+		sa, n = unsafe.Pointer(&sa6), unix.SizeofSockaddrInet6
+	default:
+		return fmt.Errorf("send to %s from an IPv4 socket: %w", dst, syscall.EAFNOSUPPORT)
+	}
+	for {
+		// Raw: the socket is non-blocking, so the call never parks the
+		// thread and the scheduler need not hear of it.
+		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&pkt[0])), uintptr(len(pkt)), 0, uintptr(sa), n)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		default:
+			return errno
+		}
+	}
+}
+
+// recv reads one datagram into buf without blocking. ok is false when the
+// socket had nothing to read.
+func (s *Socket) recv(buf []byte, rsa *unix.RawSockaddrAny) (n int, src netip.AddrPort, ok bool, err error) {
+	for {
+		alen := uint32(unix.SizeofSockaddrAny)
+		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&alen)))
+		switch errno {
+		case 0:
+			return int(r), sourceAddr(rsa), true, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, netip.AddrPort{}, false, nil
+		default:
+			return 0, netip.AddrPort{}, false, errno
+		}
+	}
+}
+
+// Close closes the socket. Remove it from its loop first: a loop must not
+// poll a descriptor that may already belong to a new socket.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return unix.Close(s.fd)
+}
+
+func putPort(dst *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(dst))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+func getPort(src *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(src))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// sourceAddr decodes a received sender address; v4-mapped IPv6 addresses
+// come back as IPv4.
+func sourceAddr(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), getPort(&sa.Port))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), getPort(&sa.Port))
+	}
+	return netip.AddrPort{}
+}

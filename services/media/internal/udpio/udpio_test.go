@@ -1,0 +1,286 @@
+package udpio
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var loopback = netip.MustParseAddrPort("127.0.0.1:0")
+
+func newLoop(t testing.TB) *Loop {
+	t.Helper()
+	l, err := NewLoop(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
+}
+
+func listen(t testing.TB, addr netip.AddrPort) *Socket {
+	t.Helper()
+	s, err := Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func peer(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func addrOf(s *Socket) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(s.Port()))
+}
+
+func readWithin(t testing.TB, c *net.UDPConn, d time.Duration) ([]byte, netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, MaxDatagram)
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no datagram: %v", err)
+	}
+	return buf[:n], from
+}
+
+// A datagram sent to a socket reaches its handler with the sender's
+// address, and the handler's reply leaves from that socket.
+func TestLoopDeliversAndRepliesFromTheSameSocket(t *testing.T) {
+	l := newLoop(t)
+	s := listen(t, loopback)
+	c := peer(t)
+	got := make(chan netip.AddrPort, 1)
+	err := l.Add(s, func(pkt []byte, src netip.AddrPort, at time.Time) {
+		if time.Since(at) > time.Second {
+			t.Errorf("receive time %v is stale", at)
+		}
+		pkt[0] = 'P' // handlers may rewrite the buffer in place
+		if err := s.WriteTo(pkt, src); err != nil {
+			t.Errorf("reply: %v", err)
+		}
+		got <- src
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("ping"), addrOf(s)); err != nil {
+		t.Fatal(err)
+	}
+	reply, from := readWithin(t, c, 2*time.Second)
+	if string(reply) != "Ping" {
+		t.Fatalf("reply %q, want %q", reply, "Ping")
+	}
+	if from != addrOf(s) {
+		t.Fatalf("reply came from %v, want the socket's own address %v", from, addrOf(s))
+	}
+	if src := <-got; src != c.LocalAddr().(*net.UDPAddr).AddrPort() {
+		t.Fatalf("handler saw source %v, want %v", src, c.LocalAddr())
+	}
+}
+
+// After Remove returns, the handler neither runs nor is running, however
+// much keeps arriving.
+func TestRemoveWaitsForTheHandlerAndStopsDelivery(t *testing.T) {
+	l := newLoop(t)
+	s := listen(t, loopback)
+	c := peer(t)
+	var running, calls atomic.Int32
+	var removed atomic.Bool
+	first := make(chan struct{}, 1)
+	err := l.Add(s, func([]byte, netip.AddrPort, time.Time) {
+		running.Add(1)
+		defer running.Add(-1)
+		if removed.Load() {
+			t.Error("handler ran after Remove returned")
+		}
+		calls.Add(1)
+		select {
+		case first <- struct{}{}:
+		default:
+		}
+		time.Sleep(5 * time.Millisecond) // be inside the handler when Remove is called
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_, _ = c.WriteToUDPAddrPort([]byte("x"), addrOf(s))
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}()
+	<-first
+	l.Remove(s)
+	if running.Load() != 0 {
+		t.Fatal("Remove returned while the handler was running")
+	}
+	removed.Store(true)
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	<-sent
+	if calls.Load() == 0 {
+		t.Fatal("handler never ran")
+	}
+}
+
+// Sockets on one loop are served one handler at a time; a removed
+// socket's descriptor number may be reused by a new socket at once.
+func TestSocketsShareTheLoopAndDescriptorsAreReused(t *testing.T) {
+	l := newLoop(t)
+	c := peer(t)
+	for round := range 20 {
+		s, err := Listen(loopback)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan byte, 1)
+		if err := l.Add(s, func(pkt []byte, _ netip.AddrPort, _ time.Time) { got <- pkt[0] }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WriteToUDPAddrPort([]byte{byte(round)}, addrOf(s)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case b := <-got:
+			if b != byte(round) {
+				t.Fatalf("round %d: handler got a datagram of round %d", round, b)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("round %d: nothing delivered", round)
+		}
+		l.Remove(s)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// An IPv6 wildcard socket is dual-stack: IPv4 senders appear as IPv4
+// addresses and can be answered.
+func TestDualStackSocketSpeaksIPv4(t *testing.T) {
+	s, err := Listen(netip.MustParseAddrPort("[::]:0"))
+	if err != nil {
+		t.Skipf("no IPv6 on this host: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	l := newLoop(t)
+	c := peer(t)
+	if err := l.Add(s, func(pkt []byte, src netip.AddrPort, _ time.Time) {
+		if !src.Addr().Is4() {
+			t.Errorf("source %v is not IPv4", src)
+		}
+		_ = s.WriteTo(pkt, src)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("v4"), addrOf(s)); err != nil {
+		t.Fatal(err)
+	}
+	if reply, _ := readWithin(t, c, 2*time.Second); string(reply) != "v4" {
+		t.Fatalf("reply %q", reply)
+	}
+}
+
+func TestWritesThatCannotBeSentFail(t *testing.T) {
+	s := listen(t, loopback)
+	if err := s.WriteTo([]byte("x"), netip.MustParseAddrPort("[::1]:9")); err == nil {
+		t.Fatal("an IPv4 socket sent to an IPv6 address")
+	}
+	if err := s.WriteTo(nil, addrOf(s)); err != nil {
+		t.Fatalf("empty datagram: %v", err)
+	}
+	_ = s.Close()
+	if err := s.WriteTo([]byte("x"), addrOf(s)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v, want ErrClosed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+}
+
+func TestClosedLoopRefusesSockets(t *testing.T) {
+	l, err := NewLoop(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := listen(t, loopback)
+	l.Close()
+	l.Close()
+	if err := l.Add(s, func([]byte, netip.AddrPort, time.Time) {}); !errors.Is(err, ErrLoopClosed) {
+		t.Fatalf("Add after Close: %v", err)
+	}
+	l.Remove(s) // returns at once
+}
+
+func TestGroupSpreadsOverItsLoops(t *testing.T) {
+	g, err := NewGroup(3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	seen := map[*Loop]int{}
+	for range 9 {
+		seen[g.Pick()]++
+	}
+	if g.Size() != 3 || len(seen) != 3 {
+		t.Fatalf("size %d, loops used %d", g.Size(), len(seen))
+	}
+	for l, n := range seen {
+		if n != 3 {
+			t.Fatalf("loop %p picked %d times of 9", l, n)
+		}
+	}
+}
+
+// BenchmarkRelay forwards datagrams from one socket to a peer through a
+// loop, as a media leg does: allocations per packet must be zero.
+func BenchmarkRelay(b *testing.B) {
+	l := newLoop(b)
+	in := listen(b, loopback)
+	out := listen(b, loopback)
+	sink := peer(b)
+	src := peer(b)
+	dst := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := l.Add(in, func(pkt []byte, _ netip.AddrPort, _ time.Time) { _ = out.WriteTo(pkt, dst) }); err != nil {
+		b.Fatal(err)
+	}
+	pkt := make([]byte, 172)
+	buf := make([]byte, MaxDatagram)
+	to := addrOf(in)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := src.WriteToUDPAddrPort(pkt, to); err != nil {
+			b.Fatal(err)
+		}
+		_ = sink.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := sink.ReadFromUDPAddrPort(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
