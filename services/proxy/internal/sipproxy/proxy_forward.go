@@ -144,7 +144,9 @@ func bestResponse(finals []branchResult) branchResult {
 
 // runBranch sends one branch and relays its responses until it ends.
 func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute bool, cancelled <-chan struct{}, earlyDialog *bool) branchResult {
-	out := base.Clone()
+	// Each branch gets its own copy: base stays as it was for the next
+	// target, and the client transaction keeps out until it ends.
+	out := forwardCopy(base)
 	out.Recipient = t.uri
 	out.PrependHeader(s.ourVia(t.transport, newBranch(c.loop)))
 	if recordRoute {

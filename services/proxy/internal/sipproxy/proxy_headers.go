@@ -201,7 +201,7 @@ func nextHop(req *sip.Request, fallbackTransport string) (dest, transport string
 	return net.JoinHostPort(strings.Trim(uri.Host, "[]"), strconv.Itoa(port)), transport
 }
 
-// setMaxForwards replaces Max-Forwards; sipgo's clone shares that header
+// setMaxForwards replaces Max-Forwards; a forwarded copy shares that header
 // with the original, so it is never changed in place.
 func setMaxForwards(req *sip.Request, v uint32) {
 	mf := sip.MaxForwardsHeader(v)
@@ -212,10 +212,30 @@ func setMaxForwards(req *sip.Request, v uint32) {
 	req.ReplaceHeader(&mf)
 }
 
-// upstreamResponse turns a response received on a branch into the one sent
-// to the previous hop: our Via removed (RFC 3261 16.7 step 3) and the
-// destination taken from the next Via's received/rport.
-func (s *Server) upstreamResponse(req *sip.Request, res *sip.Response) *sip.Response {
+// forwardCopy returns a copy of req to forward that shares req's header
+// values. Forwarding adds, removes and replaces whole headers but never
+// edits a shared one in place (what it must edit, the sender's Via, is
+// cloned first), so sipgo's deep Clone, which copies every header and every
+// parameter list, would allocate for nothing on every message. The
+// Request-URI's parameters are copied: nextHop edits them.
+func forwardCopy(req *sip.Request) *sip.Request {
+	out := sip.NewRequest(req.Method, req.Recipient)
+	out.SipVersion = req.SipVersion
+	for _, h := range req.Headers() {
+		out.AppendHeader(h)
+	}
+	out.SetBody(req.Body())
+	out.SetTransport(req.Transport())
+	out.SetSource(req.Source())
+	out.SetDestination(req.Destination())
+	out.Laddr = req.Laddr
+	return out
+}
+
+// withoutTopVia returns a response carrying res's status, headers and body
+// without its first Via (ours: RFC 3261 16.7 step 3). Header values are
+// shared with res, as in forwardCopy; the caller sets where it goes.
+func withoutTopVia(res *sip.Response) *sip.Response {
 	up := sip.NewResponse(res.StatusCode, res.Reason)
 	up.SipVersion = res.SipVersion
 	skipped := false
@@ -224,9 +244,17 @@ func (s *Server) upstreamResponse(req *sip.Request, res *sip.Response) *sip.Resp
 			skipped = true
 			continue
 		}
-		up.AppendHeader(sip.HeaderClone(h))
+		up.AppendHeader(h)
 	}
 	up.SetBody(res.Body())
+	return up
+}
+
+// upstreamResponse turns a response received on a branch into the one sent
+// to the previous hop: our Via removed and the destination taken from the
+// next Via's received/rport.
+func (s *Server) upstreamResponse(req *sip.Request, res *sip.Response) *sip.Response {
+	up := withoutTopVia(res)
 	up.SetTransport(req.Transport())
 	if !sip.IsReliable(req.Transport()) {
 		up.SetDestination(req.Source())

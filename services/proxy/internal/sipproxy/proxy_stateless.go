@@ -31,21 +31,11 @@ func (s *Server) handleStrayResponse(res *sip.Response) {
 		s.m.dropped.WithLabelValues("stray_response").Inc()
 		return
 	}
-	up := sip.NewResponse(res.StatusCode, res.Reason)
-	up.SipVersion = res.SipVersion
-	skipped := false
-	for _, h := range res.Headers() {
-		if !skipped && h.Name() == "Via" {
-			skipped = true
-			continue
-		}
-		up.AppendHeader(sip.HeaderClone(h))
-	}
+	up := withoutTopVia(res)
 	if up.Via() == nil {
 		s.m.dropped.WithLabelValues("stray_response").Inc()
 		return
 	}
-	up.SetBody(res.Body())
 	if !s.anchorStray2xx(up) {
 		s.m.dropped.WithLabelValues("stray_response").Inc()
 		return

@@ -152,7 +152,7 @@ func bindingTarget(contact, received, transport string) (target, error) {
 // decremented, the sender's Via marked with received/rport, a NATed Contact
 // aliased. It reports what our popped Route entries carried.
 func (s *Server) prepareForward(c *call) (base *sip.Request, own ownRoute) {
-	base = c.req.Clone()
+	base = forwardCopy(c.req)
 	own = s.popOwnRoutes(base)
 	mf := uint32(defaultMaxForwardsAdded)
 	if h := c.req.MaxForwards(); h != nil {
@@ -160,7 +160,11 @@ func (s *Server) prepareForward(c *call) (base *sip.Request, own ownRoute) {
 	}
 	setMaxForwards(base, mf)
 	if via := base.Via(); via != nil {
+		// The incoming request keeps its Via as received: the server
+		// transaction answers with it.
+		via = via.Clone()
 		markReceived(via, c.req.Source())
+		base.ReplaceHeader(via)
 	}
 	if createsDialog(c.req.Method) {
 		addContactAlias(base, c.req.Source(), c.req.Transport())
