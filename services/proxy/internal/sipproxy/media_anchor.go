@@ -83,8 +83,8 @@ func (s *Server) anchorInvite(c *call, base *sip.Request) error {
 	sess.node = reply.GetNodeId()
 	setSDPBody(base, reply.GetSdp())
 	c.media = &callMedia{sess: sess, phase: phaseOffered, dialog: d}
-	c.log = c.log.With().Str("node_id", sess.node).Str("session_id", sess.session).Logger()
-	c.log.Debug().Msg("media anchored")
+	c.log = c.logger().With().Str("node_id", sess.node).Str("session_id", sess.session).Logger()
+	c.logger().Debug().Msg("media anchored")
 	s.publishCallStarted(sess, d)
 	return nil
 }
@@ -122,7 +122,7 @@ func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) 
 		}
 	}
 	if err != nil {
-		c.log.Warn().Err(err).Int("status", res.StatusCode).Msg("early media not anchored")
+		c.logger().Warn().Err(err).Int("status", res.StatusCode).Msg("early media not anchored")
 	}
 	dropBody(up)
 }
@@ -171,7 +171,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		s.addNodeToRecordRoute(up, m.sess)
 		routed := m.sess
 		m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp(), routed: &routed})
-		c.log = c.log.With().Str("node_id", m.sess.node).Str("session_id", m.sess.session).Logger()
+		c.log = c.logger().With().Str("node_id", m.sess.node).Str("session_id", m.sess.session).Logger()
 		s.publishCallStarted(m.sess, d)
 		s.publishCallAnswered(m.sess, d.GetCallId(), false)
 	case phaseUpdate:
@@ -182,7 +182,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		if err != nil {
 			// The dialog is up either way; a failed re-negotiation keeps
 			// the media as it was, which is what a 488 would do too.
-			c.log.Warn().Err(err).Msg("in-dialog answer not anchored")
+			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored")
 			dropBody(up)
 			return nil
 		}
@@ -230,7 +230,7 @@ func (s *Server) endMedia(c *call, cause string) {
 		return
 	}
 	if err := s.release(m.sess, cause); err != nil {
-		c.log.Warn().Err(err).Str("cause", cause).Msg("release media session")
+		c.logger().Warn().Err(err).Str("cause", cause).Msg("release media session")
 	}
 }
 
@@ -238,14 +238,14 @@ func (s *Server) endMedia(c *call, cause string) {
 // the dialog's session, and ends the session on BYE.
 func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) error {
 	leg := sess.legOf(fromTag(c.req))
-	c.log = c.log.With().Str("node_id", sess.node).Str("session_id", sess.session).Logger()
+	c.log = c.logger().With().Str("node_id", sess.node).Str("session_id", sess.session).Logger()
 	sdp := sdpBody(c.req)
 	switch {
 	case c.req.Method == sip.BYE:
 		// Released before the BYE is relayed: the media is over either
 		// way, and the callee may never answer the BYE.
 		if err := s.release(sess, "bye"); err != nil {
-			c.log.Warn().Err(err).Msg("release media session on bye")
+			c.logger().Warn().Err(err).Msg("release media session on bye")
 		}
 	case c.req.IsAck():
 		if sdp == nil {
@@ -255,7 +255,7 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 			// The caller's answer to the offer the callee's 2xx made.
 			reply, err := s.answer(sess, sdp, nil)
 			if err != nil {
-				c.log.Warn().Err(err).Msg("late-offer answer not anchored")
+				c.logger().Warn().Err(err).Msg("late-offer answer not anchored")
 				dropBody(base)
 				return nil
 			}
@@ -264,7 +264,7 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 		}
 		out, err := s.update(sess, leg, sdp)
 		if err != nil {
-			c.log.Warn().Err(err).Msg("answer in ack not anchored")
+			c.logger().Warn().Err(err).Msg("answer in ack not anchored")
 			dropBody(base)
 			return nil
 		}

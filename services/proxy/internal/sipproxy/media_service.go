@@ -54,11 +54,11 @@ func (s *Server) answerWithService(c *call, service string) error {
 		return err
 	}
 	sess.node = reply.GetNodeId()
-	c.log = c.log.With().Str("node_id", sess.node).Str("session_id", sess.session).Str("service", service).Logger()
+	c.log = c.logger().With().Str("node_id", sess.node).Str("session_id", sess.session).Str("service", service).Logger()
 	res := s.serviceResponse(c, sess, reply.GetSdp())
 	res.To().Params.Add("tag", d.CalleeTag)
 	s.respond(c, res)
-	c.log.Debug().Msg("answered with media service")
+	c.logger().Debug().Msg("answered with media service")
 	s.publishCallStarted(sess, d)
 	s.publishCallAnswered(sess, d.GetCallId(), false)
 	return nil
@@ -112,13 +112,13 @@ func (s *Server) serviceInDialog(c *call, sess mediaSession) error {
 	if s.media == nil {
 		return errMediaDisabled
 	}
-	c.log = c.log.With().Str("node_id", sess.node).Str("session_id", sess.session).Str("service", sess.service).Logger()
+	c.log = c.logger().With().Str("node_id", sess.node).Str("session_id", sess.session).Str("service", sess.service).Logger()
 	switch c.req.Method {
 	case sip.ACK:
 		return nil
 	case sip.BYE:
 		if err := s.release(sess, "bye"); err != nil {
-			c.log.Warn().Err(err).Msg("release media service session")
+			c.logger().Warn().Err(err).Msg("release media service session")
 		}
 		s.reply(c, sip.StatusOK, "OK")
 		return nil

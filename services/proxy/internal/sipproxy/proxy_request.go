@@ -13,17 +13,34 @@ import (
 // call is one incoming request being handled. It lives as long as its server
 // transaction's handler runs and no longer.
 type call struct {
-	req   *sip.Request
-	tx    sip.ServerTransaction
-	log   zerolog.Logger
-	start time.Time
-	loop  string
+	req *sip.Request
+	tx  sip.ServerTransaction
+	// log is built from serverLog by logger() on first use: most requests
+	// log nothing, and attaching the call's fields allocates.
+	log       zerolog.Logger
+	logBuilt  bool
+	serverLog *zerolog.Logger
+	start     time.Time
+	loop      string
 	// finalSent records that a final response went upstream, for the histogram.
 	finalSent bool
 	// tryingSent records that 100 Trying went upstream.
 	tryingSent bool
 	// media is the transaction's anchored media, nil when bypassed.
 	media *callMedia
+}
+
+// logger returns the call's logger, with call_id, method and src attached.
+func (c *call) logger() *zerolog.Logger {
+	if !c.logBuilt {
+		callID := ""
+		if h := c.req.CallID(); h != nil {
+			callID = h.Value()
+		}
+		c.log = c.serverLog.With().Str("call_id", callID).Str("method", string(c.req.Method)).Str("src", c.req.Source()).Logger()
+		c.logBuilt = true
+	}
+	return &c.log
 }
 
 // handleRequest is sipgo's handler for every method. sipgo runs it on the
@@ -38,21 +55,12 @@ func (s *Server) handleRequest(req *sip.Request, tx sip.ServerTransaction) {
 	defer s.m.inflight.Dec()
 
 	s.m.requests.WithLabelValues(methodLabel(req.Method)).Inc()
-	callID := ""
-	if h := req.CallID(); h != nil {
-		callID = h.Value()
-	}
-	c := &call{
-		req:   req,
-		tx:    tx,
-		log:   s.log.With().Str("call_id", callID).Str("method", string(req.Method)).Str("src", req.Source()).Logger(),
-		start: time.Now(),
-	}
+	c := &call{req: req, tx: tx, serverLog: &s.log, start: time.Now()}
 	defer func() {
 		// A bug in one request must not take the replica down.
 		if r := recover(); r != nil {
 			s.m.dropped.WithLabelValues("panic").Inc()
-			c.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("request handler panicked")
+			c.logger().Error().Interface("panic", r).Bytes("stack", debug.Stack()).Msg("request handler panicked")
 			if !req.IsAck() {
 				s.fail(c, fmt.Errorf("handler panic: %v", r))
 			}
@@ -163,7 +171,7 @@ func (s *Server) reply(c *call, code int, phrase string, hdrs ...sip.Header) {
 // respond sends res upstream on the server transaction and counts it.
 func (s *Server) respond(c *call, res *sip.Response) {
 	if err := c.tx.Respond(res); err != nil {
-		c.log.Debug().Err(err).Int("status", res.StatusCode).Msg("send response upstream")
+		c.logger().Debug().Err(err).Int("status", res.StatusCode).Msg("send response upstream")
 		return
 	}
 	s.m.responses.WithLabelValues(statusClass(res.StatusCode)).Inc()
@@ -177,9 +185,9 @@ func (s *Server) respond(c *call, res *sip.Response) {
 func (s *Server) fail(c *call, err error) {
 	f := s.classify(err)
 	s.m.forwardFailures.WithLabelValues(f.reason).Inc()
-	ev := c.log.Debug()
+	ev := c.logger().Debug()
 	if f.code >= 500 {
-		ev = c.log.Warn()
+		ev = c.logger().Warn()
 	}
 	ev.Err(err).Int("status", f.code).Str("reason", f.reason).Msg("request failed")
 	var hdrs []sip.Header

@@ -17,7 +17,7 @@ func (s *Server) forwardStateless(c *call, base *sip.Request, t target) error {
 	s.address(out, t)
 	if err := s.tpl.WriteMsg(out); err != nil {
 		s.m.dropped.WithLabelValues("stateless_send_failed").Inc()
-		c.log.Debug().Err(err).Str("dest", t.dest).Msg("forward ack")
+		c.logger().Debug().Err(err).Str("dest", t.dest).Msg("forward ack")
 	}
 	return nil
 }
@@ -53,7 +53,7 @@ func (s *Server) handleStrayResponse(res *sip.Response) {
 func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) {
 	contact := res.Contact()
 	if contact == nil {
-		c.log.Warn().Msg("late 2xx without contact, cannot hang up callee")
+		c.logger().Warn().Msg("late 2xx without contact, cannot hang up callee")
 		return
 	}
 	build := func(method sip.RequestMethod, seq uint32) *sip.Request {
@@ -86,8 +86,8 @@ func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) 
 	}
 	seq := inv.CSeq().SeqNo
 	if err := s.tpl.WriteMsg(build(sip.ACK, seq)); err != nil {
-		c.log.Warn().Err(fmt.Errorf("ack late answer: %w", err)).Msg("hang up callee")
+		c.logger().Warn().Err(fmt.Errorf("ack late answer: %w", err)).Msg("hang up callee")
 	}
-	s.runDetached(c.log, build(sip.BYE, seq+1))
-	c.log.Info().Msg("hung up answer that arrived after the caller gave up")
+	s.runDetached(*c.logger(), build(sip.BYE, seq+1))
+	c.logger().Info().Msg("hung up answer that arrived after the caller gave up")
 }

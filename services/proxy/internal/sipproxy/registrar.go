@@ -25,7 +25,7 @@ func (s *Server) register(c *call) error {
 		return fmt.Errorf("register %q as %q: %w", to.Address.User, out.user, errIdentityMismatch)
 	}
 	aor := s.self.aor(to.Address)
-	c.log = c.log.With().Str("aor", aor).Logger()
+	c.log = c.logger().With().Str("aor", aor).Logger()
 
 	contacts, err := registerContacts(req)
 	if err != nil {
@@ -46,7 +46,7 @@ func (s *Server) register(c *call) error {
 				return fmt.Errorf("unregister %s: %w", aor, err)
 			}
 		}
-		c.log.Info().Msg("unregistered all contacts")
+		c.logger().Info().Msg("unregistered all contacts")
 		s.reply(c, sip.StatusOK, "OK")
 		return nil
 	}
@@ -103,7 +103,7 @@ func (s *Server) register(c *call) error {
 		left := int(b.Expires.Sub(now).Round(time.Second).Seconds())
 		hdrs = append(hdrs, &sip.ContactHeader{Address: uri, Params: sip.HeaderParams{{K: "expires", V: strconv.Itoa(max(left, 0))}}})
 	}
-	c.log.Debug().Int("contacts", len(bindings)).Msg("registered")
+	c.logger().Debug().Int("contacts", len(bindings)).Msg("registered")
 	s.reply(c, sip.StatusOK, "OK", hdrs...)
 	return nil
 }

@@ -39,7 +39,7 @@ func (s *Server) routeNewRequest(c *call) error {
 		if from := req.From(); from.Address.User != out.user {
 			return fmt.Errorf("from %q authenticated as %q: %w", from.Address.User, out.user, errIdentityMismatch)
 		}
-		c.log = c.log.With().Str("user", out.user).Logger()
+		c.log = c.logger().With().Str("user", out.user).Logger()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
 	targets, rule, err := s.resolveTargets(ctx, req)
@@ -73,7 +73,7 @@ func (s *Server) routeNewRequest(c *call) error {
 func (s *Server) challenge(c *call, proxy bool, out authOutcome) {
 	if out.failure != "" {
 		s.m.authFailures.WithLabelValues(out.failure).Inc()
-		c.log.Info().Str("reason", out.failure).Msg("authentication failed")
+		c.logger().Info().Str("reason", out.failure).Msg("authentication failed")
 	}
 	code, phrase := sip.StatusUnauthorized, "Unauthorized"
 	if proxy {
