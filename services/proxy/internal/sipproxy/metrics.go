@@ -98,7 +98,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		m.requests.WithLabelValues(method)
 		m.txDuration.WithLabelValues(method)
 	}
-	for _, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"} {
+	for _, class := range statusClasses {
 		m.responses.WithLabelValues(class)
 	}
 	for _, reason := range []string{"malformed", "too_large", "unparsable", "stray_response"} {
@@ -120,11 +120,13 @@ func methodLabel(m sip.RequestMethod) string {
 	return "other"
 }
 
+// statusClasses are the class labels of 1xx to 6xx, so counting a response
+// formats nothing.
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}
+
 func statusClass(code int) string {
-	switch {
-	case code < 100 || code > 699:
+	if code < 100 || code > 699 {
 		return "other"
-	default:
-		return fmt.Sprintf("%dxx", code/100)
 	}
+	return statusClasses[code/100-1]
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -70,7 +71,7 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 			return forwardOutcome{answered: r.answered, cancelled: r.cancelled}
 		}
 		if r.err != nil {
-			c.log.Debug().Err(r.err).Str("dest", t.dest).Msg("branch failed")
+			c.logger().Debug().Err(r.err).Str("dest", t.dest).Msg("branch failed")
 		}
 		finals = append(finals, r)
 		if r.stop || earlyDialog || !failoverAllowed(r) {
@@ -154,7 +155,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 	}
 	s.address(out, t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
+	ctx, cancel := sendContext(t)
 	tx, err := s.txl.Request(ctx, out)
 	cancel()
 	if err != nil {
@@ -261,7 +262,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 		case <-timerC:
 			timerC = nil
 			timerCFired = true
-			c.log.Info().Str("dest", t.dest).Msg("timer c expired, cancelling branch")
+			c.logger().Info().Str("dest", t.dest).Msg("timer c expired, cancelling branch")
 			if !provisional {
 				tx.Terminate()
 				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
@@ -285,6 +286,18 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
 		}
 	}
+}
+
+// sendContext bounds what sending a branch may wait for: a connection to
+// set up or a name to resolve. A UDP branch to an IP address waits for
+// neither, and skips the timer a deadline costs on every forwarded request.
+func sendContext(t target) (context.Context, context.CancelFunc) {
+	if t.transport == "UDP" {
+		if _, err := netip.ParseAddrPort(t.dest); err == nil {
+			return context.Background(), func() {}
+		}
+	}
+	return context.WithTimeout(context.Background(), defaultConnectTimeout)
 }
 
 // address points a request at its target over the right socket.
@@ -316,7 +329,7 @@ func (s *Server) cancelBranch(c *call, inv *sip.Request) {
 	cr.SetTransport(inv.Transport())
 	cr.SetDestination(inv.Destination())
 	inv.Laddr.Copy(&cr.Laddr)
-	s.runDetached(c.log, cr)
+	s.runDetached(*c.logger(), cr)
 }
 
 // runDetached sends a request the proxy originates (CANCEL, BYE) and waits
