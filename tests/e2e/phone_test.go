@@ -39,13 +39,19 @@ type phone struct {
 	codec   *audioCodec
 	audioPT uint8
 	eventPT uint8
+	// transport is what the phone sends its own requests over ("" is
+	// UDP, the transport layer's default).
+	transport string
 
 	behaviour atomic.Pointer[calleeBehaviour]
 	invites   chan *sip.Request
 	reinvites chan *sip.Request
 	answered  chan *sipgo.DialogServerSession
 	cancelled chan struct{}
-	byes      chan *sip.Request
+	// cancels are the CANCEL requests that ended ringing INVITEs.
+	cancels  chan *sip.Request
+	byes     chan *sip.Request
+	messages chan *sip.Request
 }
 
 func newPhone(t *testing.T, u user, codec *audioCodec, audioPT, eventPT uint8, toneHz float64) *phone {
@@ -59,38 +65,14 @@ func newPhone(t *testing.T, u user, codec *audioCodec, audioPT, eventPT uint8, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(addr))
 	if err != nil {
 		t.Fatal(err)
 	}
 	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: "127.0.0.1", Port: port}}
-	p := &phone{
-		t: t, user: u, ua: ua, cli: cli, port: port, contact: contact,
-		clients: sipgo.NewDialogClientCache(cli, contact),
-		servers: sipgo.NewDialogServerCache(cli, contact),
-		rtp:     newRTPEndpoint(t, codec, toneHz),
-		codec:   codec, audioPT: audioPT, eventPT: eventPT,
-		invites:   make(chan *sip.Request, 16),
-		reinvites: make(chan *sip.Request, 16),
-		answered:  make(chan *sipgo.DialogServerSession, 16),
-		cancelled: make(chan struct{}, 16),
-		byes:      make(chan *sip.Request, 16),
-	}
-	p.behaviour.Store(&calleeBehaviour{ringFor: 50 * time.Millisecond})
-	srv.OnInvite(p.onInvite)
-	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
-		if len(req.Body()) > 0 {
-			// The answer to the offer this phone made in its 2xx.
-			_ = p.useAnswer(req.Body())
-		}
-		_ = p.servers.ReadAck(req, tx)
-	})
-	srv.OnBye(p.onBye)
+	p, srv := newPhoneOn(t, u, ua, cli, contact, codec, audioPT, eventPT, toneHz)
+	p.port = port
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -103,6 +85,43 @@ func newPhone(t *testing.T, u user, codec *audioCodec, audioPT, eventPT uint8, t
 	})
 	waitFor(t, 5*time.Second, "phone listener", func() bool { return ua.TransportLayer().Pool("udp").Size() > 0 })
 	return p
+}
+
+// newPhoneOn builds a phone on ua and cli: requests reaching ua's transport
+// layer go to the returned server, which the caller serves and cleans up.
+func newPhoneOn(t *testing.T, u user, ua *sipgo.UserAgent, cli *sipgo.Client, contact sip.ContactHeader,
+	codec *audioCodec, audioPT, eventPT uint8, toneHz float64) (*phone, *sipgo.Server) {
+	t.Helper()
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &phone{
+		t: t, user: u, ua: ua, cli: cli, contact: contact,
+		clients: sipgo.NewDialogClientCache(cli, contact),
+		servers: sipgo.NewDialogServerCache(cli, contact),
+		rtp:     newRTPEndpoint(t, codec, toneHz),
+		codec:   codec, audioPT: audioPT, eventPT: eventPT,
+		invites:   make(chan *sip.Request, 16),
+		reinvites: make(chan *sip.Request, 16),
+		answered:  make(chan *sipgo.DialogServerSession, 16),
+		cancelled: make(chan struct{}, 16),
+		cancels:   make(chan *sip.Request, 16),
+		byes:      make(chan *sip.Request, 16),
+		messages:  make(chan *sip.Request, 16),
+	}
+	p.behaviour.Store(&calleeBehaviour{ringFor: 50 * time.Millisecond})
+	srv.OnInvite(p.onInvite)
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		if len(req.Body()) > 0 {
+			// The answer to the offer this phone made in its 2xx.
+			_ = p.useAnswer(req.Body())
+		}
+		_ = p.servers.ReadAck(req, tx)
+	})
+	srv.OnBye(p.onBye)
+	srv.OnMessage(p.onMessage)
+	return p, srv
 }
 
 // localSDP is this phone's SDP offer.
@@ -122,7 +141,7 @@ func (p *phone) register(t *testing.T, proxy string) {
 	req.AppendHeader(&sip.ToHeader{Address: p.aor(), Params: sip.NewParams()})
 	req.AppendHeader(sip.HeaderClone(&p.contact))
 	req.AppendHeader(sip.NewHeader("Expires", "600"))
-	req.SetDestination(proxy)
+	p.address(req, proxy)
 	ctx := withTimeout(t, 10*time.Second)
 	res, err := p.cli.Do(ctx, req)
 	if err != nil {
@@ -151,8 +170,17 @@ func (p *phone) inviteRequest(proxy, to string, body []byte) *sip.Request {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		req.SetBody(body)
 	}
-	req.SetDestination(proxy)
+	p.address(req, proxy)
 	return req
+}
+
+// address sends a request the phone originates to proxy over the phone's
+// transport.
+func (p *phone) address(req *sip.Request, proxy string) {
+	req.SetDestination(proxy)
+	if p.transport != "" {
+		req.SetTransport(p.transport)
+	}
 }
 
 // dial calls to through proxy and returns the dialog once answered; the
@@ -235,6 +263,7 @@ func (p *phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	p.invites <- req
+	tx.OnCancel(func(cancel *sip.Request) { sendOrDrop(p.cancels, cancel) })
 	b := p.behaviour.Load()
 	if !b.noRinging {
 		_ = dlg.Respond(sip.StatusRinging, "Ringing", nil)
@@ -310,6 +339,21 @@ func (p *phone) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	p.rtp.sending.Store(false)
 	p.byes <- req
+}
+
+// onMessage accepts every out-of-dialog MESSAGE, as a phone showing it would.
+func (p *phone) onMessage(req *sip.Request, tx sip.ServerTransaction) {
+	_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	p.messages <- req
+}
+
+// sendOrDrop sends v on ch unless ch is full: tests read the first few,
+// and a handler must never block on a test that stopped reading.
+func sendOrDrop[T any](ch chan<- T, v T) {
+	select {
+	case ch <- v:
+	default:
+	}
 }
 
 func receiveWithin[T any](t *testing.T, what string, ch <-chan T, limit time.Duration) T {

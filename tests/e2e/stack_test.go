@@ -290,12 +290,17 @@ type proxyOpts struct {
 	media string
 	// nodes is how many media nodes the proxy must see before use.
 	nodes int
+	// inviteTimeout is the proxy's Timer C (0: 3 s).
+	inviteTimeout time.Duration
 }
 
 func startProxy(t *testing.T, nats *natsServer, name string, o proxyOpts) *proxyNode {
 	t.Helper()
 	if o.port == 0 {
 		o.port = freeSIPPort(t)
+	}
+	if o.inviteTimeout == 0 {
+		o.inviteTimeout = 3 * time.Second
 	}
 	sipAddr := "127.0.0.1:" + strconv.Itoa(o.port)
 	httpAddr := "127.0.0.1:" + strconv.Itoa(freeTCPPort(t))
@@ -308,7 +313,7 @@ func startProxy(t *testing.T, nats *natsServer, name string, o proxyOpts) *proxy
 		aliases = "  aliases: [" + strings.Join(o.aliases, ", ") + "]\n"
 	}
 	cfg := "log:\n  level: debug\n" +
-		"sip:\n  transports: [udp]\n  invite_timeout: 3s\n  branch_timeout: 2s\n  cancel_wait: 2s\n" +
+		"sip:\n  transports: [udp]\n  invite_timeout: " + o.inviteTimeout.String() + "\n  branch_timeout: 2s\n  cancel_wait: 2s\n" +
 		"  rate_limit:\n    disabled: true\n  probe:\n    disabled: true\n" + aliases +
 		"  auth:\n    nonce_secret: shared-by-replicas\n    algorithms: [MD5]\n    users:\n" + subscribers.String() +
 		o.extra +
