@@ -105,7 +105,8 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	if r.mode == routeSink {
 		return
 	}
-	if _, ok := d.to.rtpDestination(); !ok {
+	dst, ok := d.to.rtpDestination()
+	if !ok {
 		// Nowhere to send (on hold): skip the work, transcoding included.
 		l.drop(dropNoDestination)
 		return
@@ -113,7 +114,9 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	switch {
 	case r.mode == routePassthrough:
 		d.rewrite(r, pkt, payload, kind, now)
-		d.send(pkt)
+		if !d.to.sendRTPTo(pkt, dst) {
+			l.drop(dropNoDestination)
+		}
 	case kind == ptEvent:
 		d.send(d.transcodeEvent(r, pkt, payload, now))
 	default:

@@ -185,7 +185,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(reg, pool)
+	m, err := newMetrics(reg, pool, cfg.EventLoops)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +211,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		e.caps = append(e.caps, sdpneg.Capability{Name: string(info.Name), ClockRate: info.ClockRate})
 		// Series exist from the start, so dashboards and alerts see zeros
 		// rather than nothing on an idle node.
-		m.forCodec(string(info.Name))
+		m.forCodec(string(info.Name), 0)
 	}
 	for _, svc := range []Service{ServiceNone, ServiceEcho, ServiceTone} {
 		m.sessionsStarted.WithLabelValues(svc.String())

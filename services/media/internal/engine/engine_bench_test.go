@@ -29,7 +29,7 @@ func newRig(tb testing.TB, from, to codec.Info) *rig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := newMetrics(prometheus.NewRegistry(), pool)
+	m, err := newMetrics(prometheus.NewRegistry(), pool, 1)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -44,12 +44,12 @@ func newRig(tb testing.TB, from, to codec.Info) *rig {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		legs[i] = newLeg(Leg(i+1), pair, netip.MustParseAddr("127.0.0.1"), false, &m.drops)
+		legs[i] = newLeg(Leg(i+1), pair, netip.MustParseAddr("127.0.0.1"), false, 0, &m.drops)
 	}
 	legs[0].peer.Store(&peer{rtp: src, direction: sdpneg.SendRecv})
 	legs[1].peer.Store(&peer{rtp: sink.LocalAddr().(*net.UDPAddr).AddrPort(), direction: sdpneg.SendRecv})
-	legs[0].metrics.Store(m.forCodec(string(from.Name)))
-	legs[1].metrics.Store(m.forCodec(string(to.Name)))
+	legs[0].metrics.Store(m.forCodec(string(from.Name), 0))
+	legs[1].metrics.Store(m.forCodec(string(to.Name), 0))
 
 	r := &route{mode: routePassthrough, audioPT: 0, eventPT: 96, inClock: from.ClockRate, outClock: to.ClockRate,
 		inEventClock: 8000, outEventClock: to.ClockRate}

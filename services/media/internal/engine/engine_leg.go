@@ -49,7 +49,8 @@ type leg struct {
 	seen    int
 
 	lastRx  atomic.Int64 // Engine.now() of the last accepted packet, or of (re)negotiation
-	metrics atomic.Pointer[codecCounters]
+	shard   int          // the session's event loop, whose traffic counters it uses
+	metrics atomic.Pointer[trafficShard]
 
 	packetsIn, packetsOut, bytesIn, bytesOut atomic.Uint64
 	drops                                    [numDropReasons]atomic.Uint64
@@ -77,9 +78,10 @@ type leg struct {
 	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
 }
 
-func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, drops *[numDropReasons]prometheus.Counter) *leg {
+func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {
 	return &leg{
 		side:         side,
+		shard:        shard,
 		pair:         pair,
 		local:        netip.AddrPortFrom(advertise, uint16(pair.Port)),
 		latch:        allowLatching,
@@ -189,17 +191,19 @@ func usable(a netip.AddrPort) bool {
 // port the endpoint sends to (symmetric RTP).
 func (l *leg) sendRTP(pkt []byte) bool {
 	dst, ok := l.rtpDestination()
-	if !ok {
-		return false
-	}
+	return ok && l.sendRTPTo(pkt, dst)
+}
+
+// sendRTPTo is sendRTP to a destination the caller just looked up.
+func (l *leg) sendRTPTo(pkt []byte, dst netip.AddrPort) bool {
 	if err := l.pair.RTP.WriteTo(pkt, dst); err != nil {
 		return false
 	}
 	l.packetsOut.Add(1)
 	l.bytesOut.Add(uint64(len(pkt)))
 	if m := l.metrics.Load(); m != nil {
-		m.packetsOut.Inc()
-		m.bytesOut.Add(float64(len(pkt)))
+		m.packetsOut.Add(1)
+		m.bytesOut.Add(uint64(len(pkt)))
 	}
 	return true
 }
@@ -216,8 +220,8 @@ func (l *leg) received(n int, now time.Duration) {
 	l.packetsIn.Add(1)
 	l.bytesIn.Add(uint64(n))
 	if m := l.metrics.Load(); m != nil {
-		m.packetsIn.Inc()
-		m.bytesIn.Add(float64(n))
+		m.packetsIn.Add(1)
+		m.bytesIn.Add(uint64(n))
 	}
 }
 

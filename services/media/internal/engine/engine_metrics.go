@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,8 +36,6 @@ type metrics struct {
 	sessionsTranscoding prometheus.Gauge
 	sessionsStarted     *prometheus.CounterVec
 	timeouts            prometheus.Counter
-	packets             *prometheus.CounterVec
-	bytes               *prometheus.CounterVec
 	rtcpPackets         *prometheus.CounterVec
 	rtcpIn, rtcpOut     prometheus.Counter
 	readErrors          prometheus.Counter
@@ -45,18 +44,63 @@ type metrics struct {
 	loss                prometheus.Histogram
 	mos                 prometheus.Histogram
 
+	shards int // one per event loop
 	mu     sync.Mutex
-	byCode map[string]*codecCounters
+	byCode map[string][]trafficShard
+	codecs []string // byCode's keys in the order first seen
 }
 
-// codecCounters are the per-packet counters of one codec, bound once so the
-// packet path does no label lookups.
-type codecCounters struct {
-	packetsIn, packetsOut, bytesIn, bytesOut prometheus.Counter
+// trafficShard counts one codec's packets for the sessions of one event
+// loop. Each loop writes only its own shard, on a cache line of its own, so
+// the per-packet counting never bounces a line between cores; a scrape adds
+// the shards up.
+type trafficShard struct {
+	packetsIn, packetsOut, bytesIn, bytesOut atomic.Uint64
+	_                                        [64 - 4*8]byte
 }
 
-func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error) {
+var (
+	packetsDesc = prometheus.NewDesc("media_rtp_packets_total",
+		"RTP packets received from (in) and sent to (out) endpoints.", []string{"direction", "codec"}, nil)
+	bytesDesc = prometheus.NewDesc("media_rtp_bytes_total",
+		"RTP bytes (UDP payload) received from (in) and sent to (out) endpoints.", []string{"direction", "codec"}, nil)
+)
+
+// trafficCollector exposes the sharded packet and byte counts.
+type trafficCollector struct{ m *metrics }
+
+func (c trafficCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- packetsDesc
+	ch <- bytesDesc
+}
+
+func (c trafficCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	codecs := c.m.codecs
+	byCode := make([][]trafficShard, len(codecs))
+	for i, name := range codecs {
+		byCode[i] = c.m.byCode[name]
+	}
+	c.m.mu.Unlock()
+	for i, name := range codecs {
+		var pin, pout, bin, bout uint64
+		for j := range byCode[i] {
+			sh := &byCode[i][j]
+			pin += sh.packetsIn.Load()
+			pout += sh.packetsOut.Load()
+			bin += sh.bytesIn.Load()
+			bout += sh.bytesOut.Load()
+		}
+		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(pin), "in", name)
+		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(pout), "out", name)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(bin), "in", name)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(bout), "out", name)
+	}
+}
+
+func newMetrics(reg prometheus.Registerer, pool *portpool.Pool, shards int) (*metrics, error) {
 	m := &metrics{
+		shards: max(shards, 1),
 		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "media_sessions_active", Help: "Media sessions currently anchored on this node.",
 		}),
@@ -69,12 +113,6 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "media_session_timeouts_total", Help: "Media sessions ended because a leg sent no RTP for the media timeout.",
 		}),
-		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "media_rtp_packets_total", Help: "RTP packets received from (in) and sent to (out) endpoints.",
-		}, []string{"direction", "codec"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "media_rtp_bytes_total", Help: "RTP bytes (UDP payload) received from (in) and sent to (out) endpoints.",
-		}, []string{"direction", "codec"}),
 		rtcpPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "media_rtcp_packets_total", Help: "RTCP packets received from (in) and sent to (out) endpoints.",
 		}, []string{"direction"}),
@@ -93,7 +131,7 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "media_socket_read_errors_total", Help: "Failed reads of RTP/RTCP sockets (each loses one datagram).",
 		}),
-		byCode: map[string]*codecCounters{},
+		byCode: map[string][]trafficShard{},
 	}
 	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "media_dropped_packets_total", Help: "Packets discarded by the media engine, by reason.",
@@ -111,7 +149,7 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error
 	}, func() float64 { return float64(pool.Total()) })
 
 	for _, c := range []prometheus.Collector{
-		m.sessionsActive, m.sessionsTranscoding, m.sessionsStarted, m.timeouts, m.packets, m.bytes,
+		m.sessionsActive, m.sessionsTranscoding, m.sessionsStarted, m.timeouts, trafficCollector{m},
 		m.rtcpPackets, m.readErrors, drops, m.jitter, m.loss, m.mos, inUse, total,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -121,19 +159,16 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool) (*metrics, error
 	return m, nil
 }
 
-// forCodec returns the bound counters of a codec label.
-func (m *metrics) forCodec(name string) *codecCounters {
+// forCodec returns the traffic counters of a codec label for the sessions
+// of event loop shard.
+func (m *metrics) forCodec(name string, shard int) *trafficShard {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.byCode[name]
 	if !ok {
-		c = &codecCounters{
-			packetsIn:  m.packets.WithLabelValues("in", name),
-			packetsOut: m.packets.WithLabelValues("out", name),
-			bytesIn:    m.bytes.WithLabelValues("in", name),
-			bytesOut:   m.bytes.WithLabelValues("out", name),
-		}
+		c = make([]trafficShard, m.shards)
 		m.byCode[name] = c
+		m.codecs = append(m.codecs, name)
 	}
-	return c
+	return &c[shard%m.shards]
 }

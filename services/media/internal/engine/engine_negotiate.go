@@ -58,7 +58,7 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 			s.release()
 			return nil, fmt.Errorf("offer session %s: allocate ports: %w", p.SessionID, err)
 		}
-		s.legs[i] = newLeg(Leg(i+1), pair, e.advertise, e.cfg.AllowLatching, &e.metrics.drops)
+		s.legs[i] = newLeg(Leg(i+1), pair, e.advertise, e.cfg.AllowLatching, s.loop, &e.metrics.drops)
 	}
 
 	s.mu.Lock()
@@ -77,7 +77,7 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 
 	// Started before it is published, so a session in the table always
 	// has its sockets read, and one that loses a race is stopped whole.
-	if err := s.start(e.loops.Pick()); err != nil {
+	if err := s.start(); err != nil {
 		s.stop()
 		if errors.Is(err, udpio.ErrLoopClosed) {
 			return nil, ErrClosed
@@ -330,7 +330,7 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 	if clockChanged || l.rx.Load() == nil {
 		l.rx.Store(quality.NewReceiver(info.ClockRate))
 	}
-	l.metrics.Store(e.metrics.forCodec(string(info.Name)))
+	l.metrics.Store(e.metrics.forCodec(string(info.Name), l.shard))
 	if desc != l.peerDesc {
 		// Only new SDP moves the peer and restarts latching; choosing a
 		// codec for SDP already applied keeps the latch in place.

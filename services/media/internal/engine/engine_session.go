@@ -42,7 +42,7 @@ type session struct {
 	transcoding bool
 	closers     []func() // codec state, released after the goroutines end
 
-	loop     *udpio.Loop // reads every socket of the session
+	loop     int // index of the event loop that reads every socket of the session
 	done     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -55,6 +55,7 @@ func (e *Engine) newSession(p OfferParams) *session {
 		callID:  p.CallID,
 		service: p.Service,
 		started: time.Now(),
+		loop:    e.loops.Pick(),
 		log: e.log.With().
 			Str("session_id", p.SessionID).
 			Str("call_id", p.CallID).
@@ -67,8 +68,8 @@ func (e *Engine) newSession(p OfferParams) *session {
 // start hands the session's sockets to one event loop, so everything a
 // reader owns (latching, directions, transcoders) is only ever touched by
 // one goroutine, and starts the session's clock.
-func (s *session) start(loop *udpio.Loop) error {
-	s.loop = loop
+func (s *session) start() error {
+	loop := s.e.loops.At(s.loop)
 	for _, l := range s.legs {
 		if l == nil {
 			continue
@@ -93,9 +94,7 @@ func (s *session) start(loop *udpio.Loop) error {
 func (s *session) stop() {
 	s.stopOnce.Do(func() {
 		close(s.done)
-		if s.loop != nil {
-			s.loop.Remove(s.sockets()...)
-		}
+		s.e.loops.At(s.loop).Remove(s.sockets()...)
 		s.wg.Wait()
 		s.release()
 	})

@@ -25,11 +25,15 @@ func NewGroup(n int, readErr func(error)) (*Group, error) {
 	return g, nil
 }
 
-// Pick returns the next loop in turn. Sockets that share state (the legs
-// of one call) go to the same loop, so their handlers never run at once.
-func (g *Group) Pick() *Loop {
-	return g.loops[int(g.next.Add(1)-1)%len(g.loops)]
+// Pick returns the index of the next loop in turn. Sockets that share
+// state (the legs of one call) go to the same loop, so their handlers never
+// run at once.
+func (g *Group) Pick() int {
+	return int(g.next.Add(1)-1) % len(g.loops)
 }
+
+// At returns loop i of the group, 0 <= i < Size.
+func (g *Group) At(i int) *Loop { return g.loops[i] }
 
 // Size is the number of loops.
 func (g *Group) Size() int { return len(g.loops) }

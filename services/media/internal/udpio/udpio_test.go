@@ -245,7 +245,7 @@ func TestGroupSpreadsOverItsLoops(t *testing.T) {
 	defer g.Close()
 	seen := map[*Loop]int{}
 	for range 9 {
-		seen[g.Pick()]++
+		seen[g.At(g.Pick())]++
 	}
 	if g.Size() != 3 || len(seen) != 3 {
 		t.Fatalf("size %d, loops used %d", g.Size(), len(seen))
