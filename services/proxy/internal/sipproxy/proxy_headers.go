@@ -227,7 +227,9 @@ func forwardCopy(req *sip.Request) *sip.Request {
 	out.SetBody(req.Body())
 	out.SetTransport(req.Transport())
 	out.SetSource(req.Source())
-	out.SetDestination(req.Destination())
+	// Only a destination set explicitly: Request.Destination would format
+	// one from the Route or Request-URI, and address sets the branch's own.
+	out.SetDestination(req.MessageData.Destination())
 	out.Laddr = req.Laddr
 	return out
 }
