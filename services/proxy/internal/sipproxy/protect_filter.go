@@ -18,15 +18,14 @@ func (s *Server) readFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 		s.m.dropped.WithLabelValues("too_large").Inc()
 		return nil, nil
 	}
-	if s.limiter == nil || bytes.HasPrefix(data, responsePrefix) {
-		return data, nil
+	if s.limiter != nil && !bytes.HasPrefix(data, responsePrefix) {
+		ip := sourceIPOf(info.RemoteAddr)
+		if ip.IsValid() && !s.isTrusted(ip) && !s.limiter.allow(ip) {
+			s.m.rateLimited.Inc()
+			return nil, nil
+		}
 	}
-	var ip = sourceIPOf(info.RemoteAddr)
-	if !ip.IsValid() || s.isTrusted(ip) {
-		return data, nil
-	}
-	if !s.limiter.allow(ip) {
-		s.m.rateLimited.Inc()
+	if info.Transport == "UDP" && s.takeACK(data, info.RemoteAddr) {
 		return nil, nil
 	}
 	return data, nil

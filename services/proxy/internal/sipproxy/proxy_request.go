@@ -45,12 +45,16 @@ func (c *call) logger() *zerolog.Logger {
 
 // handleRequest is sipgo's handler for every method. sipgo runs it on the
 // goroutine that created the server transaction and terminates the
-// transaction when it returns.
+// transaction when it returns. takeACK calls it with no transaction for
+// the ACKs it takes from sipgo.
 func (s *Server) handleRequest(req *sip.Request, tx sip.ServerTransaction) {
 	if !s.active.enter() {
 		return
 	}
 	defer s.active.leave()
+	if tx != nil && req.IsInvite() {
+		s.trackInvite(tx)
+	}
 	s.m.inflight.Inc()
 	defer s.m.inflight.Dec()
 
@@ -152,8 +156,12 @@ func (s *Server) handleLocal(c *call) error {
 	return errNotAllowed
 }
 
-// reply sends a response the proxy generates itself.
+// reply sends a response the proxy generates itself. An ACK is never
+// answered (RFC 3261 17.1.1.3): its failures are only counted and logged.
 func (s *Server) reply(c *call, code int, phrase string, hdrs ...sip.Header) {
+	if c.req.IsAck() {
+		return
+	}
 	res := sip.NewResponseFromRequest(c.req, code, phrase, nil)
 	res.SipVersion = "SIP/2.0"
 	for _, h := range hdrs {

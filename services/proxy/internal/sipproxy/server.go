@@ -61,10 +61,14 @@ type Server struct {
 	m   *metrics
 	now func() time.Time
 
-	ua  *sipgo.UserAgent
-	srv *sipgo.Server
-	tpl *sip.TransportLayer
-	txl *sip.TransactionLayer
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	tpl    *sip.TransportLayer
+	txl    *sip.TransactionLayer
+	parser *sip.Parser
+	// inviteTxs holds the keys of sipgo's live INVITE server transactions,
+	// for takeACK: an ACK matching one belongs to that transaction.
+	inviteTxs sync.Map
 
 	loc      location.Store
 	auth     *authenticator
@@ -145,6 +149,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 
 	parser := sip.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageSize
+	s.parser = parser
 	slogger := newSipgoLogger(s.log, func() { s.m.dropped.WithLabelValues("unparsable").Inc() })
 	s.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
