@@ -32,6 +32,7 @@ const (
 // have finished (or hard is closed), and returns once everything it started
 // has stopped.
 func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Logger, reg *prometheus.Registry) error {
+	applyRuntime(cfg.Runtime, log)
 	setup, cancelSetup := context.WithTimeout(drain, setupLimit)
 	defer cancelSetup()
 	client, err := bus.Connect(setup, cfg.Bus, "proxy", log, reg)

@@ -34,6 +34,7 @@ type Config struct {
 	SIP      sipproxy.Config   `yaml:"sip"`
 	Location location.KVConfig `yaml:"location"`
 	Media    MediaConfig       `yaml:"media"`
+	Runtime  RuntimeConfig     `yaml:"runtime"`
 }
 
 // HTTPConfig is the metrics and health endpoint.
@@ -67,7 +68,8 @@ type MediaConfig struct {
 // Defaults returns the configuration a proxy runs with when nothing is set.
 func Defaults() Config {
 	return Config{
-		HTTP: HTTPConfig{Addr: DefaultHTTPAddr},
+		HTTP:    HTTPConfig{Addr: DefaultHTTPAddr},
+		Runtime: RuntimeConfig{GCPercent: DefaultGCPercent},
 		Media: MediaConfig{
 			Mode:           sipproxy.MediaModeAnchor,
 			RetryAfter:     sipproxy.DefaultMediaRetryAfter,
@@ -110,6 +112,12 @@ func (c Config) Validate() error {
 	}
 	if c.Media.RetryAfter < 0 || c.Media.RequestTimeout < 0 || c.Media.OrphanGrace < 0 {
 		errs = append(errs, errors.New("media: retry_after, request_timeout and orphan_grace must not be negative"))
+	}
+	if c.Runtime.GCPercent < 0 && c.Runtime.GCPercent != -1 {
+		errs = append(errs, fmt.Errorf("runtime.gc_percent: %d is neither -1 (off) nor a percentage", c.Runtime.GCPercent))
+	}
+	if c.Runtime.MemoryLimitMB < 0 {
+		errs = append(errs, errors.New("runtime.memory_limit_mb must not be negative"))
 	}
 	if c.Media.Claim.AttemptTimeout < 0 || c.Media.Claim.MaxAttempts < 0 || c.Media.Claim.Units < 0 {
 		errs = append(errs, errors.New("media.claim: attempt_timeout, max_attempts and units must not be negative"))
