@@ -33,6 +33,7 @@ const (
 // has stopped.
 func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Logger, reg *prometheus.Registry) error {
 	applyRuntime(cfg.Runtime, log)
+	sipproxy.ApplyTransactionLinger(cfg.SIP.WithDefaults().TransactionLinger)
 	setup, cancelSetup := context.WithTimeout(drain, setupLimit)
 	defer cancelSetup()
 	client, err := bus.Connect(setup, cfg.Bus, "proxy", log, reg)

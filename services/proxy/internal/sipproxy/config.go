@@ -12,6 +12,15 @@ import (
 	"callgrid.dev/services/proxy/internal/digestauth"
 )
 
+// Transaction linger (Config.TransactionLinger).
+const (
+	// DefaultTransactionLinger is T4, what Kamailio's tm keeps an answered
+	// transaction for.
+	DefaultTransactionLinger = 5 * time.Second
+	// rfcTransactionLinger is 64*T1, the RFC's value and the longest allowed.
+	rfcTransactionLinger = 32 * time.Second
+)
+
 // Defaults applied to zero-valued Config fields.
 const (
 	DefaultListenAddr       = "127.0.0.1:5060"
@@ -77,6 +86,17 @@ type Config struct {
 	BranchTimeout time.Duration `yaml:"branch_timeout"`
 	// CancelWait bounds the wait for a cancelled branch's final answer (default 32s).
 	CancelWait time.Duration `yaml:"cancel_wait"`
+	// TransactionLinger is how long a transaction is kept once answered, to
+	// absorb retransmissions: Timer J (a non-INVITE server transaction),
+	// L and M (an INVITE answered 2xx, server and client side). RFC 3261
+	// and 6026 say 64*T1 = 32s; the default is T4 = 5s, what Kamailio's tm
+	// keeps a transaction for. Every call's transactions stay in memory that
+	// long, so at 4,000 calls/s 32s means gigabytes of heap and collections
+	// that stall the socket's reader. Later retransmissions still work: a
+	// 2xx is relayed statelessly along its Vias, a request is forwarded
+	// again and answered by the next hop. sipgo's timers are process-wide, so
+	// ApplyTransactionLinger sets it once at start; New does not (default 5s).
+	TransactionLinger time.Duration `yaml:"transaction_linger"`
 	// MaxMessageSize is the largest accepted SIP message in bytes (default 8192).
 	MaxMessageSize int `yaml:"max_message_size"`
 	// UserAgentBlocklist drops requests whose User-Agent contains any entry
@@ -244,6 +264,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.InviteTimeout, DefaultInviteTimeout)
 	setDefault(&c.BranchTimeout, DefaultBranchTimeout)
 	setDefault(&c.CancelWait, DefaultCancelWait)
+	setDefault(&c.TransactionLinger, DefaultTransactionLinger)
 	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
 	setDefault(&c.DrainRetryAfter, DefaultDrainRetryAfter)
 	setDefault(&c.UserAgent, DefaultUserAgent)
@@ -327,6 +348,9 @@ func (c Config) Validate() error {
 	}
 	if c.BranchTimeout < 100*time.Millisecond {
 		bad("branch_timeout", "%v below 100ms", c.BranchTimeout)
+	}
+	if c.TransactionLinger < time.Second || c.TransactionLinger > rfcTransactionLinger {
+		bad("transaction_linger", "%v outside 1s..%v", c.TransactionLinger, rfcTransactionLinger)
 	}
 	for i, a := range c.Auth.Algorithms {
 		if _, err := digestauth.ParseAlgorithm(a); err != nil {

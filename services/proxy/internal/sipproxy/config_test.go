@@ -3,6 +3,7 @@ package sipproxy
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -26,6 +27,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad policy", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Policy: "random", Gateways: gw.Gateways}}}, wantErr: "gateway_groups[0].policy"},
 		{name: "gateway without port", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: []Gateway{{Addr: "192.0.2.1"}}}}}, wantErr: "gateway_groups[0].gateways[0].addr"},
 		{name: "valid dialplan", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Prefix: "00", Strip: 2, Group: "pstn"}}}},
+		{name: "linger below 1s", cfg: Config{TransactionLinger: 500 * time.Millisecond}, wantErr: "transaction_linger"},
+		{name: "linger above 64*T1", cfg: Config{TransactionLinger: time.Minute}, wantErr: "transaction_linger"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

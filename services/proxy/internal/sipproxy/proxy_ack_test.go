@@ -1,6 +1,8 @@
 package sipproxy
 
 import (
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -58,5 +60,59 @@ func TestACKRouting(t *testing.T) {
 				t.Errorf("gateway got %d INVITEs, want 1", got)
 			}
 		})
+	}
+}
+
+// A 2xx retransmitted after the branch's client transaction is gone (past
+// the transaction linger) is relayed statelessly along its Vias, so the
+// caller still gets it and ACKs.
+func TestLate2xxRelayedStatelessly(t *testing.T) {
+	p := startProxy(t, trustedConfig())
+	callerConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = callerConn.Close() })
+	gwConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gwConn.Close() })
+	proxyHost, proxyPort, _ := net.SplitHostPort(p.Addr("udp"))
+	callerPort := callerConn.LocalAddr().(*net.UDPAddr).Port
+	ok := "SIP/2.0 200 OK\r\n" +
+		"Via: SIP/2.0/UDP " + proxyHost + ":" + proxyPort + ";branch=" + newBranch("0123456789abcdef") + "\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(callerPort) + ";branch=z9hG4bK-late;rport=" + strconv.Itoa(callerPort) + ";received=127.0.0.1\r\n" +
+		"From: <sip:alice@localhost>;tag=a1\r\n" +
+		"To: <sip:+15551234@127.0.0.1>;tag=b1\r\n" +
+		"Call-ID: late-2xx@test\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"Contact: <sip:127.0.0.1:" + strconv.Itoa(gwConn.LocalAddr().(*net.UDPAddr).Port) + ">\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	proxyAddr, _ := net.ResolveUDPAddr("udp", p.Addr("udp"))
+	// The caller has sent its INVITE: the proxy knows its flow. A keep-alive
+	// stands in for it; the socket's reader takes it before the 200.
+	if _, err := callerConn.WriteToUDP([]byte("\r\n\r\n"), proxyAddr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gwConn.WriteToUDP([]byte(ok), proxyAddr); err != nil {
+		t.Fatal(err)
+	}
+	_ = callerConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, _, err := callerConn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("caller got no relayed 2xx: %v", err)
+	}
+	msg, err := sip.ParseMessage(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, isRes := msg.(*sip.Response)
+	if !isRes || res.StatusCode != 200 {
+		t.Fatalf("caller got %q, want the 200", buf[:n])
+	}
+	if vias := res.GetHeaders("Via"); len(vias) != 1 {
+		t.Errorf("relayed 2xx has %d Vias, want 1: the proxy's is removed", len(vias))
 	}
 }
