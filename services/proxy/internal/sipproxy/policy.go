@@ -11,17 +11,23 @@ import (
 
 // selfMatcher recognises this proxy in Route, Via and Request-URI hosts.
 type selfMatcher struct {
-	hosts     map[string]bool // hosts matching on any of our listening ports
-	hostPorts map[string]bool // exact "host:port" aliases
+	hosts     map[string]bool   // hosts matching on any of our listening ports
+	hostPorts map[hostPort]bool // exact host:port aliases
 	ports     map[int]bool
 	domains   map[string]bool
 	canonical string
 }
 
+// hostPort keys the exact aliases, so matching one builds no string.
+type hostPort struct {
+	host string
+	port int
+}
+
 func newSelfMatcher(cfg Config, ports map[string]int) selfMatcher {
 	m := selfMatcher{
 		hosts:     map[string]bool{strings.ToLower(cfg.AdvertiseHost): true},
-		hostPorts: map[string]bool{},
+		hostPorts: map[hostPort]bool{},
 		ports:     map[int]bool{},
 		domains:   map[string]bool{},
 		canonical: strings.ToLower(cfg.Domains[0]),
@@ -33,8 +39,10 @@ func newSelfMatcher(cfg Config, ports map[string]int) selfMatcher {
 		m.ports[p] = true
 	}
 	for _, a := range cfg.Aliases {
-		if host, port, err := net.SplitHostPort(a); err == nil {
-			m.hostPorts[strings.ToLower(host)+":"+port] = true
+		if host, portStr, err := net.SplitHostPort(a); err == nil {
+			if port, err := strconv.Atoi(portStr); err == nil {
+				m.hostPorts[hostPort{host: strings.ToLower(host), port: port}] = true
+			}
 			continue
 		}
 		m.hosts[strings.ToLower(a)] = true
@@ -52,7 +60,7 @@ func (m selfMatcher) isSelf(host string, port int) bool {
 	if port == 0 {
 		port = sip.DefaultUdpPort
 	}
-	if m.hostPorts[host+":"+strconv.Itoa(port)] {
+	if m.hostPorts[hostPort{host: host, port: port}] {
 		return true
 	}
 	return m.hosts[host] && m.ports[port]
@@ -65,7 +73,7 @@ func (m selfMatcher) isLocalDomain(host string) bool {
 		return true
 	}
 	for hp := range m.hostPorts {
-		if h, _, err := net.SplitHostPort(hp); err == nil && h == host {
+		if hp.host == host {
 			return true
 		}
 	}

@@ -1,6 +1,7 @@
 package sipproxy
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"hash/fnv"
 	"net"
@@ -18,31 +19,70 @@ const branchPrefix = sip.RFC3261BranchMagicCookie + "cg"
 // 16.6 step 8 lists except the top Via: a request that comes back to us has a
 // different top Via, so including it would hide every real loop. A spiral
 // (the Request-URI was retargeted) hashes differently and is let through.
+// Every field is followed by a zero byte, and the hash is FNV-1a 64.
 func loopHash(req *sip.Request) string {
-	h := fnv.New64a()
-	write := func(s string) {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	write(req.Recipient.String())
+	h := newLoopHasher()
+	req.Recipient.StringWrite(h)
+	h.end()
 	if f := req.From(); f != nil {
-		write(f.Params.GetOr("tag", ""))
+		h.field(f.Params.GetOr("tag", ""))
 	}
 	if t := req.To(); t != nil {
-		write(t.Params.GetOr("tag", ""))
+		h.field(t.Params.GetOr("tag", ""))
 	}
 	if c := req.CallID(); c != nil {
-		write(c.Value())
+		h.field(c.Value())
 	}
 	if c := req.CSeq(); c != nil {
-		write(strconv.FormatUint(uint64(c.SeqNo), 10))
+		var seq [20]byte
+		h.write(strconv.AppendUint(seq[:0], uint64(c.SeqNo), 10))
+		h.end()
 	}
-	for _, name := range []string{"Proxy-Require", "Proxy-Authorization"} {
-		for _, hd := range req.GetHeaders(name) {
-			write(hd.Value())
+	for _, name := range [...]string{"Proxy-Require", "Proxy-Authorization"} {
+		for _, hd := range req.Headers() {
+			if strings.EqualFold(hd.Name(), name) {
+				h.field(hd.Value())
+			}
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var sum [8]byte
+	return hex.EncodeToString(binary.BigEndian.AppendUint64(sum[:0], uint64(*h)))
+}
+
+// loopHasher is FNV-1a 64 fed with strings, so hashing a request's
+// fields copies none of them.
+type loopHasher uint64
+
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
+
+func newLoopHasher() *loopHasher {
+	h := loopHasher(fnvOffset64)
+	return &h
+}
+
+// WriteString makes the hasher an io.StringWriter for Uri.StringWrite.
+func (h *loopHasher) WriteString(s string) (int, error) {
+	for i := 0; i < len(s); i++ {
+		*h = (*h ^ loopHasher(s[i])) * fnvPrime64
+	}
+	return len(s), nil
+}
+
+func (h *loopHasher) write(b []byte) {
+	for _, c := range b {
+		*h = (*h ^ loopHasher(c)) * fnvPrime64
+	}
+}
+
+// end closes a field.
+func (h *loopHasher) end() { *h *= fnvPrime64 }
+
+func (h *loopHasher) field(s string) {
+	_, _ = h.WriteString(s)
+	h.end()
 }
 
 // newBranch returns a unique branch carrying the loop hash.
@@ -94,7 +134,7 @@ func (s *Server) ourVia(transport, branch string) *sip.ViaHeader {
 
 // port returns our listening port for a transport, falling back to UDP's.
 func (s *Server) port(transport string) int {
-	if p, ok := s.ports[strings.ToLower(transport)]; ok {
+	if p, ok := s.ports[lowerTransport(transport)]; ok {
 		return p
 	}
 	for _, tp := range []string{"udp", "tcp", "tls"} {
@@ -105,13 +145,25 @@ func (s *Server) port(transport string) int {
 	return sip.DefaultUdpPort
 }
 
+// lowerTransport is the lower-case transport name; the names in use come
+// back as constants, so the lookups on every forwarded message allocate nothing.
+func lowerTransport(transport string) string {
+	switch transport {
+	case "UDP", "udp":
+		return "udp"
+	case "TCP", "tcp":
+		return "tcp"
+	case "TLS", "tls":
+		return "tls"
+	}
+	return strings.ToLower(transport)
+}
+
 // recordRoute builds our Record-Route entry for the side facing transport,
 // with extra URI parameters (the call's media session) when given.
 func (s *Server) recordRoute(transport string, extra sip.HeaderParams) *sip.RecordRouteHeader {
-	params := sip.HeaderParams{
-		{K: "transport", V: strings.ToLower(transport)},
-		{K: "lr", V: ""},
-	}
+	params := make(sip.HeaderParams, 0, 2+len(extra))
+	params = append(params, sip.HeaderKV{K: "transport", V: lowerTransport(transport)}, sip.HeaderKV{K: "lr", V: ""})
 	params = append(params, extra...)
 	return &sip.RecordRouteHeader{Address: sip.Uri{
 		Scheme:    "sip",
