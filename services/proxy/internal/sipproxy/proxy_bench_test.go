@@ -38,7 +38,7 @@ const (
 		"m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
 
-func benchServer(b *testing.B) *Server {
+func benchServer(b testing.TB) *Server {
 	b.Helper()
 	s, err := New(testConfig(), testLogger(), prometheusRegistry())
 	if err != nil {
@@ -120,5 +120,15 @@ func BenchmarkACKTakeCheck(b *testing.B) {
 		if _, live := s.inviteTxs.Load(key); live {
 			b.Fatal("no transaction should match")
 		}
+	}
+}
+
+// BenchmarkTryingResponse builds the 100 every INVITE is answered with.
+func BenchmarkTryingResponse(b *testing.B) {
+	s := benchServer(b)
+	req := parseBench[*sip.Request](b, benchInvite)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.tryingResponse(req)
 	}
 }

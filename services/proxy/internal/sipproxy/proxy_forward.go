@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,8 +105,47 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 func (s *Server) sendTrying(c *call) {
 	if !c.tryingSent {
 		c.tryingSent = true
-		s.reply(c, sip.StatusTrying, "Trying")
+		s.respond(c, s.tryingResponse(c.req))
 	}
+}
+
+// tryingResponse is the 100 for an INVITE (RFC 3261 8.2.6.1), sent on every
+// call. sipgo's NewResponseFromRequest clones each header it copies; the
+// 100 shares From, To, Call-ID, CSeq and Timestamp with the request, which
+// nothing edits, and clones only the top Via, which gets received/rport.
+func (s *Server) tryingResponse(req *sip.Request) *sip.Response {
+	res := sip.NewResponse(sip.StatusTrying, "Trying")
+	res.SipVersion = "SIP/2.0"
+	first := true
+	for _, h := range req.Headers() {
+		switch h.Name() {
+		case "Via":
+			if v, ok := h.(*sip.ViaHeader); ok && first {
+				first = false
+				top := v.Clone()
+				if rport, ok := top.Params.Get("rport"); ok && rport == "" {
+					host, port, _ := net.SplitHostPort(req.Source())
+					top.Params.Add("rport", port)
+					top.Params.Add("received", host)
+				}
+				res.AppendHeader(top)
+				continue
+			}
+			res.AppendHeader(h)
+		case "From", "To", "Call-ID", "CSeq":
+			res.AppendHeader(h)
+		default:
+			if strings.EqualFold(h.Name(), "Timestamp") {
+				res.AppendHeader(h)
+			}
+		}
+	}
+	res.SetBody(nil)
+	res.AppendHeader(sip.NewHeader("Server", s.cfg.UserAgent))
+	res.SetTransport(req.Transport())
+	// Where the request came from (RFC 3581), as reply answers.
+	res.SetDestination(req.Source())
+	return res
 }
 
 // failoverAllowed reports whether a failed branch lets the next target be tried:

@@ -70,3 +70,41 @@ func TestLoopHashAllocations(t *testing.T) {
 		t.Errorf("loopHash allocates %v times, want at most 3", n)
 	}
 }
+
+// The 100 the proxy builds itself says what sipgo's NewResponseFromRequest
+// (with our Server header) would.
+func TestTryingResponse(t *testing.T) {
+	s := benchServer(t)
+	tests := []struct {
+		name    string
+		replace *strings.Replacer
+	}{
+		{name: "benchmark invite", replace: strings.NewReplacer()},
+		{name: "rport and timestamp", replace: strings.NewReplacer(
+			"branch=z9hG4bK-4242-1-0", "branch=z9hG4bK-4242-1-0;rport\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-upstream",
+			"Subject: Performance Test", "Timestamp: 54")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, err := sip.ParseMessage([]byte(tc.replace.Replace(benchInvite)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := msg.(*sip.Request)
+			req.SetTransport("UDP")
+			req.SetSource("192.0.2.7:40000")
+			want := sip.NewResponseFromRequest(req, sip.StatusTrying, "Trying", nil)
+			want.AppendHeader(sip.NewHeader("Server", s.cfg.UserAgent))
+			got := s.tryingResponse(req)
+			if got.String() != want.String() {
+				t.Errorf("100:\n%s\nwant:\n%s", got, want)
+			}
+			if got.Destination() != req.Source() {
+				t.Errorf("100 goes to %s, want the source %s", got.Destination(), req.Source())
+			}
+			if v := req.Via(); v.Params.Has("received") {
+				t.Errorf("the request's own Via was edited: %s", v)
+			}
+		})
+	}
+}
