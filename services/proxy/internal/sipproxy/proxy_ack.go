@@ -43,7 +43,12 @@ func (s *Server) takeACK(data []byte, remote net.Addr) bool {
 	}
 	req.SetTransport("UDP")
 	req.SetSource(remote.String())
-	s.handleRequest(req, nil)
+	// On the reader itself: its stack is grown already, and a hand-off to
+	// the handler pool would cost more than the forwarding.
+	if s.active.enter() {
+		s.serve(req, nil)
+		s.active.leave()
+	}
 	return true
 }
 

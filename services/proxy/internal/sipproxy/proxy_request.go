@@ -45,16 +45,21 @@ func (c *call) logger() *zerolog.Logger {
 
 // handleRequest is sipgo's handler for every method. sipgo runs it on the
 // goroutine that created the server transaction and terminates the
-// transaction when it returns. takeACK calls it with no transaction for
-// the ACKs it takes from sipgo.
+// transaction when it returns; the work runs on the handler pool meanwhile.
 func (s *Server) handleRequest(req *sip.Request, tx sip.ServerTransaction) {
 	if !s.active.enter() {
 		return
 	}
 	defer s.active.leave()
-	if tx != nil && req.IsInvite() {
+	if req.IsInvite() {
 		s.trackInvite(tx)
 	}
+	s.handlers.run(func() { s.serve(req, tx) })
+}
+
+// serve handles one request; tx is nil for the ACKs takeACK forwards, which
+// no transaction carries. The caller holds an active-tracker entry.
+func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction) {
 	s.m.inflight.Inc()
 	defer s.m.inflight.Dec()
 

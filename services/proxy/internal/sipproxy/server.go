@@ -93,6 +93,7 @@ type Server struct {
 
 	draining atomic.Bool
 	active   activeTracker
+	handlers *handlerPool
 }
 
 // New builds a Server and opens its listening sockets, so bind errors surface
@@ -110,11 +111,12 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		o.store = location.NewMemoryStore(o.now)
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   log.With().Str("component", "sipproxy").Logger(),
-		now:   o.now,
-		loc:   o.store,
-		ports: make(map[string]int),
+		cfg:      cfg,
+		log:      log.With().Str("component", "sipproxy").Logger(),
+		now:      o.now,
+		loc:      o.store,
+		ports:    make(map[string]int),
+		handlers: newHandlerPool(),
 	}
 	m, err := newMetrics(reg, s.loc.Count)
 	if err != nil {
@@ -361,6 +363,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Debug().Err(err).Msg("close user agent")
 	}
 	s.active.closeAndWait()
+	s.handlers.close()
 	wg.Wait()
 	// A handler still running during the first close may have opened a
 	// client connection after it (a response to a new address); now that
