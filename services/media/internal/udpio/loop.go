@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,8 +29,10 @@ const maxEvents = 256
 
 // Loop reads the sockets added to it on one goroutine.
 type Loop struct {
-	epfd int
-	wake int // eventfd that interrupts the wait to apply changes
+	epfd      int
+	epollFile *os.File        // epfd, registered with the runtime's poller
+	poll      syscall.RawConn // waits for epfd to have something ready
+	wake      int             // eventfd that interrupts the wait to apply changes
 
 	mu      sync.Mutex
 	changes []*change
@@ -70,14 +75,29 @@ func NewLoop(readErr func(error)) (*Loop, error) {
 		_ = unix.Close(epfd)
 		return nil, fmt.Errorf("epoll_ctl add eventfd: %w", err)
 	}
+	// Non-blocking, so that os.NewFile hands the descriptor to the poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(wake)
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("epoll set non-blocking: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "udpio-epoll")
+	poll, err := file.SyscallConn()
+	if err != nil {
+		_ = unix.Close(wake)
+		_ = file.Close()
+		return nil, fmt.Errorf("poll epoll set: %w", err)
+	}
 	if readErr == nil {
 		readErr = func(error) {}
 	}
 	l := &Loop{
-		epfd:     epfd,
-		wake:     wake,
-		readErrs: readErr,
-		done:     make(chan struct{}),
+		epfd:      epfd,
+		epollFile: file,
+		poll:      poll,
+		wake:      wake,
+		readErrs:  readErr,
+		done:      make(chan struct{}),
 	}
 	go l.run()
 	return l, nil
@@ -142,7 +162,7 @@ func (l *Loop) Close() {
 		close(c.applied)
 	}
 	_ = unix.Close(l.wake)
-	_ = unix.Close(l.epfd)
+	_ = l.epollFile.Close()
 }
 
 func (l *Loop) run() {
@@ -152,38 +172,55 @@ func (l *Loop) run() {
 		buf    [MaxDatagram]byte
 		rsa    unix.RawSockaddrAny
 	)
-	for {
-		n, err := unix.EpollWait(l.epfd, events[:], -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
+	// The runtime's poller watches the epoll descriptor itself: the loop
+	// parks like any goroutine waiting for I/O while nothing is ready, and
+	// drains the set with non-blocking waits while something is. A
+	// blocking epoll_wait would instead hold an OS thread in a system call
+	// the scheduler has to take the processor back from.
+	err := l.poll.Read(func(uintptr) bool {
+		for {
+			n, errno := epollWaitNow(l.epfd, events[:])
+			switch {
+			case errno == unix.EINTR:
 				continue
+			case errno != 0:
+				l.readErrs(fmt.Errorf("epoll_wait: %w", errno))
+				return false
+			case n == 0:
+				return false // park until the set has something ready
 			}
-			l.readErrs(fmt.Errorf("epoll_wait: %w", err))
-			time.Sleep(time.Millisecond) // never spin on a broken epoll set
-			continue
-		}
-		for i := range n {
-			fd := int(events[i].Fd)
-			if fd == l.wake {
-				if !l.apply() {
-					return
+			for i := range n {
+				fd := int(events[i].Fd)
+				if fd == l.wake {
+					if !l.apply() {
+						return true
+					}
+					continue
 				}
-				continue
-			}
-			if fd >= len(l.entries) || l.entries[fd].sock == nil {
-				continue // removed earlier in this batch
-			}
-			e := l.entries[fd]
-			size, src, ok, err := e.sock.recv(buf[:], &rsa)
-			if err != nil {
-				l.readErrs(err)
-				continue
-			}
-			if ok {
-				e.handler(buf[:size], src, time.Now())
+				if fd >= len(l.entries) || l.entries[fd].sock == nil {
+					continue // removed earlier in this batch
+				}
+				e := l.entries[fd]
+				size, src, ok, err := e.sock.recv(buf[:], &rsa)
+				if err != nil {
+					l.readErrs(err)
+					continue
+				}
+				if ok {
+					e.handler(buf[:size], src, time.Now())
+				}
 			}
 		}
+	})
+	if err != nil {
+		l.readErrs(fmt.Errorf("wait for the epoll set: %w", err))
 	}
+}
+
+// epollWaitNow collects what is ready without blocking.
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(n), errno
 }
 
 // apply takes the queued changes; it reports false when the loop must stop.
