@@ -108,6 +108,7 @@ type generator struct {
 	view      *fleet.View
 	natsURL   string
 	media     *preparedMedia
+	opus      codec.OpusOptions
 	socks     []*endpointSocket
 	receivers []*receiver
 	pacer     *pacer
@@ -149,6 +150,7 @@ func run(o options) error {
 	g.claimer = fleet.NewClaimer(client, g.view, fleet.ClaimConfig{AttemptTimeout: 2 * time.Second}, log, reg)
 
 	opus := codec.DefaultOpusOptions()
+	g.opus = opus
 	if g.media, err = prepareMedia(opus); err != nil {
 		return err
 	}
@@ -158,7 +160,7 @@ func run(o options) error {
 	for _, m := range o.modes {
 		if m == modeTranscode {
 			fmt.Fprintln(os.Stderr, "measuring codec-only cost of a transcoded call")
-			co, err := measureCodecOnly(g.media, opus, 5, 1000)
+			co, err := measureCodecOnly(g.media, opus, 1, 5, 1000)
 			if err != nil {
 				return err
 			}
@@ -337,6 +339,16 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 	}
 	idleFor := time.Since(idleStart)
 
+	// The machine's speed drifts by tens of percent within minutes (other
+	// tenants, frequency): a transcode step is compared with the codec
+	// work measured just before and just after it, not only at the start.
+	var before, after codecAround
+	if cs.mode == modeTranscode {
+		if before, err = g.measureCodecAround(n); err != nil {
+			return nil, err
+		}
+	}
+
 	g0 := g.counters()
 	rcvbuf0 := udpRcvbufErrors()
 	trafficStart := time.Now()
@@ -356,6 +368,11 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 	}
 	g.pacer.running.Store(false)
 	sleep(ctx, o.drain)
+	if cs.mode == modeTranscode {
+		if after, err = g.measureCodecAround(n); err != nil {
+			return nil, err
+		}
+	}
 	mD, err := node.scrape()
 	if err != nil {
 		return nil, err
@@ -397,8 +414,32 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 	st.allocsRaw = mD.mallocs - mC.mallocs
 	st.allocsNet = st.allocsRaw - scrapeAllocs - background*trafficFor.Seconds()
 	st.backgroundAllocsPerSec = background
+	if cs.mode == modeTranscode {
+		st.codec = &[2]codecAround{before, after}
+	}
 	st.judge(o)
 	return st, nil
+}
+
+// The codec-only measurement around each transcode step: five short
+// rounds, a tenth of a second of codec work, either side.
+const (
+	codecRoundsPerStep  = 5
+	codecFramesPerRound = 200
+)
+
+// codecAround is the codec-only cost measured beside a transcode step: with
+// one call's state kept hot, and cycling through the states of as many
+// calls as the step holds.
+type codecAround struct{ hot, all codecOnly }
+
+func (g *generator) measureCodecAround(calls int) (codecAround, error) {
+	hot, err := measureCodecOnly(g.media, g.opus, 1, codecRoundsPerStep, codecFramesPerRound)
+	if err != nil {
+		return codecAround{}, err
+	}
+	all, err := measureCodecOnly(g.media, g.opus, calls, codecRoundsPerStep, codecFramesPerRound)
+	return codecAround{hot: hot, all: all}, err
 }
 
 // rtcpReportInterval is how often the node reports on a stream it

@@ -85,56 +85,86 @@ func maxFrameLen(frames [][]byte) int {
 // codecOnly is the libopus-bound limit of a transcoded PCMU↔Opus call: the
 // CPU time of the codec work one call needs per 20 ms, as the node does it
 // (PCMU decode + Opus encode at 8 kHz one way, Opus decode at 8 kHz + PCMU
-// encode the other way), on one thread.
+// encode the other way), on one thread, over a number of calls' codec
+// states used in turn: one state stays hot in the caches, while a node
+// with a hundred calls finds each call's state evicted by the others.
 type codecOnly struct {
+	states       int           // calls whose codec states the rounds cycle through
 	perFrame     time.Duration // CPU per 20 ms of one call, median of the rounds
 	callsPerCore float64
 	rounds       []time.Duration
 }
 
-func measureCodecOnly(m *preparedMedia, opts codec.OpusOptions, rounds, framesPerRound int) (codecOnly, error) {
+// callCodecs is one transcoded call's codec state.
+type callCodecs struct {
+	pcmuDec, opusDec codec.Decoder
+	opusEnc, pcmuEnc codec.Encoder
+}
+
+func newCallCodecs(opts codec.OpusOptions) (*callCodecs, error) {
+	c := &callCodecs{}
+	var err error
+	if c.pcmuDec, err = codec.NewDecoder(codec.PCMU, 8000); err != nil {
+		return nil, err
+	}
+	if c.opusDec, err = codec.NewDecoder(codec.Opus, 8000); err != nil {
+		return nil, err
+	}
+	if c.opusEnc, err = codec.NewEncoder(codec.Opus, 8000, opts); err != nil {
+		c.opusDec.Close()
+		return nil, err
+	}
+	if c.pcmuEnc, err = codec.NewEncoder(codec.PCMU, 8000, opts); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *callCodecs) close() {
+	c.opusDec.Close()
+	c.opusEnc.Close()
+}
+
+func measureCodecOnly(m *preparedMedia, opts codec.OpusOptions, states, rounds, framesPerRound int) (codecOnly, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	pcmuDec, err := codec.NewDecoder(codec.PCMU, 8000)
-	if err != nil {
-		return codecOnly{}, err
-	}
-	opusEnc, err := codec.NewEncoder(codec.Opus, 8000, opts)
-	if err != nil {
-		return codecOnly{}, err
-	}
-	defer opusEnc.Close()
-	opusDec, err := codec.NewDecoder(codec.Opus, 8000)
-	if err != nil {
-		return codecOnly{}, err
-	}
-	defer opusDec.Close()
-	pcmuEnc, err := codec.NewEncoder(codec.PCMU, 8000, opts)
-	if err != nil {
-		return codecOnly{}, err
+	calls := make([]*callCodecs, 0, states)
+	defer func() {
+		for _, c := range calls {
+			c.close()
+		}
+	}()
+	for range max(states, 1) {
+		c, err := newCallCodecs(opts)
+		if err != nil {
+			return codecOnly{}, err
+		}
+		calls = append(calls, c)
 	}
 	pcm := make([]int16, 2*codec.FrameSamplesAt(48000))
 	out := make([]byte, codec.OpusMaxPacketBytes)
 	frame := func(i int) error {
-		n, err := pcmuDec.Decode(m.pcmu[i%len(m.pcmu)], pcm)
+		c := calls[i%len(calls)]
+		n, err := c.pcmuDec.Decode(m.pcmu[i%len(m.pcmu)], pcm)
 		if err != nil {
 			return err
 		}
-		if _, err := opusEnc.Encode(pcm[:n], out); err != nil {
+		if _, err := c.opusEnc.Encode(pcm[:n], out); err != nil {
 			return err
 		}
-		if n, err = opusDec.Decode(m.opus[i%len(m.opus)], pcm); err != nil {
+		if n, err = c.opusDec.Decode(m.opus[i%len(m.opus)], pcm); err != nil {
 			return err
 		}
-		_, err = pcmuEnc.Encode(pcm[:n], out)
+		_, err = c.pcmuEnc.Encode(pcm[:n], out)
 		return err
 	}
-	for i := range preparedFrames { // warm up encoder state
+	for i := range max(preparedFrames, 3*len(calls)) { // warm up every state
 		if err := frame(i); err != nil {
 			return codecOnly{}, fmt.Errorf("codec-only frame: %w", err)
 		}
 	}
-	var res codecOnly
+	res := codecOnly{states: len(calls)}
 	for range rounds {
 		start := threadCPU()
 		for i := range framesPerRound {
