@@ -38,8 +38,11 @@ func addContactAlias(msg sip.Message, source, transport string) {
 	msg.(interface{ ReplaceHeader(sip.Header) }).ReplaceHeader(nc)
 }
 
-// contactAlias returns the alias value for a contact reached from source,
-// or false when the contact already names that address.
+// contactAlias returns the alias value for a contact reached from source
+// over transport, or false when the contact already leads there: same
+// address and the same transport. A phone on TLS or TCP whose Contact names
+// its connection's address but no transport parameter would otherwise be
+// sent requests over UDP, to a port where nothing listens.
 func contactAlias(contact sip.Uri, source, transport string) (string, bool) {
 	host, port, err := net.SplitHostPort(source)
 	if err != nil {
@@ -49,10 +52,26 @@ func contactAlias(contact sip.Uri, source, transport string) (string, bool) {
 	if cport == 0 {
 		cport = sip.DefaultPort(transport)
 	}
-	if strings.Trim(contact.Host, "[]") == host && strconv.Itoa(cport) == port {
+	if strings.Trim(contact.Host, "[]") == host && strconv.Itoa(cport) == port &&
+		strings.EqualFold(contactTransport(contact), transport) {
 		return "", false
 	}
 	return host + "~" + port + "~" + strings.ToLower(transport), true
+}
+
+// contactTransport is the transport a request to contact would use by
+// itself (RFC 3263 without DNS): its transport parameter, else TLS for a
+// sips URI and UDP for a sip one.
+func contactTransport(contact sip.Uri) string {
+	if contact.UriParams != nil {
+		if tp, ok := contact.UriParams.Get("transport"); ok && tp != "" {
+			return tp
+		}
+	}
+	if contact.IsEncrypted() {
+		return "TLS"
+	}
+	return "UDP"
 }
 
 // parseAlias reads an alias value back into destination and transport.
