@@ -11,8 +11,9 @@ import (
 var responsePrefix = []byte("SIP/2.0 ")
 
 // readFilter runs on raw bytes before sipgo parses them: oversize datagrams
-// and sources over their rate are dropped here, at the cheapest point. It
-// never returns an error, because sipgo stops reading a socket whose filter fails.
+// and sources over their rate are dropped here, at the cheapest point, and
+// the ACKs takeACK relays itself never reach sipgo. It never returns an
+// error, because sipgo stops reading a socket whose filter fails.
 func (s *Server) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
 	if info.Transport == "UDP" && len(data) > s.cfg.MaxMessageSize {
 		s.m.dropped.WithLabelValues("too_large").Inc()
