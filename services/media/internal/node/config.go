@@ -11,12 +11,12 @@ import (
 )
 
 // Figures measured with make bench-media on the reference 2-core machine
-// (docs/benchmarks.md, "Media node load"): relayed PCMU calls per core of
-// node CPU with p99 added latency under 1 ms, and PCMU<->Opus calls per core
-// at zero loss.
+// (docs/benchmarks.md, "Media node load"), at the low end of the runs:
+// relayed PCMU calls per core of node CPU with p99 added latency about
+// 1 ms, and PCMU<->Opus calls per core at zero loss.
 const (
-	measuredRelayedCallsPerCore    = 990
-	measuredTranscodedCallsPerCore = 150
+	measuredRelayedCallsPerCore    = 1650
+	measuredTranscodedCallsPerCore = 120
 	// planningUtilisation leaves headroom for bursts and for the kernel's
 	// share of packet delivery.
 	planningUtilisation = 0.7
@@ -26,7 +26,8 @@ const (
 const (
 	DefaultPassthroughCost = 1
 	// DefaultTranscodeCost: a transcoded call costs as much CPU as this many
-	// relayed ones (990 / 150, rounded up).
+	// relayed ones (1650 / 120, rounded up): relaying a packet costs a few
+	// microseconds, encoding a 20 ms Opus frame about a hundred.
 	DefaultTranscodeCost = (measuredRelayedCallsPerCore + measuredTranscodedCallsPerCore - 1) / measuredTranscodedCallsPerCore
 	DefaultDrainGrace    = 2 * time.Hour
 )
