@@ -43,7 +43,11 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 		// Unset: the measured per-core figure, capped by the port range (a
 		// call holds a port pair per leg).
 		_, pairs := eng.PortUsage()
-		nodeCfg.CapacityUnits = max(1, min(node.DefaultCapacityUnits(), pairs/2))
+		units, transcodeCost := node.DefaultsForPorts(pairs/2, nodeCfg.PassthroughCost)
+		nodeCfg.CapacityUnits = units
+		if nodeCfg.TranscodeCost == 0 {
+			nodeCfg.TranscodeCost = transcodeCost
+		}
 	}
 	for _, c := range eng.Config().Codecs {
 		nodeCfg.Codecs = append(nodeCfg.Codecs, string(c))

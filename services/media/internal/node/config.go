@@ -39,6 +39,19 @@ func DefaultCapacityUnits() int {
 	return int(float64(runtime.GOMAXPROCS(0)) * measuredRelayedCallsPerCore * planningUtilisation)
 }
 
+// DefaultsForPorts returns the capacity and transcode cost a node offers
+// by default when its port range holds only calls calls. Units stand for
+// CPU: when the ports run out before the CPU does, a transcoded call takes
+// a smaller share of the capacity the ports leave, so its cost shrinks in
+// proportion (never below the passthrough cost) and a small node can still
+// transcode every call it can hold.
+func DefaultsForPorts(calls, passthroughCost int) (units, transcodeCost int) {
+	cpuUnits := DefaultCapacityUnits()
+	units = max(1, min(cpuUnits, calls))
+	transcodeCost = (DefaultTranscodeCost*units + cpuUnits - 1) / cpuUnits
+	return units, max(transcodeCost, passthroughCost, DefaultPassthroughCost)
+}
+
 // Config of the node's control layer.
 type Config struct {
 	// ID is the node's unique id, a subject token.

@@ -29,3 +29,32 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 		t.Fatalf("after release: %+v", s)
 	}
 }
+
+func TestDefaultsForPortsKeepTranscodingPossible(t *testing.T) {
+	cpuUnits := DefaultCapacityUnits()
+	tests := []struct {
+		name      string
+		calls     int
+		wantUnits int
+		wantCost  int
+	}{
+		{name: "cpu bound", calls: cpuUnits * 10, wantUnits: cpuUnits, wantCost: DefaultTranscodeCost},
+		{name: "tiny port range", calls: 10, wantUnits: 10, wantCost: 1},
+		{name: "no ports", calls: 0, wantUnits: 1, wantCost: 1},
+		{name: "half the cpu", calls: cpuUnits / 2, wantUnits: cpuUnits / 2, wantCost: (DefaultTranscodeCost + 1) / 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			units, cost := DefaultsForPorts(tc.calls, 0)
+			if units != tc.wantUnits || cost != tc.wantCost {
+				t.Fatalf("DefaultsForPorts(%d) = %d units, cost %d; want %d, %d", tc.calls, units, cost, tc.wantUnits, tc.wantCost)
+			}
+			if cost > units && units > 1 {
+				t.Fatalf("a transcoded call (%d) would not fit in %d units", cost, units)
+			}
+		})
+	}
+	if _, cost := DefaultsForPorts(10, 3); cost != 3 {
+		t.Fatalf("cost %d below a passthrough cost of 3", cost)
+	}
+}
