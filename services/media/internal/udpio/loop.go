@@ -34,9 +34,10 @@ type Loop struct {
 	poll      syscall.RawConn // waits for epfd to have something ready
 	wake      int             // eventfd that interrupts the wait to apply changes
 
-	mu      sync.Mutex
-	changes []*change
-	closed  bool
+	mu        sync.Mutex
+	changes   []*change
+	closed    bool
+	closeOnce sync.Once
 
 	// Owned by the loop goroutine: what each descriptor is, by number.
 	entries  []entry
@@ -120,7 +121,10 @@ func (l *Loop) Add(s *Socket, h Handler) error {
 func (l *Loop) Remove(socks ...*Socket) {
 	c := &change{remove: socks, applied: make(chan struct{})}
 	if err := l.submit(c); err != nil {
-		return // a stopped loop reads nothing
+		// A stopping loop may still be inside a handler: only its end
+		// guarantees none of these sockets' handlers runs again.
+		<-l.done
+		return
 	}
 	<-c.applied
 }
@@ -133,40 +137,48 @@ func (l *Loop) submit(c *change) error {
 	}
 	l.changes = append(l.changes, c)
 	l.mu.Unlock()
-	one := [8]byte{1}
-	// A full counter (EAGAIN) already means a wake-up is pending.
-	if _, err := unix.Write(l.wake, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
-		return fmt.Errorf("wake event loop: %w", err)
-	}
+	l.signal()
 	return nil
+}
+
+// signal interrupts the loop's wait. The eventfd's counter only fails to
+// take a write when it is full, which already means a wake-up is pending.
+func (l *Loop) signal() {
+	one := [8]byte{1}
+	_, _ = unix.Write(l.wake, one[:])
 }
 
 // Close stops the loop and waits for it. Sockets still added are not
 // closed: they belong to whoever created them.
 func (l *Loop) Close() {
-	l.mu.Lock()
-	if l.closed {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
 		l.mu.Unlock()
+		l.signal()
 		<-l.done
-		return
-	}
+		_ = unix.Close(l.wake)
+		_ = l.epollFile.Close()
+	})
+}
+
+// stopped refuses further changes and fails those still queued, once the
+// loop has read its last socket.
+func (l *Loop) stopped() {
+	l.mu.Lock()
 	l.closed = true
 	pending := l.changes
 	l.changes = nil
 	l.mu.Unlock()
-	one := [8]byte{1}
-	_, _ = unix.Write(l.wake, one[:])
-	<-l.done
 	for _, c := range pending {
 		c.err = ErrLoopClosed
 		close(c.applied)
 	}
-	_ = unix.Close(l.wake)
-	_ = l.epollFile.Close()
+	close(l.done)
 }
 
 func (l *Loop) run() {
-	defer close(l.done)
+	defer l.stopped()
 	var (
 		events [maxEvents]unix.EpollEvent
 		buf    [MaxDatagram]byte

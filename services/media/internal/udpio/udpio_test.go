@@ -284,3 +284,44 @@ func BenchmarkRelay(b *testing.B) {
 		}
 	}
 }
+
+// A Remove that meets a closing loop still returns only once the handler
+// that was running has finished.
+func TestRemoveDuringCloseWaitsForTheHandler(t *testing.T) {
+	l, err := NewLoop(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := listen(t, loopback)
+	c := peer(t)
+	var running atomic.Int32
+	inside := make(chan struct{})
+	if err := l.Add(s, func([]byte, netip.AddrPort, time.Time) {
+		running.Add(1)
+		defer running.Add(-1)
+		close(inside)
+		time.Sleep(50 * time.Millisecond)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
+		t.Fatal(err)
+	}
+	<-inside
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		l.Close()
+	}()
+	for refused := false; !refused; {
+		l.mu.Lock()
+		refused = l.closed
+		l.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	l.Remove(s)
+	if running.Load() != 0 {
+		t.Fatal("Remove returned while the handler was still running")
+	}
+	<-closed
+}
