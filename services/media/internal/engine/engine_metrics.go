@@ -47,7 +47,6 @@ type metrics struct {
 	shards int // one per event loop
 	mu     sync.Mutex
 	byCode map[string][]trafficShard
-	codecs []string // byCode's keys in the order first seen
 }
 
 // trafficShard counts one codec's packets for the sessions of one event
@@ -76,16 +75,11 @@ func (c trafficCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c trafficCollector) Collect(ch chan<- prometheus.Metric) {
 	c.m.mu.Lock()
-	codecs := c.m.codecs
-	byCode := make([][]trafficShard, len(codecs))
-	for i, name := range codecs {
-		byCode[i] = c.m.byCode[name]
-	}
-	c.m.mu.Unlock()
-	for i, name := range codecs {
+	defer c.m.mu.Unlock()
+	for name, shards := range c.m.byCode {
 		var pin, pout, bin, bout uint64
-		for j := range byCode[i] {
-			sh := &byCode[i][j]
+		for j := range shards {
+			sh := &shards[j]
 			pin += sh.packetsIn.Load()
 			pout += sh.packetsOut.Load()
 			bin += sh.bytesIn.Load()
@@ -168,7 +162,6 @@ func (m *metrics) forCodec(name string, shard int) *trafficShard {
 	if !ok {
 		c = make([]trafficShard, m.shards)
 		m.byCode[name] = c
-		m.codecs = append(m.codecs, name)
 	}
 	return &c[shard%m.shards]
 }

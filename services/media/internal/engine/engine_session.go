@@ -67,7 +67,8 @@ func (e *Engine) newSession(p OfferParams) *session {
 
 // start hands the session's sockets to one event loop, so everything a
 // reader owns (latching, directions, transcoders) is only ever touched by
-// one goroutine, and starts the session's clock.
+// one goroutine, and starts the session's clock. After an error the caller
+// stops the session, which takes out whatever was added.
 func (s *session) start() error {
 	loop := s.e.loops.At(s.loop)
 	for _, l := range s.legs {
@@ -75,11 +76,9 @@ func (s *session) start() error {
 			continue
 		}
 		if err := loop.Add(l.pair.RTP, s.rtpHandler(l)); err != nil {
-			loop.Remove(s.sockets()...)
 			return fmt.Errorf("read rtp socket: %w", err)
 		}
 		if err := loop.Add(l.pair.RTCP, s.rtcpHandler(l)); err != nil {
-			loop.Remove(s.sockets()...)
 			return fmt.Errorf("read rtcp socket: %w", err)
 		}
 	}
