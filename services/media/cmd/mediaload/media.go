@@ -89,7 +89,6 @@ func maxFrameLen(frames [][]byte) int {
 // states used in turn: one state stays hot in the caches, while a node
 // with a hundred calls finds each call's state evicted by the others.
 type codecOnly struct {
-	states       int           // calls whose codec states the rounds cycle through
 	perFrame     time.Duration // CPU per 20 ms of one call, median of the rounds
 	callsPerCore float64
 	rounds       []time.Duration
@@ -164,7 +163,7 @@ func measureCodecOnly(m *preparedMedia, opts codec.OpusOptions, states, rounds, 
 			return codecOnly{}, fmt.Errorf("codec-only frame: %w", err)
 		}
 	}
-	res := codecOnly{states: len(calls)}
+	var res codecOnly
 	for range rounds {
 		start := threadCPU()
 		for i := range framesPerRound {

@@ -112,11 +112,11 @@ func (s *Socket) WriteTo(pkt []byte, dst netip.AddrPort) error {
 		sa  unsafe.Pointer
 		n   uintptr
 	)
-	ip := dst.Addr()
+	ip := dst.Addr().Unmap()
 	switch {
-	case s.family == unix.AF_INET && ip.Unmap().Is4():
+	case s.family == unix.AF_INET && ip.Is4():
 		sa4.Family = unix.AF_INET
-		sa4.Addr = ip.Unmap().As4()
+		sa4.Addr = ip.As4()
 		putPort(&sa4.Port, dst.Port())
 		sa, n = unsafe.Pointer(&sa4), unix.SizeofSockaddrInet4
 	case s.family == unix.AF_INET6:
