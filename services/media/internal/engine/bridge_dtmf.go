@@ -32,6 +32,6 @@ func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time)
 	ts := r.tc.eventTimestamp(d, now)
 	rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	seq := d.out.next(ts, now)
-	writeHeaderFields(pkt, r.eventPT, d.hdr.Marker, seq, ts, d.out.ssrc)
+	writeHeaderFields(pkt, r.eventPT, d.hdr.marker, seq, ts, d.out.ssrc)
 	return pkt
 }

@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
-
-	"github.com/pion/rtp"
 )
 
 const (
@@ -42,29 +40,66 @@ const (
 // route is the negotiated, immutable plan for one direction. Negotiation
 // builds a new route and swaps it in; the reader picks it up on its next
 // packet, with no lock on the packet path.
+//
+// The fields every packet reads come first, so that with a static payload
+// type the lookup stays on the route's first cache line.
 type route struct {
-	mode  routeMode
+	mode              routeMode
+	audioPT, eventPT  uint8       // payload types the destination expects
+	outClock, inClock int         // audio RTP clocks, destination and source
+	tc                *transcoder // routeTranscode only
+
 	kinds [128]ptKind // payload types accepted from the source
 
-	audioPT, eventPT            uint8 // payload types the destination expects
-	inClock, outClock           int   // audio RTP clocks, source and destination
-	inEventClock, outEventClock int   // telephone-event clocks, 0 when not forwarded
-
-	tc *transcoder // routeTranscode only
+	inEventClock, outEventClock int // telephone-event clocks, 0 when not forwarded
 }
 
 // direction carries packets from one leg's endpoint to a destination leg
 // (the other leg, the same leg for echo, none for a sink). Everything but
 // route is owned by the source leg's RTP handler (the session's event loop).
+//
+// What a relayed packet touches is kept together: at a few thousand calls
+// the node's state does not fit in the caches, and each separate object a
+// packet visits is a memory stall that costs more than the work done there.
 type direction struct {
 	from, to *leg
 	route    atomic.Pointer[route]
+	cur      *route
+	hdr      rtpHeader
+	srcSSRC  uint32 // last SSRC seen from the source
+	dst      destination
+	out      outStream
+	buf      []byte // generated packets (transcoded audio)
+}
 
-	cur     *route
-	out     outStream
-	srcSSRC uint32 // last SSRC seen from the source
-	hdr     rtp.Header
-	buf     []byte // generated packets (transcoded audio)
+// destination caches where the destination leg's RTP goes, computed from
+// that leg's peer and latch and valid for as long as both are the same
+// objects: each is replaced as a whole, never changed in place.
+type destination struct {
+	peer  *peer
+	latch *latch
+	addr  netip.AddrPort
+	ok    bool
+}
+
+// rtpDestination is to.rtpDestination, without visiting the peer and latch
+// while neither changed.
+func (d *direction) rtpDestination() (netip.AddrPort, bool) {
+	p, lt := d.to.peer.Load(), d.to.rtpLatch.Load()
+	if p != d.dst.peer || lt != d.dst.latch || p == nil {
+		addr, ok := rtpDestination(p, lt)
+		d.dst = destination{peer: p, latch: lt, addr: addr, ok: ok}
+	}
+	return d.dst.addr, d.dst.ok
+}
+
+// rtpHeader is what the node reads from an RTP header (RFC 3550 §5.1).
+type rtpHeader struct {
+	marker      bool
+	payloadType uint8
+	seq         uint16
+	timestamp   uint32
+	ssrc        uint32
 }
 
 func newDirection(from, to *leg, transparent bool) *direction {
@@ -84,8 +119,8 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		return
 	}
 	l.received(len(pkt), stamp)
-	if d.hdr.SSRC != d.srcSSRC {
-		d.srcSSRC = d.hdr.SSRC
+	if d.hdr.ssrc != d.srcSSRC {
+		d.srcSSRC = d.hdr.ssrc
 		l.remoteSSRC.Store(d.srcSSRC)
 	}
 	r := d.route.Load()
@@ -96,16 +131,16 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	if r != d.cur {
 		d.adopt(r)
 	}
-	kind := r.kinds[d.hdr.PayloadType]
+	kind := r.kinds[d.hdr.payloadType]
 	if kind == ptUnknown {
 		l.drop(dropUnknownPayloadType)
 		return
 	}
-	l.observe(d.hdr.SequenceNumber, d.hdr.Timestamp, now)
+	l.observe(d.hdr.seq, d.hdr.timestamp, now)
 	if r.mode == routeSink {
 		return
 	}
-	dst, ok := d.to.rtpDestination()
+	dst, ok := d.rtpDestination()
 	if !ok {
 		// Nowhere to send (on hold): skip the work, transcoding included.
 		l.drop(dropNoDestination)
@@ -127,13 +162,31 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 }
 
 // parse validates an RTP packet into d.hdr and returns its payload.
+// CSRCs and a header extension are skipped, not interpreted: a relay
+// passes them on as they are.
 func (d *direction) parse(pkt []byte) ([]byte, bool) {
-	n, err := d.hdr.Unmarshal(pkt)
-	if err != nil || d.hdr.Version != 2 {
+	if len(pkt) < rtpHeaderLen || pkt[0]>>6 != 2 {
 		return nil, false
 	}
+	n := rtpHeaderLen + 4*int(pkt[0]&0x0f)
+	if pkt[0]&0x10 != 0 {
+		if len(pkt) < n+4 {
+			return nil, false
+		}
+		n += 4 + 4*int(binary.BigEndian.Uint16(pkt[n+2:]))
+	}
+	if len(pkt) < n {
+		return nil, false
+	}
+	d.hdr = rtpHeader{
+		marker:      pkt[1]&0x80 != 0,
+		payloadType: pkt[1] & 0x7f,
+		seq:         binary.BigEndian.Uint16(pkt[2:]),
+		timestamp:   binary.BigEndian.Uint32(pkt[4:]),
+		ssrc:        binary.BigEndian.Uint32(pkt[8:]),
+	}
 	payload := pkt[n:]
-	if d.hdr.Padding {
+	if pkt[0]&0x20 != 0 {
 		if len(payload) == 0 {
 			return nil, false
 		}
@@ -165,8 +218,8 @@ func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time
 		pt = r.eventPT
 		rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	}
-	seq, ts, marker := d.out.relay(d.hdr.SSRC, d.hdr.SequenceNumber, d.hdr.Timestamp, r.outClock, now)
-	writeHeaderFields(pkt, pt, marker || d.hdr.Marker, seq, ts, d.out.ssrc)
+	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, r.outClock, now)
+	writeHeaderFields(pkt, pt, marker || d.hdr.marker, seq, ts, d.out.ssrc)
 }
 
 // send forwards pkt to the destination endpoint.

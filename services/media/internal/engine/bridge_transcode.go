@@ -103,10 +103,10 @@ func (t *transcoder) close() {
 // continuing the destination's timestamps from where they stand now.
 func (t *transcoder) begin(d *direction, now time.Time) {
 	t.started = true
-	t.inSSRC = d.hdr.SSRC
-	t.lastSeq = d.hdr.SequenceNumber - 1
-	t.lastTS = d.hdr.Timestamp
-	t.inBase = d.hdr.Timestamp
+	t.inSSRC = d.hdr.ssrc
+	t.lastSeq = d.hdr.seq - 1
+	t.lastTS = d.hdr.timestamp
+	t.inBase = d.hdr.timestamp
 	t.outBase = d.out.resumeTS(t.outClock, now)
 	t.fifoLen = 0
 	t.marker = true
@@ -115,14 +115,14 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 // track notes the packet in d.hdr and returns how many packets were lost
 // just before it; ok is false for a duplicate or a packet too late to play.
 func (t *transcoder) track(d *direction, now time.Time) (lost int, ok bool) {
-	if !t.started || d.hdr.SSRC != t.inSSRC {
+	if !t.started || d.hdr.ssrc != t.inSSRC {
 		t.begin(d, now)
 	}
-	gap := int16(d.hdr.SequenceNumber - t.lastSeq)
+	gap := int16(d.hdr.seq - t.lastSeq)
 	if gap <= 0 {
 		return 0, false
 	}
-	t.lastSeq = d.hdr.SequenceNumber
+	t.lastSeq = d.hdr.seq
 	return int(gap) - 1, true
 }
 
@@ -141,7 +141,7 @@ func (t *transcoder) mapTS(in uint32) uint32 {
 // its timestamp on the destination clock.
 func (t *transcoder) eventTimestamp(d *direction, now time.Time) uint32 {
 	_, _ = t.track(d, now)
-	return t.mapTS(d.hdr.Timestamp)
+	return t.mapTS(d.hdr.timestamp)
 }
 
 // audio transcodes one source packet, emitting every frame it completes.
@@ -151,11 +151,11 @@ func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time
 	if !ok {
 		return true
 	}
-	if d.hdr.Marker {
+	if d.hdr.marker {
 		t.marker = true
 	}
 	if lost > 0 && lost <= maxConcealFrames {
-		step := (d.hdr.Timestamp - t.lastTS) / uint32(lost+1)
+		step := (d.hdr.timestamp - t.lastTS) / uint32(lost+1)
 		for i := 1; i <= lost; i++ {
 			var next []byte
 			if t.fec && i == lost {
@@ -170,12 +170,12 @@ func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time
 			t.push(d, r, t.decoded[:n], t.mapTS(t.lastTS+uint32(i)*step), now)
 		}
 	}
-	t.lastTS = d.hdr.Timestamp
+	t.lastTS = d.hdr.timestamp
 	n, err := t.dec.Decode(payload, t.decoded)
 	if err != nil {
 		return false
 	}
-	t.push(d, r, t.decoded[:n], t.mapTS(d.hdr.Timestamp), now)
+	t.push(d, r, t.decoded[:n], t.mapTS(d.hdr.timestamp), now)
 	return true
 }
 

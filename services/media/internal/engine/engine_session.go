@@ -130,6 +130,7 @@ func (s *session) release() {
 // there (rtcp-mux) is told apart by its packet type (RFC 5761 §4).
 func (s *session) rtpHandler(l *leg) udpio.Handler {
 	d := s.dirs[l.side.index()]
+	epoch := s.e.epoch // a copy: the packet path need not visit the session
 	return func(pkt []byte, src netip.AddrPort, now time.Time) {
 		if len(pkt) > maxPacket {
 			l.drop(dropMalformed)
@@ -139,7 +140,7 @@ func (s *session) rtpHandler(l *leg) udpio.Handler {
 			s.handleRTCP(l, pkt, src, true, now)
 			return
 		}
-		d.handleRTP(pkt, src, now, now.Sub(s.e.epoch))
+		d.handleRTP(pkt, src, now, now.Sub(epoch))
 	}
 }
 

@@ -16,7 +16,8 @@ import (
 // Handler processes one datagram read from a socket. pkt is the loop's
 // buffer: valid only during the call, and the handler may rewrite it in
 // place (a relay forwards it with a new header). at is when the loop read
-// it. A handler runs on the loop's goroutine and holds up every other
+// it, to within the batch of datagrams read after one wait. A handler runs
+// on the loop's goroutine and holds up every other
 // socket of the loop while it runs.
 type Handler func(pkt []byte, src netip.AddrPort, at time.Time)
 
@@ -201,6 +202,10 @@ func (l *Loop) run() {
 			case n == 0:
 				return false // park until the set has something ready
 			}
+			// One clock read per batch: the packets of a batch were all
+			// queued by the time the wait returned, and a read per packet
+			// costs more than the few microseconds it would tell apart.
+			at := time.Now()
 			for i := range n {
 				fd := int(events[i].Fd)
 				if fd == l.wake {
@@ -212,14 +217,14 @@ func (l *Loop) run() {
 				if fd >= len(l.entries) || l.entries[fd].sock == nil {
 					continue // removed earlier in this batch
 				}
-				e := l.entries[fd]
-				size, src, ok, err := e.sock.recv(buf[:], &rsa)
+				h := l.entries[fd].handler
+				size, src, ok, err := recvFrom(fd, buf[:], &rsa)
 				if err != nil {
 					l.readErrs(err)
 					continue
 				}
 				if ok {
-					e.handler(buf[:size], src, time.Now())
+					h(buf[:size], src, at)
 				}
 			}
 		}

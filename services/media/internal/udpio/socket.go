@@ -66,6 +66,16 @@ func Listen(addr netip.AddrPort) (*Socket, error) {
 			return nil, fmt.Errorf("set IPV6_V6ONLY: %w", err)
 		}
 	}
+	if family == unix.AF_INET {
+		// Don't-fragment without path MTU discovery, as RTP stacks send:
+		// media is far below any MTU, and an IPv4 packet with DF set skips
+		// the kernel's shared IP ID generator, a contended cache line on
+		// every send.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
+			_ = unix.Close(fd)
+			return nil, fmt.Errorf("set IP_MTU_DISCOVER: %w", err)
+		}
+	}
 	var sa unix.Sockaddr
 	if family == unix.AF_INET {
 		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
@@ -142,12 +152,14 @@ func (s *Socket) WriteTo(pkt []byte, dst netip.AddrPort) error {
 	}
 }
 
-// recv reads one datagram into buf without blocking. ok is false when the
-// socket had nothing to read.
-func (s *Socket) recv(buf []byte, rsa *unix.RawSockaddrAny) (n int, src netip.AddrPort, ok bool, err error) {
+// recvFrom reads one datagram from descriptor fd into buf without
+// blocking. ok is false when the socket had nothing to read. The loop reads
+// by descriptor, which the ready event already names, so the packet path
+// does not load the Socket at all.
+func recvFrom(fd int, buf []byte, rsa *unix.RawSockaddrAny) (n int, src netip.AddrPort, ok bool, err error) {
 	for {
 		alen := uint32(unix.SizeofSockaddrAny)
-		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&alen)))
+		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&alen)))
 		switch errno {
 		case 0:
 			return int(r), sourceAddr(rsa), true, nil
