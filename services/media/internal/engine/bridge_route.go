@@ -25,7 +25,7 @@ const (
 )
 
 // routeMode is what a direction does with a source's packets.
-type routeMode int
+type routeMode uint8
 
 const (
 	// routeSink consumes packets (counted, measured, not forwarded): leg A
@@ -61,15 +61,33 @@ type route struct {
 // What a relayed packet touches is kept together: at a few thousand calls
 // the node's state does not fit in the caches, and each separate object a
 // packet visits is a memory stall that costs more than the work done there.
+//
+// A direction is also the handler of its source leg's RTP socket, so the
+// object a packet is delivered to is the one it needs first.
 type direction struct {
 	from, to *leg
 	route    atomic.Pointer[route]
 	cur      *route
 	hdr      rtpHeader
 	srcSSRC  uint32 // last SSRC seen from the source
-	dst      destination
-	out      outStream
-	buf      []byte // generated packets (transcoded audio)
+	// Copied from cur, so relaying an audio packet does not visit the route.
+	mode     routeMode
+	audioPT  uint8
+	outClock int
+	// The kind of the payload type last seen, while hasKind.
+	lastPT   uint8
+	lastKind ptKind
+	hasKind  bool
+
+	dst destination
+	out outStream
+	buf []byte // generated packets (transcoded audio)
+
+	s *session // for RTCP multiplexed on the RTP port
+
+	// To 256 bytes: objects of that size class start on a cache line, so
+	// the fields above keep the lines they were placed on.
+	_ [32]byte
 }
 
 // destination caches where the destination leg's RTP goes, computed from
@@ -106,6 +124,20 @@ func newDirection(from, to *leg, transparent bool) *direction {
 	return &direction{from: from, to: to, out: newOutStream(transparent), buf: make([]byte, maxPacket)}
 }
 
+// HandleDatagram is what arrives on the source leg's RTP socket. RTCP
+// arriving there (rtcp-mux) is told apart by its packet type (RFC 5761 §4).
+func (d *direction) HandleDatagram(pkt []byte, src netip.AddrPort, now time.Time) {
+	if len(pkt) > maxPacket {
+		d.from.drop(dropMalformed)
+		return
+	}
+	if looksLikeRTCP(pkt) {
+		d.s.handleRTCP(d.from, pkt, src, true, now)
+		return
+	}
+	d.handleRTP(pkt, src, now, stampOf(now))
+}
+
 // handleRTP processes one datagram that is not RTCP.
 func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, stamp time.Duration) {
 	l := d.from
@@ -131,13 +163,13 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	if r != d.cur {
 		d.adopt(r)
 	}
-	kind := r.kinds[d.hdr.payloadType]
+	kind := d.kind(d.hdr.payloadType)
 	if kind == ptUnknown {
 		l.drop(dropUnknownPayloadType)
 		return
 	}
 	l.observe(d.hdr.seq, d.hdr.timestamp, now)
-	if r.mode == routeSink {
+	if d.mode == routeSink {
 		return
 	}
 	dst, ok := d.rtpDestination()
@@ -147,7 +179,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		return
 	}
 	switch {
-	case r.mode == routePassthrough:
+	case d.mode == routePassthrough:
 		d.rewrite(r, pkt, payload, kind, now)
 		if !d.to.sendRTPTo(pkt, dst) {
 			l.drop(dropNoDestination)
@@ -207,18 +239,29 @@ func (d *direction) adopt(r *route) {
 		d.out.rebase = true
 	}
 	d.cur = r
+	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock
+	d.hasKind = false
+}
+
+// kind classifies a payload type under the current route. A stream keeps
+// one payload type for long runs, so the last answer is kept.
+func (d *direction) kind(pt uint8) ptKind {
+	if !d.hasKind || pt != d.lastPT {
+		d.lastPT, d.lastKind, d.hasKind = pt, d.cur.kinds[pt], true
+	}
+	return d.lastKind
 }
 
 // rewrite turns a relayed packet into the destination's numbering in place:
 // payload type, sequence, timestamp, SSRC. Header extensions, CSRCs and
 // padding are left as they are.
 func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time.Time) {
-	pt := r.audioPT
+	pt := d.audioPT
 	if kind == ptEvent {
 		pt = r.eventPT
 		rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	}
-	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, r.outClock, now)
+	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
 	writeHeaderFields(pkt, pt, marker || d.hdr.marker, seq, ts, d.out.ssrc)
 }
 

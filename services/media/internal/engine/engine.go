@@ -160,7 +160,6 @@ type Engine struct {
 	onTimeout func(string, Quality)
 	advertise netip.Addr
 	caps      []sdpneg.Capability
-	epoch     time.Time // monotonic origin of leg activity stamps
 	rtcpEvery time.Duration
 
 	mu       sync.Mutex
@@ -200,7 +199,6 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		loops:     loops,
 		metrics:   m,
 		advertise: netip.MustParseAddr(cfg.AdvertiseIP).Unmap(),
-		epoch:     time.Now(),
 		rtcpEvery: rtcpInterval,
 		sessions:  map[string]*session{},
 		stopSweep: make(chan struct{}),
@@ -259,7 +257,15 @@ func (e *Engine) Close() {
 
 // now returns the time since the engine started, the unit of leg activity
 // stamps: a monotonic integer that fits an atomic.
-func (e *Engine) now() time.Duration { return time.Since(e.epoch) }
+func (e *Engine) now() time.Duration { return stampOf(time.Now()) }
+
+// epoch is the monotonic origin of leg activity stamps. One for the
+// process, so that the packet path reads it from a line every packet keeps
+// in the cache rather than from its engine or session.
+var epoch = time.Now()
+
+// stampOf is t as a leg activity stamp.
+func stampOf(t time.Time) time.Duration { return t.Sub(epoch) }
 
 // lookup returns a live session.
 func (e *Engine) lookup(id string) (*session, error) {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,7 @@ func BenchmarkPassthroughRewrite(b *testing.B) {
 	template, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 9}, Payload: make([]byte, 160)}).Marshal()
 	pkt := make([]byte, len(template))
 	now := time.Now()
+	g.d.adopt(g.r)
 	b.ReportAllocs()
 	seq := uint16(0)
 	for b.Loop() {
@@ -156,4 +158,14 @@ func FuzzHandleRTP(f *testing.F) {
 			_ = looksLikeRTCP(pkt)
 		}
 	})
+}
+
+// The packet path's objects are laid out by cache line (see direction and
+// leg): they must stay sizes whose allocations start on a line.
+func TestHotStructsStartOnCacheLines(t *testing.T) {
+	for name, size := range map[string]uintptr{"direction": unsafe.Sizeof(direction{}), "leg": unsafe.Sizeof(leg{})} {
+		if size%64 != 0 {
+			t.Errorf("%s is %d bytes, not a whole number of cache lines", name, size)
+		}
+	}
 }

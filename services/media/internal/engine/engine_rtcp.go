@@ -63,7 +63,7 @@ func (s *session) handleRTCP(l *leg, pkt []byte, src netip.AddrPort, muxed bool,
 	// A sender report: remember its NTP time for LSR/DLSR in ours.
 	if pkt[1] == uint8(rtcp.TypeSenderReport) && len(pkt) >= 28 {
 		l.lastSR.Store(binary.BigEndian.Uint32(pkt[10:]))
-		l.lastSRAt.Store(int64(now.Sub(s.e.epoch)))
+		l.lastSRAt.Store(int64(stampOf(now)))
 	}
 }
 
@@ -103,7 +103,7 @@ func (s *session) sendReports(now time.Time, toneSSRC uint32) {
 			}
 			ours = s.dirs[1-i].out.shared.Load()
 		}
-		if pkt, err := l.receiverReport(ours, now.Sub(s.e.epoch)); err == nil {
+		if pkt, err := l.receiverReport(ours, stampOf(now)); err == nil {
 			l.sendRTCP(pkt, s.e)
 		}
 	}

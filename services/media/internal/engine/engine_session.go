@@ -75,10 +75,12 @@ func (s *session) start() error {
 		if l == nil {
 			continue
 		}
-		if err := loop.Add(l.pair.RTP, s.rtpHandler(l)); err != nil {
+		d := s.dirs[l.side.index()]
+		d.s = s
+		if err := loop.Add(l.pair.RTP, d); err != nil {
 			return fmt.Errorf("read rtp socket: %w", err)
 		}
-		if err := loop.Add(l.pair.RTCP, s.rtcpHandler(l)); err != nil {
+		if err := loop.Add(l.pair.RTCP, rtcpPort{s: s, l: l}); err != nil {
 			return fmt.Errorf("read rtcp socket: %w", err)
 		}
 	}
@@ -126,33 +128,18 @@ func (s *session) release() {
 	}
 }
 
-// rtpHandler handles what arrives on the leg's RTP socket. RTCP arriving
-// there (rtcp-mux) is told apart by its packet type (RFC 5761 §4).
-func (s *session) rtpHandler(l *leg) udpio.Handler {
-	d := s.dirs[l.side.index()]
-	epoch := s.e.epoch // a copy: the packet path need not visit the session
-	return func(pkt []byte, src netip.AddrPort, now time.Time) {
-		if len(pkt) > maxPacket {
-			l.drop(dropMalformed)
-			return
-		}
-		if looksLikeRTCP(pkt) {
-			s.handleRTCP(l, pkt, src, true, now)
-			return
-		}
-		d.handleRTP(pkt, src, now, now.Sub(epoch))
-	}
+// rtcpPort handles what arrives on a leg's RTCP socket.
+type rtcpPort struct {
+	s *session
+	l *leg
 }
 
-// rtcpHandler handles what arrives on the leg's RTCP socket.
-func (s *session) rtcpHandler(l *leg) udpio.Handler {
-	return func(pkt []byte, src netip.AddrPort, now time.Time) {
-		if len(pkt) > maxPacket {
-			l.drop(dropMalformed)
-			return
-		}
-		s.handleRTCP(l, pkt, src, false, now)
+func (p rtcpPort) HandleDatagram(pkt []byte, src netip.AddrPort, now time.Time) {
+	if len(pkt) > maxPacket {
+		p.l.drop(dropMalformed)
+		return
 	}
+	p.s.handleRTCP(p.l, pkt, src, false, now)
 }
 
 // expired reports whether a leg has been silent for longer than its

@@ -13,13 +13,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Handler processes one datagram read from a socket. pkt is the loop's
+// Handler processes the datagrams read from a socket. pkt is the loop's
 // buffer: valid only during the call, and the handler may rewrite it in
 // place (a relay forwards it with a new header). at is when the loop read
 // it, to within the batch of datagrams read after one wait. A handler runs
-// on the loop's goroutine and holds up every other
-// socket of the loop while it runs.
-type Handler func(pkt []byte, src netip.AddrPort, at time.Time)
+// on the loop's goroutine and holds up every other socket of the loop while
+// it runs.
+//
+// An interface rather than a function, so that the object a socket's
+// packets are handed to can be one the handler needs anyway: a function
+// value would be one more object for every packet to load from memory.
+type Handler interface {
+	HandleDatagram(pkt []byte, src netip.AddrPort, at time.Time)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(pkt []byte, src netip.AddrPort, at time.Time)
+
+// HandleDatagram calls f.
+func (f HandlerFunc) HandleDatagram(pkt []byte, src netip.AddrPort, at time.Time) {
+	f(pkt, src, at)
+}
 
 // ErrLoopClosed is returned by Add once the loop has stopped.
 var ErrLoopClosed = errors.New("udp event loop closed")
@@ -224,7 +238,7 @@ func (l *Loop) run() {
 					continue
 				}
 				if ok {
-					h(buf[:size], src, at)
+					h.HandleDatagram(buf[:size], src, at)
 				}
 			}
 		}

@@ -67,7 +67,7 @@ func TestLoopDeliversAndRepliesFromTheSameSocket(t *testing.T) {
 	s := listen(t, loopback)
 	c := peer(t)
 	got := make(chan netip.AddrPort, 1)
-	err := l.Add(s, func(pkt []byte, src netip.AddrPort, at time.Time) {
+	err := l.Add(s, HandlerFunc(func(pkt []byte, src netip.AddrPort, at time.Time) {
 		if time.Since(at) > time.Second {
 			t.Errorf("receive time %v is stale", at)
 		}
@@ -76,7 +76,7 @@ func TestLoopDeliversAndRepliesFromTheSameSocket(t *testing.T) {
 			t.Errorf("reply: %v", err)
 		}
 		got <- src
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestRemoveWaitsForTheHandlerAndStopsDelivery(t *testing.T) {
 	var running, calls atomic.Int32
 	var removed atomic.Bool
 	first := make(chan struct{}, 1)
-	err := l.Add(s, func([]byte, netip.AddrPort, time.Time) {
+	err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
 		running.Add(1)
 		defer running.Add(-1)
 		if removed.Load() {
@@ -116,7 +116,7 @@ func TestRemoveWaitsForTheHandlerAndStopsDelivery(t *testing.T) {
 		default:
 		}
 		time.Sleep(5 * time.Millisecond) // be inside the handler when Remove is called
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestSocketsShareTheLoopAndDescriptorsAreReused(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := make(chan byte, 1)
-		if err := l.Add(s, func(pkt []byte, _ netip.AddrPort, _ time.Time) { got <- pkt[0] }); err != nil {
+		if err := l.Add(s, HandlerFunc(func(pkt []byte, _ netip.AddrPort, _ time.Time) { got <- pkt[0] })); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.WriteToUDPAddrPort([]byte{byte(round)}, addrOf(s)); err != nil {
@@ -190,12 +190,12 @@ func TestDualStackSocketSpeaksIPv4(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close() })
 	l := newLoop(t)
 	c := peer(t)
-	if err := l.Add(s, func(pkt []byte, src netip.AddrPort, _ time.Time) {
+	if err := l.Add(s, HandlerFunc(func(pkt []byte, src netip.AddrPort, _ time.Time) {
 		if !src.Addr().Is4() {
 			t.Errorf("source %v is not IPv4", src)
 		}
 		_ = s.WriteTo(pkt, src)
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.WriteToUDPAddrPort([]byte("v4"), addrOf(s)); err != nil {
@@ -231,7 +231,7 @@ func TestClosedLoopRefusesSockets(t *testing.T) {
 	s := listen(t, loopback)
 	l.Close()
 	l.Close()
-	if err := l.Add(s, func([]byte, netip.AddrPort, time.Time) {}); !errors.Is(err, ErrLoopClosed) {
+	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {})); !errors.Is(err, ErrLoopClosed) {
 		t.Fatalf("Add after Close: %v", err)
 	}
 	l.Remove(s) // returns at once
@@ -266,7 +266,7 @@ func BenchmarkRelay(b *testing.B) {
 	sink := peer(b)
 	src := peer(b)
 	dst := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-	if err := l.Add(in, func(pkt []byte, _ netip.AddrPort, _ time.Time) { _ = out.WriteTo(pkt, dst) }); err != nil {
+	if err := l.Add(in, HandlerFunc(func(pkt []byte, _ netip.AddrPort, _ time.Time) { _ = out.WriteTo(pkt, dst) })); err != nil {
 		b.Fatal(err)
 	}
 	pkt := make([]byte, 172)
@@ -296,12 +296,12 @@ func TestRemoveDuringCloseWaitsForTheHandler(t *testing.T) {
 	c := peer(t)
 	var running atomic.Int32
 	inside := make(chan struct{})
-	if err := l.Add(s, func([]byte, netip.AddrPort, time.Time) {
+	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
 		running.Add(1)
 		defer running.Add(-1)
 		close(inside)
 		time.Sleep(50 * time.Millisecond)
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
