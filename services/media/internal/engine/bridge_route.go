@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -136,6 +137,20 @@ func (d *direction) HandleDatagram(pkt []byte, src netip.AddrPort, now time.Time
 		return
 	}
 	d.handleRTP(pkt, src, now, stampOf(now))
+}
+
+// Prefetch loads the start of what relaying a packet reads: the two legs,
+// the source's receive statistics and the destination socket.
+func (d *direction) Prefetch() uintptr {
+	from := d.from
+	sum := uintptr(d.out.ssrc) + uintptr(unsafe.Pointer(from.peer.Load()))
+	if rx := from.rx.Load(); rx != nil {
+		sum += rx.Prefetch()
+	}
+	if to := d.to; to != nil {
+		sum += uintptr(unsafe.Pointer(to.peer.Load())) + uintptr(to.rtp.Port())
+	}
+	return sum
 }
 
 // handleRTP processes one datagram that is not RTCP.
