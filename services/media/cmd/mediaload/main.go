@@ -359,9 +359,29 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 	}
 	g.measuring.Store(true)
 	c0 := g.sampleCPU(node)
+	var (
+		during    []time.Duration
+		duringErr error
+		stopCodec = make(chan struct{})
+		codecDone = make(chan struct{})
+	)
+	if cs.mode == modeTranscode {
+		go func() {
+			defer close(codecDone)
+			during, duringErr = sampleCodecDuring(g.media, g.opus, codecSampleInterval, stopCodec)
+		}()
+	} else {
+		close(codecDone)
+	}
 	sleep(ctx, o.window)
 	c1 := g.sampleCPU(node)
+	close(stopCodec)
+	<-codecDone
 	g.measuring.Store(false)
+	if duringErr != nil {
+		g.pacer.running.Store(false)
+		return nil, duringErr
+	}
 	if err := ctx.Err(); err != nil {
 		g.pacer.running.Store(false)
 		return nil, fmt.Errorf("step of %d calls cut short: %w", n, context.Cause(ctx))
@@ -416,6 +436,7 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 	st.backgroundAllocsPerSec = background
 	if cs.mode == modeTranscode {
 		st.codec = &[2]codecAround{before, after}
+		st.codecDuring = during
 	}
 	st.judge(o)
 	return st, nil
@@ -427,6 +448,10 @@ const (
 	codecRoundsPerStep  = 5
 	codecFramesPerRound = 200
 )
+
+// codecSampleInterval is how often the codec-only cost is sampled during a
+// transcode step.
+const codecSampleInterval = 500 * time.Millisecond
 
 // codecAround is the codec-only cost measured beside a transcode step: with
 // one call's state kept hot, and cycling through the states of as many

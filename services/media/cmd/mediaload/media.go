@@ -141,23 +141,7 @@ func measureCodecOnly(m *preparedMedia, opts codec.OpusOptions, states, rounds, 
 		}
 		calls = append(calls, c)
 	}
-	pcm := make([]int16, 2*codec.FrameSamplesAt(48000))
-	out := make([]byte, codec.OpusMaxPacketBytes)
-	frame := func(i int) error {
-		c := calls[i%len(calls)]
-		n, err := c.pcmuDec.Decode(m.pcmu[i%len(m.pcmu)], pcm)
-		if err != nil {
-			return err
-		}
-		if _, err := c.opusEnc.Encode(pcm[:n], out); err != nil {
-			return err
-		}
-		if n, err = c.opusDec.Decode(m.opus[i%len(m.opus)], pcm); err != nil {
-			return err
-		}
-		_, err = c.pcmuEnc.Encode(pcm[:n], out)
-		return err
-	}
+	frame := newCodecWork(m, calls).frame
 	for i := range max(preparedFrames, 3*len(calls)) { // warm up every state
 		if err := frame(i); err != nil {
 			return codecOnly{}, fmt.Errorf("codec-only frame: %w", err)
@@ -178,6 +162,77 @@ func measureCodecOnly(m *preparedMedia, opts codec.OpusOptions, states, rounds, 
 	res.perFrame = sorted[len(sorted)/2]
 	res.callsPerCore = float64(frameMillis*time.Millisecond) / float64(res.perFrame)
 	return res, nil
+}
+
+// codecWork is a transcoded call's codec work per 20 ms, over given calls'
+// states used in turn.
+type codecWork struct {
+	m     *preparedMedia
+	calls []*callCodecs
+	pcm   []int16
+	out   []byte
+}
+
+func newCodecWork(m *preparedMedia, calls []*callCodecs) *codecWork {
+	return &codecWork{m: m, calls: calls, pcm: make([]int16, 2*codec.FrameSamplesAt(48000)), out: make([]byte, codec.OpusMaxPacketBytes)}
+}
+
+// frame does the i-th frame's work with the state of call i.
+func (w *codecWork) frame(i int) error {
+	c := w.calls[i%len(w.calls)]
+	n, err := c.pcmuDec.Decode(w.m.pcmu[i%len(w.m.pcmu)], w.pcm)
+	if err != nil {
+		return err
+	}
+	if _, err := c.opusEnc.Encode(w.pcm[:n], w.out); err != nil {
+		return err
+	}
+	if n, err = c.opusDec.Decode(w.m.opus[i%len(w.m.opus)], w.pcm); err != nil {
+		return err
+	}
+	_, err = c.pcmuEnc.Encode(w.pcm[:n], w.out)
+	return err
+}
+
+// sampleCodecDuring measures the codec-only cost in short rounds, one
+// every interval, until stop is closed: the machine's speed moves within
+// seconds, and only a figure taken during a step is taken at the speed
+// the node ran at. A round is a few milliseconds of one core, next to the
+// node's hundreds per second. One call's state is kept hot between rounds.
+func sampleCodecDuring(m *preparedMedia, opts codec.OpusOptions, interval time.Duration, stop <-chan struct{}) ([]time.Duration, error) {
+	const warm, frames = 5, 40
+	c, err := newCallCodecs(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	w := newCodecWork(m, []*callCodecs{c})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var rounds []time.Duration
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := 0; ; {
+		select {
+		case <-stop:
+			return rounds, nil
+		case <-tick.C:
+		}
+		for range warm {
+			if err := w.frame(i); err != nil {
+				return nil, fmt.Errorf("codec-only frame: %w", err)
+			}
+			i++
+		}
+		start := threadCPU()
+		for range frames {
+			if err := w.frame(i); err != nil {
+				return nil, fmt.Errorf("codec-only frame: %w", err)
+			}
+			i++
+		}
+		rounds = append(rounds, (threadCPU()-start)/frames)
+	}
 }
 
 // threadCPU is the CPU time of the calling OS thread: unlike wall time it
