@@ -143,12 +143,12 @@ func (d *direction) HandleDatagram(pkt []byte, src netip.AddrPort, now time.Time
 // the source's receive statistics and the destination socket.
 func (d *direction) Prefetch() uintptr {
 	from := d.from
-	sum := uintptr(d.out.ssrc) + uintptr(unsafe.Pointer(from.peer.Load()))
+	sum := uintptr(d.out.ssrc) + uintptr(unsafe.Pointer(d.dst.peer)) + uintptr(unsafe.Pointer(from.peer.Load()))
 	if rx := from.rx.Load(); rx != nil {
 		sum += rx.Prefetch()
 	}
 	if to := d.to; to != nil {
-		sum += uintptr(unsafe.Pointer(to.peer.Load())) + uintptr(to.rtp.Port())
+		sum += uintptr(unsafe.Pointer(to.peer.Load())) + uintptr(unsafe.Pointer(to.metrics.Load())) + uintptr(to.rtp.Port())
 	}
 	return sum
 }
