@@ -12,10 +12,10 @@ import (
 
 // Figures measured with make bench-media on the reference 2-core machine
 // (docs/benchmarks.md, "Media node load"), at the low end of the runs:
-// relayed PCMU calls per core of node CPU with p99 added latency about
+// relayed PCMU calls per core of node CPU with p99 added latency under
 // 1 ms, and PCMU<->Opus calls per core at zero loss.
 const (
-	measuredRelayedCallsPerCore    = 1650
+	measuredRelayedCallsPerCore    = 1900
 	measuredTranscodedCallsPerCore = 120
 	// planningUtilisation leaves headroom for bursts and for the kernel's
 	// share of packet delivery.
@@ -26,7 +26,7 @@ const (
 const (
 	DefaultPassthroughCost = 1
 	// DefaultTranscodeCost: a transcoded call costs as much CPU as this many
-	// relayed ones (1650 / 120, rounded up): relaying a packet costs a few
+	// relayed ones (1900 / 120, rounded up): relaying a packet costs a few
 	// microseconds, encoding a 20 ms Opus frame about a hundred.
 	DefaultTranscodeCost = (measuredRelayedCallsPerCore + measuredTranscodedCallsPerCore - 1) / measuredTranscodedCallsPerCore
 	DefaultDrainGrace    = 2 * time.Hour
