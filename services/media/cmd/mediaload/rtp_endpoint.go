@@ -18,7 +18,7 @@ import (
 // node it measures. The node still has its own socket pair per leg.
 const (
 	socketBuffer = 4 << 20
-	sendBatch    = 8  // packets per sendmmsg, sharing one send timestamp
+	sendBatch    = 8 // packets per sendmmsg, sharing one send timestamp
 	recvBatch    = 64
 	recvPoll     = time.Millisecond // receive polling interval
 	maxDatagram  = 1500
