@@ -35,6 +35,7 @@ run: build ## run the local stack: embedded NATS, one proxy (SIP 127.0.0.1:5060)
 .PHONY: test
 test: test-deps lint proto-check ## the whole suite: lint, generated code, every test with -race
 	go test -race -count=1 -timeout 12m $(TEST_PACKAGES)
+	cd services/media && go test -race -count=1 -tags 'nolibopusfile udpio_portable' ./internal/udpio/ ./internal/engine/
 
 .PHONY: bench
 bench: deps ## benchmarks of the hot paths, with allocations
@@ -53,6 +54,7 @@ lint: deps ## gofmt and go vet on every module; the proxy must build without cgo
 	@out=$$(gofmt -l pkg services tools deploy tests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
 	cd services/proxy && CGO_ENABLED=0 go build ./...
+	cd services/media && GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 go vet ./internal/udpio/
 	cd deploy/docker/healthcheck && GOWORK=off go vet ./main.go
 
 IMAGE_TAG ?= dev

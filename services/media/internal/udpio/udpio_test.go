@@ -148,35 +148,126 @@ func TestRemoveWaitsForTheHandlerAndStopsDelivery(t *testing.T) {
 	}
 }
 
-// Sockets on one loop are served one handler at a time; a removed
-// socket's descriptor number may be reused by a new socket at once.
-func TestSocketsShareTheLoopAndDescriptorsAreReused(t *testing.T) {
+// Two Removes of one socket at once both wait for its running handler.
+func TestConcurrentRemovesBothWaitForTheHandler(t *testing.T) {
 	l := newLoop(t)
+	s := listen(t, loopback)
 	c := peer(t)
-	for round := range 20 {
-		s, err := Listen(loopback)
-		if err != nil {
+	var running atomic.Int32
+	inside := make(chan struct{})
+	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
+		running.Add(1)
+		defer running.Add(-1)
+		close(inside)
+		time.Sleep(50 * time.Millisecond)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
+		t.Fatal(err)
+	}
+	<-inside
+	early := make(chan bool, 2)
+	for range 2 {
+		go func() {
+			l.Remove(s)
+			early <- running.Load() != 0
+		}()
+	}
+	for range 2 {
+		if <-early {
+			t.Fatal("a Remove returned while the handler was still running")
+		}
+	}
+}
+
+// The handlers of one loop never run at once, whichever sockets their
+// datagrams came in on: callers keep the state they share unlocked.
+func TestHandlersOfALoopRunOneAtATime(t *testing.T) {
+	const sockets, perSocket = 4, 50
+	l := newLoop(t)
+	var running atomic.Int32
+	handled := make(chan struct{}, sockets*perSocket)
+	h := HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
+		if running.Add(1) != 1 {
+			t.Error("two handlers of one loop ran at once")
+		}
+		time.Sleep(50 * time.Microsecond) // widen the window for an overlap
+		running.Add(-1)
+		handled <- struct{}{}
+	})
+	var targets []netip.AddrPort
+	for range sockets {
+		s := listen(t, loopback)
+		if err := l.Add(s, h); err != nil {
 			t.Fatal(err)
 		}
-		got := make(chan byte, 1)
-		if err := l.Add(s, HandlerFunc(func(pkt []byte, _ netip.AddrPort, _ time.Time) { got <- pkt[0] })); err != nil {
-			t.Fatal(err)
+		targets = append(targets, addrOf(s))
+	}
+	c := peer(t)
+	for range perSocket {
+		for _, to := range targets {
+			if _, err := c.WriteToUDPAddrPort([]byte("x"), to); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if _, err := c.WriteToUDPAddrPort([]byte{byte(round)}, addrOf(s)); err != nil {
+	}
+	// Loopback may drop a datagram under load; a good share is enough.
+	deadline := time.After(2 * time.Second)
+	for range sockets * perSocket / 2 {
+		select {
+		case <-handled:
+		case <-deadline:
+			t.Fatal("too few datagrams handled")
+		}
+	}
+}
+
+// A removed socket can be added again, to its loop or another, and only
+// the handler it was last added with sees its datagrams.
+func TestRemovedSocketCanBeAddedAgain(t *testing.T) {
+	loops := []*Loop{newLoop(t), newLoop(t), newLoop(t)}
+	s := listen(t, loopback)
+	c := peer(t)
+	got := make(chan int, 1)
+	for i, l := range append(loops, loops[0]) {
+		if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) { got <- i })); err != nil {
+			t.Fatalf("add %d: %v", i, err)
+		}
+		if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case b := <-got:
-			if b != byte(round) {
-				t.Fatalf("round %d: handler got a datagram of round %d", round, b)
+		case by := <-got:
+			if by != i {
+				t.Fatalf("datagram handled by the handler of add %d, want %d", by, i)
 			}
 		case <-time.After(2 * time.Second):
-			t.Fatalf("round %d: nothing delivered", round)
+			t.Fatalf("add %d: nothing delivered", i)
 		}
 		l.Remove(s)
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+	}
+}
+
+// A loop refuses a socket it already reads, and goes on serving it.
+func TestSocketIsAddedOnce(t *testing.T) {
+	l := newLoop(t)
+	s := listen(t, loopback)
+	c := peer(t)
+	got := make(chan struct{}, 1)
+	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) { got <- struct{}{} })); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {})); err == nil {
+		t.Fatal("a socket was added twice")
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(2 * time.Second):
+		t.Fatal("nothing delivered after the refused Add")
 	}
 }
 

@@ -1,22 +1,8 @@
-// Package udpio moves the datagrams of many UDP sockets through a few event
-// loops, one per core, instead of a goroutine per socket.
-//
-// A media node holds two sockets per leg and each sees one packet every
-// 20 ms. With a goroutine blocked on every socket, each packet costs a
-// netpoller wake-up, a goroutine switch and a second read that finds the
-// socket empty before the goroutine parks again; at a few thousand calls
-// that scheduling is as expensive as the packet I/O itself. A loop here
-// waits on an epoll set of many sockets and reads exactly once per ready
-// socket, so the wake-up is shared by every packet that arrived meanwhile
-// and the per-packet cost is one receive and one send system call.
-//
-// Sockets are plain non-blocking file descriptors kept out of the Go
-// runtime's poller: were they registered there as well, every datagram
-// would also wake the runtime's own epoll for nothing.
+//go:build linux && !udpio_portable
+
 package udpio
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -25,12 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// MaxDatagram is the largest datagram read; longer ones are truncated.
-const MaxDatagram = 2048
-
-// ErrClosed is returned when writing to a closed socket.
-var ErrClosed = errors.New("udp socket closed")
 
 // Socket is one bound, non-blocking UDP socket. Writes are safe from any
 // goroutine; reads happen only in the loop the socket is added to.

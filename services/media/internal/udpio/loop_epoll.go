@@ -1,9 +1,9 @@
+//go:build linux && !udpio_portable
+
 package udpio
 
 import (
-	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -12,42 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Handler processes the datagrams read from a socket. pkt is the loop's
-// buffer: valid only during the call, and the handler may rewrite it in
-// place (a relay forwards it with a new header). at is when the loop read
-// it, to within the batch of datagrams read after one wait. A handler runs
-// on the loop's goroutine and holds up every other socket of the loop while
-// it runs.
-//
-// An interface rather than a function, so that the object a socket's
-// packets are handed to can be one the handler needs anyway: a function
-// value would be one more object for every packet to load from memory.
-type Handler interface {
-	HandleDatagram(pkt []byte, src netip.AddrPort, at time.Time)
-}
-
-// Prefetcher is a Handler that can start loading the memory its
-// HandleDatagram will touch. For every batch the loop calls Prefetch on all
-// the ready sockets' handlers before handling the first datagram, so that
-// their cache misses overlap instead of following one another: at
-// thousands of sockets, each handler's state has left the cache by the
-// time its next datagram comes. Prefetch returns anything computed from
-// what it loaded, so that the loads are not optimised away.
-type Prefetcher interface {
-	Prefetch() uintptr
-}
-
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(pkt []byte, src netip.AddrPort, at time.Time)
-
-// HandleDatagram calls f.
-func (f HandlerFunc) HandleDatagram(pkt []byte, src netip.AddrPort, at time.Time) {
-	f(pkt, src, at)
-}
-
-// ErrLoopClosed is returned by Add once the loop has stopped.
-var ErrLoopClosed = errors.New("udp event loop closed")
 
 // maxEvents bounds the ready sockets taken per wait; more stay ready for
 // the next one.
