@@ -152,21 +152,7 @@ func TestRemoveWaitsForTheHandlerAndStopsDelivery(t *testing.T) {
 func TestConcurrentRemovesBothWaitForTheHandler(t *testing.T) {
 	l := newLoop(t)
 	s := listen(t, loopback)
-	c := peer(t)
-	var running atomic.Int32
-	inside := make(chan struct{})
-	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
-		running.Add(1)
-		defer running.Add(-1)
-		close(inside)
-		time.Sleep(50 * time.Millisecond)
-	})); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
-		t.Fatal(err)
-	}
-	<-inside
+	running := slowHandlerRunning(t, l, s)
 	early := make(chan bool, 2)
 	for range 2 {
 		go func() {
@@ -384,21 +370,7 @@ func TestRemoveDuringCloseWaitsForTheHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := listen(t, loopback)
-	c := peer(t)
-	var running atomic.Int32
-	inside := make(chan struct{})
-	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
-		running.Add(1)
-		defer running.Add(-1)
-		close(inside)
-		time.Sleep(50 * time.Millisecond)
-	})); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
-		t.Fatal(err)
-	}
-	<-inside
+	running := slowHandlerRunning(t, l, s)
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
@@ -415,4 +387,27 @@ func TestRemoveDuringCloseWaitsForTheHandler(t *testing.T) {
 		t.Fatal("Remove returned while the handler was still running")
 	}
 	<-closed
+}
+
+// slowHandlerRunning adds to l a handler for s that takes 50 ms, sends s a
+// datagram and returns once the handler is running; the counter tells how
+// many of its calls are running.
+func slowHandlerRunning(t *testing.T, l *Loop, s *Socket) *atomic.Int32 {
+	t.Helper()
+	c := peer(t)
+	running := new(atomic.Int32)
+	inside := make(chan struct{})
+	if err := l.Add(s, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {
+		running.Add(1)
+		defer running.Add(-1)
+		close(inside)
+		time.Sleep(50 * time.Millisecond)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
+		t.Fatal(err)
+	}
+	<-inside
+	return running
 }
