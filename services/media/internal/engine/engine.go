@@ -255,7 +255,7 @@ func (e *Engine) Close() {
 	e.loops.Close()
 }
 
-// now returns the time since the engine started, the unit of leg activity
+// now returns the time since the process's epoch, the unit of leg activity
 // stamps: a monotonic integer that fits an atomic.
 func (e *Engine) now() time.Duration { return stampOf(time.Now()) }
 

@@ -411,3 +411,18 @@ func slowHandlerRunning(t *testing.T, l *Loop, s *Socket) *atomic.Int32 {
 	<-inside
 	return running
 }
+
+// An IPv4 socket sends to a v4-mapped address as to the IPv4 address it
+// maps, on either implementation.
+func TestIPv4SocketSendsToMappedAddress(t *testing.T) {
+	s := listen(t, loopback)
+	c := peer(t)
+	to := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port())
+	if err := s.WriteTo([]byte("m"), mapped); err != nil {
+		t.Fatalf("write to %s: %v", mapped, err)
+	}
+	if pkt, _ := readWithin(t, c, time.Second); string(pkt) != "m" {
+		t.Fatalf("got %q", pkt)
+	}
+}

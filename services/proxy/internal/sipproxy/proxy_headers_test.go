@@ -32,6 +32,16 @@ func referenceLoopHash(req *sip.Request) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// benchInviteWith parses the benchmark INVITE with r's replacements made.
+func benchInviteWith(t *testing.T, r *strings.Replacer) *sip.Request {
+	t.Helper()
+	msg, err := sip.ParseMessage([]byte(r.Replace(benchInvite)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.(*sip.Request)
+}
+
 func TestLoopHash(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -46,11 +56,7 @@ func TestLoopHash(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			msg, err := sip.ParseMessage([]byte(tc.replace.Replace(benchInvite)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := msg.(*sip.Request)
+			req := benchInviteWith(t, tc.replace)
 			if got, want := loopHash(req), referenceLoopHash(req); got != want {
 				t.Errorf("loop hash %s, want %s", got, want)
 			}
@@ -59,11 +65,7 @@ func TestLoopHash(t *testing.T) {
 }
 
 func TestLoopHashAllocations(t *testing.T) {
-	msg, err := sip.ParseMessage([]byte(benchInvite))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := msg.(*sip.Request)
+	req := benchInviteWith(t, strings.NewReplacer())
 	// The hex string, the hasher the URI writes into and sipgo's text of
 	// the URI's port; the old hash.Hash version made 8.
 	if n := testing.AllocsPerRun(100, func() { loopHash(req) }); n > 3 {
@@ -86,11 +88,7 @@ func TestTryingResponse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			msg, err := sip.ParseMessage([]byte(tc.replace.Replace(benchInvite)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := msg.(*sip.Request)
+			req := benchInviteWith(t, tc.replace)
 			req.SetTransport("UDP")
 			req.SetSource("192.0.2.7:40000")
 			want := sip.NewResponseFromRequest(req, sip.StatusTrying, "Trying", nil)
