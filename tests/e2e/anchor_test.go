@@ -131,7 +131,7 @@ func TestAnchoredCallTranscodesOpusToPCMU(t *testing.T) {
 	if rr := c.invite.RecordRoute(); rr == nil || !rr.Address.UriParams.Has("cg-node") || !rr.Address.UriParams.Has("cg-session") {
 		t.Fatalf("record-route %v lacks the media session", c.invite.RecordRoute())
 	}
-	if got := s.node.gauge(t, "media_sessions_transcoding"); got != 1 {
+	if got := s.node.gauge(t, "callgrid_media_sessions_transcoded"); got != 1 {
 		t.Errorf("transcoding sessions %v, want 1", got)
 	}
 

@@ -225,9 +225,9 @@ func (n *nodeProcess) scrape() (nodeMetrics, error) {
 			m.goroutines = v
 		case "process_cpu_seconds_total":
 			m.cpuSecondsRaw = v
-		case "media_sessions_active":
+		case "callgrid_media_sessions_active":
 			m.sessions = v
-		case "media_sessions_transcoding":
+		case "callgrid_media_sessions_transcoded":
 			m.transcoding = v
 		case "media_rtp_packets_total":
 			switch {

@@ -28,13 +28,13 @@ func (m engineMedia) Answer(ctx context.Context, id string, sdp []byte) ([]byte,
 	return out, transcoding, classify(err)
 }
 
-func (m engineMedia) Update(ctx context.Context, id string, leg callgridv1.Leg, sdp []byte) ([]byte, error) {
+func (m engineMedia) Update(ctx context.Context, id string, leg callgridv1.Leg, sdp []byte) ([]byte, bool, error) {
 	which := engine.LegA
 	if leg == callgridv1.Leg_LEG_B {
 		which = engine.LegB
 	}
-	out, err := m.eng.Update(ctx, id, which, sdp)
-	return out, classify(err)
+	out, transcoding, err := m.eng.Update(ctx, id, which, sdp)
+	return out, transcoding, classify(err)
 }
 
 func (m engineMedia) Close(id string) (*callgridv1.MediaQuality, error) {

@@ -32,10 +32,7 @@ var dropReasonLabels = [numDropReasons]string{
 }
 
 type metrics struct {
-	sessionsActive      prometheus.Gauge
-	sessionsTranscoding prometheus.Gauge
 	sessionsStarted     *prometheus.CounterVec
-	timeouts            prometheus.Counter
 	rtcpPackets         *prometheus.CounterVec
 	rtcpIn, rtcpOut     prometheus.Counter
 	readErrors          prometheus.Counter
@@ -95,18 +92,9 @@ func (c trafficCollector) Collect(ch chan<- prometheus.Metric) {
 func newMetrics(reg prometheus.Registerer, pool *portpool.Pool, shards int) (*metrics, error) {
 	m := &metrics{
 		shards: max(shards, 1),
-		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "media_sessions_active", Help: "Media sessions currently anchored on this node.",
-		}),
-		sessionsTranscoding: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "media_sessions_transcoding", Help: "Active media sessions whose legs use different codecs.",
-		}),
 		sessionsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "media_sessions_started_total", Help: "Media sessions created, by service.",
 		}, []string{"service"}),
-		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "media_session_timeouts_total", Help: "Media sessions ended because a leg sent no RTP for the media timeout.",
-		}),
 		rtcpPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "media_rtcp_packets_total", Help: "RTCP packets received from (in) and sent to (out) endpoints.",
 		}, []string{"direction"}),
@@ -143,7 +131,7 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool, shards int) (*me
 	}, func() float64 { return float64(pool.Total()) })
 
 	for _, c := range []prometheus.Collector{
-		m.sessionsActive, m.sessionsTranscoding, m.sessionsStarted, m.timeouts, trafficCollector{m},
+		m.sessionsStarted, trafficCollector{m},
 		m.rtcpPackets, m.readErrors, drops, m.jitter, m.loss, m.mos, inUse, total,
 	} {
 		if err := reg.Register(c); err != nil {

@@ -95,7 +95,6 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, ErrSessionExists)
 	}
 	e.sessions[p.SessionID] = s
-	e.metrics.sessionsActive.Inc()
 	e.mu.Unlock()
 	e.metrics.sessionsStarted.WithLabelValues(p.Service.String()).Inc()
 	s.log.Info().Int("port_a", s.legs[0].pair.Port).Msg("media session created")
@@ -181,38 +180,39 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte) ([]b
 
 // Update applies new SDP from one leg's endpoint (a re-INVITE or its
 // answer: new address, codec or direction such as hold) and returns the SDP
-// for the other leg's endpoint; for a service session, the answer to leg A.
-// The session keeps running throughout.
-func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte) ([]byte, error) {
+// for the other leg's endpoint (for a service session, the answer to leg
+// A) and whether the session now transcodes. The session keeps running
+// throughout.
+func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	s, err := e.lookup(sessionID)
 	if err != nil {
-		return nil, fmt.Errorf("update: %w", err)
+		return nil, false, fmt.Errorf("update: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if which != LegA && which != LegB {
-		return nil, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
+		return nil, false, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
 	}
 	l := s.legs[which.index()]
 	if l == nil || l.desc == nil {
-		return nil, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
+		return nil, false, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
 	}
 	desc, err := sdpneg.Parse(sdp)
 	if err != nil {
-		return nil, fmt.Errorf("update session %s: %w", sessionID, err)
+		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
 	supported := sdpneg.Supported(desc.Audio().Codecs, e.caps)
 	if len(supported) == 0 {
-		return nil, fmt.Errorf("update session %s: %w", sessionID, ErrUnsupportedCodec)
+		return nil, false, fmt.Errorf("update session %s: %w", sessionID, ErrUnsupportedCodec)
 	}
 	// Keep the codec in use if still offered; otherwise prefer the other
 	// leg's codec (no transcoding), then the endpoint's first choice.
 	other := s.legs[1-which.index()]
 	if !s.service.terminates() && (other == nil || other.desc == nil) {
-		return nil, fmt.Errorf("update session %s before answer: %w", sessionID, ErrBadLeg)
+		return nil, false, fmt.Errorf("update session %s before answer: %w", sessionID, ErrBadLeg)
 	}
 	chosen, kept := pickSame(supported, l.codec)
 	if !kept && other != nil {
@@ -221,15 +221,17 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	l.setDescription(desc, chosen, e)
 	if s.service.terminates() {
 		if err := s.routeService(); err != nil {
-			return nil, fmt.Errorf("update session %s: %w", sessionID, err)
+			return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 		}
-		return l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime))
+		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime))
+		return out, s.transcoding, err
 	}
 	if err := s.reroute(); err != nil {
-		return nil, fmt.Errorf("update session %s: %w", sessionID, err)
+		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
-	return other.builder.Build(other.localSDP(desc.Audio().Direction, desc.Audio().Ptime))
+	out, err := other.builder.Build(other.localSDP(desc.Audio().Direction, desc.Audio().Ptime))
+	return out, s.transcoding, err
 }
 
 // Delete ends a session and returns its quality.
@@ -451,17 +453,9 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 	return r, nil
 }
 
-func (s *session) setTranscoding(on bool) {
-	if on == s.transcoding {
-		return
-	}
-	s.transcoding = on
-	if on {
-		s.e.metrics.sessionsTranscoding.Inc()
-	} else {
-		s.e.metrics.sessionsTranscoding.Dec()
-	}
-}
+// setTranscoding records whether the legs are on different codecs, which
+// Answer and Update report for the node's capacity accounting.
+func (s *session) setTranscoding(on bool) { s.transcoding = on }
 
 // pickCodec returns the codec in list that is the same as want, else the
 // list's first.

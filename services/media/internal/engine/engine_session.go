@@ -227,13 +227,6 @@ func (e *Engine) finish(s *session, reason string) Quality {
 			e.metrics.mos.Observe(lq.MOS)
 		}
 	}
-	e.metrics.sessionsActive.Dec()
-	s.mu.Lock()
-	if s.transcoding {
-		s.transcoding = false
-		e.metrics.sessionsTranscoding.Dec()
-	}
-	s.mu.Unlock()
 	s.log.Info().
 		Str("reason", reason).
 		Dur("duration", time.Since(s.started)).

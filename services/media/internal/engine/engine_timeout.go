@@ -51,7 +51,6 @@ func (e *Engine) expire() {
 		}
 		x.s.log.Info().Stringer("silent_leg", x.leg).Msg("media timeout")
 		q := e.finish(x.s, "media timeout")
-		e.metrics.timeouts.Inc()
 		if e.onTimeout != nil {
 			e.onTimeout(x.s.id, q)
 		}

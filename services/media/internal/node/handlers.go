@@ -115,9 +115,17 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	if len(req.GetSdp()) == 0 {
 		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "update carries no sdp"}
 	}
-	sdp, err := n.media.Update(ctx, s.id, req.GetLeg(), req.GetSdp())
+	sdp, transcoding, err := n.media.Update(ctx, s.id, req.GetLeg(), req.GetSdp())
 	if err != nil {
 		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
+	}
+	if n.ledger.updateTranscoding(s.id, transcoding, n.cfg.TranscodeCost) {
+		if transcoding {
+			n.metrics.transcoded.Inc()
+		} else {
+			n.metrics.transcoded.Dec()
+		}
+		n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("update changed transcoding")
 	}
 	return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp}
 }

@@ -25,6 +25,8 @@ type fakeMedia struct {
 	open     map[string]bool
 	maxOpen  int
 	failOpen error
+	// What an update reports: the legs now on different codecs.
+	updateTranscodes bool
 }
 
 func newFakeMedia() *fakeMedia { return &fakeMedia{open: make(map[string]bool)} }
@@ -49,13 +51,13 @@ func (f *fakeMedia) Answer(_ context.Context, id string, _ []byte) ([]byte, bool
 	return []byte("answer"), false, nil
 }
 
-func (f *fakeMedia) Update(_ context.Context, id string, _ callgridv1.Leg, _ []byte) ([]byte, error) {
+func (f *fakeMedia) Update(_ context.Context, id string, _ callgridv1.Leg, _ []byte) ([]byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.open[id] {
-		return nil, ErrUnknownSession
+		return nil, false, ErrUnknownSession
 	}
-	return []byte("update"), nil
+	return []byte("update"), f.updateTranscodes, nil
 }
 
 func (f *fakeMedia) Close(id string) (*callgridv1.MediaQuality, error) {

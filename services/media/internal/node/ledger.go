@@ -26,6 +26,7 @@ type session struct {
 	id          string
 	callID      string
 	units       int
+	extraUnits  int // of units, charged for transcoding
 	state       sessionState
 	transcoding bool
 	offerSDP    []byte
@@ -172,10 +173,39 @@ func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at
 	if extra > 0 {
 		l.used += extra
 		s.units += extra
+		s.extraUnits = extra
 	}
 	s.transcoding = true
 	l.transcoded++
 	return true, true
+}
+
+// updateTranscoding records that an update (a re-INVITE) started or
+// stopped transcoding an answered session, and reports whether that
+// changed anything. A live call is never refused for it: one that starts
+// transcoding is charged the transcode cost even beyond the node's units,
+// so that the node offers no room until calls end; one that stops gives
+// the extra units back.
+func (l *ledger) updateTranscoding(id string, on bool, transcodeCost int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, found := l.sessions[id]
+	if !found || s.answered.IsZero() || s.transcoding == on {
+		return false
+	}
+	if on {
+		s.extraUnits = max(transcodeCost-s.units, 0)
+		s.units += s.extraUnits
+		l.used += s.extraUnits
+		l.transcoded++
+	} else {
+		s.units -= s.extraUnits
+		l.used -= s.extraUnits
+		s.extraUnits = 0
+		l.transcoded--
+	}
+	s.transcoding = on
+	return true
 }
 
 func (l *ledger) setDialog(id string, d *callgridv1.Dialog) {

@@ -30,6 +30,47 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	}
 }
 
+// A re-INVITE that starts transcoding a live call is charged even beyond
+// the node's units, never refused, and one that stops it gives the units
+// back.
+func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
+	l := newLedger(10)
+	for _, id := range []string{"a", "b"} {
+		if out, _ := l.reserve(&session{id: id, units: 1}); out != reserveOK {
+			t.Fatalf("reserve %s: %v", id, out)
+		}
+		l.opened(id, nil)
+	}
+	if l.updateTranscoding("a", true, 8) {
+		t.Fatal("an unanswered session's update was charged")
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, ok := l.markAnswered(id, false, 8, time.Now()); !ok {
+			t.Fatalf("answer %s refused", id)
+		}
+	}
+	if !l.updateTranscoding("a", true, 8) || l.updateTranscoding("a", true, 8) {
+		t.Fatal("starting to transcode: want one change")
+	}
+	if !l.updateTranscoding("b", true, 8) {
+		t.Fatal("an update beyond capacity was refused")
+	}
+	if s := l.snapshot(); s.used != 16 || s.transcoded != 2 {
+		t.Fatalf("both transcoding: %+v, want 16 units used of 10", s)
+	}
+	if !l.updateTranscoding("a", false, 8) {
+		t.Fatal("stopping to transcode changed nothing")
+	}
+	if s := l.snapshot(); s.used != 9 || s.transcoded != 1 {
+		t.Fatalf("after a stopped: %+v", s)
+	}
+	l.release("a")
+	l.release("b")
+	if s := l.snapshot(); s.used != 0 || s.transcoded != 0 || s.sessions != 0 {
+		t.Fatalf("after release: %+v", s)
+	}
+}
+
 func TestDefaultsForPortsKeepTranscodingPossible(t *testing.T) {
 	cpuUnits := DefaultCapacityUnits()
 	tests := []struct {

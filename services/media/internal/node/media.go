@@ -16,8 +16,9 @@ type Media interface {
 	// Answer applies leg B's answer and returns the answer for leg A, and
 	// whether the legs ended up on different codecs.
 	Answer(ctx context.Context, sessionID string, sdp []byte) (sdpForA []byte, transcoding bool, err error)
-	// Update applies a re-offer from one leg to a live session.
-	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte) ([]byte, error)
+	// Update applies a re-offer from one leg to a live session and returns
+	// the answer, and whether the legs are now on different codecs.
+	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte) (answer []byte, transcoding bool, err error)
 	// Close ends a session, frees its ports and returns its quality.
 	Close(sessionID string) (*callgridv1.MediaQuality, error)
 	// Shutdown ends every session.
