@@ -32,14 +32,14 @@ var dropReasonLabels = [numDropReasons]string{
 }
 
 type metrics struct {
-	sessionsStarted     *prometheus.CounterVec
-	rtcpPackets         *prometheus.CounterVec
-	rtcpIn, rtcpOut     prometheus.Counter
-	readErrors          prometheus.Counter
-	drops               [numDropReasons]prometheus.Counter
-	jitter              prometheus.Histogram
-	loss                prometheus.Histogram
-	mos                 prometheus.Histogram
+	sessionsStarted *prometheus.CounterVec
+	rtcpPackets     *prometheus.CounterVec
+	rtcpIn, rtcpOut prometheus.Counter
+	readErrors      prometheus.Counter
+	drops           [numDropReasons]prometheus.Counter
+	jitter          prometheus.Histogram
+	loss            prometheus.Histogram
+	mos             prometheus.Histogram
 
 	shards int // one per event loop
 	mu     sync.Mutex
