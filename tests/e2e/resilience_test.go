@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +78,37 @@ func TestMediaTimeoutHangsUpBothLegs(t *testing.T) {
 	s.node.waitIdle(t)
 	if got := scrape(t, s.proxy.httpURL, "sip_proxy_media_hangups_total"); got != 2 {
 		t.Errorf("the proxy sent %v BYEs of its own, want 2", got)
+	}
+}
+
+// TestMediaTimeoutWaitsForAProxy: a call times out while no proxy runs;
+// the timeout waits in the events stream, and one of the proxies started
+// next hangs the call up. Dead calls end even across a proxy outage.
+func TestMediaTimeoutWaitsForAProxy(t *testing.T) {
+	n := startNATS(t)
+	node := startMedia(t, n, "media-a", mediaOpts{mediaTimeout: time.Second})
+	first := startProxy(t, n, "proxy-1", proxyOpts{nodes: 1})
+	caller, callee := pcmuPair(t, alice, bob, first.sipAddr)
+	c := connect(t, caller, callee, first.sipAddr)
+	first.stop(syscall.SIGTERM, 5*time.Second)
+
+	c.caller.rtp.sending.Store(false)
+	c.callee.rtp.sending.Store(false)
+	node.waitIdle(t) // timed out, with no proxy to tell
+	select {
+	case <-c.caller.byes:
+		t.Fatal("a BYE came with no proxy running")
+	default:
+	}
+
+	second := startProxy(t, n, "proxy-2", proxyOpts{nodes: 1})
+	third := startProxy(t, n, "proxy-3", proxyOpts{nodes: 1})
+	receiveWithin(t, "bye at caller", c.caller.byes, 8*time.Second)
+	receiveWithin(t, "bye at callee", c.callee.byes, 8*time.Second)
+	time.Sleep(500 * time.Millisecond) // room for a second hang-up, were there one
+	byes := scrape(t, second.httpURL, "sip_proxy_media_hangups_total") + scrape(t, third.httpURL, "sip_proxy_media_hangups_total")
+	if byes != 2 {
+		t.Errorf("the proxies sent %v BYEs of their own, want 2: one replica hangs each call up", byes)
 	}
 }
 

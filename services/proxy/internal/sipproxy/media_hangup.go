@@ -6,18 +6,12 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/proto"
 
-	"callgrid.dev/pkg/bus"
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
 
 const (
-	// mediaTimeoutQueue spreads media timeouts over the replicas: one
-	// replica hangs up each call.
-	mediaTimeoutQueue = "callgrid-proxy-media-timeout"
 	// hangUpCSeqGap lifts the CSeq of a BYE the proxy sends on a party's
 	// behalf above what that party used since the dialog was recorded (a
 	// re-INVITE or two): a CSeq below the last one seen is rejected with
@@ -27,25 +21,6 @@ const (
 )
 
 var errIncompleteDialog = errors.New("dialog lacks the contact or tags to reach the leg")
-
-// subscribeMediaTimeouts hangs up calls whose session the node ended for
-// lack of RTP.
-func (s *Server) subscribeMediaTimeouts() (*bus.Subscription, error) {
-	sub, err := s.bus.Conn().QueueSubscribe(bus.SubjectMediaTimeout, mediaTimeoutQueue, func(msg *nats.Msg) {
-		ev := new(callgridv1.MediaTimeout)
-		if err := proto.Unmarshal(msg.Data, ev); err != nil {
-			s.m.dropped.WithLabelValues("bad_media_timeout").Inc()
-			return
-		}
-		log := s.log.With().Str("call_id", ev.GetCallId()).Str("node_id", ev.GetNodeId()).Str("session_id", ev.GetSessionId()).Logger()
-		log.Info().Msg("media timed out, hanging up both legs")
-		s.hangUpDialog(log, ev.GetDialog(), "media_timeout")
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to media timeouts: %w", err)
-	}
-	return sub, nil
-}
 
 // hangUpDialog sends BYE to both legs of a call from the dialog the node
 // kept, through this replica's own client transactions.

@@ -294,14 +294,20 @@ func (s *Server) InFlight() int { return int(s.active.count.Load()) }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var timeouts *bus.Subscription
+	var timeouts *mediaTimeouts
 	if s.bus != nil && s.media != nil {
 		var err error
-		if timeouts, err = s.subscribeMediaTimeouts(); err != nil {
+		if timeouts, err = s.openMediaTimeouts(ctx); err != nil {
 			s.closeListeners()
 			_ = s.ua.Close()
 			return err
 		}
+	}
+	// Its own group: it must end before the user agent closes, so that no
+	// hang-up starts on a closed transport.
+	var consumers sync.WaitGroup
+	if timeouts != nil {
+		consumers.Go(func() { timeouts.run(ctx) })
 	}
 
 	var (
@@ -351,11 +357,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info().Interface("ports", s.ports).Str("advertise", s.cfg.AdvertiseHost).Msg("sip proxy serving")
 
 	<-ctx.Done()
-	if timeouts != nil {
-		// Before the user agent closes, so no hang-up starts on a closed
-		// transport.
-		_ = timeouts.Unsubscribe()
-	}
+	consumers.Wait()
 	s.closeListeners()
 	// Closing the user agent terminates every transaction, which releases
 	// handlers waiting on a branch, and closes all connections.
