@@ -292,6 +292,8 @@ type proxyOpts struct {
 	nodes int
 	// inviteTimeout is the proxy's Timer C (0: 3 s).
 	inviteTimeout time.Duration
+	// tcp serves TCP besides UDP.
+	tcp bool
 }
 
 func startProxy(t *testing.T, nats *natsServer, name string, o proxyOpts) *proxyNode {
@@ -312,8 +314,12 @@ func startProxy(t *testing.T, nats *natsServer, name string, o proxyOpts) *proxy
 	if len(o.aliases) > 0 {
 		aliases = "  aliases: [" + strings.Join(o.aliases, ", ") + "]\n"
 	}
+	transports := "[udp]"
+	if o.tcp {
+		transports = "[udp, tcp]"
+	}
 	cfg := "log:\n  level: debug\n" +
-		"sip:\n  transports: [udp]\n  invite_timeout: " + o.inviteTimeout.String() + "\n  branch_timeout: 2s\n  cancel_wait: 2s\n" +
+		"sip:\n  transports: " + transports + "\n  invite_timeout: " + o.inviteTimeout.String() + "\n  branch_timeout: 2s\n  cancel_wait: 2s\n" +
 		"  rate_limit:\n    disabled: true\n  probe:\n    disabled: true\n" + aliases +
 		"  auth:\n    nonce_secret: shared-by-replicas\n    algorithms: [MD5]\n    users:\n" + subscribers.String() +
 		o.extra +

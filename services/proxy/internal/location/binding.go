@@ -24,6 +24,10 @@ type Binding struct {
 	Received string `json:"received"`
 	// Transport is the transport the REGISTER arrived on (UDP, TCP, TLS).
 	Transport string `json:"transport"`
+	// Holder, for a connection-oriented flow, is the "host:port" of the
+	// replica holding the connection, which requests to the contact must
+	// go through (what RFC 3327's Path records, kept by the registrar).
+	Holder string `json:"holder,omitempty"`
 	// Expires is the absolute expiry time.
 	Expires time.Time `json:"expires"`
 	// CallID and CSeq order refreshes of the same binding (RFC 3261 10.3 step 7).

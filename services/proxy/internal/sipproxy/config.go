@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,13 @@ type Config struct {
 	// Aliases are extra "host" or "host:port" values this proxy treats as itself
 	// in Route headers: the service address, or the other replicas.
 	Aliases []string `yaml:"aliases"`
+	// ReplicaAddr is "host:port" where the other replicas reach this one
+	// over TCP: its own address, not the shared service address (in
+	// Kubernetes, the pod IP). When set, phones registered over TCP or TLS
+	// are reached through the replica that holds their connection, and
+	// the dialogs of their calls stay on it. The replicas must then share
+	// auth.nonce_secret, which signs the flows they relay for each other.
+	ReplicaAddr string `yaml:"replica_addr"`
 	// Domains are the SIP domains served here (registrar, local users). The first
 	// is canonical: AORs addressed to one of our IPs are stored under it.
 	// Default: ["localhost"].
@@ -333,6 +341,14 @@ func (c Config) Validate() error {
 		}
 		if _, _, err := net.SplitHostPort(c.TLS.Addr); err != nil {
 			bad("tls.addr", "%v", err)
+		}
+	}
+	if c.ReplicaAddr != "" {
+		if host, port, err := net.SplitHostPort(c.ReplicaAddr); err != nil || host == "" || port == "0" {
+			bad("replica_addr", "%q is not a host:port other replicas can reach", c.ReplicaAddr)
+		}
+		if !slices.Contains(c.Transports, "tcp") {
+			bad("replica_addr", "needs the tcp transport, which the replicas relay over")
 		}
 	}
 	for i, cidr := range c.TrustedNetworks {

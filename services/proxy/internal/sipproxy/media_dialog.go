@@ -41,7 +41,7 @@ func (s *Server) withCallee(d *callgridv1.Dialog, res *sip.Response) *callgridv1
 	}
 	if ct := res.Contact(); ct != nil {
 		contact := *ct.Address.Clone()
-		if alias, ok := contactAlias(contact, res.Source(), res.Transport()); ok {
+		if alias, ok := s.aliasFor(contact, res.Source(), res.Transport()); ok && !s.keepsAlias(contact) {
 			if contact.UriParams == nil {
 				contact.UriParams = sip.NewParams()
 			}

@@ -91,7 +91,10 @@ func (s *Server) byeRequest(callID, contact string, route []string, fromURI, fro
 	req.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="`+cause+`"`))
 	req.AppendHeader(sip.NewHeader("User-Agent", s.cfg.UserAgent))
 	req.SetBody(nil)
-	dest, transport := nextHop(req, "UDP")
+	// The route set may start with our own entries, which a replica
+	// receiving the request would only take off again.
+	s.popOwnRoutes(req)
+	dest, transport := s.nextHop(req, "UDP")
 	req.PrependHeader(s.ourVia(transport, newBranch(loopHash(req))))
 	s.address(req, target{dest: dest, transport: transport})
 	return req, nil

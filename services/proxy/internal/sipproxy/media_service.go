@@ -43,7 +43,7 @@ func (s *Server) answerWithService(c *call, service string) error {
 	s.sendTrying(c)
 	sess := mediaSession{session: sessionIDFor(c.req), callerTag: tagHash(fromTag(c.req)), service: service}
 	aliased := c.req.Clone()
-	addContactAlias(aliased, c.req.Source(), c.req.Transport())
+	s.addContactAlias(aliased, c.req.Source(), c.req.Transport())
 	d := callerDialog(c.req, aliased)
 	// We are the callee: the dialog has no callee contact to hang up.
 	d.CalleeTag = serviceTag(sess.session)

@@ -12,20 +12,23 @@ import (
 // address, "ip~port~transport". In-dialog requests then carry the public
 // address in their Request-URI, so whichever replica receives them reaches
 // the phone without any shared table (the idea of Kamailio's nathelper alias).
+// A connection one replica holds adds its holder and a signature (flows.go).
 const aliasParam = "alias"
 
 // addContactAlias marks the Contact of msg when it differs from the address
-// the message really came from.
-func addContactAlias(msg sip.Message, source, transport string) {
+// the message really came from, or when it came over a connection this
+// replica holds. An alias a replica signed stays: the message was relayed
+// by the holder of the flow it names.
+func (s *Server) addContactAlias(msg sip.Message, source, transport string) {
 	hs := msg.GetHeaders("Contact")
 	if len(hs) == 0 || source == "" {
 		return
 	}
 	c, ok := hs[0].(*sip.ContactHeader)
-	if !ok || c.Address.Wildcard {
+	if !ok || c.Address.Wildcard || s.keepsAlias(c.Address) {
 		return
 	}
-	alias, ok := contactAlias(c.Address, source, transport)
+	alias, ok := s.aliasFor(c.Address, source, transport)
 	if !ok {
 		return
 	}
@@ -76,19 +79,44 @@ func contactTransport(contact sip.Uri) string {
 
 // parseAlias reads an alias value back into destination and transport.
 func parseAlias(v string) (dest, transport string, ok bool) {
+	a, ok := parseFlowAlias(v)
+	return a.dest, a.transport, ok
+}
+
+// flowAlias is an alias value read back.
+type flowAlias struct {
+	dest, transport string
+	// holder is the "host:port" of the replica holding the connection,
+	// for a held flow; signed is what mac signs.
+	holder, signed, mac string
+}
+
+// parseFlowAlias reads "ip~port~transport" or, for a held connection,
+// "ip~port~transport~holder-host~holder-port~signature".
+func parseFlowAlias(v string) (flowAlias, bool) {
 	parts := strings.Split(v, "~")
-	if len(parts) != 3 {
-		return "", "", false
+	if len(parts) != 3 && len(parts) != 6 {
+		return flowAlias{}, false
 	}
-	if net.ParseIP(parts[0]) == nil {
-		return "", "", false
-	}
-	if p, err := strconv.Atoi(parts[1]); err != nil || p <= 0 || p > 65535 {
-		return "", "", false
+	if net.ParseIP(parts[0]) == nil || !validPort(parts[1]) {
+		return flowAlias{}, false
 	}
 	tp := strings.ToUpper(parts[2])
 	if tp != "UDP" && tp != "TCP" && tp != "TLS" {
-		return "", "", false
+		return flowAlias{}, false
 	}
-	return net.JoinHostPort(parts[0], parts[1]), tp, true
+	a := flowAlias{dest: net.JoinHostPort(parts[0], parts[1]), transport: tp}
+	if len(parts) == 6 {
+		if parts[3] == "" || !validPort(parts[4]) || len(parts[5]) != flowMACLen {
+			return flowAlias{}, false
+		}
+		a.holder = net.JoinHostPort(parts[3], parts[4])
+		a.signed, a.mac = strings.Join(parts[:5], "~"), parts[5]
+	}
+	return a, true
+}
+
+func validPort(s string) bool {
+	p, err := strconv.Atoi(s)
+	return err == nil && p > 0 && p <= 65535
 }

@@ -38,6 +38,11 @@ func newSelfMatcher(cfg Config, ports map[string]int) selfMatcher {
 	for _, p := range ports {
 		m.ports[p] = true
 	}
+	if host, portStr, err := net.SplitHostPort(cfg.ReplicaAddr); err == nil {
+		if port, err := strconv.Atoi(portStr); err == nil {
+			m.hostPorts[hostPort{host: strings.ToLower(host), port: port}] = true
+		}
+	}
 	for _, a := range cfg.Aliases {
 		if host, portStr, err := net.SplitHostPort(a); err == nil {
 			if port, err := strconv.Atoi(portStr); err == nil {

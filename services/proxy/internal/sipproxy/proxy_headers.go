@@ -226,6 +226,19 @@ func (s *Server) popOwnRoutes(req *sip.Request) ownRoute {
 	}
 }
 
+// nextHop is the package's nextHop, except that a request whose flow
+// another replica holds goes to that replica, alias and all.
+func (s *Server) nextHop(req *sip.Request, fallbackTransport string) (dest, transport string) {
+	if req.Route() == nil {
+		if v, ok := req.Recipient.UriParams.Get(aliasParam); ok {
+			if a, ok := parseFlowAlias(v); ok && a.holder != "" && !s.isHolder(a.holder) {
+				return a.holder, "TCP"
+			}
+		}
+	}
+	return nextHop(req, fallbackTransport)
+}
+
 // nextHop returns the destination "host:port" and transport of a request
 // from its top Route or, without one, its Request-URI. A NAT alias on the
 // Request-URI (set by addContactAlias) wins and is removed.
@@ -314,7 +327,7 @@ func (s *Server) upstreamResponse(req *sip.Request, res *sip.Response) *sip.Resp
 		up.SetDestination(req.Source())
 	}
 	if res.StatusCode > 100 && res.StatusCode < 300 && createsDialog(req.Method) {
-		addContactAlias(up, res.Source(), res.Transport())
+		s.addContactAlias(up, res.Source(), res.Transport())
 	}
 	return up
 }

@@ -28,6 +28,8 @@ type call struct {
 	tryingSent bool
 	// media is the transaction's anchored media, nil when bypassed.
 	media *callMedia
+	// relayed: another replica sent the request to a flow this one holds.
+	relayed bool
 }
 
 // logger returns the call's logger, with call_id, method and src attached.
@@ -104,6 +106,9 @@ func (s *Server) process(c *call) error {
 		return errLoop
 	}
 
+	if a, ok := s.flowRelay(req); ok {
+		return s.relayToFlow(c, a)
+	}
 	if req.To().Params.Has("tag") {
 		return s.routeInDialog(c)
 	}

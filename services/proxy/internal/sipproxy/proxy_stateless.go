@@ -76,8 +76,13 @@ func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) 
 		req.SetBody(nil)
 		dest, transport := nextHop(req, inv.Transport())
 		if alias, ok := contact.Address.UriParams.Get(aliasParam); ok && req.Route() == nil {
-			if d, tp, ok := parseAlias(alias); ok {
-				dest, transport = d, tp
+			if a, ok := parseFlowAlias(alias); ok {
+				dest, transport = a.dest, a.transport
+				if a.holder != "" && !s.isHolder(a.holder) {
+					// The holder of the callee's connection relays.
+					req.Recipient.UriParams.Add(aliasParam, alias)
+					dest, transport = a.holder, "TCP"
+				}
 			}
 		}
 		req.PrependHeader(s.ourVia(transport, newBranch(loopHash(req))))

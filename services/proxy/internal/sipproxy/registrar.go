@@ -78,6 +78,7 @@ func (s *Server) register(c *call) error {
 			Contact:   uri,
 			Received:  req.Source(),
 			Transport: strings.ToUpper(req.Transport()),
+			Holder:    s.holderFor(req.Transport()),
 			Expires:   now.Add(time.Duration(expires) * time.Second),
 			CallID:    callID,
 			CSeq:      seq,

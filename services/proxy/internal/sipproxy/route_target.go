@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+
+	"callgrid.dev/services/proxy/internal/location"
 )
 
 // target is one destination a request can be forwarded to.
@@ -95,7 +97,7 @@ func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target
 		}
 		targets := make([]target, 0, len(bindings))
 		for _, b := range bindings {
-			t, err := bindingTarget(b.Contact, b.Received, b.Transport)
+			t, err := s.bindingTarget(b)
 			if err != nil {
 				continue
 			}
@@ -127,6 +129,22 @@ func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target
 
 // bindingTarget addresses a registered contact through the flow its
 // REGISTER came on: behind NAT only the observed source reaches the phone.
+// A connection another replica holds is reached through that replica: the
+// Request-URI names the flow and its holder, signed, and the holder relays.
+func (s *Server) bindingTarget(b location.Binding) (target, error) {
+	t, err := bindingTarget(b.Contact, b.Received, b.Transport)
+	if err != nil || b.Holder == "" || !s.holdsFlows() || s.isHolder(b.Holder) {
+		return t, err
+	}
+	t.uri = *t.uri.Clone()
+	if t.uri.UriParams == nil {
+		t.uri.UriParams = sip.NewParams()
+	}
+	t.uri.UriParams.Add(aliasParam, s.heldAlias(b.Received, t.transport, b.Holder))
+	t.dest, t.transport = b.Holder, "TCP"
+	return t, nil
+}
+
 func bindingTarget(contact, received, transport string) (target, error) {
 	var uri sip.Uri
 	if err := sip.ParseUri(contact, &uri); err != nil {
@@ -166,8 +184,10 @@ func (s *Server) prepareForward(c *call) (base *sip.Request, own ownRoute) {
 		markReceived(via, c.req.Source())
 		base.ReplaceHeader(via)
 	}
-	if createsDialog(c.req.Method) {
-		addContactAlias(base, c.req.Source(), c.req.Transport())
+	if createsDialog(c.req.Method) && !c.relayed {
+		// A relayed request's Contact was aliased by the replica that
+		// received it from the phone.
+		s.addContactAlias(base, c.req.Source(), c.req.Transport())
 	}
 	return base, own
 }
@@ -193,7 +213,7 @@ func (s *Server) routeInDialog(c *call) error {
 	if routeTransport == "" {
 		routeTransport = "UDP"
 	}
-	dest, transport := nextHop(base, routeTransport)
+	dest, transport := s.nextHop(base, routeTransport)
 	t := target{uri: base.Recipient, dest: dest, transport: transport}
 	if own.hasMedia && s.media != nil {
 		if err := s.mediaInDialog(c, base, own.media); err != nil {

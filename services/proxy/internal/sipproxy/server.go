@@ -77,6 +77,7 @@ type Server struct {
 	limiter  *rateLimiter
 	trusted  []netip.Prefix
 	self     selfMatcher
+	flowKey  []byte // signs the flows the replicas relay for each other
 
 	udpConn  net.PacketConn
 	tcpLn    net.Listener
@@ -132,6 +133,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 	if s.auth, err = newAuthenticator(cfg.Auth, o.now); err != nil {
 		return nil, err
 	}
+	s.flowKey = flowKey(cfg.Auth.NonceSecret)
 	if s.dialplan, err = newDialplan(cfg.Dialplan); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,143 @@
+package sipproxy
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// A phone on TCP or TLS is reachable only over the connection it opened,
+// which one replica holds. With Config.ReplicaAddr set, the replicas tell
+// each other which: the registrar keeps the holder in the binding (what
+// RFC 3327's Path records), and the NAT alias of a contact reached over a
+// held connection names its holder too, signed with the secret the
+// replicas share. A replica that must send to such a flow sends to its
+// holder instead, and the holder relays what carries a valid signature.
+// The dialogs' later requests find the holder the same way, through the
+// alias in their Request-URI, whichever replica they reach first.
+
+// flowMACLen is the hex digits of a flow signature: 80 bits.
+const flowMACLen = 20
+
+// flowKey is the key of the flow signatures: derived from the replicas'
+// shared nonce secret, or random when there is none (a lone replica).
+func flowKey(secret string) []byte {
+	if secret != "" {
+		sum := sha256.Sum256([]byte("callgrid flow signature\x00" + secret))
+		return sum[:]
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return key
+}
+
+// holdsFlows reports whether this replica tells the others which
+// connections it holds.
+func (s *Server) holdsFlows() bool { return s.cfg.ReplicaAddr != "" }
+
+// isHolder reports whether holder ("host:port") is this replica.
+func (s *Server) isHolder(holder string) bool { return strings.EqualFold(holder, s.cfg.ReplicaAddr) }
+
+// holderFor is the holder a binding registered over transport keeps: this
+// replica for a connection, none otherwise.
+func (s *Server) holderFor(transport string) string {
+	if !s.holdsFlows() || !sip.IsReliable(transport) {
+		return ""
+	}
+	return s.cfg.ReplicaAddr
+}
+
+// heldAlias is the alias of the flow to dest over transport that holder
+// holds: "ip~port~transport~holder-host~holder-port~signature".
+func (s *Server) heldAlias(dest, transport, holder string) string {
+	host, port, _ := net.SplitHostPort(dest)
+	hhost, hport, _ := net.SplitHostPort(holder)
+	base := host + "~" + port + "~" + strings.ToLower(transport) + "~" + hhost + "~" + hport
+	return base + "~" + s.flowMAC(base)
+}
+
+func (s *Server) flowMAC(base string) string {
+	m := hmac.New(sha256.New, s.flowKey)
+	m.Write([]byte(base))
+	return hex.EncodeToString(m.Sum(nil))[:flowMACLen]
+}
+
+// verified reports whether a held flow's alias was signed by a replica.
+func (s *Server) verified(a flowAlias) bool {
+	return a.holder != "" && hmac.Equal([]byte(a.mac), []byte(s.flowMAC(a.signed)))
+}
+
+// aliasFor is the alias a contact reached from source over transport gets,
+// or false when it needs none: a connection this replica holds always gets
+// one, naming it, since no other replica reaches the phone by itself.
+func (s *Server) aliasFor(contact sip.Uri, source, transport string) (string, bool) {
+	if s.holdsFlows() && sip.IsReliable(transport) {
+		if _, _, err := net.SplitHostPort(source); err == nil {
+			return s.heldAlias(source, transport, s.cfg.ReplicaAddr), true
+		}
+	}
+	return contactAlias(contact, source, transport)
+}
+
+// keepsAlias reports whether uri carries an alias a replica signed, which
+// names the flow better than the address the message came from: the
+// message was relayed by the flow's holder.
+func (s *Server) keepsAlias(uri sip.Uri) bool {
+	if uri.UriParams == nil {
+		return false
+	}
+	v, ok := uri.UriParams.Get(aliasParam)
+	if !ok {
+		return false
+	}
+	a, ok := parseFlowAlias(v)
+	return ok && s.verified(a)
+}
+
+// flowRelay returns the flow a request is to be relayed to: one this
+// replica holds, named by a signed alias on the Request-URI of a request
+// that carries no Route of ours, as another replica sends it.
+func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
+	if !s.holdsFlows() || req.IsCancel() {
+		return flowAlias{}, false
+	}
+	if r := req.Route(); r != nil && s.self.isSelf(r.Address.Host, r.Address.Port) {
+		return flowAlias{}, false
+	}
+	v, ok := req.Recipient.UriParams.Get(aliasParam)
+	if !ok {
+		return flowAlias{}, false
+	}
+	a, ok := parseFlowAlias(v)
+	if !ok || a.holder == "" || !s.isHolder(a.holder) {
+		return flowAlias{}, false
+	}
+	return a, true
+}
+
+// relayToFlow forwards a request another replica sent to the flow it
+// named, which this replica holds. The sender authenticated, routed and
+// anchored it already: what is left is the last hop, and for a request that
+// starts a dialog the Record-Route that brings the phone's requests back
+// over its own connection.
+func (s *Server) relayToFlow(c *call, a flowAlias) error {
+	if !s.verified(a) {
+		s.m.dropped.WithLabelValues("bad_flow_signature").Inc()
+		return fmt.Errorf("relay to %s %s: %w", a.transport, a.dest, errRelayDenied)
+	}
+	c.relayed = true
+	base, _ := s.prepareForward(c)
+	base.Recipient.UriParams.Remove(aliasParam)
+	t := target{uri: base.Recipient, dest: a.dest, transport: a.transport}
+	if c.req.IsAck() {
+		return s.forwardStateless(c, base, t)
+	}
+	s.forward(c, base, []target{t}, !c.req.To().Params.Has("tag"))
+	return nil
+}

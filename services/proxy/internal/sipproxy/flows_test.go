@@ -1,0 +1,96 @@
+package sipproxy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func flowServer(t *testing.T, replica, secret string) *Server {
+	t.Helper()
+	cfg := testConfig()
+	cfg.ReplicaAddr = replica
+	cfg.Auth.NonceSecret = secret
+	s, err := New(cfg, testLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.closeListeners(); _ = s.ua.Close() })
+	return s
+}
+
+// A held flow's alias names its holder and is signed: any replica with the
+// shared secret verifies it, nothing else does, and any change breaks it.
+func TestHeldFlowAliasIsSignedForTheReplicas(t *testing.T) {
+	holder := flowServer(t, "10.1.0.7:5060", "shared")
+	other := flowServer(t, "10.1.0.8:5060", "shared")
+	stranger := flowServer(t, "10.1.0.9:5060", "another secret")
+
+	v := holder.heldAlias("198.51.100.7:40112", "TLS", "10.1.0.7:5060")
+	a, ok := parseFlowAlias(v)
+	if !ok || a.dest != "198.51.100.7:40112" || a.transport != "TLS" || a.holder != "10.1.0.7:5060" {
+		t.Fatalf("alias %q parsed as %+v, %v", v, a, ok)
+	}
+	if !other.verified(a) || !holder.verified(a) {
+		t.Fatal("a replica sharing the secret does not verify the alias")
+	}
+	if stranger.verified(a) {
+		t.Fatal("a replica with another secret verified the alias")
+	}
+	forged, _ := parseFlowAlias(strings.Replace(v, "198.51.100.7~40112", "203.0.113.1~5060", 1))
+	if other.verified(forged) {
+		t.Fatal("an alias pointed at another address still verified")
+	}
+	plain, _ := parseFlowAlias("198.51.100.7~40112~tls")
+	if other.verified(plain) {
+		t.Fatal("an unsigned alias verified")
+	}
+	for _, bad := range []string{"1.2.3.4~5060~tcp~10.1.0.7~5060", "1.2.3.4~5060~tcp~~5060~" + strings.Repeat("0", flowMACLen), "1.2.3.4~5060~tcp~h~0~" + strings.Repeat("0", flowMACLen)} {
+		if _, ok := parseFlowAlias(bad); ok {
+			t.Errorf("alias %q parsed", bad)
+		}
+	}
+}
+
+// A request naming this replica as the holder of a flow is relayed only
+// with a valid signature: a forged one is refused before anything is sent.
+func TestForgedFlowRelayIsRefused(t *testing.T) {
+	s := flowServer(t, "10.1.0.7:5060", "shared")
+	var uri sip.Uri
+	alias := s.heldAlias("198.51.100.7:40112", "TCP", "10.1.0.7:5060")
+	forged := alias[:len(alias)-4] + "0000"
+	if forged == alias {
+		forged = alias[:len(alias)-4] + "1111"
+	}
+	if err := sip.ParseUri("sip:bob@198.51.100.7;alias="+forged, &uri); err != nil {
+		t.Fatal(err)
+	}
+	req := sip.NewRequest(sip.INVITE, uri)
+	a, ok := s.flowRelay(req)
+	if !ok {
+		t.Fatal("a request naming this replica's flow is not taken for a relay")
+	}
+	if err := s.relayToFlow(nil, a); !errors.Is(err, errRelayDenied) {
+		t.Fatalf("forged relay: %v, want errRelayDenied", err)
+	}
+	if other := flowServer(t, "10.1.0.8:5060", "shared"); func() bool { _, ok := other.flowRelay(req); return ok }() {
+		t.Fatal("a replica relays a flow another one holds")
+	}
+}
+
+func TestReplicaAddrNeedsTCPAndAnAddress(t *testing.T) {
+	cfg := testConfig()
+	cfg.ReplicaAddr = "10.1.0.7:5060"
+	cfg.Transports = []string{"udp"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "replica_addr") {
+		t.Fatalf("replica_addr without tcp: %v", err)
+	}
+	cfg.Transports = []string{"udp", "tcp"}
+	cfg.ReplicaAddr = "10.1.0.7"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "replica_addr") {
+		t.Fatalf("replica_addr without a port: %v", err)
+	}
+}
