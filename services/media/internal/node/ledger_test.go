@@ -5,14 +5,22 @@ import (
 	"time"
 )
 
-func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
-	l := newLedger(10)
-	for _, id := range []string{"a", "b"} {
+// openLedger is a ledger of total units holding an open session of one
+// unit for each id.
+func openLedger(t *testing.T, total int, ids ...string) *ledger {
+	t.Helper()
+	l := newLedger(total)
+	for _, id := range ids {
 		if out, _ := l.reserve(&session{id: id, units: 1}); out != reserveOK {
 			t.Fatalf("reserve %s: %v", id, out)
 		}
 		l.opened(id, nil)
 	}
+	return l
+}
+
+func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
+	l := openLedger(t, 10, "a", "b")
 	if grown, ok := l.markAnswered("a", true, 8, time.Now()); !grown || !ok {
 		t.Fatalf("growth to transcode: grown %v ok %v", grown, ok)
 	}
@@ -34,13 +42,7 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 // the node's units, never refused, and one that stops it gives the units
 // back.
 func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
-	l := newLedger(10)
-	for _, id := range []string{"a", "b"} {
-		if out, _ := l.reserve(&session{id: id, units: 1}); out != reserveOK {
-			t.Fatalf("reserve %s: %v", id, out)
-		}
-		l.opened(id, nil)
-	}
+	l := openLedger(t, 10, "a", "b")
 	if l.updateTranscoding("a", true, 8) {
 		t.Fatal("an unanswered session's update was charged")
 	}
