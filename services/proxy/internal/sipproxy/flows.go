@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -24,6 +25,14 @@ import (
 
 // flowMACLen is the hex digits of a flow signature: 80 bits.
 const flowMACLen = 20
+
+// relayParam carries, on the Route a replica puts in front of a request
+// it sends to a holder out of any dialog, that request's signature. A
+// signed alias alone would let anyone who once saw it (the other party of
+// a call) start requests to the phone through the holder unauthenticated;
+// within a dialog, the alias is as good as the route set, which SIP relays
+// without authentication anyway.
+const relayParam = "cg-relay"
 
 // flowKey is the key of the flow signatures: derived from the replicas'
 // shared nonce secret, or random when there is none (a lone replica).
@@ -100,14 +109,32 @@ func (s *Server) keepsAlias(uri sip.Uri) bool {
 	return ok && s.verified(a)
 }
 
+// relayMAC signs one request a replica sends to the holder of a flow,
+// named by alias, out of any dialog.
+func (s *Server) relayMAC(req *sip.Request, alias string) string {
+	return s.flowMAC("relay " + req.CallID().Value() + " " + fromTag(req) + " " +
+		strconv.FormatUint(uint64(req.CSeq().SeqNo), 10) + " " + string(req.Method) + " " + alias)
+}
+
+// relayRoute is the Route in front of a request sent to holder out of any
+// dialog: the holder, and the request's signature.
+func (s *Server) relayRoute(req *sip.Request, holder, alias string) *sip.RouteHeader {
+	host, portStr, _ := net.SplitHostPort(holder)
+	port, _ := strconv.Atoi(portStr)
+	params := sip.NewParams()
+	params.Add("transport", "tcp")
+	params.Add("lr", "")
+	params.Add(relayParam, s.relayMAC(req, alias))
+	return &sip.RouteHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: port, UriParams: params}}
+}
+
 // flowRelay returns the flow a request is to be relayed to: one this
-// replica holds, named by a signed alias on the Request-URI of a request
-// that carries no Route of ours, as another replica sends it.
+// replica holds, named by an alias on the Request-URI, in a request
+// another replica sent here: within a dialog with no Route of ours left,
+// out of one behind our Route carrying its signature. Signatures are
+// checked by relayToFlow.
 func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
 	if !s.holdsFlows() || req.IsCancel() {
-		return flowAlias{}, false
-	}
-	if r := req.Route(); r != nil && s.self.isSelf(r.Address.Host, r.Address.Port) {
 		return flowAlias{}, false
 	}
 	v, ok := req.Recipient.UriParams.Get(aliasParam)
@@ -118,7 +145,17 @@ func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
 	if !ok || a.holder == "" || !s.isHolder(a.holder) {
 		return flowAlias{}, false
 	}
-	return a, true
+	r := req.Route()
+	ours := r != nil && s.self.isSelf(r.Address.Host, r.Address.Port)
+	if req.To().Params.Has("tag") {
+		// Behind our Route it is an in-dialog request like any other.
+		return a, !ours
+	}
+	if !ours {
+		return flowAlias{}, false
+	}
+	a.relayMAC, ok = r.Address.UriParams.Get(relayParam)
+	return a, ok
 }
 
 // relayToFlow forwards a request another replica sent to the flow it
@@ -127,7 +164,8 @@ func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
 // starts a dialog the Record-Route that brings the phone's requests back
 // over its own connection.
 func (s *Server) relayToFlow(c *call, a flowAlias) error {
-	if !s.verified(a) {
+	outOfDialog := !c.req.To().Params.Has("tag")
+	if !s.verified(a) || (outOfDialog && !hmac.Equal([]byte(a.relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
 		s.m.dropped.WithLabelValues("bad_flow_signature").Inc()
 		return fmt.Errorf("relay to %s %s: %w", a.transport, a.dest, errRelayDenied)
 	}
@@ -138,6 +176,6 @@ func (s *Server) relayToFlow(c *call, a flowAlias) error {
 	if c.req.IsAck() {
 		return s.forwardStateless(c, base, t)
 	}
-	s.forward(c, base, []target{t}, !c.req.To().Params.Has("tag"))
+	s.forward(c, base, []target{t}, outOfDialog)
 	return nil
 }

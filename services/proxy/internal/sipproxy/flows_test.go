@@ -55,28 +55,63 @@ func TestHeldFlowAliasIsSignedForTheReplicas(t *testing.T) {
 	}
 }
 
-// A request naming this replica as the holder of a flow is relayed only
-// with a valid signature: a forged one is refused before anything is sent.
-func TestForgedFlowRelayIsRefused(t *testing.T) {
+// A request naming a flow this replica holds is relayed only with valid
+// signatures: the alias's, and out of a dialog the request's own on the
+// Route in front of it. A signed alias alone starts nothing, and a
+// forgery is refused before anything is sent.
+func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 	s := flowServer(t, "10.1.0.7:5060", "shared")
-	var uri sip.Uri
 	alias := s.heldAlias("198.51.100.7:40112", "TCP", "10.1.0.7:5060")
+	request := func(alias string, inDialog bool) *sip.Request {
+		t.Helper()
+		var uri sip.Uri
+		if err := sip.ParseUri("sip:bob@198.51.100.7;alias="+alias, &uri); err != nil {
+			t.Fatal(err)
+		}
+		req := sip.NewRequest(sip.INVITE, uri)
+		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "example.com"}, Params: sip.HeaderParams{{K: "tag", V: "a1"}}})
+		to := &sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "example.com"}, Params: sip.NewParams()}
+		if inDialog {
+			to.Params.Add("tag", "b1")
+		}
+		req.AppendHeader(to)
+		callID := sip.CallIDHeader("call-1")
+		req.AppendHeader(&callID)
+		req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+		return req
+	}
+
+	// Out of a dialog, the alias alone is not a relay.
+	if _, ok := s.flowRelay(request(alias, false)); ok {
+		t.Fatal("a signed alias without the relay route was taken for a relay")
+	}
+	// Behind a route whose signature is for another request: refused.
+	req := request(alias, false)
+	other := request(alias, false)
+	other.CSeq().SeqNo = 2
+	req.PrependHeader(s.relayRoute(other, "10.1.0.7:5060", alias))
+	a, ok := s.flowRelay(req)
+	if !ok {
+		t.Fatal("a request behind the relay route is not taken for a relay")
+	}
+	if err := s.relayToFlow(&call{req: req}, a); !errors.Is(err, errRelayDenied) {
+		t.Fatalf("relay signed for another request: %v, want errRelayDenied", err)
+	}
+	// Within a dialog, a forged alias: refused.
 	forged := alias[:len(alias)-4] + "0000"
 	if forged == alias {
 		forged = alias[:len(alias)-4] + "1111"
 	}
-	if err := sip.ParseUri("sip:bob@198.51.100.7;alias="+forged, &uri); err != nil {
-		t.Fatal(err)
-	}
-	req := sip.NewRequest(sip.INVITE, uri)
-	a, ok := s.flowRelay(req)
+	inDialog := request(forged, true)
+	a, ok = s.flowRelay(inDialog)
 	if !ok {
-		t.Fatal("a request naming this replica's flow is not taken for a relay")
+		t.Fatal("an in-dialog request naming this replica's flow is not taken for a relay")
 	}
-	if err := s.relayToFlow(nil, a); !errors.Is(err, errRelayDenied) {
-		t.Fatalf("forged relay: %v, want errRelayDenied", err)
+	if err := s.relayToFlow(&call{req: inDialog}, a); !errors.Is(err, errRelayDenied) {
+		t.Fatalf("forged alias: %v, want errRelayDenied", err)
 	}
-	if other := flowServer(t, "10.1.0.8:5060", "shared"); func() bool { _, ok := other.flowRelay(req); return ok }() {
+	// Another replica relays nothing it does not hold.
+	if _, ok := flowServer(t, "10.1.0.8:5060", "shared").flowRelay(request(alias, true)); ok {
 		t.Fatal("a replica relays a flow another one holds")
 	}
 }

@@ -89,6 +89,8 @@ type flowAlias struct {
 	// holder is the "host:port" of the replica holding the connection,
 	// for a held flow; signed is what mac signs.
 	holder, signed, mac string
+	raw                 string // the alias as it came
+	relayMAC            string // the request's own signature (relayParam), when relayed out of a dialog
 }
 
 // parseFlowAlias reads "ip~port~transport" or, for a held connection,
@@ -105,7 +107,7 @@ func parseFlowAlias(v string) (flowAlias, bool) {
 	if tp != "UDP" && tp != "TCP" && tp != "TLS" {
 		return flowAlias{}, false
 	}
-	a := flowAlias{dest: net.JoinHostPort(parts[0], parts[1]), transport: tp}
+	a := flowAlias{dest: net.JoinHostPort(parts[0], parts[1]), transport: tp, raw: v}
 	if len(parts) == 6 {
 		if parts[3] == "" || !validPort(parts[4]) || len(parts[5]) != flowMACLen {
 			return flowAlias{}, false

@@ -190,6 +190,10 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 	// target, and the client transaction keeps out until it ends.
 	out := forwardCopy(base)
 	out.Recipient = t.uri
+	if t.holder != "" {
+		alias, _ := t.uri.UriParams.Get(aliasParam)
+		out.PrependHeader(s.relayRoute(out, t.holder, alias))
+	}
 	out.PrependHeader(s.ourVia(t.transport, newBranch(c.loop)))
 	if recordRoute {
 		s.addRecordRoute(out, c.req.Transport(), t.transport, c.recordRouteParams())

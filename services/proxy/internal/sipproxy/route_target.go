@@ -21,6 +21,10 @@ type target struct {
 	transport string
 	// gateway is set when the target is a gateway.
 	gateway *gatewayState
+	// holder, when set, is the replica holding the connection the
+	// Request-URI's alias names: the branch goes to it, behind a signed
+	// Route (relayRoute).
+	holder string
 }
 
 // routeNewRequest applies the policy to an out-of-dialog request and
@@ -141,7 +145,7 @@ func (s *Server) bindingTarget(b location.Binding) (target, error) {
 		t.uri.UriParams = sip.NewParams()
 	}
 	t.uri.UriParams.Add(aliasParam, s.heldAlias(b.Received, t.transport, b.Holder))
-	t.dest, t.transport = b.Holder, "TCP"
+	t.dest, t.transport, t.holder = b.Holder, "TCP", b.Holder
 	return t, nil
 }
 
