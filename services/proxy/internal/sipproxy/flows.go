@@ -62,13 +62,21 @@ func (s *Server) holderFor(transport string) string {
 	return s.cfg.ReplicaAddr
 }
 
-// heldAlias is the alias of the flow to dest over transport that holder
-// holds: "ip~port~transport~holder-host~holder-port~signature".
-func (s *Server) heldAlias(dest, transport, holder string) string {
+// heldAlias is the alias, for contact, of the flow to dest over transport
+// that holder holds: "ip~port~transport~holder-host~holder-port~signature".
+// The signature covers the contact too, so that the alias means nothing
+// on any other URI.
+func (s *Server) heldAlias(contact sip.Uri, dest, transport, holder string) string {
 	host, port, _ := net.SplitHostPort(dest)
 	hhost, hport, _ := net.SplitHostPort(holder)
 	base := host + "~" + port + "~" + strings.ToLower(transport) + "~" + hhost + "~" + hport
-	return base + "~" + s.flowMAC(base)
+	return base + "~" + s.flowMAC(base+" "+contactIdentity(contact))
+}
+
+// contactIdentity is what of a contact URI its alias is signed with: the
+// parts no proxy changes.
+func contactIdentity(u sip.Uri) string {
+	return u.Scheme + ":" + u.User + "@" + strings.ToLower(u.Host) + ":" + strconv.Itoa(u.Port)
 }
 
 func (s *Server) flowMAC(base string) string {
@@ -77,9 +85,10 @@ func (s *Server) flowMAC(base string) string {
 	return hex.EncodeToString(m.Sum(nil))[:flowMACLen]
 }
 
-// verified reports whether a held flow's alias was signed by a replica.
-func (s *Server) verified(a flowAlias) bool {
-	return a.holder != "" && hmac.Equal([]byte(a.mac), []byte(s.flowMAC(a.signed)))
+// verified reports whether a held flow's alias on contact was signed by a
+// replica, for that contact.
+func (s *Server) verified(contact sip.Uri, a flowAlias) bool {
+	return a.holder != "" && hmac.Equal([]byte(a.mac), []byte(s.flowMAC(a.signed+" "+contactIdentity(contact))))
 }
 
 // aliasFor is the alias a contact reached from source over transport gets,
@@ -88,7 +97,7 @@ func (s *Server) verified(a flowAlias) bool {
 func (s *Server) aliasFor(contact sip.Uri, source, transport string) (string, bool) {
 	if s.holdsFlows() && sip.IsReliable(transport) {
 		if _, _, err := net.SplitHostPort(source); err == nil {
-			return s.heldAlias(source, transport, s.cfg.ReplicaAddr), true
+			return s.heldAlias(contact, source, transport, s.cfg.ReplicaAddr), true
 		}
 	}
 	return contactAlias(contact, source, transport)
@@ -106,7 +115,7 @@ func (s *Server) keepsAlias(uri sip.Uri) bool {
 		return false
 	}
 	a, ok := parseFlowAlias(v)
-	return ok && s.verified(a)
+	return ok && s.verified(uri, a)
 }
 
 // relayMAC signs one request a replica sends to the holder of a flow,
@@ -165,7 +174,7 @@ func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
 // over its own connection.
 func (s *Server) relayToFlow(c *call, a flowAlias) error {
 	outOfDialog := !c.req.To().Params.Has("tag")
-	if !s.verified(a) || (outOfDialog && !hmac.Equal([]byte(a.relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
+	if !s.verified(c.req.Recipient, a) || (outOfDialog && !hmac.Equal([]byte(a.relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
 		s.m.dropped.WithLabelValues("bad_flow_signature").Inc()
 		return fmt.Errorf("relay to %s %s: %w", a.transport, a.dest, errRelayDenied)
 	}

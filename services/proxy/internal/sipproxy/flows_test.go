@@ -29,24 +29,34 @@ func TestHeldFlowAliasIsSignedForTheReplicas(t *testing.T) {
 	other := flowServer(t, "10.1.0.8:5060", "shared")
 	stranger := flowServer(t, "10.1.0.9:5060", "another secret")
 
-	v := holder.heldAlias("198.51.100.7:40112", "TLS", "10.1.0.7:5060")
+	var contact, other2 sip.Uri
+	if err := sip.ParseUri("sip:bob@10.0.0.5:5062;transport=tls", &contact); err != nil {
+		t.Fatal(err)
+	}
+	if err := sip.ParseUri("sip:mallory@10.0.0.6:5062;transport=tls", &other2); err != nil {
+		t.Fatal(err)
+	}
+	v := holder.heldAlias(contact, "198.51.100.7:40112", "TLS", "10.1.0.7:5060")
 	a, ok := parseFlowAlias(v)
 	if !ok || a.dest != "198.51.100.7:40112" || a.transport != "TLS" || a.holder != "10.1.0.7:5060" {
 		t.Fatalf("alias %q parsed as %+v, %v", v, a, ok)
 	}
-	if !other.verified(a) || !holder.verified(a) {
+	if !other.verified(contact, a) || !holder.verified(contact, a) {
 		t.Fatal("a replica sharing the secret does not verify the alias")
 	}
-	if stranger.verified(a) {
+	if stranger.verified(contact, a) {
 		t.Fatal("a replica with another secret verified the alias")
 	}
 	forged, _ := parseFlowAlias(strings.Replace(v, "198.51.100.7~40112", "203.0.113.1~5060", 1))
-	if other.verified(forged) {
+	if other.verified(contact, forged) {
 		t.Fatal("an alias pointed at another address still verified")
 	}
 	plain, _ := parseFlowAlias("198.51.100.7~40112~tls")
-	if other.verified(plain) {
+	if other.verified(contact, plain) {
 		t.Fatal("an unsigned alias verified")
+	}
+	if other.verified(other2, a) {
+		t.Fatal("an alias copied onto another contact verified")
 	}
 	for _, bad := range []string{"1.2.3.4~5060~tcp~10.1.0.7~5060", "1.2.3.4~5060~tcp~~5060~" + strings.Repeat("0", flowMACLen), "1.2.3.4~5060~tcp~h~0~" + strings.Repeat("0", flowMACLen)} {
 		if _, ok := parseFlowAlias(bad); ok {
@@ -61,7 +71,11 @@ func TestHeldFlowAliasIsSignedForTheReplicas(t *testing.T) {
 // forgery is refused before anything is sent.
 func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 	s := flowServer(t, "10.1.0.7:5060", "shared")
-	alias := s.heldAlias("198.51.100.7:40112", "TCP", "10.1.0.7:5060")
+	var contact sip.Uri
+	if err := sip.ParseUri("sip:bob@198.51.100.7", &contact); err != nil {
+		t.Fatal(err)
+	}
+	alias := s.heldAlias(contact, "198.51.100.7:40112", "TCP", "10.1.0.7:5060")
 	request := func(alias string, inDialog bool) *sip.Request {
 		t.Helper()
 		var uri sip.Uri

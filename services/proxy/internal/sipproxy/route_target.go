@@ -144,7 +144,7 @@ func (s *Server) bindingTarget(b location.Binding) (target, error) {
 	if t.uri.UriParams == nil {
 		t.uri.UriParams = sip.NewParams()
 	}
-	t.uri.UriParams.Add(aliasParam, s.heldAlias(b.Received, t.transport, b.Holder))
+	t.uri.UriParams.Add(aliasParam, s.heldAlias(t.uri, b.Received, t.transport, b.Holder))
 	t.dest, t.transport, t.holder = b.Holder, "TCP", b.Holder
 	return t, nil
 }
