@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,13 +16,32 @@ import (
 // a BYE from either side, or the proxies' own when the media times out,
 // reaches the phones across both replicas.
 func TestTLSPhoneReachedThroughAnotherReplica(t *testing.T) {
+	// Apart, each replica takes only its own address for itself, and the
+	// dialog's requests find the holder by its Record-Route. Alike, each
+	// takes the other's too, as replicas behind one service address do:
+	// the requests find the holder by the phone's alias alone, and a
+	// request passed from one to the other must not look like a loop.
+	for _, alike := range []bool{false, true} {
+		name := "apart"
+		if alike {
+			name = "alike"
+		}
+		t.Run(name, func(t *testing.T) { callHeldPhoneThroughAnotherReplica(t, alike) })
+	}
+}
+
+func callHeldPhoneThroughAnotherReplica(t *testing.T, alike bool) {
 	n := startNATS(t)
 	node := startMedia(t, n, "media-a", mediaOpts{mediaTimeout: 2 * time.Second})
 	extra, tlsAddr, roots := tlsListener(t)
 	port1, port2 := freeSIPPort(t), freeSIPPort(t)
 	replica := func(port int) string { return fmt.Sprintf("  replica_addr: \"127.0.0.1:%d\"\n", port) }
-	startProxy(t, n, "proxy-1", proxyOpts{port: port1, tcp: true, extra: extra + replica(port1), nodes: 1})
-	other := startProxy(t, n, "proxy-2", proxyOpts{port: port2, tcp: true, extra: replica(port2), nodes: 1})
+	var aliases []string
+	if alike {
+		aliases = []string{"127.0.0.1:" + strconv.Itoa(port1), "127.0.0.1:" + strconv.Itoa(port2), tlsAddr}
+	}
+	startProxy(t, n, "proxy-1", proxyOpts{port: port1, tcp: true, aliases: aliases, extra: extra + replica(port1), nodes: 1})
+	other := startProxy(t, n, "proxy-2", proxyOpts{port: port2, tcp: true, aliases: aliases, extra: replica(port2), nodes: 1})
 
 	cases := []struct {
 		name           string

@@ -350,6 +350,9 @@ func (c Config) Validate() error {
 		if !slices.Contains(c.Transports, "tcp") {
 			bad("replica_addr", "needs the tcp transport, which the replicas relay over")
 		}
+		if c.Auth.NonceSecret == "" {
+			bad("replica_addr", "needs auth.nonce_secret, shared by the replicas: it signs the flows they relay")
+		}
 	}
 	for i, cidr := range c.TrustedNetworks {
 		if _, err := netip.ParsePrefix(cidr); err != nil {

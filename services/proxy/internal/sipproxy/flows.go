@@ -62,15 +62,20 @@ func (s *Server) holderFor(transport string) string {
 	return s.cfg.ReplicaAddr
 }
 
-// heldAlias is the alias, for contact, of the flow to dest over transport
-// that holder holds: "ip~port~transport~holder-host~holder-port~signature".
-// The signature covers the contact too, so that the alias means nothing
-// on any other URI.
-func (s *Server) heldAlias(contact sip.Uri, dest, transport, holder string) string {
+// heldAlias is the alias, for contact in the call callID, of the flow to
+// dest over transport that holder holds:
+// "ip~port~transport~holder-host~holder-port~signature". The signature
+// covers the contact and the call too: copied onto another URI, or used in
+// another call, the alias means nothing.
+func (s *Server) heldAlias(contact sip.Uri, callID, dest, transport, holder string) string {
 	host, port, _ := net.SplitHostPort(dest)
 	hhost, hport, _ := net.SplitHostPort(holder)
 	base := host + "~" + port + "~" + strings.ToLower(transport) + "~" + hhost + "~" + hport
-	return base + "~" + s.flowMAC(base+" "+contactIdentity(contact))
+	return base + "~" + s.flowMAC(aliasSigned(base, contact, callID))
+}
+
+func aliasSigned(base string, contact sip.Uri, callID string) string {
+	return base + " " + contactIdentity(contact) + " " + callID
 }
 
 // contactIdentity is what of a contact URI its alias is signed with: the
@@ -86,18 +91,27 @@ func (s *Server) flowMAC(base string) string {
 }
 
 // verified reports whether a held flow's alias on contact was signed by a
-// replica, for that contact.
-func (s *Server) verified(contact sip.Uri, a flowAlias) bool {
-	return a.holder != "" && hmac.Equal([]byte(a.mac), []byte(s.flowMAC(a.signed+" "+contactIdentity(contact))))
+// replica, for that contact in the call callID.
+func (s *Server) verified(contact sip.Uri, callID string, a flowAlias) bool {
+	return a.holder != "" && hmac.Equal([]byte(a.mac), []byte(s.flowMAC(aliasSigned(a.signed, contact, callID))))
 }
 
-// aliasFor is the alias a contact reached from source over transport gets,
+// callIDOf is a message's Call-ID, "" without one.
+func callIDOf(msg interface{ CallID() *sip.CallIDHeader }) string {
+	if h := msg.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// aliasFor is the alias a contact of the call callID reached from source
+// over transport gets,
 // or false when it needs none: a connection this replica holds always gets
 // one, naming it, since no other replica reaches the phone by itself.
-func (s *Server) aliasFor(contact sip.Uri, source, transport string) (string, bool) {
+func (s *Server) aliasFor(contact sip.Uri, callID, source, transport string) (string, bool) {
 	if s.holdsFlows() && sip.IsReliable(transport) {
 		if _, _, err := net.SplitHostPort(source); err == nil {
-			return s.heldAlias(contact, source, transport, s.cfg.ReplicaAddr), true
+			return s.heldAlias(contact, callID, source, transport, s.cfg.ReplicaAddr), true
 		}
 	}
 	return contactAlias(contact, source, transport)
@@ -106,7 +120,7 @@ func (s *Server) aliasFor(contact sip.Uri, source, transport string) (string, bo
 // keepsAlias reports whether uri carries an alias a replica signed, which
 // names the flow better than the address the message came from: the
 // message was relayed by the flow's holder.
-func (s *Server) keepsAlias(uri sip.Uri) bool {
+func (s *Server) keepsAlias(uri sip.Uri, callID string) bool {
 	if uri.UriParams == nil {
 		return false
 	}
@@ -115,7 +129,7 @@ func (s *Server) keepsAlias(uri sip.Uri) bool {
 		return false
 	}
 	a, ok := parseFlowAlias(v)
-	return ok && s.verified(uri, a)
+	return ok && s.verified(uri, callID, a)
 }
 
 // relayMAC signs one request a replica sends to the holder of a flow,
@@ -174,7 +188,7 @@ func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
 // over its own connection.
 func (s *Server) relayToFlow(c *call, a flowAlias) error {
 	outOfDialog := !c.req.To().Params.Has("tag")
-	if !s.verified(c.req.Recipient, a) || (outOfDialog && !hmac.Equal([]byte(a.relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
+	if !s.verified(c.req.Recipient, callIDOf(c.req), a) || (outOfDialog && !hmac.Equal([]byte(a.relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
 		s.m.dropped.WithLabelValues("bad_flow_signature").Inc()
 		return fmt.Errorf("relay to %s %s: %w", a.transport, a.dest, errRelayDenied)
 	}

@@ -36,27 +36,30 @@ func TestHeldFlowAliasIsSignedForTheReplicas(t *testing.T) {
 	if err := sip.ParseUri("sip:mallory@10.0.0.6:5062;transport=tls", &other2); err != nil {
 		t.Fatal(err)
 	}
-	v := holder.heldAlias(contact, "198.51.100.7:40112", "TLS", "10.1.0.7:5060")
+	v := holder.heldAlias(contact, "call-1", "198.51.100.7:40112", "TLS", "10.1.0.7:5060")
 	a, ok := parseFlowAlias(v)
 	if !ok || a.dest != "198.51.100.7:40112" || a.transport != "TLS" || a.holder != "10.1.0.7:5060" {
 		t.Fatalf("alias %q parsed as %+v, %v", v, a, ok)
 	}
-	if !other.verified(contact, a) || !holder.verified(contact, a) {
+	if !other.verified(contact, "call-1", a) || !holder.verified(contact, "call-1", a) {
 		t.Fatal("a replica sharing the secret does not verify the alias")
 	}
-	if stranger.verified(contact, a) {
+	if stranger.verified(contact, "call-1", a) {
 		t.Fatal("a replica with another secret verified the alias")
 	}
 	forged, _ := parseFlowAlias(strings.Replace(v, "198.51.100.7~40112", "203.0.113.1~5060", 1))
-	if other.verified(contact, forged) {
+	if other.verified(contact, "call-1", forged) {
 		t.Fatal("an alias pointed at another address still verified")
 	}
 	plain, _ := parseFlowAlias("198.51.100.7~40112~tls")
-	if other.verified(contact, plain) {
+	if other.verified(contact, "call-1", plain) {
 		t.Fatal("an unsigned alias verified")
 	}
-	if other.verified(other2, a) {
+	if other.verified(other2, "call-1", a) {
 		t.Fatal("an alias copied onto another contact verified")
+	}
+	if other.verified(contact, "call-2", a) {
+		t.Fatal("an alias verified in another call")
 	}
 	for _, bad := range []string{"1.2.3.4~5060~tcp~10.1.0.7~5060", "1.2.3.4~5060~tcp~~5060~" + strings.Repeat("0", flowMACLen), "1.2.3.4~5060~tcp~h~0~" + strings.Repeat("0", flowMACLen)} {
 		if _, ok := parseFlowAlias(bad); ok {
@@ -75,7 +78,7 @@ func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 	if err := sip.ParseUri("sip:bob@198.51.100.7", &contact); err != nil {
 		t.Fatal(err)
 	}
-	alias := s.heldAlias(contact, "198.51.100.7:40112", "TCP", "10.1.0.7:5060")
+	alias := s.heldAlias(contact, "call-1", "198.51.100.7:40112", "TCP", "10.1.0.7:5060")
 	request := func(alias string, inDialog bool) *sip.Request {
 		t.Helper()
 		var uri sip.Uri
@@ -130,7 +133,7 @@ func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 	}
 }
 
-func TestReplicaAddrNeedsTCPAndAnAddress(t *testing.T) {
+func TestReplicaAddrNeedsTCPAnAddressAndASecret(t *testing.T) {
 	cfg := testConfig()
 	cfg.ReplicaAddr = "10.1.0.7:5060"
 	cfg.Transports = []string{"udp"}
@@ -141,5 +144,13 @@ func TestReplicaAddrNeedsTCPAndAnAddress(t *testing.T) {
 	cfg.ReplicaAddr = "10.1.0.7"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "replica_addr") {
 		t.Fatalf("replica_addr without a port: %v", err)
+	}
+	cfg.ReplicaAddr = "10.1.0.7:5060"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "nonce_secret") {
+		t.Fatalf("replica_addr without a shared nonce secret: %v", err)
+	}
+	cfg.Auth.NonceSecret = "shared"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("replica_addr with tcp and a secret: %v", err)
 	}
 }

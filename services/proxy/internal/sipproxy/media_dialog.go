@@ -41,7 +41,7 @@ func (s *Server) withCallee(d *callgridv1.Dialog, res *sip.Response) *callgridv1
 	}
 	if ct := res.Contact(); ct != nil {
 		contact := *ct.Address.Clone()
-		if alias, ok := s.aliasFor(contact, res.Source(), res.Transport()); ok && !s.keepsAlias(contact) {
+		if alias, ok := s.aliasFor(contact, callIDOf(res), res.Source(), res.Transport()); ok && !s.keepsAlias(contact, callIDOf(res)) {
 			if contact.UriParams == nil {
 				contact.UriParams = sip.NewParams()
 			}

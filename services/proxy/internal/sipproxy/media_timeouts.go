@@ -117,8 +117,9 @@ func (m *mediaTimeouts) consume(ctx context.Context) error {
 	// Closed waits for the handler running, so that no hang-up starts
 	// once the proxy closes its transports. What was fetched and not
 	// handled goes to another replica once its ack wait passes.
+	closed := cc.Closed() // taken before Stop, which may close it early
 	cc.Stop()
-	<-cc.Closed()
+	<-closed
 	return err
 }
 

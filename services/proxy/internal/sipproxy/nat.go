@@ -25,10 +25,14 @@ func (s *Server) addContactAlias(msg sip.Message, source, transport string) {
 		return
 	}
 	c, ok := hs[0].(*sip.ContactHeader)
-	if !ok || c.Address.Wildcard || s.keepsAlias(c.Address) {
+	callID := ""
+	if m, ok := msg.(interface{ CallID() *sip.CallIDHeader }); ok {
+		callID = callIDOf(m)
+	}
+	if !ok || c.Address.Wildcard || s.keepsAlias(c.Address, callID) {
 		return
 	}
-	alias, ok := s.aliasFor(c.Address, source, transport)
+	alias, ok := s.aliasFor(c.Address, callID, source, transport)
 	if !ok {
 		return
 	}

@@ -85,6 +85,23 @@ func (h *loopHasher) field(s string) {
 	h.end()
 }
 
+// loopOf is the loop hash this replica marks its branches with. Replicas
+// behind one service address put the same host and port in their Vias, so
+// with ReplicaAddr set each salts the hash with it: a request passed from
+// one replica to another (a relay to a held connection) is no loop, while
+// one that comes back to the same replica still is.
+func (s *Server) loopOf(req *sip.Request) string {
+	loop := loopHash(req)
+	if !s.holdsFlows() {
+		return loop
+	}
+	h := newLoopHasher()
+	h.field(loop)
+	h.field(s.cfg.ReplicaAddr)
+	var sum [8]byte
+	return hex.EncodeToString(binary.BigEndian.AppendUint64(sum[:0], uint64(*h)))
+}
+
 // newBranch returns a unique branch carrying the loop hash.
 func newBranch(loop string) string {
 	return branchPrefix + loop + "." + sip.GenerateBranchN(12)[len(sip.RFC3261BranchMagicCookie)+1:]
@@ -226,12 +243,18 @@ func (s *Server) popOwnRoutes(req *sip.Request) ownRoute {
 	}
 }
 
+// relaysVia reports whether a request to uri in the call callID goes to the
+// holder its alias a names: another replica, with a signature that holds.
+func (s *Server) relaysVia(uri sip.Uri, callID string, a flowAlias) bool {
+	return s.holdsFlows() && a.holder != "" && !s.isHolder(a.holder) && s.verified(uri, callID, a)
+}
+
 // nextHop is the package's nextHop, except that a request whose flow
 // another replica holds goes to that replica, alias and all.
 func (s *Server) nextHop(req *sip.Request, fallbackTransport string) (dest, transport string) {
 	if req.Route() == nil {
 		if v, ok := req.Recipient.UriParams.Get(aliasParam); ok {
-			if a, ok := parseFlowAlias(v); ok && a.holder != "" && !s.isHolder(a.holder) {
+			if a, ok := parseFlowAlias(v); ok && s.relaysVia(req.Recipient, callIDOf(req), a) {
 				return a.holder, "TCP"
 			}
 		}

@@ -101,7 +101,7 @@ func (s *Server) process(c *call) error {
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 && !s.addressedToUs(req) {
 		return errTooManyHops
 	}
-	c.loop = loopHash(req)
+	c.loop = s.loopOf(req)
 	if !req.IsAck() && s.isLoop(req, c.loop) {
 		return errLoop
 	}

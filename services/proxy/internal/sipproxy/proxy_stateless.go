@@ -78,14 +78,14 @@ func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) 
 		if alias, ok := contact.Address.UriParams.Get(aliasParam); ok && req.Route() == nil {
 			if a, ok := parseFlowAlias(alias); ok {
 				dest, transport = a.dest, a.transport
-				if a.holder != "" && !s.isHolder(a.holder) {
+				if s.relaysVia(contact.Address, callIDOf(inv), a) {
 					// The holder of the callee's connection relays.
 					req.Recipient.UriParams.Add(aliasParam, alias)
 					dest, transport = a.holder, "TCP"
 				}
 			}
 		}
-		req.PrependHeader(s.ourVia(transport, newBranch(loopHash(req))))
+		req.PrependHeader(s.ourVia(transport, newBranch(s.loopOf(req))))
 		s.address(req, target{dest: dest, transport: transport})
 		return req
 	}

@@ -101,7 +101,7 @@ func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target
 		}
 		targets := make([]target, 0, len(bindings))
 		for _, b := range bindings {
-			t, err := s.bindingTarget(b)
+			t, err := s.bindingTarget(b, callIDOf(req))
 			if err != nil {
 				continue
 			}
@@ -135,7 +135,7 @@ func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target
 // REGISTER came on: behind NAT only the observed source reaches the phone.
 // A connection another replica holds is reached through that replica: the
 // Request-URI names the flow and its holder, signed, and the holder relays.
-func (s *Server) bindingTarget(b location.Binding) (target, error) {
+func (s *Server) bindingTarget(b location.Binding, callID string) (target, error) {
 	t, err := bindingTarget(b.Contact, b.Received, b.Transport)
 	if err != nil || b.Holder == "" || !s.holdsFlows() || s.isHolder(b.Holder) {
 		return t, err
@@ -144,7 +144,7 @@ func (s *Server) bindingTarget(b location.Binding) (target, error) {
 	if t.uri.UriParams == nil {
 		t.uri.UriParams = sip.NewParams()
 	}
-	t.uri.UriParams.Add(aliasParam, s.heldAlias(t.uri, b.Received, t.transport, b.Holder))
+	t.uri.UriParams.Add(aliasParam, s.heldAlias(t.uri, callID, t.dest, t.transport, b.Holder))
 	t.dest, t.transport, t.holder = b.Holder, "TCP", b.Holder
 	return t, nil
 }

@@ -305,12 +305,6 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	// Its own group: it must end before the user agent closes, so that no
-	// hang-up starts on a closed transport.
-	var consumers sync.WaitGroup
-	if timeouts != nil {
-		consumers.Go(func() { timeouts.run(ctx) })
-	}
 
 	var (
 		wg     sync.WaitGroup
@@ -340,6 +334,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.tlsLn != nil {
 		serve("tls", func() error { return s.srv.ServeTLS(s.tlsLn) })
+	}
+	// After the listeners, so a backlog of timeouts finds them serving; in
+	// its own group, which ends before the user agent closes, so that no
+	// hang-up starts on a closed transport.
+	var consumers sync.WaitGroup
+	if timeouts != nil {
+		consumers.Go(func() { timeouts.run(ctx) })
 	}
 	if runner, ok := s.loc.(interface{ Run(context.Context) error }); ok {
 		wg.Go(func() {
