@@ -25,15 +25,22 @@ func (s *Server) addContactAlias(msg sip.Message, source, transport string) {
 		return
 	}
 	c, ok := hs[0].(*sip.ContactHeader)
+	if !ok || c.Address.Wildcard {
+		return
+	}
 	callID := ""
 	if m, ok := msg.(interface{ CallID() *sip.CallIDHeader }); ok {
 		callID = callIDOf(m)
 	}
-	if !ok || c.Address.Wildcard || s.keepsAlias(c.Address, callID) {
+	if s.keepsAlias(c.Address, callID) {
 		return
 	}
-	alias, ok := s.aliasFor(c.Address, callID, source, transport)
-	if !ok {
+	alias, needed := s.aliasFor(c.Address, callID, source, transport)
+	_, sent := c.Address.UriParams.Get(aliasParam)
+	// An alias a phone wrote itself would steer its dialog's requests
+	// wherever it says: only ours count, or a trusted peer's.
+	forged := sent && !s.isTrusted(sourceIP(source))
+	if !needed && !forged {
 		return
 	}
 	// The header may be shared with the original message: replace, never mutate.
@@ -41,7 +48,11 @@ func (s *Server) addContactAlias(msg sip.Message, source, transport string) {
 	if nc.Address.UriParams == nil {
 		nc.Address.UriParams = sip.NewParams()
 	}
-	nc.Address.UriParams.Add(aliasParam, alias)
+	if needed {
+		nc.Address.UriParams.Add(aliasParam, alias)
+	} else {
+		nc.Address.UriParams.Remove(aliasParam)
+	}
 	msg.(interface{ ReplaceHeader(sip.Header) }).ReplaceHeader(nc)
 }
 
