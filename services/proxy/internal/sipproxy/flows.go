@@ -27,10 +27,10 @@ import (
 const flowMACLen = 20
 
 // relayParam carries, on the Route a replica puts in front of a request
-// it sends to a holder out of any dialog, that request's signature. A
-// signed alias alone would let anyone who once saw it (the other party of
-// a call) start requests to the phone through the holder unauthenticated;
-// within a dialog, the alias is as good as the route set, which SIP relays
+// it sends to a holder out of any dialog, that request's own signature.
+// An alias is signed for one contact in one call, so the other party of
+// that call could still send new requests with it, unauthenticated; within
+// a dialog the alias is worth what the route set is, which SIP relays
 // without authentication anyway.
 const relayParam = "cg-relay"
 
