@@ -23,12 +23,14 @@ const (
 var errIncompleteDialog = errors.New("dialog lacks the contact or tags to reach the leg")
 
 // hangUpDialog sends BYE to both legs of a call from the dialog the node
-// kept, through this replica's own client transactions.
-func (s *Server) hangUpDialog(log zerolog.Logger, d *callgridv1.Dialog, cause string) {
+// kept, through this replica's own client transactions. It reports false
+// when there were legs to hang up and none of their BYEs could be sent.
+func (s *Server) hangUpDialog(log zerolog.Logger, d *callgridv1.Dialog, cause string) bool {
 	if d == nil {
 		log.Warn().Str("cause", cause).Msg("no dialog kept for the call; cannot hang up")
-		return
+		return true
 	}
+	legsToHangUp, sent := 0, 0
 	legs := []struct {
 		name            string
 		contact         string
@@ -49,12 +51,17 @@ func (s *Server) hangUpDialog(log zerolog.Logger, d *callgridv1.Dialog, cause st
 		}
 		req, err := s.byeRequest(d.GetCallId(), l.contact, l.route, l.fromURI, l.fromTg, l.toURI, l.toTg, l.cseq, cause)
 		if err != nil {
+			// What the dialog lacks, no replica has either.
 			log.Warn().Err(err).Str("leg", l.name).Msg("cannot hang up leg")
 			continue
 		}
+		legsToHangUp++
 		s.m.mediaHangups.WithLabelValues(cause).Inc()
-		s.runDetached(log, req)
+		if s.runDetached(log, req) {
+			sent++
+		}
 	}
+	return legsToHangUp == 0 || sent > 0
 }
 
 // byeRequest builds a BYE within a recorded dialog.

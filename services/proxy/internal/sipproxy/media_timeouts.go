@@ -23,6 +23,9 @@ const (
 	mediaTimeoutAckWait = 30 * time.Second
 	// mediaTimeoutDeliveries bounds the replicas a timeout is tried on.
 	mediaTimeoutDeliveries = 5
+	// mediaTimeoutRetry is how long a timeout no BYE of which could be
+	// sent waits before it is tried again.
+	mediaTimeoutRetry = 5 * time.Second
 	// fetchedTimeouts is how many timeouts a replica holds at once: few,
 	// so that a burst (a node's calls timing out together) spreads over
 	// the replicas.
@@ -135,7 +138,13 @@ func (m *mediaTimeouts) handle(msg jetstream.Msg) {
 		log = log.With().Uint64("delivery", meta.NumDelivered).Logger()
 	}
 	log.Info().Msg("media timed out, hanging up both legs")
-	m.s.hangUpDialog(log, ev.GetDialog(), "media_timeout")
+	if !m.s.hangUpDialog(log, ev.GetDialog(), "media_timeout") {
+		// Not one BYE left this replica: let another one try.
+		if err := msg.NakWithDelay(mediaTimeoutRetry); err != nil {
+			log.Debug().Err(err).Msg("nak media timeout")
+		}
+		return
+	}
 	if err := msg.Ack(); err != nil {
 		log.Debug().Err(err).Msg("ack media timeout")
 	}

@@ -379,13 +379,13 @@ func (s *Server) cancelBranch(c *call, inv *sip.Request) {
 
 // runDetached sends a request the proxy originates (CANCEL, BYE) and waits
 // for its final response on a tracked goroutine bounded by BranchTimeout.
-func (s *Server) runDetached(log zerolog.Logger, req *sip.Request) {
+func (s *Server) runDetached(log zerolog.Logger, req *sip.Request) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
 	tx, err := s.txl.Request(ctx, req)
 	cancel()
 	if err != nil {
 		log.Warn().Err(err).Str("request", string(req.Method)).Msg("send proxy-originated request")
-		return
+		return false
 	}
 	limit := s.cfg.BranchTimeout
 	s.goTracked(func() {
@@ -405,4 +405,5 @@ func (s *Server) runDetached(log zerolog.Logger, req *sip.Request) {
 			}
 		}
 	})
+	return true
 }
