@@ -377,7 +377,7 @@ func (s *session) reroute() error {
 	}
 	s.dirs[0].route.Store(ab)
 	s.dirs[1].route.Store(ba)
-	s.setTranscoding(ab.mode == routeTranscode)
+	s.transcoding = ab.mode == routeTranscode
 	return nil
 }
 
@@ -452,10 +452,6 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 	r.tc = tc
 	return r, nil
 }
-
-// setTranscoding records whether the legs are on different codecs, which
-// Answer and Update report for the node's capacity accounting.
-func (s *session) setTranscoding(on bool) { s.transcoding = on }
 
 // pickCodec returns the codec in list that is the same as want, else the
 // list's first.

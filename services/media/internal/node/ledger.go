@@ -166,18 +166,29 @@ func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at
 	if !transcoding || s.transcoding {
 		return false, true
 	}
-	extra := transcodeCost - s.units
-	if extra > 0 && l.used+extra > l.total {
+	if l.used+max(transcodeCost-s.units, 0) > l.total {
 		return false, false
 	}
-	if extra > 0 {
-		l.used += extra
-		s.units += extra
-		s.extraUnits = extra
-	}
+	l.startTranscoding(s, transcodeCost)
+	return true, true
+}
+
+// startTranscoding grows s to the transcode cost; stopTranscoding gives the
+// extra units back. The caller holds l.mu.
+func (l *ledger) startTranscoding(s *session, transcodeCost int) {
+	s.extraUnits = max(transcodeCost-s.units, 0)
+	s.units += s.extraUnits
+	l.used += s.extraUnits
 	s.transcoding = true
 	l.transcoded++
-	return true, true
+}
+
+func (l *ledger) stopTranscoding(s *session) {
+	s.units -= s.extraUnits
+	l.used -= s.extraUnits
+	s.extraUnits = 0
+	s.transcoding = false
+	l.transcoded--
 }
 
 // updateTranscoding records that an update (a re-INVITE) started or
@@ -194,17 +205,10 @@ func (l *ledger) updateTranscoding(id string, on bool, transcodeCost int) bool {
 		return false
 	}
 	if on {
-		s.extraUnits = max(transcodeCost-s.units, 0)
-		s.units += s.extraUnits
-		l.used += s.extraUnits
-		l.transcoded++
+		l.startTranscoding(s, transcodeCost)
 	} else {
-		s.units -= s.extraUnits
-		l.used -= s.extraUnits
-		s.extraUnits = 0
-		l.transcoded--
+		l.stopTranscoding(s)
 	}
-	s.transcoding = on
 	return true
 }
 

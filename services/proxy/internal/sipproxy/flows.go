@@ -105,9 +105,9 @@ func callIDOf(msg interface{ CallID() *sip.CallIDHeader }) string {
 }
 
 // aliasFor is the alias a contact of the call callID reached from source
-// over transport gets,
-// or false when it needs none: a connection this replica holds always gets
-// one, naming it, since no other replica reaches the phone by itself.
+// over transport gets, or false when it needs none: a connection this
+// replica holds always gets one, naming it, since no other replica reaches
+// the phone by itself.
 func (s *Server) aliasFor(contact sip.Uri, callID, source, transport string) (string, bool) {
 	if s.holdsFlows() && sip.IsReliable(transport) {
 		if _, _, err := net.SplitHostPort(source); err == nil {
@@ -121,9 +121,6 @@ func (s *Server) aliasFor(contact sip.Uri, callID, source, transport string) (st
 // names the flow better than the address the message came from: the
 // message was relayed by the flow's holder.
 func (s *Server) keepsAlias(uri sip.Uri, callID string) bool {
-	if uri.UriParams == nil {
-		return false
-	}
 	v, ok := uri.UriParams.Get(aliasParam)
 	if !ok {
 		return false
@@ -154,31 +151,30 @@ func (s *Server) relayRoute(req *sip.Request, holder, alias string) *sip.RouteHe
 // flowRelay returns the flow a request is to be relayed to: one this
 // replica holds, named by an alias on the Request-URI, in a request
 // another replica sent here: within a dialog with no Route of ours left,
-// out of one behind our Route carrying its signature. Signatures are
-// checked by relayToFlow.
-func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
+// out of one behind our Route carrying the request's signature, which it
+// returns too. Signatures are checked by relayToFlow.
+func (s *Server) flowRelay(req *sip.Request) (a flowAlias, relayMAC string, ok bool) {
 	if !s.holdsFlows() || req.IsCancel() {
-		return flowAlias{}, false
+		return flowAlias{}, "", false
 	}
 	v, ok := req.Recipient.UriParams.Get(aliasParam)
 	if !ok {
-		return flowAlias{}, false
+		return flowAlias{}, "", false
 	}
-	a, ok := parseFlowAlias(v)
-	if !ok || a.holder == "" || !s.isHolder(a.holder) {
-		return flowAlias{}, false
+	if a, ok = parseFlowAlias(v); !ok || a.holder == "" || !s.isHolder(a.holder) {
+		return flowAlias{}, "", false
 	}
 	r := req.Route()
 	ours := r != nil && s.self.isSelf(r.Address.Host, r.Address.Port)
 	if req.To().Params.Has("tag") {
 		// Behind our Route it is an in-dialog request like any other.
-		return a, !ours
+		return a, "", !ours
 	}
 	if !ours {
-		return flowAlias{}, false
+		return flowAlias{}, "", false
 	}
-	a.relayMAC, ok = r.Address.UriParams.Get(relayParam)
-	return a, ok
+	relayMAC, ok = r.Address.UriParams.Get(relayParam)
+	return a, relayMAC, ok
 }
 
 // relayToFlow forwards a request another replica sent to the flow it
@@ -186,9 +182,9 @@ func (s *Server) flowRelay(req *sip.Request) (flowAlias, bool) {
 // anchored it already: what is left is the last hop, and for a request that
 // starts a dialog the Record-Route that brings the phone's requests back
 // over its own connection.
-func (s *Server) relayToFlow(c *call, a flowAlias) error {
+func (s *Server) relayToFlow(c *call, a flowAlias, relayMAC string) error {
 	outOfDialog := !c.req.To().Params.Has("tag")
-	if !s.verified(c.req.Recipient, callIDOf(c.req), a) || (outOfDialog && !hmac.Equal([]byte(a.relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
+	if !s.verified(c.req.Recipient, callIDOf(c.req), a) || (outOfDialog && !hmac.Equal([]byte(relayMAC), []byte(s.relayMAC(c.req, a.raw)))) {
 		s.m.dropped.WithLabelValues("bad_flow_signature").Inc()
 		return fmt.Errorf("relay to %s %s: %w", a.transport, a.dest, errRelayDenied)
 	}

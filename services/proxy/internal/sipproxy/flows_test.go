@@ -99,7 +99,7 @@ func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 	}
 
 	// Out of a dialog, the alias alone is not a relay.
-	if _, ok := s.flowRelay(request(alias, false)); ok {
+	if _, _, ok := s.flowRelay(request(alias, false)); ok {
 		t.Fatal("a signed alias without the relay route was taken for a relay")
 	}
 	// Behind a route whose signature is for another request: refused.
@@ -107,11 +107,11 @@ func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 	other := request(alias, false)
 	other.CSeq().SeqNo = 2
 	req.PrependHeader(s.relayRoute(other, "10.1.0.7:5060", alias))
-	a, ok := s.flowRelay(req)
+	a, relayMAC, ok := s.flowRelay(req)
 	if !ok {
 		t.Fatal("a request behind the relay route is not taken for a relay")
 	}
-	if err := s.relayToFlow(&call{req: req}, a); !errors.Is(err, errRelayDenied) {
+	if err := s.relayToFlow(&call{req: req}, a, relayMAC); !errors.Is(err, errRelayDenied) {
 		t.Fatalf("relay signed for another request: %v, want errRelayDenied", err)
 	}
 	// Within a dialog, a forged alias: refused.
@@ -120,15 +120,15 @@ func TestFlowRelayNeedsItsSignatures(t *testing.T) {
 		forged = alias[:len(alias)-4] + "1111"
 	}
 	inDialog := request(forged, true)
-	a, ok = s.flowRelay(inDialog)
+	a, relayMAC, ok = s.flowRelay(inDialog)
 	if !ok {
 		t.Fatal("an in-dialog request naming this replica's flow is not taken for a relay")
 	}
-	if err := s.relayToFlow(&call{req: inDialog}, a); !errors.Is(err, errRelayDenied) {
+	if err := s.relayToFlow(&call{req: inDialog}, a, relayMAC); !errors.Is(err, errRelayDenied) {
 		t.Fatalf("forged alias: %v, want errRelayDenied", err)
 	}
 	// Another replica relays nothing it does not hold.
-	if _, ok := flowServer(t, "10.1.0.8:5060", "shared").flowRelay(request(alias, true)); ok {
+	if _, _, ok := flowServer(t, "10.1.0.8:5060", "shared").flowRelay(request(alias, true)); ok {
 		t.Fatal("a replica relays a flow another one holds")
 	}
 }

@@ -40,13 +40,7 @@ func (s *Server) withCallee(d *callgridv1.Dialog, res *sip.Response) *callgridv1
 		d.CalleeTag = to.Params.GetOr("tag", "")
 	}
 	if ct := res.Contact(); ct != nil {
-		contact := *ct.Address.Clone()
-		if alias, ok := s.aliasFor(contact, callIDOf(res), res.Source(), res.Transport()); ok && !s.keepsAlias(contact, callIDOf(res)) {
-			if contact.UriParams == nil {
-				contact.UriParams = sip.NewParams()
-			}
-			contact.UriParams.Add(aliasParam, alias)
-		}
+		contact, _ := s.aliased(ct.Address, callIDOf(res), res.Source(), res.Transport())
 		d.CalleeContact = contact.String()
 	}
 	d.CalleeRoute = s.calleeRoute(res)

@@ -15,10 +15,8 @@ import (
 // A connection one replica holds adds its holder and a signature (flows.go).
 const aliasParam = "alias"
 
-// addContactAlias marks the Contact of msg when it differs from the address
-// the message really came from, or when it came over a connection this
-// replica holds. An alias a replica signed stays: the message was relayed
-// by the holder of the flow it names.
+// addContactAlias gives the Contact of msg the alias its source calls
+// for (aliased).
 func (s *Server) addContactAlias(msg sip.Message, source, transport string) {
 	hs := msg.GetHeaders("Contact")
 	if len(hs) == 0 || source == "" {
@@ -32,28 +30,42 @@ func (s *Server) addContactAlias(msg sip.Message, source, transport string) {
 	if m, ok := msg.(interface{ CallID() *sip.CallIDHeader }); ok {
 		callID = callIDOf(m)
 	}
-	if s.keepsAlias(c.Address, callID) {
-		return
-	}
-	alias, needed := s.aliasFor(c.Address, callID, source, transport)
-	_, sent := c.Address.UriParams.Get(aliasParam)
-	// An alias a phone wrote itself would steer its dialog's requests
-	// wherever it says: only ours count, or a trusted peer's.
-	forged := sent && !s.isTrusted(sourceIP(source))
-	if !needed && !forged {
+	uri, changed := s.aliased(c.Address, callID, source, transport)
+	if !changed {
 		return
 	}
 	// The header may be shared with the original message: replace, never mutate.
 	nc := c.Clone()
-	if nc.Address.UriParams == nil {
-		nc.Address.UriParams = sip.NewParams()
+	nc.Address = uri
+	msg.(interface{ ReplaceHeader(sip.Header) }).ReplaceHeader(nc)
+}
+
+// aliased returns contact, of the call callID and reached from source over
+// transport, with the alias that leads there, and whether that changed it.
+// It gets one when it differs from the address the message really came
+// from, or when it came over a connection this replica holds. An alias a
+// replica signed stays: the message was relayed by the holder of the flow
+// it names. One a phone wrote itself goes, unless a trusted peer sent it:
+// it would steer the dialog's requests wherever it says.
+func (s *Server) aliased(contact sip.Uri, callID, source, transport string) (sip.Uri, bool) {
+	if s.keepsAlias(contact, callID) {
+		return contact, false
+	}
+	alias, needed := s.aliasFor(contact, callID, source, transport)
+	_, sent := contact.UriParams.Get(aliasParam)
+	if !needed && (!sent || s.isTrusted(sourceIP(source))) {
+		return contact, false
+	}
+	contact = *contact.Clone()
+	if contact.UriParams == nil {
+		contact.UriParams = sip.NewParams()
 	}
 	if needed {
-		nc.Address.UriParams.Add(aliasParam, alias)
+		contact.UriParams.Add(aliasParam, alias)
 	} else {
-		nc.Address.UriParams.Remove(aliasParam)
+		contact.UriParams.Remove(aliasParam)
 	}
-	msg.(interface{ ReplaceHeader(sip.Header) }).ReplaceHeader(nc)
+	return contact, true
 }
 
 // contactAlias returns the alias value for a contact reached from source
@@ -105,7 +117,6 @@ type flowAlias struct {
 	// for a held flow; signed is what mac signs.
 	holder, signed, mac string
 	raw                 string // the alias as it came
-	relayMAC            string // the request's own signature (relayParam), when relayed out of a dialog
 }
 
 // parseFlowAlias reads "ip~port~transport" or, for a held connection,

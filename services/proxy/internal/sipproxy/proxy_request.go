@@ -106,8 +106,8 @@ func (s *Server) process(c *call) error {
 		return errLoop
 	}
 
-	if a, ok := s.flowRelay(req); ok {
-		return s.relayToFlow(c, a)
+	if a, relayMAC, ok := s.flowRelay(req); ok {
+		return s.relayToFlow(c, a, relayMAC)
 	}
 	if req.To().Params.Has("tag") {
 		return s.routeInDialog(c)
