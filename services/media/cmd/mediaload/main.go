@@ -39,6 +39,7 @@ type options struct {
 	idle, drain      time.Duration
 	maxP99, goalP99  time.Duration
 	sockets          int
+	slot             time.Duration
 	portMin, portMax int
 	maxTime          time.Duration
 	headroom         float64
@@ -57,6 +58,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.drain, "drain", 300*time.Millisecond, "wait after a step's last packet before counting")
 	flag.DurationVar(&o.maxP99, "max-p99", 10*time.Millisecond, "a step whose p99 added latency exceeds this fails (and ends the mode)")
 	flag.DurationVar(&o.goalP99, "goal-p99", time.Millisecond, "latency goal: calls per core are also reported for the last step within it")
+	flag.DurationVar(&o.slot, "slot", time.Millisecond, "pacing slot: each 20 ms frame's packets are sent in bursts this far apart")
 	flag.IntVar(&o.sockets, "sockets", 4, "generator UDP sockets the endpoints share")
 	flag.IntVar(&o.portMin, "port-min", 12000, "node RTP port range start (keep below the ephemeral range)")
 	flag.IntVar(&o.portMax, "port-max", 27999, "node RTP port range end")
@@ -83,6 +85,9 @@ func parseFlags() (options, error) {
 			}
 			o.steps[m] = append(o.steps[m], n)
 		}
+	}
+	if o.slot < 50*time.Microsecond || o.slot > frameMillis*time.Millisecond {
+		return o, fmt.Errorf("-slot: want 50µs to %d ms, got %s", frameMillis, o.slot)
 	}
 	if o.sockets < 2 {
 		return o, fmt.Errorf("-sockets: need at least 2, got %d", o.sockets)
@@ -145,7 +150,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	g := &generator{natsURL: nats.URL(), dir: dir, pacer: newPacer()}
+	g := &generator{natsURL: nats.URL(), dir: dir, pacer: newPacer(o.slot)}
 	g.view = fleet.NewView(client, kv, 0, log, reg)
 	g.claimer = fleet.NewClaimer(client, g.view, fleet.ClaimConfig{AttemptTimeout: 2 * time.Second}, log, reg)
 

@@ -22,7 +22,6 @@ const (
 	recvBatch    = 64
 	recvPoll     = time.Millisecond // receive polling interval
 	maxDatagram  = 1500
-	slotsPerTick = frameMillis // one pacing slot per millisecond
 )
 
 // endpointSocket is one generator UDP socket on loopback.
@@ -66,23 +65,25 @@ func openEndpointSocket() (*endpointSocket, error) {
 func (s *endpointSocket) close() { _ = unix.Close(s.fd) }
 
 // pacer sends every active stream's packet once per 20 ms, spreading the
-// streams over 20 one-millisecond slots, from one goroutine.
+// streams evenly over the slots of a frame, from one goroutine.
 type pacer struct {
 	mu      sync.Mutex
-	slots   [slotsPerTick]map[int][]*stream // slot → socket fd → streams
+	slot    time.Duration
+	slots   []map[int][]*stream // slot → socket fd → streams
 	running atomic.Bool
 	n       int // streams added
 
 	sent       atomic.Uint64
 	sendErrors atomic.Uint64
-	late       atomic.Uint64 // slots started more than 1 ms late
+	late       atomic.Uint64 // slots started more than a slot late
 
 	msgs [sendBatch]unix.Mmsghdr
 	iovs [sendBatch]unix.Iovec
 }
 
-func newPacer() *pacer {
-	p := &pacer{}
+func newPacer(slot time.Duration) *pacer {
+	n := max(int(frameMillis*time.Millisecond/slot), 1)
+	p := &pacer{slot: frameMillis * time.Millisecond / time.Duration(n), slots: make([]map[int][]*stream, n)}
 	for i := range p.slots {
 		p.slots[i] = map[int][]*stream{}
 	}
@@ -92,7 +93,7 @@ func newPacer() *pacer {
 // add schedules a stream; call it while the pacer is paused or running.
 func (p *pacer) add(s *stream) {
 	p.mu.Lock()
-	slot := p.n % slotsPerTick
+	slot := p.n % len(p.slots)
 	p.slots[slot][s.sendFD] = append(p.slots[slot][s.sendFD], s)
 	p.n++
 	p.mu.Unlock()
@@ -100,9 +101,9 @@ func (p *pacer) add(s *stream) {
 
 // run paces until ctx ends. While paused it keeps time but sends nothing.
 func (p *pacer) run(ctx context.Context) {
-	const slot = time.Millisecond
+	slot := p.slot
 	next := time.Now()
-	for i := 0; ctx.Err() == nil; i = (i + 1) % slotsPerTick {
+	for i := 0; ctx.Err() == nil; i = (i + 1) % len(p.slots) {
 		next = next.Add(slot)
 		if d := time.Until(next); d > 0 {
 			time.Sleep(d)
