@@ -170,10 +170,53 @@ func TestLatching(t *testing.T) {
 			if _, ok := nat.recv(2 * time.Second); !ok {
 				t.Fatal("return media not sent to the latched address")
 			}
-			// The latch never moves: the signalled address is now a stranger.
-			a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 1}, pcmuPayload(1))
+			// Another source cannot move the latch.
+			stranger := newEndpoint(t)
+			stranger.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 7}, pcmuPayload(7))
 			b.expectNothing(100 * time.Millisecond)
+			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 2}, pcmuPayload(2))
+			if _, ok := nat.recv(2 * time.Second); !ok {
+				t.Fatal("a stranger moved the latch")
+			}
+			stranger.expectNothing(100 * time.Millisecond)
+			// The signalled address takes the leg back: it is the
+			// endpoint by its own SDP.
+			a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 3, SSRC: 1}, pcmuPayload(1))
+			if _, ok := b.recv(2 * time.Second); !ok {
+				t.Fatal("media from the signalled address dropped")
+			}
+			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 3, SSRC: 2}, pcmuPayload(2))
+			if _, ok := a.recv(2 * time.Second); !ok {
+				t.Fatal("return media not sent back to the signalled address")
+			}
 		})
+	}
+}
+
+// Latching takes only the call's own RTP: a stranger's datagram that is
+// not RTP, or carries a payload type the call did not negotiate, latches
+// nothing, and the endpoint that comes next gets its leg.
+func TestLatchingIgnoresNoise(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.AllowLatching = true })
+	a, b, nat, stranger := newEndpoint(t), newEndpoint(t), newEndpoint(t), newEndpoint(t)
+	nodeA, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	if _, err := stranger.rtp.WriteToUDPAddrPort([]byte{0xff}, nodeA); err != nil {
+		t.Fatal(err)
+	}
+	stranger.send(nodeA, rtp.Header{PayloadType: 18, SequenceNumber: 1, SSRC: 7}, []byte{1, 2})
+	b.expectNothing(100 * time.Millisecond)
+	nat.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
+	if _, ok := b.recv(2 * time.Second); !ok {
+		t.Fatal("the endpoint's first packet after the noise was not taken")
+	}
+	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
+	if _, ok := nat.recv(2 * time.Second); !ok {
+		t.Fatal("return media not sent to the endpoint")
+	}
+	stranger.expectNothing(100 * time.Millisecond)
+	q, _ := e.Delete("s1")
+	if d := q.Legs[0].Dropped; d.Malformed != 1 || d.UnknownPayloadType != 1 {
+		t.Fatalf("drops = %+v, want the noise counted", d)
 	}
 }
 

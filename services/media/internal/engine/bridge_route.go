@@ -156,13 +156,17 @@ func (d *direction) Prefetch() uintptr {
 // handleRTP processes one datagram that is not RTCP.
 func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, stamp time.Duration) {
 	l := d.from
-	if !l.acceptRTP(src) {
+	ok, candidateFor := l.admitRTP(src)
+	if !ok {
 		l.drop(dropWrongSource)
 		return
 	}
 	payload, ok := d.parse(pkt)
 	if !ok {
 		l.drop(dropMalformed)
+		return
+	}
+	if candidateFor != nil && !d.latch(candidateFor, src) {
 		return
 	}
 	l.received(len(pkt), stamp)
@@ -256,6 +260,26 @@ func (d *direction) adopt(r *route) {
 	d.cur = r
 	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock
 	d.hasKind = false
+}
+
+// latch latches the leg onto src, a source its SDP did not name, when the
+// datagram just parsed is the call's RTP: a payload type the route
+// negotiated. Anything else is dropped and latches nothing.
+func (d *direction) latch(p *peer, src netip.AddrPort) bool {
+	r := d.route.Load()
+	if r == nil {
+		d.from.drop(dropNoDestination)
+		return false
+	}
+	if r != d.cur {
+		d.adopt(r)
+	}
+	if d.kind(d.hdr.payloadType) == ptUnknown {
+		d.from.drop(dropUnknownPayloadType)
+		return false
+	}
+	d.from.latchOnto(p, src)
+	return true
 }
 
 // kind classifies a payload type under the current route. A stream keeps

@@ -14,12 +14,6 @@ import (
 	"callgrid.dev/services/media/internal/udpio"
 )
 
-// latchWindowPackets is how many packets a leg may see before it stops
-// offering to latch onto an address other than the signalled one. A NAT'd
-// phone's first packet already comes from its public address; anything
-// later than a handful of packets is more likely an attacker guessing ports.
-const latchWindowPackets = 5
-
 // peer is where a leg's endpoint said it receives media, and its direction.
 // It is replaced as a whole when the endpoint sends new SDP.
 type peer struct {
@@ -51,11 +45,6 @@ type leg struct {
 	// so that accepting a packet does not visit the latch object.
 	latchedFor  *peer
 	latchedAddr netip.AddrPort
-
-	// Owned by the leg's RTP handler, which only the session's event loop
-	// runs: latching bookkeeping for one peer.
-	seenFor *peer
-	seen    int
 
 	side      Leg
 	pair      *portpool.Pair
@@ -110,26 +99,35 @@ func (l *leg) setPeer(m *sdpneg.Media, now time.Duration) {
 	l.lastRx.Store(int64(now))
 }
 
-// acceptRTP reports whether an RTP packet from src belongs to this leg,
-// latching when allowed. Only the leg's RTP handler calls it.
-func (l *leg) acceptRTP(src netip.AddrPort) bool {
+// admitRTP reports whether an RTP datagram from src may be taken on this
+// leg. A source the SDP did not name, while latching is allowed and the
+// leg has not latched for this peer, is a candidate: it is returned with
+// the peer, and the caller latches onto it only once the datagram proved
+// to be the call's RTP, so a stranger's noise takes nothing. The signalled
+// address is the endpoint by its own word: it is always taken, and takes
+// the leg back from an address latched before it. Only the leg's RTP
+// handler calls it.
+func (l *leg) admitRTP(src netip.AddrPort) (ok bool, candidateFor *peer) {
 	p := l.peer.Load()
-	if p == nil {
-		return false
+	switch {
+	case p == nil:
+		return false, nil
+	case l.latchedFor == p && l.latchedAddr == src:
+		return true, nil
+	case src == p.rtp:
+		l.latchOnto(p, src)
+		return true, nil
+	case l.latch && l.latchedFor != p:
+		return true, p
 	}
-	if l.latchedFor == p {
-		return l.latchedAddr == src
-	}
-	if l.seenFor != p {
-		l.seenFor, l.seen = p, 0
-	}
-	l.seen++
-	if src == p.rtp || (l.latch && l.seen <= latchWindowPackets) {
-		l.rtpLatch.Store(&latch{of: p, addr: src})
-		l.latchedFor, l.latchedAddr = p, src
-		return true
-	}
-	return false
+	return false, nil
+}
+
+// latchOnto locks the leg's media for peer p onto src, until the endpoint
+// sends new SDP.
+func (l *leg) latchOnto(p *peer, src netip.AddrPort) {
+	l.rtpLatch.Store(&latch{of: p, addr: src})
+	l.latchedFor, l.latchedAddr = p, src
 }
 
 // acceptRTCP reports whether an RTCP packet from src belongs to this leg.
