@@ -91,13 +91,11 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: err.Error()}
 	}
 	n.ledger.setDialog(s.id, req.GetDialog())
-	grown, fits := n.ledger.markAnswered(s.id, transcoding, n.cfg.TranscodeCost, time.Now())
+	change, fits := n.ledger.markAnswered(s.id, transcoding, n.cfg.TranscodeCost, time.Now())
 	if !fits {
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: "no free capacity units to transcode"}
 	}
-	if grown {
-		n.metrics.transcoded.Inc()
-	}
+	n.metrics.transcoded.Add(float64(change))
 	if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {
 		n.writer.record(fleet.CallKey(n.cfg.ID, s.id), rec)
 	}

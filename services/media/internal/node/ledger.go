@@ -150,27 +150,34 @@ func (l *ledger) lookup(id string) (*session, bool) {
 	return s, true
 }
 
-// markAnswered records the answer and, when the legs need transcoding, grows
-// the session to the transcoded cost. It reports false if that growth does
-// not fit: the node never exceeds its capacity, so the call must end.
-func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at time.Time) (grown bool, ok bool) {
+// markAnswered records an answer (a provisional one, or the final one
+// after it) and sizes the session for it: grown to the transcoded cost when
+// the legs need transcoding, back to its own when an answer after it
+// (another fork's, or new SDP in the final one) no longer does. change is
+// +1 or -1 when the session started or stopped transcoding. It reports
+// false if the growth does not fit: the node never exceeds its capacity
+// for a call still being set up, so the call must end.
+func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at time.Time) (change int, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s, found := l.sessions[id]
 	if !found {
-		return false, false
+		return 0, false
 	}
 	if s.answered.IsZero() {
 		s.answered = at
 	}
-	if !transcoding || s.transcoding {
-		return false, true
-	}
-	if l.used+max(transcodeCost-s.units, 0) > l.total {
-		return false, false
+	switch {
+	case transcoding == s.transcoding:
+		return 0, true
+	case !transcoding:
+		l.stopTranscoding(s)
+		return -1, true
+	case l.used+max(transcodeCost-s.units, 0) > l.total:
+		return 0, false
 	}
 	l.startTranscoding(s, transcodeCost)
-	return true, true
+	return +1, true
 }
 
 // startTranscoding grows s to the transcode cost; stopTranscoding gives the

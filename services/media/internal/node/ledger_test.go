@@ -21,11 +21,22 @@ func openLedger(t *testing.T, total int, ids ...string) *ledger {
 
 func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	l := openLedger(t, 10, "a", "b")
-	if grown, ok := l.markAnswered("a", true, 8, time.Now()); !grown || !ok {
-		t.Fatalf("growth to transcode: grown %v ok %v", grown, ok)
+	if change, ok := l.markAnswered("a", true, 8, time.Now()); change != 1 || !ok {
+		t.Fatalf("growth to transcode: change %v ok %v", change, ok)
 	}
 	if s := l.snapshot(); s.used != 9 || s.transcoded != 1 {
 		t.Fatalf("after growth: %+v", s)
+	}
+	// A later answer (the final after a provisional one) that does not
+	// transcode gives the units back.
+	if change, ok := l.markAnswered("a", false, 8, time.Now()); change != -1 || !ok {
+		t.Fatalf("final answer without transcoding: change %v ok %v", change, ok)
+	}
+	if s := l.snapshot(); s.used != 2 || s.transcoded != 0 {
+		t.Fatalf("after the final answer: %+v", s)
+	}
+	if change, ok := l.markAnswered("a", true, 8, time.Now()); change != 1 || !ok {
+		t.Fatalf("growth to transcode again: change %v ok %v", change, ok)
 	}
 	// b cannot grow: 9 + 7 > 10. The node never exceeds its capacity.
 	if _, ok := l.markAnswered("b", true, 8, time.Now()); ok {
