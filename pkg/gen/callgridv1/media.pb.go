@@ -290,10 +290,14 @@ func (x *OfferReply) GetSdp() []byte {
 // AnswerRequest carries leg B's SDP answer; the node picks the codec per leg
 // and returns the answer for leg A.
 type AnswerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Sdp           []byte                 `protobuf:"bytes,2,opt,name=sdp,proto3" json:"sdp,omitempty"`
-	Dialog        *Dialog                `protobuf:"bytes,3,opt,name=dialog,proto3" json:"dialog,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Sdp       []byte                 `protobuf:"bytes,2,opt,name=sdp,proto3" json:"sdp,omitempty"`
+	Dialog    *Dialog                `protobuf:"bytes,3,opt,name=dialog,proto3" json:"dialog,omitempty"`
+	// A provisional answer (a 18x with SDP, early media) sets up the media
+	// path but does not start the media timeout: a callee may ring silently
+	// for minutes. The final answer (the 2xx) does.
+	Provisional   bool `protobuf:"varint,4,opt,name=provisional,proto3" json:"provisional,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,6 +351,13 @@ func (x *AnswerRequest) GetDialog() *Dialog {
 		return x.Dialog
 	}
 	return nil
+}
+
+func (x *AnswerRequest) GetProvisional() bool {
+	if x != nil {
+		return x.Provisional
+	}
+	return false
 }
 
 type AnswerReply struct {
@@ -672,12 +683,13 @@ const file_callgrid_v1_media_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12\x10\n" +
-	"\x03sdp\x18\x05 \x01(\fR\x03sdp\"m\n" +
+	"\x03sdp\x18\x05 \x01(\fR\x03sdp\"\x8f\x01\n" +
 	"\rAnswerRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
 	"\x03sdp\x18\x02 \x01(\fR\x03sdp\x12+\n" +
-	"\x06dialog\x18\x03 \x01(\v2\x13.callgrid.v1.DialogR\x06dialog\"\x86\x01\n" +
+	"\x06dialog\x18\x03 \x01(\v2\x13.callgrid.v1.DialogR\x06dialog\x12 \n" +
+	"\vprovisional\x18\x04 \x01(\bR\vprovisional\"\x86\x01\n" +
 	"\vAnswerReply\x12+\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x13.callgrid.v1.StatusR\x06status\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x10\n" +

@@ -23,8 +23,8 @@ func (m engineMedia) Open(ctx context.Context, p node.OpenParams) ([]byte, error
 	return sdp, classify(err)
 }
 
-func (m engineMedia) Answer(ctx context.Context, id string, sdp []byte) ([]byte, bool, error) {
-	out, transcoding, err := m.eng.Answer(ctx, id, sdp)
+func (m engineMedia) Answer(ctx context.Context, id string, sdp []byte, provisional bool) ([]byte, bool, error) {
+	out, transcoding, err := m.eng.Answer(ctx, id, sdp, provisional)
 	return out, transcoding, classify(err)
 }
 

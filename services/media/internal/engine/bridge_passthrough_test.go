@@ -277,7 +277,7 @@ func TestOfferRejectsBadInputAndLeavesNothing(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := e.Answer(context.Background(), "nope", ep.sdp("0")); !errors.Is(err, ErrUnknownSession) {
+	if _, _, err := e.Answer(context.Background(), "nope", ep.sdp("0"), false); !errors.Is(err, ErrUnknownSession) {
 		t.Fatalf("answer unknown session: %v", err)
 	}
 }
@@ -289,14 +289,14 @@ func TestAnswerRejectsBadInputAndKeepsSession(t *testing.T) {
 	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.Answer(ctx, "s1", []byte("nonsense")); !errors.Is(err, ErrBadSDP) {
+	if _, _, err := e.Answer(ctx, "s1", []byte("nonsense"), false); !errors.Is(err, ErrBadSDP) {
 		t.Fatalf("bad answer: %v", err)
 	}
-	if _, _, err := e.Answer(ctx, "s1", b.sdp("18", "a=rtpmap:18 G729/8000")); !errors.Is(err, ErrUnsupportedCodec) {
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("18", "a=rtpmap:18 G729/8000"), false); !errors.Is(err, ErrUnsupportedCodec) {
 		t.Fatalf("unsupported answer: %v", err)
 	}
 	// The session survives and can still be answered properly.
-	if _, _, err := e.Answer(ctx, "s1", b.sdp("0")); err != nil {
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("0"), false); err != nil {
 		t.Fatal(err)
 	}
 }

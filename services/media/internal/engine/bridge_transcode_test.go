@@ -192,7 +192,7 @@ func TestOfferToCalleeAddsTranscodableCodecs(t *testing.T) {
 		t.Fatal("no telephone-event/48000 for the added Opus")
 	}
 	// B takes PCMA, which A offered: no transcoding.
-	if _, transcoding, err := e.Answer(t.Context(), "s1", b.sdp("8")); err != nil || transcoding {
+	if _, transcoding, err := e.Answer(t.Context(), "s1", b.sdp("8"), false); err != nil || transcoding {
 		t.Fatalf("answer: transcoding %v, %v", transcoding, err)
 	}
 }

@@ -159,6 +159,7 @@ type Engine struct {
 	metrics   *metrics
 	onTimeout func(string, Quality)
 	advertise netip.Addr
+	bind      netip.Addr
 	caps      []sdpneg.Capability
 	rtcpEvery time.Duration
 
@@ -199,6 +200,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		loops:     loops,
 		metrics:   m,
 		advertise: netip.MustParseAddr(cfg.AdvertiseIP).Unmap(),
+		bind:      netip.MustParseAddr(cfg.BindIP).Unmap(),
 		rtcpEvery: rtcpInterval,
 		sessions:  map[string]*session{},
 		stopSweep: make(chan struct{}),

@@ -141,7 +141,7 @@ func bridge(t *testing.T, e *Engine, id string, aSDP, bSDP []byte) (nodeA, nodeB
 	if err != nil {
 		t.Fatalf("offer: %v", err)
 	}
-	answer, transcoding, err := e.Answer(ctx, id, bSDP)
+	answer, transcoding, err := e.Answer(ctx, id, bSDP, false)
 	if err != nil {
 		t.Fatalf("answer: %v", err)
 	}

@@ -38,7 +38,7 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 		return existing.repeatOffer(p)
 	}
 
-	desc, err := sdpneg.Parse(p.SDP)
+	desc, err := e.parseReachable(p.SDP)
 	if err != nil {
 		return nil, fmt.Errorf("offer session %s: %w", p.SessionID, err)
 	}
@@ -101,6 +101,26 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 	return reply, nil
 }
 
+// parseReachable parses an endpoint's SDP and checks that the node's
+// sockets can send to the address it names: an IPv4 socket cannot reach
+// an IPv6 peer, nor an IPv6-only one an IPv4 peer, and a call set up
+// anyway would carry no audio one way. An unspecified address (hold) is
+// sent nothing and passes; a dual-stack node reaches both.
+func (e *Engine) parseReachable(raw []byte) (*sdpneg.Description, error) {
+	desc, err := sdpneg.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	peer := desc.Audio().Addr.Unmap()
+	switch {
+	case !peer.IsValid() || peer.IsUnspecified(), e.bind.Is6() && e.bind.IsUnspecified():
+		return desc, nil
+	case peer.Is4() != e.bind.Is4():
+		return nil, fmt.Errorf("media address %s unreachable from %s: %w", peer, e.bind, ErrUnsupportedCodec)
+	}
+	return desc, nil
+}
+
 // repeatOffer answers a retried offer with the same reply.
 func (s *session) repeatOffer(p OfferParams) ([]byte, error) {
 	s.mu.Lock()
@@ -115,8 +135,10 @@ func (s *session) repeatOffer(p OfferParams) ([]byte, error) {
 // The callee's preferred codec among those offered is used on both legs
 // when the caller offered it too; otherwise the call is transcoded. It may
 // be called again (a 183 then a 200 with different SDP); a repeat of the
-// same SDP returns the same reply.
-func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte) ([]byte, bool, error) {
+// same SDP returns the same reply. A provisional answer (early media) sets
+// up the media path; only the final one starts the media timeout, since a
+// callee may ring without a sound for as long as it likes.
+func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, provisional bool) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
@@ -130,9 +152,12 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte) ([]b
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, ErrBadLeg)
 	}
 	if s.answer != nil && bytes.Equal(s.answer, sdpB) {
+		if !provisional {
+			s.establish()
+		}
 		return s.answerReply, s.transcoding, nil
 	}
-	desc, err := sdpneg.Parse(sdpB)
+	desc, err := e.parseReachable(sdpB)
 	if err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
@@ -164,18 +189,28 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte) ([]b
 	if err := s.reroute(); err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
-	// The call starts now: A gets a full media timeout from here, however
-	// long B rang.
-	a.lastRx.Store(int64(e.now()))
-	s.established.Store(true)
+	if !provisional {
+		s.establish()
+	}
 
-	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction, desc.Audio().Ptime))
+	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Within(a.desc.Audio().Direction), desc.Audio().Ptime, b.hasEvent))
 	if err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
 	s.answer, s.answerReply = sdpB, reply
 	s.log.Info().Str("codec_a", a.codec.Name).Str("codec_b", b.codec.Name).Bool("transcoding", s.transcoding).Msg("media session answered")
 	return reply, s.transcoding, nil
+}
+
+// establish starts the media timeout of a bridged call, once, at its final
+// answer: A gets a full timeout from here however long B rang (B's starts
+// at its answer's SDP). The caller holds s.mu.
+func (s *session) establish() {
+	if s.established.Load() {
+		return
+	}
+	s.legs[0].lastRx.Store(int64(s.e.now()))
+	s.established.Store(true)
 }
 
 // Update applies new SDP from one leg's endpoint (a re-INVITE or its
@@ -200,7 +235,7 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	if l == nil || l.desc == nil {
 		return nil, false, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
 	}
-	desc, err := sdpneg.Parse(sdp)
+	desc, err := e.parseReachable(sdp)
 	if err != nil {
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
@@ -223,14 +258,14 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 		if err := s.routeService(); err != nil {
 			return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 		}
-		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime))
+		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
 		return out, s.transcoding, err
 	}
 	if err := s.reroute(); err != nil {
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
-	out, err := other.builder.Build(other.localSDP(desc.Audio().Direction, desc.Audio().Ptime))
+	out, err := other.builder.Build(other.localSDP(desc.Audio().Direction, desc.Audio().Ptime, l.hasEvent))
 	return out, s.transcoding, err
 }
 
@@ -317,7 +352,7 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 		return nil, err
 	}
 	s.established.Store(true)
-	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime))
+	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
 }
 
 // setDescription records an endpoint's SDP and the codec chosen for it.
@@ -342,8 +377,11 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 }
 
 // local is our SDP for this leg: the codec in use numbered as the endpoint
-// numbers it, its DTMF format, and mirroring its last SDP's m-lines.
-func (l *leg) localSDP(dir sdpneg.Direction, ptime int) sdpneg.Local {
+// numbers it, its DTMF format when events can be carried (the leg at the
+// other end negotiated them too: an event format promised to a phone that
+// the far end cannot take would swallow its digits), and mirroring its last
+// SDP's m-lines.
+func (l *leg) localSDP(dir sdpneg.Direction, ptime int, events bool) sdpneg.Local {
 	loc := sdpneg.Local{
 		Addr:      l.local.Addr(),
 		Port:      int(l.local.Port()),
@@ -353,7 +391,7 @@ func (l *leg) localSDP(dir sdpneg.Direction, ptime int) sdpneg.Local {
 		Ptime:     ptime,
 		Mirror:    l.desc,
 	}
-	if l.hasEvent {
+	if l.hasEvent && events {
 		loc.TelephoneEvents = []sdpneg.Codec{l.event}
 	}
 	return loc

@@ -56,7 +56,7 @@ func TestReceiverReportsWhenTerminating(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(tc.answer) > 0 {
-				if reply, _, err = e.Answer(ctx, "s1", b.sdp(tc.answer[0], tc.answer[1:]...)); err != nil {
+				if reply, _, err = e.Answer(ctx, "s1", b.sdp(tc.answer[0], tc.answer[1:]...), false); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -132,6 +132,42 @@ func TestMediaTimeout(t *testing.T) {
 	}
 }
 
+// A provisional answer (a 183 with SDP) sets up early media but does not
+// start the media timeout: a callee may ring without a sound. The final
+// answer starts it, also when it repeats the provisional one's SDP.
+func TestProvisionalAnswerStartsNoTimeout(t *testing.T) {
+	timedOut := make(chan string, 1)
+	e, _ := newTestEngine(t, func(c *Config) { c.MediaTimeout = 100 * time.Millisecond },
+		WithTimeoutHandler(func(id string, _ Quality) { timedOut <- id }))
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("0"), true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-timedOut:
+		t.Fatalf("session %s timed out while the callee rang after a 183", id)
+	case <-time.After(600 * time.Millisecond):
+	}
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("0"), false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-timedOut:
+		if id != "s1" {
+			t.Fatalf("timed out %q", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no media timeout after the final answer")
+	}
+	if e.Active() != 0 || e.pool.InUse() != 0 {
+		t.Fatalf("after timeout: %d sessions, %d port pairs", e.Active(), e.pool.InUse())
+	}
+}
+
 func TestHoldTimeout(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -153,7 +189,7 @@ func TestHoldTimeout(t *testing.T) {
 			if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0", "a=inactive")}); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := e.Answer(ctx, "s1", b.sdp("0", "a=inactive")); err != nil {
+			if _, _, err := e.Answer(ctx, "s1", b.sdp("0", "a=inactive"), false); err != nil {
 				t.Fatal(err)
 			}
 			select {

@@ -86,7 +86,7 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	if len(req.GetSdp()) == 0 {
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "answer carries no sdp"}
 	}
-	sdp, transcoding, err := n.media.Answer(ctx, s.id, req.GetSdp())
+	sdp, transcoding, err := n.media.Answer(ctx, s.id, req.GetSdp(), req.GetProvisional())
 	if err != nil {
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: err.Error()}
 	}

@@ -42,7 +42,7 @@ func (f *fakeMedia) Open(_ context.Context, p OpenParams) ([]byte, error) {
 	return []byte("v=0 for " + p.SessionID), nil
 }
 
-func (f *fakeMedia) Answer(_ context.Context, id string, _ []byte) ([]byte, bool, error) {
+func (f *fakeMedia) Answer(_ context.Context, id string, _ []byte, _ bool) ([]byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.open[id] {

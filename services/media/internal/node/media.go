@@ -14,8 +14,9 @@ type Media interface {
 	// to leg B (or, for a built-in service, the answer for leg A).
 	Open(ctx context.Context, p OpenParams) (sdp []byte, err error)
 	// Answer applies leg B's answer and returns the answer for leg A, and
-	// whether the legs ended up on different codecs.
-	Answer(ctx context.Context, sessionID string, sdp []byte) (sdpForA []byte, transcoding bool, err error)
+	// whether the legs ended up on different codecs. A provisional answer
+	// (early media) does not start the media timeout; the final one does.
+	Answer(ctx context.Context, sessionID string, sdp []byte, provisional bool) (sdpForA []byte, transcoding bool, err error)
 	// Update applies a re-offer from one leg to a live session and returns
 	// the answer, and whether the legs are now on different codecs.
 	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte) (answer []byte, transcoding bool, err error)

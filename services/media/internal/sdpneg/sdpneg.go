@@ -64,6 +64,26 @@ func (d Direction) Answer() Direction {
 	}
 }
 
+// Within is an answerer's direction d as RFC 3264 §6.1 lets it answer an
+// offer declaring offer: it may send only what the offerer receives and
+// receive only what the offerer sends. A relay passing a far end's answer
+// on uses it, so that a far end that ignored the rule does not make the
+// relay break it too.
+func (d Direction) Within(offer Direction) Direction {
+	sends := d.Sends() && offer.Receives()
+	receives := d.Receives() && offer.Sends()
+	switch {
+	case sends && receives:
+		return SendRecv
+	case sends:
+		return SendOnly
+	case receives:
+		return RecvOnly
+	default:
+		return Inactive
+	}
+}
+
 func parseDirection(s string) Direction {
 	switch s {
 	case "sendrecv":

@@ -110,7 +110,7 @@ func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) 
 	switch m.phase {
 	case phaseOffered:
 		var reply *callgridv1.AnswerReply
-		if reply, err = s.answer(m.sess, sdpBody(res), s.withCallee(m.dialog, res)); err == nil {
+		if reply, err = s.answer(m.sess, sdpBody(res), s.withCallee(m.dialog, res), true); err == nil {
 			setSDPBody(up, reply.GetSdp())
 			return
 		}
@@ -143,7 +143,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 			m.answered = true
 			return nil
 		}
-		reply, err := s.answer(m.sess, sdp, s.withCallee(m.dialog, res))
+		reply, err := s.answer(m.sess, sdp, s.withCallee(m.dialog, res), false)
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 		}
 		if sess.lateOffer && leg == callgridv1.Leg_LEG_B {
 			// The caller's answer to the offer the callee's 2xx made.
-			reply, err := s.answer(sess, sdp, nil)
+			reply, err := s.answer(sess, sdp, nil, false)
 			if err != nil {
 				c.logger().Warn().Err(err).Msg("late-offer answer not anchored")
 				dropBody(base)
@@ -313,7 +313,7 @@ func (s *Server) anchorStray2xx(up *sip.Response) bool {
 		// The offer it carried was claimed once; the caller has the node's.
 		return false
 	}
-	reply, err := s.answer(sess, sdpBody(up), nil)
+	reply, err := s.answer(sess, sdpBody(up), nil, false)
 	if err != nil {
 		s.log.Debug().Err(err).Str("session_id", sess.session).Msg("retransmitted 2xx not anchored")
 		return false

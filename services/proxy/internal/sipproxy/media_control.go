@@ -37,11 +37,13 @@ func (s *Server) claim(req *callgridv1.OfferRequest) (*callgridv1.OfferReply, er
 	return reply, nil
 }
 
-// answer passes the callee's answer to the session's node.
-func (s *Server) answer(sess mediaSession, sdp []byte, d *callgridv1.Dialog) (*callgridv1.AnswerReply, error) {
+// answer passes the callee's answer to the session's node: a provisional
+// one (18x, early media) or the final one, which starts the node's media
+// timeout.
+func (s *Server) answer(sess mediaSession, sdp []byte, d *callgridv1.Dialog, provisional bool) (*callgridv1.AnswerReply, error) {
 	ctx, cancel := s.mediaContext()
 	defer cancel()
-	reply, err := s.media.Control.Answer(ctx, sess.node, &callgridv1.AnswerRequest{SessionId: sess.session, Sdp: sdp, Dialog: d})
+	reply, err := s.media.Control.Answer(ctx, sess.node, &callgridv1.AnswerRequest{SessionId: sess.session, Sdp: sdp, Dialog: d, Provisional: provisional})
 	s.countMedia("answer", err)
 	if err != nil {
 		return nil, fmt.Errorf("answer session %s on node %s: %w", sess.session, sess.node, err)

@@ -1,0 +1,104 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// The answer to the caller promises telephone-event only when the callee
+// took it too: a caller told it may send RFC 4733 digits that the callee
+// cannot receive would have every digit dropped.
+func TestAnswerPromisesEventsOnlyWhenBothLegsHaveThem(t *testing.T) {
+	tests := []struct {
+		name       string
+		answer     []string
+		wantEvents bool
+	}{
+		{name: "callee took telephone-event", answer: []string{"0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"}, wantEvents: true},
+		{name: "callee did not", answer: []string{"0"}, wantEvents: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			ctx := t.Context()
+			if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16")}); err != nil {
+				t.Fatal(err)
+			}
+			raw, _, err := e.Answer(ctx, "s1", b.sdp(tc.answer[0], tc.answer[1:]...), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := sdpneg.Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(d.Audio().TelephoneEvents) > 0; got != tc.wantEvents {
+				t.Fatalf("answer to the caller offers telephone-event = %v, want %v:\n%s", got, tc.wantEvents, raw)
+			}
+		})
+	}
+}
+
+// The answer to the caller keeps to RFC 3264 §6.1 against the caller's
+// offer even when the callee's answer did not.
+func TestAnswerDirectionKeepsToTheOffer(t *testing.T) {
+	tests := []struct {
+		offer, answer, want string
+	}{
+		{offer: "a=sendonly", answer: "a=sendrecv", want: "a=recvonly"},
+		{offer: "a=recvonly", answer: "a=sendrecv", want: "a=sendonly"},
+		{offer: "a=inactive", answer: "a=sendrecv", want: "a=inactive"},
+		{offer: "a=sendonly", answer: "a=recvonly", want: "a=recvonly"},
+		{offer: "a=sendrecv", answer: "a=sendonly", want: "a=sendonly"},
+		{offer: "a=sendrecv", answer: "a=sendrecv", want: "a=sendrecv"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.offer+" answered "+tc.answer, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			ctx := t.Context()
+			if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0", tc.offer)}); err != nil {
+				t.Fatal(err)
+			}
+			raw, _, err := e.Answer(ctx, "s1", b.sdp("0", tc.answer), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(raw, []byte(tc.want+"\r\n")) {
+				t.Fatalf("answer to the caller, want %s:\n%s", tc.want, raw)
+			}
+		})
+	}
+}
+
+// An endpoint at an address the node's sockets cannot send to gets
+// "unsupported" (a 488 at the proxy), not a call with no audio one way.
+func TestUnreachableAddressFamilyIsRefused(t *testing.T) {
+	e, _ := newTestEngine(t, nil) // bound to 127.0.0.1
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	v6 := func(raw []byte) []byte {
+		return bytes.ReplaceAll(raw, []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::1"))
+	}
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: v6(a.sdp("0"))}); !errors.Is(err, ErrUnsupportedCodec) {
+		t.Fatalf("IPv6 offer to an IPv4 node: %v, want ErrUnsupportedCodec", err)
+	}
+	if e.Active() != 0 || e.pool.InUse() != 0 {
+		t.Fatalf("refused offer left %d sessions, %d port pairs", e.Active(), e.pool.InUse())
+	}
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Answer(ctx, "s1", v6(b.sdp("0")), false); !errors.Is(err, ErrUnsupportedCodec) {
+		t.Fatalf("IPv6 answer on an IPv4 node: %v, want ErrUnsupportedCodec", err)
+	}
+	// A hold address passes whatever its family: nothing is sent to it.
+	hold := bytes.ReplaceAll(b.sdp("0"), []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::"))
+	if _, _, err := e.Answer(ctx, "s1", hold, false); err != nil {
+		t.Fatalf("answer on hold: %v", err)
+	}
+}
