@@ -23,6 +23,9 @@ type calleeBehaviour struct {
 	noRinging bool
 	// neverAnswer keeps ringing until cancelled.
 	neverAnswer bool
+	// silentEarlyMedia sends the answer in a 183 first and no RTP until
+	// the 200: a callee whose early media stays silent while it rings.
+	silentEarlyMedia bool
 }
 
 // phone is a SIP user agent with one RTP endpoint and one codec.
@@ -277,6 +280,18 @@ func (p *phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		p.cancelled <- struct{}{}
 		return
 	}
+	var early []byte
+	if b.silentEarlyMedia {
+		var err error
+		if early, err = p.answerFor(req.Body()); err != nil {
+			_ = dlg.Respond(sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)
+			return
+		}
+		p.rtp.sending.Store(false)
+		if err := dlg.Respond(sip.StatusSessionInProgress, "Session Progress", early, sip.NewHeader("Content-Type", "application/sdp")); err != nil {
+			return
+		}
+	}
 	select {
 	case <-dlg.Context().Done():
 		p.cancelled <- struct{}{}
@@ -284,10 +299,14 @@ func (p *phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	case <-time.After(b.ringFor):
 	}
 	answer, err := p.answerFor(req.Body())
-	if len(req.Body()) == 0 {
+	switch {
+	case len(req.Body()) == 0:
 		// No offer in the INVITE: ours goes in the 2xx, the answer comes
 		// in the ACK.
 		answer, err = p.localSDP("sendrecv"), nil
+	case early != nil:
+		// The 2xx repeats the 183's answer, as phones do.
+		answer = early
 	}
 	if err != nil {
 		_ = dlg.Respond(sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)

@@ -81,6 +81,24 @@ func TestMediaTimeoutHangsUpBothLegs(t *testing.T) {
 	}
 }
 
+// TestSilentEarlyMediaIsNotADeadCall: a callee that answers with SDP in a
+// 183 and rings without a sound for longer than the media timeout is not
+// timed out: the timeout starts at the 200, and the call then goes on.
+func TestSilentEarlyMediaIsNotADeadCall(t *testing.T) {
+	s := startStack(t, proxyOpts{inviteTimeout: 10 * time.Second}, mediaOpts{mediaTimeout: time.Second})
+	caller, callee := pcmuPair(t, alice, bob, s.proxy.sipAddr)
+	callee.behaviour.Store(&calleeBehaviour{ringFor: 3 * time.Second, silentEarlyMedia: true})
+	c := connect(t, caller, callee, s.proxy.sipAddr)
+	stillTalking(t, c)
+	if got := scrape(t, s.proxy.httpURL, "sip_proxy_media_hangups_total"); got != 0 {
+		t.Errorf("the proxy hung up %v legs of a live call", got)
+	}
+	if err := c.out.Bye(withTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("bye: %v", err)
+	}
+	s.node.waitIdle(t)
+}
+
 // TestMediaTimeoutWaitsForAProxy: a call times out while no proxy runs;
 // the timeout waits in the events stream, and one of the proxies started
 // next hangs the call up. Dead calls end even across a proxy outage.
