@@ -58,7 +58,8 @@ type RTPConfig struct {
 	MediaTimeout time.Duration `yaml:"media_timeout"`
 	// HoldTimeout replaces it while a leg is on hold; 0 never times out.
 	HoldTimeout time.Duration `yaml:"hold_timeout"`
-	// AllowLatching lets a NATed leg lock onto its first source.
+	// AllowLatching lets a NATed leg lock onto the source of its first
+	// valid RTP packet.
 	AllowLatching bool `yaml:"allow_latching"`
 	// Codecs offered and transcoded, in preference order (SDP names).
 	Codecs []string `yaml:"codecs"`

@@ -74,9 +74,10 @@ type Config struct {
 	// (on hold). 0 means a held leg never times out.
 	HoldTimeout time.Duration
 	// AllowLatching lets a leg whose packets arrive from another address
-	// than its SDP says (a NAT) lock onto the first source seen within its
-	// first few packets. The lock never moves afterwards. Off: only the
-	// signalled address is accepted.
+	// than its SDP says (a NAT) lock onto the source of its first valid RTP
+	// packet (a negotiated payload type: noise latches nothing). No other
+	// source moves the lock afterwards; the signalled address takes it
+	// back. Off: only the signalled address is accepted.
 	AllowLatching bool
 	// Codecs are the codecs this node offers and transcodes between, in
 	// order of preference. Default: every codec the codec package supports.
