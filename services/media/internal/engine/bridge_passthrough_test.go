@@ -166,29 +166,17 @@ func TestLatching(t *testing.T) {
 				return
 			}
 			// Media for A now goes to the latched address, not the SDP's.
-			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
-			if _, ok := nat.recv(2 * time.Second); !ok {
-				t.Fatal("return media not sent to the latched address")
-			}
+			relays(t, "return media to the latched address", b, nodeB, 1, nat)
 			// Another source cannot move the latch.
 			stranger := newEndpoint(t)
 			stranger.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 7}, pcmuPayload(7))
 			b.expectNothing(100 * time.Millisecond)
-			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 2}, pcmuPayload(2))
-			if _, ok := nat.recv(2 * time.Second); !ok {
-				t.Fatal("a stranger moved the latch")
-			}
+			relays(t, "return media after a stranger's packet", b, nodeB, 2, nat)
 			stranger.expectNothing(100 * time.Millisecond)
 			// The signalled address takes the leg back: it is the
 			// endpoint by its own SDP.
-			a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 3, SSRC: 1}, pcmuPayload(1))
-			if _, ok := b.recv(2 * time.Second); !ok {
-				t.Fatal("media from the signalled address dropped")
-			}
-			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 3, SSRC: 2}, pcmuPayload(2))
-			if _, ok := a.recv(2 * time.Second); !ok {
-				t.Fatal("return media not sent back to the signalled address")
-			}
+			relays(t, "media from the signalled address", a, nodeA, 3, b)
+			relays(t, "return media to the signalled address", b, nodeB, 3, a)
 		})
 	}
 }
@@ -205,18 +193,22 @@ func TestLatchingIgnoresNoise(t *testing.T) {
 	}
 	stranger.send(nodeA, rtp.Header{PayloadType: 18, SequenceNumber: 1, SSRC: 7}, []byte{1, 2})
 	b.expectNothing(100 * time.Millisecond)
-	nat.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
-	if _, ok := b.recv(2 * time.Second); !ok {
-		t.Fatal("the endpoint's first packet after the noise was not taken")
-	}
-	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
-	if _, ok := nat.recv(2 * time.Second); !ok {
-		t.Fatal("return media not sent to the endpoint")
-	}
+	relays(t, "the endpoint's first packet after the noise", nat, nodeA, 1, b)
+	relays(t, "return media to the endpoint", b, nodeB, 1, nat)
 	stranger.expectNothing(100 * time.Millisecond)
 	q, _ := e.Delete("s1")
 	if d := q.Legs[0].Dropped; d.Malformed != 1 || d.UnknownPayloadType != 1 {
 		t.Fatalf("drops = %+v, want the noise counted", d)
+	}
+}
+
+// relays sends one PCMU packet from from to the node's address node and
+// fails unless it reaches to.
+func relays(t *testing.T, what string, from *endpoint, node netip.AddrPort, seq uint16, to *endpoint) {
+	t.Helper()
+	from.send(node, rtp.Header{PayloadType: 0, SequenceNumber: seq, SSRC: uint32(seq)}, pcmuPayload(byte(seq)))
+	if _, ok := to.recv(2 * time.Second); !ok {
+		t.Fatalf("%s: not relayed", what)
 	}
 }
 
