@@ -70,7 +70,7 @@ func (n *Node) handleOffer(ctx context.Context, req *callgridv1.OfferRequest) *c
 	if service != callgridv1.MediaService_MEDIA_SERVICE_BRIDGE {
 		// A built-in service answers at once: no answer request follows,
 		// so the call is recorded now for hang-up should this node die.
-		n.ledger.markAnswered(s.id, false, n.cfg.TranscodeCost, time.Now())
+		n.ledger.markAnswered(s.id, false, false, n.cfg.TranscodeCost, time.Now())
 		if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {
 			n.writer.record(fleet.CallKey(n.cfg.ID, s.id), rec)
 		}
@@ -91,7 +91,7 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: err.Error()}
 	}
 	n.ledger.setDialog(s.id, req.GetDialog())
-	change, fits := n.ledger.markAnswered(s.id, transcoding, n.cfg.TranscodeCost, time.Now())
+	change, fits := n.ledger.markAnswered(s.id, transcoding, req.GetProvisional(), n.cfg.TranscodeCost, time.Now())
 	if !fits {
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: "no free capacity units to transcode"}
 	}

@@ -151,20 +151,23 @@ func (l *ledger) lookup(id string) (*session, bool) {
 }
 
 // markAnswered records an answer (a provisional one, or the final one
-// after it) and sizes the session for it: grown to the transcoded cost when
+// after it; only the final one answers the call) and sizes the session for
+// it: grown to the transcoded cost when
 // the legs need transcoding, back to its own when an answer after it
 // (another fork's, or new SDP in the final one) no longer does. change is
 // +1 or -1 when the session started or stopped transcoding. It reports
 // false if the growth does not fit: the node never exceeds its capacity
 // for a call still being set up, so the call must end.
-func (l *ledger) markAnswered(id string, transcoding bool, transcodeCost int, at time.Time) (change int, ok bool) {
+func (l *ledger) markAnswered(id string, transcoding, provisional bool, transcodeCost int, at time.Time) (change int, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s, found := l.sessions[id]
 	if !found {
 		return 0, false
 	}
-	if s.answered.IsZero() {
+	if s.answered.IsZero() && !provisional {
+		// The call is answered at its final answer: early media is not
+		// talk time, and a call that only had it was never answered.
 		s.answered = at
 	}
 	switch {

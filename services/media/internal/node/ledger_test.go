@@ -21,25 +21,33 @@ func openLedger(t *testing.T, total int, ids ...string) *ledger {
 
 func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	l := openLedger(t, 10, "a", "b")
-	if change, ok := l.markAnswered("a", true, 8, time.Now()); change != 1 || !ok {
+	// A provisional answer (a 183) that transcodes is charged, and
+	// answers nothing yet: no call record, no talk time.
+	if change, ok := l.markAnswered("a", true, true, 8, time.Now()); change != 1 || !ok {
 		t.Fatalf("growth to transcode: change %v ok %v", change, ok)
+	}
+	if rec := l.callRecord("a", "n"); rec != nil {
+		t.Fatalf("a provisional answer made the call answered: %v", rec)
 	}
 	if s := l.snapshot(); s.used != 9 || s.transcoded != 1 {
 		t.Fatalf("after growth: %+v", s)
 	}
 	// A later answer (the final after a provisional one) that does not
 	// transcode gives the units back.
-	if change, ok := l.markAnswered("a", false, 8, time.Now()); change != -1 || !ok {
+	if change, ok := l.markAnswered("a", false, false, 8, time.Now()); change != -1 || !ok {
 		t.Fatalf("final answer without transcoding: change %v ok %v", change, ok)
 	}
 	if s := l.snapshot(); s.used != 2 || s.transcoded != 0 {
 		t.Fatalf("after the final answer: %+v", s)
 	}
-	if change, ok := l.markAnswered("a", true, 8, time.Now()); change != 1 || !ok {
+	if rec := l.callRecord("a", "n"); rec == nil {
+		t.Fatal("the final answer left the call unanswered")
+	}
+	if change, ok := l.markAnswered("a", true, false, 8, time.Now()); change != 1 || !ok {
 		t.Fatalf("growth to transcode again: change %v ok %v", change, ok)
 	}
 	// b cannot grow: 9 + 7 > 10. The node never exceeds its capacity.
-	if _, ok := l.markAnswered("b", true, 8, time.Now()); ok {
+	if _, ok := l.markAnswered("b", true, false, 8, time.Now()); ok {
 		t.Fatal("growth beyond capacity accepted")
 	}
 	l.release("a")
@@ -58,7 +66,7 @@ func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
 		t.Fatal("an unanswered session's update was charged")
 	}
 	for _, id := range []string{"a", "b"} {
-		if _, ok := l.markAnswered(id, false, 8, time.Now()); !ok {
+		if _, ok := l.markAnswered(id, false, false, 8, time.Now()); !ok {
 			t.Fatalf("answer %s refused", id)
 		}
 	}
