@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/quality"
 )
 
 const (
@@ -41,10 +42,13 @@ type transcoder struct {
 	started bool
 	inSSRC  uint32
 	lastSeq uint16
-	lastTS  uint32 // source timestamp of the last audio packet
-	inBase  uint32 // source timestamp mapped to outBase
-	outBase uint32
-	marker  bool // next emitted frame starts a talkspurt
+	// A jump in sequence waiting for the next packet to confirm it.
+	restartPending bool
+	restartSeq     uint16
+	lastTS         uint32 // source timestamp of the last audio packet
+	inBase         uint32 // source timestamp mapped to outBase
+	outBase        uint32
+	marker         bool // next emitted frame starts a talkspurt
 }
 
 // newTranscoder builds the pipeline from one codec to another. Opus works
@@ -103,6 +107,7 @@ func (t *transcoder) close() {
 // continuing the destination's timestamps from where they stand now.
 func (t *transcoder) begin(d *direction, now time.Time) {
 	t.started = true
+	t.restartPending = false
 	t.inSSRC = d.hdr.ssrc
 	t.lastSeq = d.hdr.seq - 1
 	t.lastTS = d.hdr.timestamp
@@ -113,17 +118,30 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 }
 
 // track notes the packet in d.hdr and returns how many packets were lost
-// just before it; ok is false for a duplicate or a packet too late to play.
+// just before it; ok is false for a duplicate, a packet too late to play,
+// or a stray. A jump in sequence numbers beyond what loss or reordering
+// explains (RFC 3550 A.1's MAX_DROPOUT and MAX_MISORDER) is a source that
+// started over on the same SSRC: once the packet after it follows on, the
+// stream is begun anew rather than every later packet taken for a late one.
 func (t *transcoder) track(d *direction, now time.Time) (lost int, ok bool) {
 	if !t.started || d.hdr.ssrc != t.inSSRC {
 		t.begin(d, now)
 	}
-	gap := int16(d.hdr.seq - t.lastSeq)
-	if gap <= 0 {
+	delta := d.hdr.seq - t.lastSeq // modulo 2^16
+	switch {
+	case delta == 0 || delta > 1<<16-quality.MaxMisorder:
 		return 0, false
+	case delta >= quality.MaxDropout:
+		if !t.restartPending || d.hdr.seq != t.restartSeq {
+			t.restartPending, t.restartSeq = true, d.hdr.seq+1
+			return 0, false
+		}
+		t.begin(d, now)
+		delta = 1
 	}
+	t.restartPending = false
 	t.lastSeq = d.hdr.seq
-	return int(gap) - 1, true
+	return int(delta) - 1, true
 }
 
 // mapTS converts a source timestamp to the destination clock.

@@ -166,6 +166,43 @@ func TestTranscodeConcealsLoss(t *testing.T) {
 	}
 }
 
+// A source that starts its sequence numbers over on the same SSRC, back
+// or far ahead, goes on being transcoded once the packet after the jump
+// confirms it: only that first packet is taken for a stray.
+func TestTranscodeFollowsASequenceRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		first, second uint16
+	}{
+		{name: "back", first: 1000, second: 500},
+		{name: "far ahead", first: 100, second: 40000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("111", "a=rtpmap:111 opus/48000/2"))
+			const frames = 20
+			for i, payload := range encodeTone(t, codec.PCMU, 8000, frames) {
+				seq := tc.first + uint16(i)
+				if i >= frames/2 {
+					seq = tc.second + uint16(i)
+				}
+				a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(i * 160), SSRC: 7}, payload)
+			}
+			got := 0
+			for {
+				if _, ok := b.recv(300 * time.Millisecond); !ok {
+					break
+				}
+				got++
+			}
+			if got != frames-1 {
+				t.Fatalf("B got %d frames of %d, want all but the one after the jump", got, frames)
+			}
+		})
+	}
+}
+
 func TestOfferToCalleeAddsTranscodableCodecs(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
