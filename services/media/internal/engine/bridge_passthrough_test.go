@@ -110,6 +110,51 @@ func TestSourceChangeKeepsOutgoingStreamContinuous(t *testing.T) {
 	}
 }
 
+// A digit does not show as network jitter: every packet of an RFC 4733
+// event repeats its start timestamp, which the jitter estimate must not
+// take for late audio.
+func TestDigitIsNotJitter(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1",
+		a.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"),
+		b.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"))
+	seq, ts := uint16(1), uint32(0)
+	next := time.Now()
+	pace := func() {
+		next = next.Add(20 * time.Millisecond)
+		time.Sleep(time.Until(next))
+		seq++
+	}
+	for range 15 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: ts, SSRC: 7}, pcmuPayload(1))
+		ts += 160
+		pace()
+	}
+	start := ts
+	for i := range 28 { // a 500 ms digit, then its three end packets
+		duration := min(i+1, 25) * 160
+		end := byte(0)
+		if i >= 25 {
+			end = 0x80
+		}
+		a.send(nodeA, rtp.Header{PayloadType: 101, SequenceNumber: seq, Timestamp: start, SSRC: 7, Marker: i == 0},
+			[]byte{5, end | 10, byte(duration >> 8), byte(duration)})
+		pace()
+	}
+	ts = start + 25*160
+	for range 15 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: ts, SSRC: 7}, pcmuPayload(1))
+		ts += 160
+		pace()
+	}
+	time.Sleep(50 * time.Millisecond)
+	q, _ := e.Delete("s1")
+	if got := q.Legs[0].JitterMs; got > 5 {
+		t.Fatalf("a stream on time with one digit shows %.1f ms of jitter", got)
+	}
+}
+
 func TestWrongSourceIsDroppedAndCounted(t *testing.T) {
 	e, reg := newTestEngine(t, nil)
 	a, b, attacker := newEndpoint(t), newEndpoint(t), newEndpoint(t)

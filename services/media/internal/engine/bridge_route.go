@@ -173,6 +173,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	if d.hdr.ssrc != d.srcSSRC {
 		d.srcSSRC = d.hdr.ssrc
 		l.remoteSSRC.Store(d.srcSSRC)
+		l.newSource()
 	}
 	r := d.route.Load()
 	if r == nil {
@@ -187,7 +188,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		l.drop(dropUnknownPayloadType)
 		return
 	}
-	l.observe(d.hdr.seq, d.hdr.timestamp, now)
+	l.observe(d.hdr.seq, d.hdr.timestamp, kind, now)
 	if d.mode == routeSink {
 		return
 	}

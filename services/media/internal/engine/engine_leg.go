@@ -241,8 +241,21 @@ func (l *leg) received(n int, now time.Duration) {
 }
 
 // observe feeds an accepted packet to the leg's receive statistics.
-func (l *leg) observe(seq uint16, ts uint32, now time.Time) {
-	if rx := l.rx.Load(); rx != nil {
+func (l *leg) observe(seq uint16, ts uint32, kind ptKind, now time.Time) {
+	rx := l.rx.Load()
+	switch {
+	case rx == nil:
+	case kind == ptEvent:
+		rx.UpdateEvent(seq)
+	default:
 		rx.Update(seq, ts, now)
+	}
+}
+
+// newSource restarts the receive statistics for a new SSRC from the
+// endpoint.
+func (l *leg) newSource() {
+	if rx := l.rx.Load(); rx != nil {
+		rx.NewSource()
 	}
 }

@@ -79,6 +79,29 @@ func (r *Receiver) Update(seq uint16, rtpTimestamp uint32, arrival time.Time) bo
 	return valid
 }
 
+// UpdateEvent records a packet whose timestamp does not follow its arrival:
+// every packet of an RFC 4733 event repeats the event's start timestamp.
+// It counts in sequence, loss and duplicates, not in jitter, which it
+// would inflate by a frame per packet.
+func (r *Receiver) UpdateEvent(seq uint16) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	valid, _ := r.updateSeq(seq)
+	return valid
+}
+
+// NewSource starts over for a stream with a new SSRC, whose sequence
+// numbers and timestamps have nothing to do with the last one's: its
+// sequence goes on probation as a new source does, and the jitter compares
+// transit times within it only. Duplicates, reordering and the jitter
+// estimate so far carry on.
+func (r *Receiver) NewSource() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started = false
+	r.hasTransit = false
+}
+
 // updateSeq follows RFC 3550 A.1 update_seq, and also classifies packets
 // arriving behind the highest sequence number as duplicates or reordered.
 func (r *Receiver) updateSeq(seq uint16) (valid, duplicate bool) {

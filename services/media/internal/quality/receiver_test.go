@@ -260,3 +260,51 @@ func TestArrivalUnitsLongCall(t *testing.T) {
 		})
 	}
 }
+
+// Every packet of an RFC 4733 event repeats the event's start timestamp:
+// counted in the sequence, such packets must not show as jitter on a
+// stream that arrives exactly on time.
+func TestEventPacketsAreNotJitter(t *testing.T) {
+	r := NewReceiver(8000)
+	seq, ts := uint16(1), uint32(0)
+	at := epoch
+	audio := func(n int) {
+		for range n {
+			r.Update(seq, ts, at)
+			seq, ts, at = seq+1, ts+160, at.Add(packetInterval)
+		}
+	}
+	audio(15)
+	for range 28 { // a 500 ms digit and its three end packets
+		r.UpdateEvent(seq)
+		seq, ts, at = seq+1, ts+160, at.Add(packetInterval)
+	}
+	audio(15)
+	st := r.Current()
+	if st.Jitter != 0 || st.Lost != 0 || st.Packets != 58-MinSequential+1 {
+		t.Fatalf("stats = %+v, want no jitter, no loss, every packet counted", st)
+	}
+}
+
+// A new SSRC's sequence numbers and timestamps are unrelated to the last
+// one's: after NewSource, a new stream on time shows no jitter, however
+// far its timestamps are from the old ones, even when its sequence
+// numbers happen to follow on.
+func TestNewSourceStartsOver(t *testing.T) {
+	r := NewReceiver(8000)
+	at := epoch
+	for i := range 30 {
+		ts := uint32(i) * 160
+		if i == 15 {
+			r.NewSource()
+		}
+		if i >= 15 {
+			ts += 0x70000000
+		}
+		r.Update(uint16(500+i), ts, at)
+		at = at.Add(packetInterval)
+	}
+	if st := r.Current(); st.Jitter != 0 || st.Lost != 0 {
+		t.Fatalf("stats after a new source = %+v, want no jitter and no loss", st)
+	}
+}
