@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"callgrid.dev/pkg/bus"
@@ -91,9 +92,12 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: err.Error()}
 	}
 	n.ledger.setDialog(s.id, req.GetDialog())
-	change, fits := n.ledger.markAnswered(s.id, transcoding, req.GetProvisional(), n.cfg.TranscodeCost, time.Now())
-	if !fits {
-		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: "no free capacity units to transcode"}
+	change, err := n.ledger.markAnswered(s.id, transcoding, req.GetProvisional(), n.cfg.TranscodeCost, time.Now())
+	switch {
+	case errors.Is(err, errNoRoomToTranscode):
+		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: err.Error()}
+	case err != nil:
+		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: "no session " + s.id}
 	}
 	n.metrics.transcoded.Add(float64(change))
 	if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {

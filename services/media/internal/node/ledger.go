@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -150,20 +151,25 @@ func (l *ledger) lookup(id string) (*session, bool) {
 	return s, true
 }
 
+// errNoRoomToTranscode refuses an answer whose session would have to grow
+// to the transcoded cost beyond the node's free units.
+var errNoRoomToTranscode = errors.New("no free capacity units to transcode")
+
 // markAnswered records an answer (a provisional one, or the final one
 // after it; only the final one answers the call) and sizes the session for
 // it: grown to the transcoded cost when
 // the legs need transcoding, back to its own when an answer after it
 // (another fork's, or new SDP in the final one) no longer does. change is
 // +1 or -1 when the session started or stopped transcoding. It reports
-// false if the growth does not fit: the node never exceeds its capacity
-// for a call still being set up, so the call must end.
-func (l *ledger) markAnswered(id string, transcoding, provisional bool, transcodeCost int, at time.Time) (change int, ok bool) {
+// errNoRoomToTranscode if the growth does not fit: the node never exceeds
+// its capacity for a call still being set up, so the call must end.
+func (l *ledger) markAnswered(id string, transcoding, provisional bool, transcodeCost int, at time.Time) (change int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s, found := l.sessions[id]
 	if !found {
-		return 0, false
+		// Ended meanwhile (a delete or a timeout that raced the answer).
+		return 0, ErrUnknownSession
 	}
 	if s.answered.IsZero() && !provisional {
 		// The call is answered at its final answer: early media is not
@@ -172,15 +178,15 @@ func (l *ledger) markAnswered(id string, transcoding, provisional bool, transcod
 	}
 	switch {
 	case transcoding == s.transcoding:
-		return 0, true
+		return 0, nil
 	case !transcoding:
 		l.stopTranscoding(s)
-		return -1, true
+		return -1, nil
 	case l.used+max(transcodeCost-s.units, 0) > l.total:
-		return 0, false
+		return 0, errNoRoomToTranscode
 	}
 	l.startTranscoding(s, transcodeCost)
-	return +1, true
+	return +1, nil
 }
 
 // startTranscoding grows s to the transcode cost; stopTranscoding gives the

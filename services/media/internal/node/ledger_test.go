@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -23,8 +24,8 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	l := openLedger(t, 10, "a", "b")
 	// A provisional answer (a 183) that transcodes is charged, and
 	// answers nothing yet: no call record, no talk time.
-	if change, ok := l.markAnswered("a", true, true, 8, time.Now()); change != 1 || !ok {
-		t.Fatalf("growth to transcode: change %v ok %v", change, ok)
+	if change, err := l.markAnswered("a", true, true, 8, time.Now()); change != 1 || err != nil {
+		t.Fatalf("growth to transcode: change %v, %v", change, err)
 	}
 	if rec := l.callRecord("a", "n"); rec != nil {
 		t.Fatalf("a provisional answer made the call answered: %v", rec)
@@ -34,8 +35,8 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	}
 	// A later answer (the final after a provisional one) that does not
 	// transcode gives the units back.
-	if change, ok := l.markAnswered("a", false, false, 8, time.Now()); change != -1 || !ok {
-		t.Fatalf("final answer without transcoding: change %v ok %v", change, ok)
+	if change, err := l.markAnswered("a", false, false, 8, time.Now()); change != -1 || err != nil {
+		t.Fatalf("final answer without transcoding: change %v, %v", change, err)
 	}
 	if s := l.snapshot(); s.used != 2 || s.transcoded != 0 {
 		t.Fatalf("after the final answer: %+v", s)
@@ -43,12 +44,15 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	if rec := l.callRecord("a", "n"); rec == nil {
 		t.Fatal("the final answer left the call unanswered")
 	}
-	if change, ok := l.markAnswered("a", true, false, 8, time.Now()); change != 1 || !ok {
-		t.Fatalf("growth to transcode again: change %v ok %v", change, ok)
+	if change, err := l.markAnswered("a", true, false, 8, time.Now()); change != 1 || err != nil {
+		t.Fatalf("growth to transcode again: change %v, %v", change, err)
 	}
 	// b cannot grow: 9 + 7 > 10. The node never exceeds its capacity.
-	if _, ok := l.markAnswered("b", true, false, 8, time.Now()); ok {
+	if _, err := l.markAnswered("b", true, false, 8, time.Now()); !errors.Is(err, errNoRoomToTranscode) {
 		t.Fatal("growth beyond capacity accepted")
+	}
+	if _, err := l.markAnswered("gone", false, false, 8, time.Now()); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("answer of a session that ended meanwhile: %v, want ErrUnknownSession", err)
 	}
 	l.release("a")
 	l.release("b")
@@ -66,7 +70,7 @@ func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
 		t.Fatal("an unanswered session's update was charged")
 	}
 	for _, id := range []string{"a", "b"} {
-		if _, ok := l.markAnswered(id, false, false, 8, time.Now()); !ok {
+		if _, err := l.markAnswered(id, false, false, 8, time.Now()); err != nil {
 			t.Fatalf("answer %s refused", id)
 		}
 	}
