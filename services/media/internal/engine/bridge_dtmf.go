@@ -9,19 +9,34 @@ import (
 // end bit / volume, 16-bit duration.
 const eventBlockLen = 4
 
+// maxEventDuration is the largest duration an RFC 4733 event block holds.
+const maxEventDuration = 0xffff
+
 // rescaleEventDurations converts the duration of every event block in an
-// RFC 4733 payload from one clock rate to another in place. The duration
-// counts timestamp units, so a digit relayed from a telephone-event/8000
-// leg to a telephone-event/48000 leg would otherwise play for a sixth of its
-// length.
-func rescaleEventDurations(payload []byte, from, to int) {
+// RFC 4733 payload from one clock rate to another in place, and returns
+// how far to move the packet's timestamp on the destination clock. The
+// duration counts timestamp units, so a digit relayed from a
+// telephone-event/8000 leg to a telephone-event/48000 leg would otherwise
+// play for a sixth of its length. A duration that no longer fits 16 bits
+// (a key held 1.4 s at 48 kHz) goes on in a new segment, as RFC 4733
+// 2.5.1.3 has a sender do: the timestamp moves on by whole maximum
+// durations and the block carries the rest. A payload of several blocks
+// (redundant events) cannot be split so and is clamped.
+func rescaleEventDurations(payload []byte, from, to int) (tsAdvance uint32) {
 	if from == to || from == 0 || to == 0 {
-		return
+		return 0
 	}
+	single := len(payload) < 2*eventBlockLen
 	for i := 0; i+eventBlockLen <= len(payload); i += eventBlockLen {
 		d := int64(binary.BigEndian.Uint16(payload[i+2:])) * int64(to) / int64(from)
-		binary.BigEndian.PutUint16(payload[i+2:], uint16(min(d, 0xffff)))
+		if single && d > maxEventDuration {
+			segments := (d - 1) / maxEventDuration
+			tsAdvance = uint32(segments * maxEventDuration)
+			d -= segments * maxEventDuration
+		}
+		binary.BigEndian.PutUint16(payload[i+2:], uint16(min(d, maxEventDuration)))
 	}
+	return tsAdvance
 }
 
 // transcodeEvent carries a telephone-event packet across a transcoding
@@ -30,7 +45,7 @@ func rescaleEventDurations(payload []byte, from, to int) {
 // same way the audio is, and its durations rescaled.
 func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time) []byte {
 	ts := r.tc.eventTimestamp(d, now)
-	rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
+	ts += rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	seq := d.out.next(ts, now)
 	writeHeaderFields(pkt, r.eventPT, d.hdr.marker, seq, ts, d.out.ssrc)
 	return pkt

@@ -297,12 +297,13 @@ func (d *direction) kind(pt uint8) ptKind {
 // padding are left as they are.
 func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time.Time) {
 	pt := d.audioPT
+	var segment uint32
 	if kind == ptEvent {
 		pt = r.eventPT
-		rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
+		segment = rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	}
 	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
-	writeHeaderFields(pkt, pt, marker || d.hdr.marker, seq, ts, d.out.ssrc)
+	writeHeaderFields(pkt, pt, marker || d.hdr.marker, seq, ts+segment, d.out.ssrc)
 }
 
 // send forwards pkt to the destination endpoint.
