@@ -57,6 +57,11 @@ func (s *session) handleRTCP(l *leg, pkt []byte, src netip.AddrPort, muxed bool,
 		return
 	}
 	if r := d.route.Load(); r != nil && r.mode == routePassthrough && d.to != nil && d.to != l {
+		// The session's loop runs this and both directions' packet
+		// handlers, so their streams' numbering can be read here.
+		if rev := s.dirs[1-l.side.index()]; rev != nil {
+			translateRTCP(pkt, &d.out, &rev.out)
+		}
 		d.to.sendRTCP(pkt, s.e)
 		return
 	}
