@@ -56,7 +56,8 @@ type RTPConfig struct {
 	PortMax int `yaml:"port_max"`
 	// MediaTimeout ends a call whose sendrecv legs send nothing this long.
 	MediaTimeout time.Duration `yaml:"media_timeout"`
-	// HoldTimeout replaces it while a leg is on hold; 0 never times out.
+	// HoldTimeout replaces it while a leg is on hold or one-way: the call
+	// ends once no leg has sent anything for this long; 0 never.
 	HoldTimeout time.Duration `yaml:"hold_timeout"`
 	// AllowLatching lets a NATed leg lock onto the source of its first
 	// valid RTP packet.

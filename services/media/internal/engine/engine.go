@@ -67,11 +67,13 @@ type Config struct {
 	// takes an even RTP port and the odd port above it for RTCP.
 	// Default 30000-39999.
 	PortMin, PortMax int
-	// MediaTimeout ends a session when a sendrecv leg has sent no packet
-	// for this long. Default 30 s.
+	// MediaTimeout ends a session when a leg that is sendrecv as
+	// negotiated has sent no packet for this long. Default 30 s.
 	MediaTimeout time.Duration
-	// HoldTimeout replaces MediaTimeout for a leg that is not sendrecv
-	// (on hold). 0 means a held leg never times out.
+	// HoldTimeout ends a session with a leg that is not sendrecv as
+	// negotiated (on hold, or one-way) once no leg has sent anything for
+	// this long; such a leg is not held to MediaTimeout. 0 means a held
+	// session never times out.
 	HoldTimeout time.Duration
 	// AllowLatching lets a leg whose packets arrive from another address
 	// than its SDP says (a NAT) lock onto the source of its first valid RTP

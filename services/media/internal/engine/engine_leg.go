@@ -74,8 +74,12 @@ type leg struct {
 	remoteSSRC atomic.Uint32 // SSRC of the endpoint's stream
 	lastSR     atomic.Uint32 // middle 32 bits of the NTP time in its last SR
 	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
-	// Eight whole cache lines as it is, like direction: pad it when a
-	// field is added (TestHotStructsStartOnCacheLines).
+
+	// told is the sdpneg.Direction of the node's last SDP to the
+	// endpoint: with the endpoint's own, what it may send and receive.
+	told atomic.Int32
+
+	_ [56]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {
@@ -121,6 +125,17 @@ func (l *leg) admitRTP(src netip.AddrPort) (ok bool, candidateFor *peer) {
 		return true, p
 	}
 	return false, nil
+}
+
+// direction is the stream's direction as negotiated: what the endpoint
+// declared, within what the node's SDP to it allows (a phone that offered
+// sendrecv and was answered sendonly only receives).
+func (l *leg) direction(p *peer) sdpneg.Direction {
+	told := sdpneg.Direction(l.told.Load())
+	if told == sdpneg.DirectionUnknown {
+		return p.direction
+	}
+	return p.direction.Within(told)
 }
 
 // latchOnto locks the leg's media for peer p onto src, until the endpoint

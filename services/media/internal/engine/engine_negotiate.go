@@ -326,6 +326,7 @@ func (s *session) offerCallee(desc *sdpneg.Description, supported []sdpneg.Codec
 		}
 	}
 	b.offered, b.offeredEvents = offer, events
+	b.told.Store(int32(audio.Direction))
 	return b.builder.Build(sdpneg.Local{
 		Addr:            b.local.Addr(),
 		Port:            int(b.local.Port()),
@@ -382,6 +383,7 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 // the far end cannot take would swallow its digits), and mirroring its last
 // SDP's m-lines.
 func (l *leg) localSDP(dir sdpneg.Direction, ptime int, events bool) sdpneg.Local {
+	l.told.Store(int32(dir))
 	loc := sdpneg.Local{
 		Addr:      l.local.Addr(),
 		Port:      int(l.local.Port()),

@@ -142,12 +142,23 @@ func (p rtcpPort) HandleDatagram(pkt []byte, src netip.AddrPort, now time.Time) 
 	p.s.handleRTCP(p.l, pkt, src, false, now)
 }
 
-// expired reports whether a leg has been silent for longer than its
-// timeout allows.
+// expired reports whether the session's media stopped, and the leg that
+// went silent. A leg whose stream is sendrecv as negotiated (what it
+// declared within what the node told it) must not be silent for longer than
+// MediaTimeout. A leg on hold or one-way is not timed out for its own
+// silence, which may be what it was told: a session with such a leg is,
+// once no leg at all has sent anything for HoldTimeout (0: never), as a
+// call on hold whose music stopped or an announcement that ended.
 func (s *session) expired(now time.Duration, cfg Config) (Leg, bool) {
 	if !s.established.Load() {
 		return LegUnknown, false
 	}
+	var (
+		newest   time.Duration
+		quietest = LegUnknown
+		oldest   time.Duration
+		held     bool
+	)
 	for _, l := range s.legs {
 		if l == nil {
 			continue
@@ -156,13 +167,21 @@ func (s *session) expired(now time.Duration, cfg Config) (Leg, bool) {
 		if p == nil {
 			continue
 		}
-		limit := cfg.MediaTimeout
-		if p.direction != sdpneg.SendRecv {
-			limit = cfg.HoldTimeout
+		rx := time.Duration(l.lastRx.Load())
+		newest = max(newest, rx)
+		if quietest == LegUnknown || rx < oldest {
+			quietest, oldest = l.side, rx
 		}
-		if limit > 0 && now-time.Duration(l.lastRx.Load()) > limit {
+		if l.direction(p) != sdpneg.SendRecv {
+			held = true
+			continue
+		}
+		if cfg.MediaTimeout > 0 && now-rx > cfg.MediaTimeout {
 			return l.side, true
 		}
+	}
+	if held && cfg.HoldTimeout > 0 && now-newest > cfg.HoldTimeout {
+		return quietest, true
 	}
 	return LegUnknown, false
 }

@@ -206,6 +206,49 @@ func TestHoldTimeout(t *testing.T) {
 	}
 }
 
+// A one-way call is judged by the negotiated directions, not the ones the
+// endpoints declared: a caller that offered sendrecv and was answered
+// sendonly or inactive was told not to send, and a listen-only leg is not
+// timed out for its silence while the other side's media flows. Once no
+// leg sends at all, the hold timeout ends the call.
+func TestOneWayCallTimesOutOnlyWhenAllIsSilent(t *testing.T) {
+	tests := []struct {
+		name          string
+		offer, answer string
+	}{
+		{name: "callee answered sendonly", offer: "a=sendrecv", answer: "a=sendonly"},
+		{name: "callee answered inactive", offer: "a=sendrecv", answer: "a=inactive"},
+		{name: "caller listens only", offer: "a=recvonly", answer: "a=sendonly"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			timedOut := make(chan string, 1)
+			e, _ := newTestEngine(t, func(c *Config) {
+				c.MediaTimeout = 100 * time.Millisecond
+				c.HoldTimeout = 250 * time.Millisecond
+			}, WithTimeoutHandler(func(id string, _ Quality) { timedOut <- id }))
+			a, b := newEndpoint(t), newEndpoint(t)
+			_, nodeB, _ := bridge(t, e, "s1", a.sdp("0", tc.offer), b.sdp("0", tc.answer))
+			// B talks for nearly three hold timeouts; A never does.
+			stop := time.Now().Add(700 * time.Millisecond)
+			for seq := uint16(0); time.Now().Before(stop); seq++ {
+				b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 7}, pcmuPayload(1))
+				select {
+				case <-timedOut:
+					t.Fatalf("timed out after %d packets from B", seq)
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			// Then nobody sends: the hold timeout ends it.
+			select {
+			case <-timedOut:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a silent one-way call never timed out")
+			}
+		})
+	}
+}
+
 func TestNoTimeoutBeforeAnswer(t *testing.T) {
 	timedOut := make(chan string, 1)
 	e, _ := newTestEngine(t, func(c *Config) { c.MediaTimeout = 50 * time.Millisecond },
