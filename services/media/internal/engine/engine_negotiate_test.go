@@ -102,3 +102,21 @@ func TestUnreachableAddressFamilyIsRefused(t *testing.T) {
 		t.Fatalf("answer on hold: %v", err)
 	}
 }
+
+// A caller's Opus written without its channel count is offered on as
+// opus/48000/2, and the callee's compliant answer is taken.
+func TestOpusOfferWithoutChannelsIsAnswered(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	offer, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("111 0", "a=rtpmap:111 opus/48000")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(offer, []byte("opus/48000/2")) {
+		t.Fatalf("offer to the callee:\n%s", offer)
+	}
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("111", "a=rtpmap:111 opus/48000/2"), false); err != nil {
+		t.Fatalf("answer opus/48000/2: %v", err)
+	}
+}

@@ -62,6 +62,12 @@ func parseRTPMap(v string) (Codec, bool) {
 		return Codec{}, false
 	}
 	channels := 1
+	if strings.EqualFold(parts[0], "opus") {
+		// RFC 7587 §7: opus is always "opus/48000/2", whatever the
+		// stream carries. A sender that left the count out meant it, and
+		// reading 1 would make its Opus differ from everyone else's.
+		channels = 2
+	}
 	if len(parts) == 3 {
 		channels, err = strconv.Atoi(parts[2])
 		if err != nil || channels < 1 || channels > 255 {

@@ -238,3 +238,17 @@ func TestDirection(t *testing.T) {
 		})
 	}
 }
+
+// RFC 7587 §7 writes Opus as opus/48000/2; one without the channel count
+// is the same format, or a compliant answer to it would not match.
+func TestOpusWithoutChannelsIsStereoOpus(t *testing.T) {
+	for _, v := range []string{"111 opus/48000", "111 OPUS/48000", "111 opus/48000/2"} {
+		c, ok := parseRTPMap(v)
+		if !ok || c.Channels != 2 || !c.Same(Codec{Name: "opus", ClockRate: 48000, Channels: 2}) {
+			t.Errorf("rtpmap %q parsed as %+v, %v: want opus/48000/2", v, c, ok)
+		}
+	}
+	if c, _ := parseRTPMap("0 PCMU/8000"); c.Channels != 1 {
+		t.Errorf("PCMU without a count: %d channels, want 1", c.Channels)
+	}
+}
