@@ -168,6 +168,26 @@ func TestAnchoredCallTranscodesOpusToPCMU(t *testing.T) {
 	checkQuality(t, ev)
 }
 
+// TestRejectedHoldKeepsTheCall: a hold the callee refuses (488 to the
+// re-INVITE) leaves the call as it was (RFC 3264 §8), at the node too:
+// audio still flows both ways.
+func TestRejectedHoldKeepsTheCall(t *testing.T) {
+	s := startStack(t, proxyOpts{}, mediaOpts{})
+	caller, callee := pcmuPair(t, alice, bob, s.proxy.sipAddr)
+	c := connect(t, caller, callee, s.proxy.sipAddr)
+	callee.rejectReinvites.Store(sip.StatusNotAcceptableHere)
+	ctx := withTimeout(t, 15*time.Second)
+	if err := caller.reinvite(ctx, c.out, "sendonly"); err == nil {
+		t.Fatal("the refused hold was answered 200")
+	}
+	receiveWithin(t, "hold re-invite at callee", callee.reinvites, 5*time.Second)
+	stillTalking(t, c)
+	if err := c.out.Bye(ctx); err != nil {
+		t.Fatalf("bye: %v", err)
+	}
+	s.node.waitIdle(t)
+}
+
 // TestCalleeHangsUpAnchoredCall: the BYE from the callee's side (the node
 // reached through the callee's route set) frees the session too.
 func TestCalleeHangsUpAnchoredCall(t *testing.T) {

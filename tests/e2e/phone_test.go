@@ -47,10 +47,12 @@ type phone struct {
 	transport string
 
 	behaviour atomic.Pointer[calleeBehaviour]
-	invites   chan *sip.Request
-	reinvites chan *sip.Request
-	answered  chan *sipgo.DialogServerSession
-	cancelled chan struct{}
+	// rejectReinvites, when not 0, is the final status re-INVITEs get.
+	rejectReinvites atomic.Int32
+	invites         chan *sip.Request
+	reinvites       chan *sip.Request
+	answered        chan *sipgo.DialogServerSession
+	cancelled       chan struct{}
 	// cancels are the CANCEL requests that ended ringing INVITEs.
 	cancels  chan *sip.Request
 	byes     chan *sip.Request
@@ -337,6 +339,10 @@ func (p *phone) answerFor(offer []byte) ([]byte, error) {
 
 func (p *phone) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 	p.reinvites <- req
+	if code := int(p.rejectReinvites.Load()); code != 0 {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, code, "Rejected", nil))
+		return
+	}
 	answer, err := p.answerFor(req.Body())
 	if err != nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusNotAcceptableHere, "Not Acceptable Here", nil))

@@ -431,10 +431,19 @@ func (x *AnswerReply) GetTranscoding() bool {
 // UpdateRequest changes a live session (re-INVITE or UPDATE from one leg):
 // addresses, codecs or direction (hold).
 type UpdateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Leg           Leg                    `protobuf:"varint,2,opt,name=leg,proto3,enum=callgrid.v1.Leg" json:"leg,omitempty"`
-	Sdp           []byte                 `protobuf:"bytes,3,opt,name=sdp,proto3" json:"sdp,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Leg       Leg                    `protobuf:"varint,2,opt,name=leg,proto3,enum=callgrid.v1.Leg" json:"leg,omitempty"`
+	Sdp       []byte                 `protobuf:"bytes,3,opt,name=sdp,proto3" json:"sdp,omitempty"`
+	// The SDP answers the other leg's last offer (a response to its
+	// re-INVITE or UPDATE, or the ACK after an offerless re-INVITE); false
+	// for an offer. The node's SDP for the other leg then keeps to the
+	// offer's direction (RFC 3264 §6.1).
+	Answer bool `protobuf:"varint,4,opt,name=answer,proto3" json:"answer,omitempty"`
+	// The leg's last offer was rejected (a non-2xx to its re-INVITE or
+	// UPDATE): the node puts the session back as it was before it (RFC 3264
+	// §8) and sdp is empty.
+	Rollback      bool `protobuf:"varint,5,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -488,6 +497,20 @@ func (x *UpdateRequest) GetSdp() []byte {
 		return x.Sdp
 	}
 	return nil
+}
+
+func (x *UpdateRequest) GetAnswer() bool {
+	if x != nil {
+		return x.Answer
+	}
+	return false
+}
+
+func (x *UpdateRequest) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
+	}
+	return false
 }
 
 type UpdateReply struct {
@@ -694,12 +717,14 @@ const file_callgrid_v1_media_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2\x13.callgrid.v1.StatusR\x06status\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x10\n" +
 	"\x03sdp\x18\x03 \x01(\fR\x03sdp\x12 \n" +
-	"\vtranscoding\x18\x04 \x01(\bR\vtranscoding\"d\n" +
+	"\vtranscoding\x18\x04 \x01(\bR\vtranscoding\"\x98\x01\n" +
 	"\rUpdateRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\"\n" +
 	"\x03leg\x18\x02 \x01(\x0e2\x10.callgrid.v1.LegR\x03leg\x12\x10\n" +
-	"\x03sdp\x18\x03 \x01(\fR\x03sdp\"d\n" +
+	"\x03sdp\x18\x03 \x01(\fR\x03sdp\x12\x16\n" +
+	"\x06answer\x18\x04 \x01(\bR\x06answer\x12\x1a\n" +
+	"\brollback\x18\x05 \x01(\bR\brollback\"d\n" +
 	"\vUpdateReply\x12+\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x13.callgrid.v1.StatusR\x06status\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x10\n" +

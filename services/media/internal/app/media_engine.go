@@ -28,13 +28,21 @@ func (m engineMedia) Answer(ctx context.Context, id string, sdp []byte, provisio
 	return out, transcoding, classify(err)
 }
 
-func (m engineMedia) Update(ctx context.Context, id string, leg callgridv1.Leg, sdp []byte) ([]byte, bool, error) {
-	which := engine.LegA
-	if leg == callgridv1.Leg_LEG_B {
-		which = engine.LegB
-	}
-	out, transcoding, err := m.eng.Update(ctx, id, which, sdp)
+func (m engineMedia) Update(ctx context.Context, id string, leg callgridv1.Leg, sdp []byte, answer bool) ([]byte, bool, error) {
+	out, transcoding, err := m.eng.Update(ctx, id, engineLeg(leg), sdp, answer)
 	return out, transcoding, classify(err)
+}
+
+func (m engineMedia) Rollback(ctx context.Context, id string, leg callgridv1.Leg) (bool, error) {
+	transcoding, err := m.eng.Rollback(ctx, id, engineLeg(leg))
+	return transcoding, classify(err)
+}
+
+func engineLeg(leg callgridv1.Leg) engine.Leg {
+	if leg == callgridv1.Leg_LEG_B {
+		return engine.LegB
+	}
+	return engine.LegA
 }
 
 func (m engineMedia) Close(id string) (*callgridv1.MediaQuality, error) {

@@ -213,12 +213,15 @@ func (s *session) establish() {
 	s.established.Store(true)
 }
 
-// Update applies new SDP from one leg's endpoint (a re-INVITE or its
-// answer: new address, codec or direction such as hold) and returns the SDP
-// for the other leg's endpoint (for a service session, the answer to leg
-// A) and whether the session now transcodes. The session keeps running
+// Update applies new SDP from one leg's endpoint and returns the SDP for
+// the other leg's endpoint (for a service session, the answer to leg A)
+// and whether the session now transcodes. The SDP is an offer (a
+// re-INVITE or UPDATE: new address, codec or direction such as hold), or,
+// with answer set, the answer to the other leg's last offer, which the SDP
+// returned keeps to (RFC 3264 §6.1: a far end that answered a hold with
+// sendrecv does not make the node answer so). The session keeps running
 // throughout.
-func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte) ([]byte, bool, error) {
+func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte, answer bool) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
@@ -253,20 +256,58 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	if !kept && other != nil {
 		chosen = pickCodec(supported, other.codec)
 	}
-	l.setDescription(desc, chosen, e)
 	if s.service.terminates() {
+		l.setDescription(desc, chosen, e)
 		if err := s.routeService(); err != nil {
 			return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 		}
 		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
 		return out, s.transcoding, err
 	}
+	dir := desc.Audio().Direction
+	switch {
+	case !answer:
+		s.offerFrom = which
+		s.beforeOffer = [2]legState{s.legs[0].state(), s.legs[1].state()}
+	case s.offerFrom == other.side:
+		dir = dir.Within(other.desc.Audio().Direction)
+	}
+	l.setDescription(desc, chosen, e)
 	if err := s.reroute(); err != nil {
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
-	s.log.Info().Stringer("leg", which).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
-	out, err := other.builder.Build(other.localSDP(desc.Audio().Direction, desc.Audio().Ptime, l.hasEvent))
+	s.log.Info().Stringer("leg", which).Bool("answer", answer).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
+	out, err := other.builder.Build(other.localSDP(dir, desc.Audio().Ptime, l.hasEvent))
 	return out, s.transcoding, err
+}
+
+// Rollback undoes the last offer from leg which, rejected by the other
+// side (a 488 or 491 to its re-INVITE): RFC 3264 §8 keeps the session as
+// it was, so both legs go back to the SDP and codec they had before it.
+// Without such an offer it changes nothing. It reports whether the session
+// transcodes.
+func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s, err := e.lookup(sessionID)
+	if err != nil {
+		return false, fmt.Errorf("rollback: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.service.terminates() || which == LegUnknown || s.offerFrom != which {
+		return s.transcoding, nil
+	}
+	for i, st := range s.beforeOffer {
+		s.legs[i].restore(st, e)
+	}
+	s.offerFrom = LegUnknown
+	if err := s.reroute(); err != nil {
+		return s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
+	}
+	s.log.Info().Stringer("leg", which).Msg("media session offer rolled back")
+	return s.transcoding, nil
 }
 
 // Delete ends a session and returns its quality.
@@ -354,6 +395,23 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 	}
 	s.established.Store(true)
 	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
+}
+
+// legState is what an offer changes on a leg.
+type legState struct {
+	desc  *sdpneg.Description
+	codec sdpneg.Codec
+	told  sdpneg.Direction
+}
+
+func (l *leg) state() legState {
+	return legState{desc: l.desc, codec: l.codec, told: sdpneg.Direction(l.told.Load())}
+}
+
+// restore puts a leg back as st recorded it.
+func (l *leg) restore(st legState, e *Engine) {
+	l.setDescription(st.desc, st.codec, e)
+	l.told.Store(int32(st.told))
 }
 
 // setDescription records an endpoint's SDP and the codec chosen for it.

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/pion/rtp"
 
 	"callgrid.dev/services/media/internal/sdpneg"
 )
@@ -119,4 +122,58 @@ func TestOpusOfferWithoutChannelsIsAnswered(t *testing.T) {
 	if _, _, err := e.Answer(ctx, "s1", b.sdp("111", "a=rtpmap:111 opus/48000/2"), false); err != nil {
 		t.Fatalf("answer opus/48000/2: %v", err)
 	}
+}
+
+// An in-dialog answer is kept to its offer's direction (RFC 3264 §6.1),
+// as the first answer is: a hold answered sendrecv reaches the holder as
+// recvonly.
+func TestUpdateAnswerKeepsToTheReOffer(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("0", "a=sendonly"), false); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=sendrecv"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte("a=recvonly\r\n")) {
+		t.Fatalf("answer to A's hold:\n%s", out)
+	}
+	// An offer from B is not an answer: it goes to A as B wrote it.
+	out, _, err = e.Update(ctx, "s1", LegB, b.sdp("0", "a=sendrecv"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte("a=sendrecv\r\n")) {
+		t.Fatalf("B's re-offer to A:\n%s", out)
+	}
+}
+
+// A re-offer the far end rejects (a 488 or 491 to the re-INVITE) leaves the
+// session as it was before it (RFC 3264 §8): here A's hold is undone, so
+// B's audio reaches A again, and the legs are back on one codec.
+func TestRejectedReOfferIsRolledBack(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	nodeA, nodeB, _ := bridge(t, e, "s1", a.sdp("0 8"), b.sdp("0"))
+	if _, transcoding, err := e.Update(ctx, "s1", LegA, a.sdp("8", "a=sendonly"), false); err != nil || !transcoding {
+		t.Fatalf("hold on another codec: transcoding %v, %v", transcoding, err)
+	}
+	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
+	a.expectNothing(150 * time.Millisecond)
+	transcoding, err := e.Rollback(ctx, "s1", LegA)
+	if err != nil || transcoding {
+		t.Fatalf("rollback: transcoding %v, %v", transcoding, err)
+	}
+	relays(t, "B to A after the rollback", b, nodeB, 2, a)
+	relays(t, "A to B after the rollback", a, nodeA, 3, b)
+	// Nothing is pending any more: a second rollback changes nothing.
+	if _, err := e.Rollback(ctx, "s1", LegA); err != nil {
+		t.Fatal(err)
+	}
+	relays(t, "B to A after a second rollback", b, nodeB, 4, a)
 }

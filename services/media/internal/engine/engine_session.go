@@ -41,6 +41,10 @@ type session struct {
 	answerReply []byte
 	transcoding bool
 	closers     []func() // codec state, released after the goroutines end
+	// The in-dialog offer awaiting its outcome, from which leg, and both
+	// legs as they stood before it, for a rollback if it is rejected.
+	offerFrom   Leg
+	beforeOffer [2]legState
 
 	loop     int // index of the event loop that reads every socket of the session
 	done     chan struct{}

@@ -32,19 +32,20 @@ func TestHoldAndResume(t *testing.T) {
 		name          string
 		leg           Leg
 		sdp           []byte
+		answer        bool
 		wantDirection sdpneg.Direction // in the SDP for the other leg
 		aToB, bToA    bool
 	}{
 		{name: "A holds", leg: LegA, sdp: a.sdp("0", "a=sendonly"), wantDirection: sdpneg.SendOnly, aToB: true, bToA: false},
-		{name: "B accepts hold", leg: LegB, sdp: b.sdp("0", "a=recvonly"), wantDirection: sdpneg.RecvOnly, aToB: true, bToA: false},
+		{name: "B accepts hold", leg: LegB, sdp: b.sdp("0", "a=recvonly"), answer: true, wantDirection: sdpneg.RecvOnly, aToB: true, bToA: false},
 		{name: "A goes inactive", leg: LegA, sdp: a.sdp("0", "a=inactive"), wantDirection: sdpneg.Inactive, aToB: true, bToA: false},
 		{name: "A resumes", leg: LegA, sdp: a.sdp("0", "a=sendrecv"), wantDirection: sdpneg.SendRecv, aToB: true, bToA: true},
-		{name: "B answers resume", leg: LegB, sdp: b.sdp("0"), wantDirection: sdpneg.SendRecv, aToB: true, bToA: true},
+		{name: "B answers resume", leg: LegB, sdp: b.sdp("0"), answer: true, wantDirection: sdpneg.SendRecv, aToB: true, bToA: true},
 	}
 	seq := uint16(1)
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			out, _, err := e.Update(ctx, "s1", st.leg, st.sdp)
+			out, _, err := e.Update(ctx, "s1", st.leg, st.sdp, st.answer)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,7 +79,7 @@ func TestUpdateChangesCodecAndAddress(t *testing.T) {
 	_, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
 	// A moves to another device that only speaks PCMA: B stays on PCMU,
 	// so the node starts transcoding.
-	if _, transcoding, err := e.Update(ctx, "s1", LegA, a2.sdp("8")); err != nil || !transcoding {
+	if _, transcoding, err := e.Update(ctx, "s1", LegA, a2.sdp("8"), false); err != nil || !transcoding {
 		t.Fatalf("update: transcoding %v, err %v; want transcoding", transcoding, err)
 	}
 	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(0xff))
@@ -87,10 +88,10 @@ func TestUpdateChangesCodecAndAddress(t *testing.T) {
 		t.Fatalf("after move: ok %v pt %d", ok, p.PayloadType)
 	}
 	a.expectNothing(50 * time.Millisecond)
-	if _, _, err := e.Update(ctx, "nope", LegA, a2.sdp("8")); !errors.Is(err, ErrUnknownSession) {
+	if _, _, err := e.Update(ctx, "nope", LegA, a2.sdp("8"), false); !errors.Is(err, ErrUnknownSession) {
 		t.Fatalf("unknown session: %v", err)
 	}
-	if _, _, err := e.Update(ctx, "s1", LegA, []byte("junk")); !errors.Is(err, ErrBadSDP) {
+	if _, _, err := e.Update(ctx, "s1", LegA, []byte("junk"), false); !errors.Is(err, ErrBadSDP) {
 		t.Fatalf("bad sdp: %v", err)
 	}
 }
@@ -331,7 +332,7 @@ func TestEchoService(t *testing.T) {
 			t.Fatalf("echo %d: ssrc %d pt %d", i, p.SSRC, p.PayloadType)
 		}
 	}
-	if _, _, err := e.Update(context.Background(), "echo", LegB, a.sdp("8")); !errors.Is(err, ErrBadLeg) {
+	if _, _, err := e.Update(context.Background(), "echo", LegB, a.sdp("8"), false); !errors.Is(err, ErrBadLeg) {
 		t.Fatalf("update leg B of echo: %v", err)
 	}
 }

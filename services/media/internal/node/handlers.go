@@ -114,10 +114,19 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	if req.GetLeg() != callgridv1.Leg_LEG_A && req.GetLeg() != callgridv1.Leg_LEG_B {
 		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_BAD_REQUEST, Detail: "leg must be LEG_A or LEG_B"}
 	}
-	if len(req.GetSdp()) == 0 {
+	var (
+		sdp         []byte
+		transcoding bool
+		err         error
+	)
+	switch {
+	case req.GetRollback():
+		transcoding, err = n.media.Rollback(ctx, s.id, req.GetLeg())
+	case len(req.GetSdp()) == 0:
 		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "update carries no sdp"}
+	default:
+		sdp, transcoding, err = n.media.Update(ctx, s.id, req.GetLeg(), req.GetSdp(), req.GetAnswer())
 	}
-	sdp, transcoding, err := n.media.Update(ctx, s.id, req.GetLeg(), req.GetSdp())
 	if err != nil {
 		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
 	}

@@ -48,6 +48,12 @@ func TestUpdateThatStartsTranscodingIsCharged(t *testing.T) {
 	update(false)
 	check("an update stopped transcoding", 1, 0)
 	update(true)
+	// The far end rejected that offer: the rollback gives the units back.
+	if st := n.handleUpdate(ctx, &callgridv1.UpdateRequest{SessionId: id, Leg: callgridv1.Leg_LEG_A, Rollback: true}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("rollback: %v", st)
+	}
+	check("a rejected offer rolled back", 1, 0)
+	update(true)
 	if st := n.handleDelete(ctx, &callgridv1.DeleteRequest{SessionId: id}).GetStatus(); st != callgridv1.Status_STATUS_OK {
 		t.Fatalf("delete: %v", st)
 	}

@@ -51,13 +51,23 @@ func (f *fakeMedia) Answer(_ context.Context, id string, _ []byte, _ bool) ([]by
 	return []byte("answer"), false, nil
 }
 
-func (f *fakeMedia) Update(_ context.Context, id string, _ callgridv1.Leg, _ []byte) ([]byte, bool, error) {
+func (f *fakeMedia) Update(_ context.Context, id string, _ callgridv1.Leg, _ []byte, _ bool) ([]byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.open[id] {
 		return nil, false, ErrUnknownSession
 	}
 	return []byte("update"), f.updateTranscodes, nil
+}
+
+func (f *fakeMedia) Rollback(_ context.Context, id string, _ callgridv1.Leg) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.open[id] {
+		return false, ErrUnknownSession
+	}
+	f.updateTranscodes = false
+	return false, nil
 }
 
 func (f *fakeMedia) Close(id string) (*callgridv1.MediaQuality, error) {

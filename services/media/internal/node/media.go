@@ -17,9 +17,13 @@ type Media interface {
 	// whether the legs ended up on different codecs. A provisional answer
 	// (early media) does not start the media timeout; the final one does.
 	Answer(ctx context.Context, sessionID string, sdp []byte, provisional bool) (sdpForA []byte, transcoding bool, err error)
-	// Update applies a re-offer from one leg to a live session and returns
-	// the answer, and whether the legs are now on different codecs.
-	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte) (answer []byte, transcoding bool, err error)
+	// Update applies an in-dialog offer from one leg to a live session, or
+	// with answer set the answer to the other leg's, and returns the SDP for
+	// the other leg and whether the legs are now on different codecs.
+	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte, answer bool) (out []byte, transcoding bool, err error)
+	// Rollback undoes leg's last in-dialog offer, which the other side
+	// rejected, and reports whether the legs are on different codecs.
+	Rollback(ctx context.Context, sessionID string, leg callgridv1.Leg) (transcoding bool, err error)
 	// Close ends a session, frees its ports and returns its quality.
 	Close(sessionID string) (*callgridv1.MediaQuality, error)
 	// Shutdown ends every session.

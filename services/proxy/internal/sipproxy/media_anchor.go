@@ -31,6 +31,9 @@ type callMedia struct {
 	dialog *callgridv1.Dialog
 	// reqLeg is the node leg facing whoever sent an in-dialog request.
 	reqLeg callgridv1.Leg
+	// offered: that request carried an offer, so the SDP of its responses
+	// answers it; without one, a 2xx offers and the ACK answers.
+	offered bool
 	// answered: a 2xx passed through the node, so the session lives on
 	// after the transaction.
 	answered bool
@@ -116,7 +119,7 @@ func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) 
 		}
 	case phaseUpdate:
 		var sdp []byte
-		if sdp, err = s.update(m.sess, otherLeg(m.reqLeg), sdpBody(res)); err == nil {
+		if sdp, err = s.update(m.sess, otherLeg(m.reqLeg), sdpBody(res), m.offered); err == nil {
 			setSDPBody(up, sdp)
 			return
 		}
@@ -178,7 +181,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		if sdp == nil {
 			return nil
 		}
-		out, err := s.update(m.sess, otherLeg(m.reqLeg), sdp)
+		out, err := s.update(m.sess, otherLeg(m.reqLeg), sdp, m.offered)
 		if err != nil {
 			// The dialog is up either way; a failed re-negotiation keeps
 			// the media as it was, which is what a 488 would do too.
@@ -222,6 +225,19 @@ func (s *Server) addNodeToRecordRoute(up *sip.Response, sess mediaSession) {
 	}
 }
 
+// rejectedOffer rolls the node's session back when an in-dialog request's
+// offer got no 2xx: the dialog goes on with the session it had (RFC 3264
+// §8), and so must the node, or a refused hold would leave it holding.
+func (s *Server) rejectedOffer(c *call, outcome forwardOutcome) {
+	m := c.media
+	if m == nil || m.phase != phaseUpdate || !m.offered || outcome.answered {
+		return
+	}
+	if err := s.rollback(m.sess, m.reqLeg); err != nil {
+		c.logger().Warn().Err(err).Msg("rejected offer not rolled back")
+	}
+}
+
 // endMedia releases the session of a new call that was not answered:
 // cause is "cancel" or the final status sent upstream.
 func (s *Server) endMedia(c *call, cause string) {
@@ -262,7 +278,7 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 			setSDPBody(base, reply.GetSdp())
 			return nil
 		}
-		out, err := s.update(sess, leg, sdp)
+		out, err := s.update(sess, leg, sdp, true)
 		if err != nil {
 			c.logger().Warn().Err(err).Msg("answer in ack not anchored")
 			dropBody(base)
@@ -270,7 +286,7 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 		}
 		setSDPBody(base, out)
 	case c.req.Method == sip.INVITE || c.req.Method == sip.UPDATE:
-		c.media = &callMedia{sess: sess, phase: phaseUpdate, reqLeg: leg}
+		c.media = &callMedia{sess: sess, phase: phaseUpdate, reqLeg: leg, offered: sdp != nil}
 		if hasForeignBody(c.req) {
 			return errForeignBody
 		}
@@ -278,7 +294,7 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 			// The offer comes in the response, the answer in the ACK.
 			return nil
 		}
-		out, err := s.update(sess, leg, sdp)
+		out, err := s.update(sess, leg, sdp, false)
 		if err != nil {
 			return err
 		}

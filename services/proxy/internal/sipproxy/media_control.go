@@ -51,12 +51,12 @@ func (s *Server) answer(sess mediaSession, sdp []byte, d *callgridv1.Dialog, pro
 	return reply, nil
 }
 
-// update passes one leg's new SDP to the session's node and returns the SDP
-// for the other leg.
-func (s *Server) update(sess mediaSession, leg callgridv1.Leg, sdp []byte) ([]byte, error) {
+// update passes one leg's new SDP to the session's node, an offer or the
+// answer to the other leg's, and returns the SDP for the other leg.
+func (s *Server) update(sess mediaSession, leg callgridv1.Leg, sdp []byte, answer bool) ([]byte, error) {
 	var out []byte
 	err := s.onSessionNode(sess, func(ctx context.Context, node string) error {
-		reply, err := s.media.Control.Update(ctx, node, &callgridv1.UpdateRequest{SessionId: sess.session, Leg: leg, Sdp: sdp})
+		reply, err := s.media.Control.Update(ctx, node, &callgridv1.UpdateRequest{SessionId: sess.session, Leg: leg, Sdp: sdp, Answer: answer})
 		if err == nil {
 			out = reply.GetSdp()
 		}
@@ -67,6 +67,20 @@ func (s *Server) update(sess mediaSession, leg callgridv1.Leg, sdp []byte) ([]by
 		return nil, fmt.Errorf("update session %s leg %s: %w", sess.session, leg, err)
 	}
 	return out, nil
+}
+
+// rollback tells the session's node that leg's last in-dialog offer was
+// rejected, so the node puts the session back as it was before it.
+func (s *Server) rollback(sess mediaSession, leg callgridv1.Leg) error {
+	err := s.onSessionNode(sess, func(ctx context.Context, node string) error {
+		_, err := s.media.Control.Update(ctx, node, &callgridv1.UpdateRequest{SessionId: sess.session, Leg: leg, Rollback: true})
+		return err
+	})
+	s.countMedia("rollback", err)
+	if err != nil {
+		return fmt.Errorf("roll back session %s leg %s: %w", sess.session, leg, err)
+	}
+	return nil
 }
 
 // release ends a session; cause is the SIP reason ("bye", "cancel", a

@@ -130,7 +130,7 @@ func (s *Server) serviceInDialog(c *call, sess mediaSession) error {
 		if sdp == nil {
 			return errNoOffer
 		}
-		out, err := s.update(sess, callgridv1.Leg_LEG_A, sdp)
+		out, err := s.update(sess, callgridv1.Leg_LEG_A, sdp, false)
 		if err != nil {
 			return err
 		}

@@ -227,6 +227,6 @@ func (s *Server) routeInDialog(c *call) error {
 	if c.req.IsAck() {
 		return s.forwardStateless(c, base, t)
 	}
-	s.forward(c, base, []target{t}, false)
+	s.rejectedOffer(c, s.forward(c, base, []target{t}, false))
 	return nil
 }
