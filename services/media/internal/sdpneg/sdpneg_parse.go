@@ -228,6 +228,12 @@ func parseRTCPAttr(v string, rtpAddr netip.Addr) (netip.AddrPort, error) {
 		if err != nil || addr.Zone() != "" || addr.IsMulticast() {
 			return netip.AddrPort{}, fmt.Errorf("%w: a=rtcp address %q", ErrBadSDP, fields[3])
 		}
+		addr = addr.Unmap()
+		switch {
+		case fields[2] == "IP4" && addr.Is4(), fields[2] == "IP6" && addr.Is6():
+		default:
+			return netip.AddrPort{}, fmt.Errorf("%w: a=rtcp address %q is not %s", ErrBadSDP, fields[3], fields[2])
+		}
 	}
 	return netip.AddrPortFrom(addr, uint16(port)), nil
 }

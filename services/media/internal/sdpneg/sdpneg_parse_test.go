@@ -184,6 +184,8 @@ func TestParseErrors(t *testing.T) {
 		{name: "port out of range", sdp: with("c=IN IP4 192.0.2.1", "m=audio 70000 RTP/AVP 0"), want: ErrBadSDP},
 		{name: "bad payload type", sdp: with("c=IN IP4 192.0.2.1", "m=audio 5000 RTP/AVP 300"), want: ErrBadSDP},
 		{name: "bad rtcp attribute", sdp: with("c=IN IP4 192.0.2.1", "m=audio 5000 RTP/AVP 0", "a=rtcp:abc"), want: ErrBadSDP},
+		{name: "rtcp address of another family", sdp: with("c=IN IP4 192.0.2.1", "m=audio 5000 RTP/AVP 0", "a=rtcp:5001 IN IP4 ::1"), want: ErrBadSDP},
+		{name: "rtcp address type unknown", sdp: with("c=IN IP4 192.0.2.1", "m=audio 5000 RTP/AVP 0", "a=rtcp:5001 IN IPX 192.0.2.1"), want: ErrBadSDP},
 		{name: "srtp only", sdp: with("c=IN IP4 192.0.2.1", "m=audio 5000 RTP/SAVP 0"), want: ErrUnsupportedCodec},
 		{name: "too large", sdp: append(with("c=IN IP4 192.0.2.1", "m=audio 5000 RTP/AVP 0"), make([]byte, maxSDPBytes)...), want: ErrBadSDP},
 	}
