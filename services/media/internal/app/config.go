@@ -57,7 +57,8 @@ type RTPConfig struct {
 	// MediaTimeout ends a call whose sendrecv legs send nothing this long.
 	MediaTimeout time.Duration `yaml:"media_timeout"`
 	// HoldTimeout replaces it while a leg is on hold or one-way: the call
-	// ends once no leg has sent anything for this long; 0 never.
+	// ends once no leg has sent anything for this long (default 1 h);
+	// 0 never.
 	HoldTimeout time.Duration `yaml:"hold_timeout"`
 	// AllowLatching lets a NATed leg lock onto the source of its first
 	// valid RTP packet.
@@ -86,6 +87,7 @@ func Defaults() Config {
 			PortMin:      engine.DefaultPortMin,
 			PortMax:      engine.DefaultPortMax,
 			MediaTimeout: engine.DefaultMediaTimeout,
+			HoldTimeout:  engine.DefaultHoldTimeout,
 		},
 		Opus: OpusConfig{Complexity: opus.Complexity, BitrateBPS: opus.BitrateBPS, FEC: opus.FEC, PacketLossPercent: opus.PacketLossPercent, DTX: opus.DTX},
 	}

@@ -55,6 +55,11 @@ const (
 	DefaultMediaTimeout = 30 * time.Second
 )
 
+// DefaultHoldTimeout is the node configuration's hold timeout when it names
+// none (in Config, 0 means never): an hour outlasts any hold, and a held
+// call whose phones both vanished is not kept for ever.
+const DefaultHoldTimeout = time.Hour
+
 // Config configures an Engine. The zero value gives a working local setup
 // on loopback.
 type Config struct {
