@@ -30,6 +30,9 @@ const (
 	// microseconds, encoding a 20 ms Opus frame about a hundred.
 	DefaultTranscodeCost = (measuredRelayedCallsPerCore + measuredTranscodedCallsPerCore - 1) / measuredTranscodedCallsPerCore
 	DefaultDrainGrace    = 2 * time.Hour
+	// DefaultSetupTimeout outlasts any ringing a proxy allows (Timer C, 3
+	// minutes by default) with room to spare.
+	DefaultSetupTimeout = 10 * time.Minute
 )
 
 // DefaultCapacityUnits is what a node offers before its operator has
@@ -69,6 +72,10 @@ type Config struct {
 	// DrainGrace is how long a draining node waits for its calls to end
 	// before it ends them itself.
 	DrainGrace time.Duration `yaml:"drain_grace"`
+	// SetupTimeout ends a session that has had no final answer for this
+	// long: the proxy that claimed it died, or its release was lost on the
+	// way. It must be longer than the proxies' Timer C.
+	SetupTimeout time.Duration `yaml:"setup_timeout"`
 	// Codecs the node advertises (SDP names).
 	Codecs []string `yaml:"-"`
 	// Version the node reports.
@@ -92,6 +99,9 @@ func (c Config) WithDefaults() Config {
 	if c.DrainGrace == 0 {
 		c.DrainGrace = DefaultDrainGrace
 	}
+	if c.SetupTimeout == 0 {
+		c.SetupTimeout = DefaultSetupTimeout
+	}
 	return c
 }
 
@@ -112,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("node.heartbeat_interval: must be at least 10ms, got %s", c.HeartbeatInterval))
+	}
+	if c.SetupTimeout < 0 {
+		errs = append(errs, fmt.Errorf("node.setup_timeout: must not be negative, got %s", c.SetupTimeout))
 	}
 	if c.DrainGrace < 0 {
 		errs = append(errs, fmt.Errorf("node.drain_grace: must not be negative, got %s", c.DrainGrace))

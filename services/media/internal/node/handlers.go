@@ -204,7 +204,7 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality) {
 // to their class.
 func causeLabel(cause string) string {
 	switch cause {
-	case "bye", "cancel", "media_timeout", "shutdown", "offer_timeout", "delete", "node_down":
+	case "bye", "cancel", "media_timeout", "setup_timeout", "shutdown", "offer_timeout", "delete", "node_down":
 		return cause
 	}
 	if len(cause) == 3 && cause[0] >= '1' && cause[0] <= '6' {

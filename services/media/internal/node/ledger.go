@@ -267,6 +267,20 @@ func (l *ledger) ids() []string {
 	return out
 }
 
+// unansweredSince returns the open sessions created before cutoff that
+// have had no final answer.
+func (l *ledger) unansweredSince(cutoff time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ids []string
+	for id, s := range l.sessions {
+		if s.state == stateOpen && s.answered.IsZero() && s.created.Before(cutoff) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // callRecord is what the bus keeps of an answered session so that a proxy
 // can hang it up should this node die.
 func (l *ledger) callRecord(id, nodeID string) *callgridv1.CallRecord {

@@ -136,6 +136,9 @@ func (n *Node) Run(ctx context.Context) error {
 	writerCtx, stopWriter := context.WithCancel(context.Background())
 	wg.Go(func() { n.writer.run(writerCtx) })
 
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	wg.Go(func() { n.reapUnanswered(reapCtx) })
+
 	n.heartbeat = fleet.NewHeartbeat(n.bus, kv, n.cfg.ID, n.cfg.HeartbeatInterval, n.Status, n.log)
 	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
 	wg.Go(func() { _ = n.heartbeat.Run(hbCtx) })
@@ -149,11 +152,34 @@ func (n *Node) Run(ctx context.Context) error {
 		_ = s.Unsubscribe()
 	}
 	stopHeartbeat()
+	stopReaping()
 	stopWriter()
 	wg.Wait()
 	n.media.Shutdown()
 	n.log.Info().Msg("media node stopped")
 	return nil
+}
+
+// reapUnanswered ends sessions that never got a final answer within
+// SetupTimeout. A proxy releases every call it gives up on, but it may die
+// between the offer and the answer, or its release may be lost while the
+// bus is away; without this the session would hold its units and ports
+// until the node restarts.
+func (n *Node) reapUnanswered(ctx context.Context) {
+	tick := time.NewTicker(min(max(n.cfg.SetupTimeout/4, 10*time.Millisecond), 10*time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			for _, id := range n.ledger.unansweredSince(now.Add(-n.cfg.SetupTimeout)) {
+				if _, ok := n.endSession(id, "setup_timeout"); ok {
+					n.log.Warn().Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
+				}
+			}
+		}
+	}
 }
 
 func (n *Node) waitForCalls() {
