@@ -26,6 +26,9 @@ type calleeBehaviour struct {
 	// silentEarlyMedia sends the answer in a 183 first and no RTP until
 	// the 200: a callee whose early media stays silent while it rings.
 	silentEarlyMedia bool
+	// bodilessFinal, with silentEarlyMedia, sends the 200 without SDP: the
+	// 183 carried the answer, as with reliable provisional responses.
+	bodilessFinal bool
 }
 
 // phone is a SIP user agent with one RTP endpoint and one codec.
@@ -195,10 +198,22 @@ func (p *phone) dial(ctx context.Context, proxy, to string) (*sipgo.DialogClient
 	if err != nil {
 		return nil, err
 	}
-	if err := sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user.name, Password: p.user.password}); err != nil {
+	var early []byte
+	keepEarly := func(res *sip.Response) error {
+		if res.StatusCode > 100 && res.StatusCode < 200 && len(res.Body()) > 0 {
+			early = res.Body()
+		}
+		return nil
+	}
+	if err := sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user.name, Password: p.user.password, OnResponse: keepEarly}); err != nil {
 		return sess, err
 	}
-	if err := p.useAnswer(sess.InviteResponse.Body()); err != nil {
+	answer := sess.InviteResponse.Body()
+	if len(answer) == 0 {
+		// Answered in a provisional response already (RFC 3262).
+		answer = early
+	}
+	if err := p.useAnswer(answer); err != nil {
 		return sess, err
 	}
 	return sess, sess.Ack(ctx)
@@ -312,6 +327,13 @@ func (p *phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if err != nil {
 		_ = dlg.Respond(sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)
+		return
+	}
+	if early != nil && b.bodilessFinal {
+		if err := dlg.Respond(sip.StatusOK, "OK", nil); err != nil {
+			return
+		}
+		p.answered <- dlg
 		return
 	}
 	if err := dlg.Respond(sip.StatusOK, "OK", answer, sip.NewHeader("Content-Type", "application/sdp")); err != nil {

@@ -99,6 +99,22 @@ func TestSilentEarlyMediaIsNotADeadCall(t *testing.T) {
 	s.node.waitIdle(t)
 }
 
+// TestAnswerInProvisionalIsFinalAtTheNode: a callee that answers in its
+// 183 and sends a 200 without SDP (reliable provisional responses) has a
+// call the node takes as answered: audio flows, and when both phones fall
+// silent the media timeout hangs it up.
+func TestAnswerInProvisionalIsFinalAtTheNode(t *testing.T) {
+	s := startStack(t, proxyOpts{}, mediaOpts{mediaTimeout: time.Second})
+	caller, callee := pcmuPair(t, alice, bob, s.proxy.sipAddr)
+	callee.behaviour.Store(&calleeBehaviour{ringFor: 100 * time.Millisecond, silentEarlyMedia: true, bodilessFinal: true})
+	c := connect(t, caller, callee, s.proxy.sipAddr)
+	c.caller.rtp.sending.Store(false)
+	c.callee.rtp.sending.Store(false)
+	receiveWithin(t, "bye at caller", c.caller.byes, 8*time.Second)
+	receiveWithin(t, "bye at callee", c.callee.byes, 8*time.Second)
+	s.node.waitIdle(t)
+}
+
 // TestMediaTimeoutWaitsForAProxy: a call times out while no proxy runs;
 // the timeout waits in the events stream, and one of the proxies started
 // next hangs the call up. Dead calls end even across a proxy outage.

@@ -34,6 +34,9 @@ type callMedia struct {
 	// offered: that request carried an offer, so the SDP of its responses
 	// answers it; without one, a 2xx offers and the ACK answers.
 	offered bool
+	// earlyAnswer is the callee's SDP of the last provisional response the
+	// node took: the answer itself when the 2xx carries none (RFC 3262).
+	earlyAnswer []byte
 	// answered: a 2xx passed through the node, so the session lives on
 	// after the transaction.
 	answered bool
@@ -114,6 +117,7 @@ func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) 
 	case phaseOffered:
 		var reply *callgridv1.AnswerReply
 		if reply, err = s.answer(m.sess, sdpBody(res), s.withCallee(m.dialog, res), true); err == nil {
+			m.earlyAnswer = sdpBody(res)
 			setSDPBody(up, reply.GetSdp())
 			return
 		}
@@ -141,18 +145,25 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 	sdp := sdpBody(res)
 	switch m.phase {
 	case phaseOffered:
-		if sdp == nil {
-			// The answer came in a reliable provisional response already.
-			m.answered = true
-			return nil
+		early := sdp == nil
+		if early {
+			// The answer came in a reliable provisional response already:
+			// the node hears it again as final, which starts the call's
+			// media timeout and records it as answered.
+			if sdp = m.earlyAnswer; sdp == nil {
+				m.answered = true
+				return nil
+			}
 		}
 		reply, err := s.answer(m.sess, sdp, s.withCallee(m.dialog, res), false)
 		if err != nil {
 			return err
 		}
-		setSDPBody(up, reply.GetSdp())
 		m.answered = true
-		m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp()})
+		if !early {
+			setSDPBody(up, reply.GetSdp())
+			m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp()})
+		}
 		s.publishCallAnswered(m.sess, m.dialog.GetCallId(), reply.GetTranscoding())
 	case phaseLateOffer:
 		if sdp == nil {
