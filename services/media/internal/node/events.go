@@ -18,6 +18,15 @@ const busQueueSize = 4096
 // kvWriteTimeout bounds one call-record write.
 const kvWriteTimeout = 2 * time.Second
 
+// A write that fails is tried again, waiting writeRetryMin, doubling to
+// writeRetryMax: for as long as the bus is away, and writeAttempts times
+// while it is up.
+const (
+	writeRetryMin = 100 * time.Millisecond
+	writeRetryMax = 5 * time.Second
+	writeAttempts = 5
+)
+
 type busWriteKind int
 
 const (
@@ -68,17 +77,19 @@ func (w *busWriter) forget(key string) {
 	w.enqueue(busWrite{kind: writeForget, label: "call_record_delete", key: key})
 }
 
-// run writes until ctx ends, then flushes what is queued.
+// run writes until ctx ends, then flushes what is queued, once each.
 func (w *busWriter) run(ctx context.Context) {
 	for {
 		select {
 		case op := <-w.ch:
-			w.write(op)
+			w.writeRetrying(ctx, op)
 		case <-ctx.Done():
 			for {
 				select {
 				case op := <-w.ch:
-					w.write(op)
+					if err := w.write(op); err != nil {
+						w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
+					}
 				default:
 					return
 				}
@@ -87,7 +98,41 @@ func (w *busWriter) run(ctx context.Context) {
 	}
 }
 
-func (w *busWriter) write(op busWrite) {
+// writeRetrying makes one write, trying again while the bus is away (the
+// writes behind it wait, so their order holds) and a few times while it is
+// up. A media timeout or call record that a proxy must act on thus
+// survives a bus outage; the queue's bound still caps what waits.
+func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
+	wait, failed := writeRetryMin, 0
+	for {
+		err := w.write(op)
+		if err == nil {
+			if failed > 0 || wait > writeRetryMin {
+				w.log.Info().Str("kind", op.label).Msg("bus write made after retries")
+			}
+			return
+		}
+		if w.bus.Connected() {
+			failed++
+		}
+		if failed >= writeAttempts {
+			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed: dropped")
+			return
+		}
+		if wait == writeRetryMin {
+			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed: retrying")
+		}
+		select {
+		case <-ctx.Done():
+			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, writeRetryMax)
+	}
+}
+
+func (w *busWriter) write(op busWrite) error {
 	var err error
 	switch op.kind {
 	case writeEvent:
@@ -104,7 +149,5 @@ func (w *busWriter) write(op busWrite) {
 		err = w.calls.Delete(ctx, op.key)
 		cancel()
 	}
-	if err != nil {
-		w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed")
-	}
+	return err
 }
