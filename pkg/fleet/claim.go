@@ -24,6 +24,11 @@ const (
 	// releaseTimeout bounds the delete sent to a node whose offer reply
 	// never came, so a reservation made there is not stranded.
 	releaseTimeout = time.Second
+	// A release without a reply is tried again, waiting releaseRetryMin
+	// doubling to releaseRetryMax, for releaseRetryFor in all.
+	releaseRetryMin = 250 * time.Millisecond
+	releaseRetryMax = 4 * time.Second
+	releaseRetryFor = 30 * time.Second
 )
 
 // ErrNoMediaCapacity: no node in the fleet could take the session.
@@ -161,13 +166,12 @@ func (c *Claimer) offerOne(ctx context.Context, nodeID string, req *callgridv1.O
 	defer cancel()
 	reply := new(callgridv1.OfferReply)
 	err := c.bus.Request(actx, "offer", bus.MediaSubject(nodeID, bus.OpOffer), req, reply)
-	if errors.Is(err, bus.ErrTimeout) {
-		// The node may have reserved before the reply was lost: release
-		// the session id there so the units come back.
-		c.releaseLater(nodeID, req.GetSessionId())
-		return nil, err
-	}
 	if err != nil {
+		// No reply, whatever the reason (timeout, the caller gave up, the
+		// bus dropped): the node may have reserved before the reply was
+		// lost, so the session id is released there and the units come
+		// back. A node that never saw the offer answers UNKNOWN_SESSION.
+		c.releaseLater(nodeID, req.GetSessionId())
 		return nil, err
 	}
 	if reply.GetStatus() != callgridv1.Status_STATUS_OK {
@@ -180,11 +184,24 @@ func (c *Claimer) offerOne(ctx context.Context, nodeID string, req *callgridv1.O
 	return reply, nil
 }
 
+// releaseLater deletes a session whose offer got no reply, trying again
+// while no reply comes (the bus may be away) for up to releaseRetryFor;
+// any reply, UNKNOWN_SESSION included, settles it. Past that the node's
+// own setup timeout ends the session.
 func (c *Claimer) releaseLater(nodeID, sessionID string) {
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-		defer cancel()
-		_, _ = c.Delete(ctx, nodeID, &callgridv1.DeleteRequest{SessionId: sessionID, Cause: "offer_timeout"})
+		wait := releaseRetryMin
+		for deadline := time.Now().Add(releaseRetryFor); ; {
+			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+			_, err := c.Delete(ctx, nodeID, &callgridv1.DeleteRequest{SessionId: sessionID, Cause: "offer_timeout"})
+			cancel()
+			var status *bus.StatusError
+			if err == nil || errors.As(err, &status) || time.Now().Add(wait).After(deadline) {
+				return
+			}
+			time.Sleep(wait)
+			wait = min(2*wait, releaseRetryMax)
+		}
 	}()
 }
 

@@ -142,15 +142,23 @@ type testNode struct {
 
 func startNode(t testing.TB, tb *testBus, id string, units int) *testNode {
 	t.Helper()
-	c := connect(t, tb, "media-"+id)
 	m := newFakeMedia()
+	tn := startNodeOn(t, tb, id, units, m)
+	tn.media = m
+	return tn
+}
+
+// startNodeOn starts a node whose sessions m carries.
+func startNodeOn(t testing.TB, tb *testBus, id string, units int, m Media) *testNode {
+	t.Helper()
+	c := connect(t, tb, "media-"+id)
 	n, err := New(Config{ID: id, AdvertiseAddress: "127.0.0.1", CapacityUnits: units, HeartbeatInterval: testInterval, DrainGrace: 5 * time.Second},
 		testLogger(t), prometheus.NewRegistry(), c, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tn := &testNode{Node: n, media: m, client: c, cancel: cancel, done: make(chan struct{})}
+	tn := &testNode{Node: n, client: c, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(tn.done)
 		if err := n.Run(ctx); err != nil {
