@@ -19,8 +19,16 @@ import (
 const DefaultCallRecordMaxAge = 24 * time.Hour
 
 // reaperKeyPrefix marks the key a proxy creates to take a dead node's calls:
-// KV Create succeeds for one replica only.
-const reaperKeyPrefix = "reaper."
+// KV Create succeeds for one replica only. ReservedNodeID is therefore no
+// node's id: its calls' keys would share the locks' names.
+const (
+	reaperKeyPrefix = ReservedNodeID + "."
+	ReservedNodeID  = "reaper"
+)
+
+// staleReaperLock is the age past which a reaper lock is taken for one a
+// replica left behind as it died: taking a node's calls lasts seconds.
+const staleReaperLock = time.Minute
 
 // OpenCallsBucket opens (creating if needed) the bucket of answered calls.
 func OpenCallsBucket(ctx context.Context, c *bus.Client, replicas int) (jetstream.KeyValue, error) {
@@ -50,7 +58,7 @@ func CallKey(nodeID, sessionID string) string { return nodeID + "." + sessionID 
 // hung up once.
 func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]*callgridv1.CallRecord, error) {
 	lock := reaperKeyPrefix + nodeID
-	if _, err := kv.Create(ctx, lock, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+	if err := takeReaperLock(ctx, kv, lock); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, nil
 		}
@@ -84,4 +92,30 @@ func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 		_ = kv.Delete(ctx, key)
 	}
 	return records, nil
+}
+
+// takeReaperLock creates lock, or takes it over when the replica that
+// created it left it behind (it died before its deferred delete): a lock
+// older than staleReaperLock. ErrKeyExists means another replica holds it.
+func takeReaperLock(ctx context.Context, kv jetstream.KeyValue, lock string) error {
+	now := time.Now().UTC()
+	stamp := []byte(now.Format(time.RFC3339Nano))
+	_, err := kv.Create(ctx, lock, stamp)
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	entry, gerr := kv.Get(ctx, lock)
+	if gerr != nil {
+		return err
+	}
+	taken, perr := time.Parse(time.RFC3339Nano, string(entry.Value()))
+	if perr == nil && now.Sub(taken) < staleReaperLock {
+		return err
+	}
+	// Stale (or unreadable): take it at the revision read, so that of
+	// several replicas doing so at once one wins.
+	if _, uerr := kv.Update(ctx, lock, stamp, entry.Revision()); uerr != nil {
+		return jetstream.ErrKeyExists
+	}
+	return nil
 }

@@ -111,6 +111,9 @@ func (c Config) Validate() error {
 	if err := bus.ValidateToken(c.ID); err != nil {
 		errs = append(errs, fmt.Errorf("node.id: %w", err))
 	}
+	if c.ID == fleet.ReservedNodeID {
+		errs = append(errs, fmt.Errorf("node.id: %q is reserved for the fleet's own keys", c.ID))
+	}
 	if c.CapacityUnits <= 0 {
 		errs = append(errs, fmt.Errorf("node.capacity_units: must be positive, got %d", c.CapacityUnits))
 	}

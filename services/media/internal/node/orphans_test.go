@@ -90,3 +90,43 @@ func TestEndedCallLeavesNoRecord(t *testing.T) {
 		return err != nil
 	})
 }
+
+// A reaper lock a replica left behind as it died (it never deleted it)
+// does not keep the node's calls from being taken: past its age, another
+// replica takes the lock over. A fresh one still keeps them to its holder.
+func TestStaleReaperLockIsTakenOver(t *testing.T) {
+	tb := startBus(t)
+	p := startProxy(t, tb, "p", fleet.ClaimConfig{})
+	calls, err := fleet.OpenCallsBucket(context.Background(), p.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	record := func(session string) {
+		t.Helper()
+		if _, err := calls.Put(ctx, fleet.CallKey("gone", session), []byte{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock := fleet.ReservedNodeID + ".gone"
+	record("s1")
+	if _, err := calls.Create(ctx, lock, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := fleet.ClaimOrphans(ctx, calls, "gone"); err != nil || len(recs) != 0 {
+		t.Fatalf("taken under another replica's fresh lock: %v, %v", recs, err)
+	}
+	if _, err := calls.Put(ctx, lock, []byte(time.Now().Add(-2*time.Minute).UTC().Format(time.RFC3339Nano))); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := fleet.ClaimOrphans(ctx, calls, "gone")
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("under a stale lock: %d records, %v; want the one", len(recs), err)
+	}
+}
+
+func TestReservedNodeIDIsRefused(t *testing.T) {
+	if err := (Config{ID: fleet.ReservedNodeID, CapacityUnits: 1}).WithDefaults().Validate(); err == nil {
+		t.Fatal("a node id that collides with the reaper locks was accepted")
+	}
+}
