@@ -71,11 +71,7 @@ func TestMediaTimeoutHangsUpBothLegs(t *testing.T) {
 	s := startStack(t, proxyOpts{}, mediaOpts{mediaTimeout: time.Second})
 	caller, callee := pcmuPair(t, alice, bob, s.proxy.sipAddr)
 	c := connect(t, caller, callee, s.proxy.sipAddr)
-	c.caller.rtp.sending.Store(false)
-	c.callee.rtp.sending.Store(false)
-	receiveWithin(t, "bye at caller", c.caller.byes, 8*time.Second)
-	receiveWithin(t, "bye at callee", c.callee.byes, 8*time.Second)
-	s.node.waitIdle(t)
+	fallSilentAndHangUp(t, s, c)
 	if got := scrape(t, s.proxy.httpURL, "sip_proxy_media_hangups_total"); got != 2 {
 		t.Errorf("the proxy sent %v BYEs of its own, want 2", got)
 	}
@@ -108,6 +104,13 @@ func TestAnswerInProvisionalIsFinalAtTheNode(t *testing.T) {
 	caller, callee := pcmuPair(t, alice, bob, s.proxy.sipAddr)
 	callee.behaviour.Store(&calleeBehaviour{ringFor: 100 * time.Millisecond, silentEarlyMedia: true, bodilessFinal: true})
 	c := connect(t, caller, callee, s.proxy.sipAddr)
+	fallSilentAndHangUp(t, s, c)
+}
+
+// fallSilentAndHangUp silences both phones of c and waits for the media
+// timeout's BYE at each and for the node to be idle.
+func fallSilentAndHangUp(t *testing.T, s *stack, c *call) {
+	t.Helper()
 	c.caller.rtp.sending.Store(false)
 	c.callee.rtp.sending.Store(false)
 	receiveWithin(t, "bye at caller", c.caller.byes, 8*time.Second)

@@ -21,24 +21,12 @@ func TestWritesDuringABusOutageWaitForTheBus(t *testing.T) {
 	n := startNode(t, tb, "n", 10)
 	p := startProxy(t, tb, "p", fleet.ClaimConfig{})
 	eventually(t, 5*time.Second, "node in view", func() bool { return p.view.Has("n") })
-	dialog := &callgridv1.Dialog{CallId: "call-1", CallerTag: "a", CalleeTag: "b"}
-	offer, err := p.claimer.Offer(context.Background(), &callgridv1.OfferRequest{CallId: "call-1", Sdp: []byte("v=0"), Dialog: dialog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.claimer.Answer(context.Background(), "n", &callgridv1.AnswerRequest{SessionId: offer.GetSessionId(), Sdp: []byte("v=0"), Dialog: dialog}); err != nil {
-		t.Fatal(err)
-	}
-	calls, err := fleet.OpenCallsBucket(context.Background(), p.client, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := fleet.CallKey("n", offer.GetSessionId())
-	eventually(t, 3*time.Second, "call record", func() bool { _, err := calls.Get(context.Background(), key); return err == nil })
+	session, calls := answeredCall(t, p, "n", &callgridv1.Dialog{CallId: "call-1", CallerTag: "a", CalleeTag: "b"})
+	key := fleet.CallKey("n", session)
 
 	tb.srv.Shutdown()
 	eventually(t, 3*time.Second, "node sees the bus away", func() bool { return !n.client.Connected() })
-	n.HandleMediaTimeout(offer.GetSessionId(), &callgridv1.MediaQuality{})
+	n.HandleMediaTimeout(session, &callgridv1.MediaQuality{})
 	time.Sleep(200 * time.Millisecond)
 	tb.restart(t)
 	eventually(t, 5*time.Second, "node reconnected", n.client.Connected)

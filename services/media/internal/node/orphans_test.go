@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"callgrid.dev/pkg/fleet"
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
@@ -17,27 +19,10 @@ func TestDeadNodesCallsAreTakenByExactlyOneProxy(t *testing.T) {
 	eventually(t, 5*time.Second, "node in view", func() bool { return p.view.Has("doomed") })
 
 	dialog := &callgridv1.Dialog{CallId: "call-1", CallerTag: "a", CalleeTag: "b", CallerContact: "sip:alice@127.0.0.1:5070"}
-	offer, err := p.claimer.Offer(context.Background(), &callgridv1.OfferRequest{CallId: "call-1", Sdp: []byte("v=0"), Dialog: dialog})
-	if err != nil {
+	if _, err := p.claimer.Offer(context.Background(), offerReq("call-2")); err != nil { // never answered
 		t.Fatal(err)
 	}
-	unanswered, err := p.claimer.Offer(context.Background(), offerReq("call-2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = unanswered
-	if _, err := p.claimer.Answer(context.Background(), "doomed", &callgridv1.AnswerRequest{SessionId: offer.GetSessionId(), Sdp: []byte("v=0"), Dialog: dialog}); err != nil {
-		t.Fatal(err)
-	}
-	calls, err := fleet.OpenCallsBucket(context.Background(), p.client, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := fleet.CallKey("doomed", offer.GetSessionId())
-	eventually(t, 3*time.Second, "the answered call's record", func() bool {
-		_, err := calls.Get(context.Background(), key)
-		return err == nil
-	})
+	session, calls := answeredCall(t, p, "doomed", dialog)
 
 	// The node dies without a word; three replicas race for its calls.
 	n.client.Conn().Close()
@@ -58,12 +43,36 @@ func TestDeadNodesCallsAreTakenByExactlyOneProxy(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if len(taken) != 1 || taken[0].GetSessionId() != offer.GetSessionId() || taken[0].GetDialog().GetCallerContact() != dialog.GetCallerContact() {
+	if len(taken) != 1 || taken[0].GetSessionId() != session || taken[0].GetDialog().GetCallerContact() != dialog.GetCallerContact() {
 		t.Fatalf("orphans taken: %v; want the one answered call, once", taken)
 	}
 	if recs, _ := fleet.ClaimOrphans(context.Background(), calls, "doomed"); len(recs) != 0 {
 		t.Fatalf("records taken twice: %v", recs)
 	}
+}
+
+// answeredCall claims and answers a call on node through p and waits for
+// its call record; it returns the session and the calls bucket.
+func answeredCall(t *testing.T, p *testProxy, node string, dialog *callgridv1.Dialog) (string, jetstream.KeyValue) {
+	t.Helper()
+	ctx := context.Background()
+	offer, err := p.claimer.Offer(ctx, &callgridv1.OfferRequest{CallId: dialog.GetCallId(), Sdp: []byte("v=0"), Dialog: dialog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.claimer.Answer(ctx, node, &callgridv1.AnswerRequest{SessionId: offer.GetSessionId(), Sdp: []byte("v=0"), Dialog: dialog}); err != nil {
+		t.Fatal(err)
+	}
+	calls, err := fleet.OpenCallsBucket(ctx, p.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := fleet.CallKey(node, offer.GetSessionId())
+	eventually(t, 3*time.Second, "the answered call's record", func() bool {
+		_, err := calls.Get(ctx, key)
+		return err == nil
+	})
+	return offer.GetSessionId(), calls
 }
 
 func TestEndedCallLeavesNoRecord(t *testing.T) {
