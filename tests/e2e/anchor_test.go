@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,6 +184,51 @@ func TestRejectedHoldKeepsTheCall(t *testing.T) {
 	receiveWithin(t, "hold re-invite at callee", callee.reinvites, 5*time.Second)
 	stillTalking(t, c)
 	if err := c.out.Bye(ctx); err != nil {
+		t.Fatalf("bye: %v", err)
+	}
+	s.node.waitIdle(t)
+}
+
+// TestGlareRejectedBothWaysKeepsTheCall: caller and callee re-INVITE at
+// once and each answers the other's 491 (RFC 3261 14.1). Both offers were
+// rejected, so the session stays as it was before either (RFC 3264 §8), at
+// the node too: audio still flows both ways.
+func TestGlareRejectedBothWaysKeepsTheCall(t *testing.T) {
+	s := startStack(t, proxyOpts{}, mediaOpts{})
+	caller := newPhone(t, alice, pcmuCodec(), 0, 101, callerHz)
+	var (
+		c     *call
+		glare atomic.Bool
+	)
+	callee := newPhone(t, bob, pcmuCodec(), 0, 101, calleeHz, func(p *phone, srv *sipgo.Server) {
+		srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+			if !req.To().Params.Has("tag") || !glare.Load() {
+				p.onInvite(req, tx)
+				return
+			}
+			p.reinvites <- req
+			// The callee's own re-INVITE is on its way as the caller's
+			// arrives: each side answers the other 491.
+			re := sip.NewRequest(sip.INVITE, c.invite.Contact().Address)
+			re.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			re.SetBody(p.localSDP("sendrecv"))
+			if res, err := c.in.Do(withTimeout(t, 5*time.Second), re); err != nil || res.StatusCode != sip.StatusRequestPending {
+				t.Errorf("the callee's crossing re-INVITE: %v, %v; want 491", res, err)
+			}
+			_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusRequestPending, "Request Pending", nil))
+		})
+	})
+	callee.register(t, s.proxy.sipAddr)
+	c = connect(t, caller, callee, s.proxy.sipAddr)
+
+	glare.Store(true)
+	caller.rejectReinvites.Store(sip.StatusRequestPending)
+	if err := caller.reinvite(withTimeout(t, 10*time.Second), c.out, "sendonly"); err == nil {
+		t.Fatal("the caller's hold was answered 200")
+	}
+	receiveWithin(t, "the caller's re-INVITE at the callee", callee.reinvites, 5*time.Second)
+	stillTalking(t, c)
+	if err := c.out.Bye(withTimeout(t, 10*time.Second)); err != nil {
 		t.Fatalf("bye: %v", err)
 	}
 	s.node.waitIdle(t)

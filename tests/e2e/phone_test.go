@@ -62,7 +62,9 @@ type phone struct {
 	messages chan *sip.Request
 }
 
-func newPhone(t *testing.T, u user, codec *audioCodec, audioPT, eventPT uint8, toneHz float64) *phone {
+// newPhone starts a phone on a UDP port of its own; hooks may replace its
+// server's handlers before it serves.
+func newPhone(t *testing.T, u user, codec *audioCodec, audioPT, eventPT uint8, toneHz float64, hooks ...func(*phone, *sipgo.Server)) *phone {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -81,6 +83,9 @@ func newPhone(t *testing.T, u user, codec *audioCodec, audioPT, eventPT uint8, t
 	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: u.name, Host: "127.0.0.1", Port: port}}
 	p, srv := newPhoneOn(t, u, ua, cli, contact, codec, audioPT, eventPT, toneHz)
 	p.port = port
+	for _, hook := range hooks {
+		hook(p, srv)
+	}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

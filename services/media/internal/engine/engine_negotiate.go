@@ -267,10 +267,10 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	dir := desc.Audio().Direction
 	switch {
 	case !answer:
-		s.offerFrom = which
-		s.beforeOffer = [2]legState{s.legs[0].state(), s.legs[1].state()}
-	case s.offerFrom == other.side:
+		s.pending[which.index()] = &pendingOffer{offerer: l.state(), otherTold: sdpneg.Direction(other.told.Load())}
+	case s.pending[other.side.index()] != nil:
 		dir = dir.Within(other.desc.Audio().Direction)
+		s.pending[other.side.index()] = nil
 	}
 	l.setDescription(desc, chosen, e)
 	if err := s.reroute(); err != nil {
@@ -281,10 +281,13 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	return out, s.transcoding, err
 }
 
-// Rollback undoes the last offer from leg which, rejected by the other
+// Rollback undoes the pending offer from leg which, rejected by the other
 // side (a 488 or 491 to its re-INVITE): RFC 3264 §8 keeps the session as
-// it was, so both legs go back to the SDP and codec they had before it.
-// Without such an offer it changes nothing. It reports whether the session
+// it was, so the offering leg goes back to the SDP and codec it had before
+// it, and the other to the direction it was told before. Each leg's offer
+// is undone on its own, so when both cross (glare) and both are rejected
+// the session is back where it started. Without such an offer it changes
+// nothing. It reports whether the session
 // transcodes.
 func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (bool, error) {
 	if err := ctx.Err(); err != nil {
@@ -296,13 +299,13 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (boo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.service.terminates() || which == LegUnknown || s.offerFrom != which {
+	if s.service.terminates() || (which != LegA && which != LegB) || s.pending[which.index()] == nil {
 		return s.transcoding, nil
 	}
-	for i, st := range s.beforeOffer {
-		s.legs[i].restore(st, e)
-	}
-	s.offerFrom = LegUnknown
+	p := s.pending[which.index()]
+	s.pending[which.index()] = nil
+	s.legs[which.index()].restore(p.offerer, e)
+	s.legs[1-which.index()].told.Store(int32(p.otherTold))
 	if err := s.reroute(); err != nil {
 		return s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
 	}
@@ -395,6 +398,13 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 	}
 	s.established.Store(true)
 	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
+}
+
+// pendingOffer is what an in-dialog offer changed: the offering leg, and
+// the direction the node then told the other leg.
+type pendingOffer struct {
+	offerer   legState
+	otherTold sdpneg.Direction
 }
 
 // legState is what an offer changes on a leg.

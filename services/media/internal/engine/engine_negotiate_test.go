@@ -177,3 +177,30 @@ func TestRejectedReOfferIsRolledBack(t *testing.T) {
 	}
 	relays(t, "B to A after a second rollback", b, nodeB, 4, a)
 }
+
+// Offers that cross (glare) and are both rejected (491 each way) leave
+// the session as it was before either, in whichever order the rejections
+// come.
+func TestCrossedOffersBothRolledBack(t *testing.T) {
+	for _, order := range [][2]Leg{{LegA, LegB}, {LegB, LegA}} {
+		t.Run(order[0].String()+" first", func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			ctx := t.Context()
+			nodeA, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+			if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("0", "a=sendonly"), false); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=inactive"), false); err != nil {
+				t.Fatal(err)
+			}
+			for _, leg := range order {
+				if _, err := e.Rollback(ctx, "s1", leg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			relays(t, "A to B", a, nodeA, 1, b)
+			relays(t, "B to A", b, nodeB, 2, a)
+		})
+	}
+}

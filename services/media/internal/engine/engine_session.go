@@ -41,10 +41,10 @@ type session struct {
 	answerReply []byte
 	transcoding bool
 	closers     []func() // codec state, released after the goroutines end
-	// The in-dialog offer awaiting its outcome, from which leg, and both
-	// legs as they stood before it, for a rollback if it is rejected.
-	offerFrom   Leg
-	beforeOffer [2]legState
+	// The in-dialog offer each leg made that awaits its answer, with what
+	// it changed, for a rollback if it is rejected (both may be pending at
+	// once: glare).
+	pending [2]*pendingOffer
 
 	loop     int // index of the event loop that reads every socket of the session
 	done     chan struct{}
