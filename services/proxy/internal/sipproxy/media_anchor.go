@@ -47,7 +47,7 @@ type callMedia struct {
 }
 
 type rewritten2xx struct {
-	body []byte
+	body []byte // nil: the 2xx goes without one
 	// routed is the late-offer session whose node our Record-Route names.
 	routed *mediaSession
 }
@@ -195,9 +195,17 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		out, err := s.update(m.sess, otherLeg(m.reqLeg), sdp, m.offered)
 		if err != nil {
 			// The dialog is up either way; a failed re-negotiation keeps
-			// the media as it was, which is what a 488 would do too.
+			// the media as it was, which is what a 488 would do too: the
+			// node forgets the offer it took, and neither this 2xx nor its
+			// retransmissions carry the callee's SDP past it.
 			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored")
 			dropBody(up)
+			m.sent2xx.Store(&rewritten2xx{})
+			if m.offered {
+				if err := s.rollback(m.sess, m.reqLeg); err != nil {
+					c.logger().Warn().Err(err).Msg("refused answer's offer not rolled back")
+				}
+			}
 			return nil
 		}
 		setSDPBody(up, out)
@@ -206,19 +214,28 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 	return nil
 }
 
-// rewriteRetransmitted2xx gives a retransmitted 2xx what the first one got.
-func (m *callMedia) rewriteRetransmitted2xx(s *Server, up *sip.Response) {
+// rewriteRetransmitted2xx gives a retransmitted 2xx what the first one got,
+// and reports whether to relay it. One with SDP that comes while the first
+// is still with the node (or never got through it) is dropped: it would
+// carry the callee's own address past the node, and the callee repeats it
+// until it is acknowledged.
+func (m *callMedia) rewriteRetransmitted2xx(s *Server, up *sip.Response) bool {
 	if m == nil {
-		return
+		return true
 	}
 	sent := m.sent2xx.Load()
 	if sent == nil {
-		return
+		return sdpBody(up) == nil && !hasForeignBody(up)
 	}
-	setSDPBody(up, sent.body)
+	if sent.body == nil {
+		dropBody(up)
+	} else {
+		setSDPBody(up, sent.body)
+	}
 	if sent.routed != nil {
 		s.addNodeToRecordRoute(up, *sent.routed)
 	}
+	return true
 }
 
 // addNodeToRecordRoute names the node in our Record-Route entries of a

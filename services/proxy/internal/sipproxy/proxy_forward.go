@@ -213,8 +213,9 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 		tx.OnRetransmission(func(r *sip.Response) {
 			if r.IsSuccess() {
 				up := s.upstreamResponse(c.req, r)
-				c.media.rewriteRetransmitted2xx(s, up)
-				_ = c.tx.Respond(up)
+				if c.media.rewriteRetransmitted2xx(s, up) {
+					_ = c.tx.Respond(up)
+				}
 			}
 		})
 	}

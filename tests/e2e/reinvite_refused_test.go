@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// TestRefusedReinviteAnswerKeepsTheCall: the callee answers a hold
+// re-INVITE with a 200 whose SDP the node cannot take (a codec it lacks),
+// and retransmits it. Neither the 200 nor its retransmission hands the
+// caller the callee's own address, and the node goes back to the session
+// it had: audio still flows both ways.
+func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
+	s := startStack(t, proxyOpts{}, mediaOpts{})
+	caller := newPhone(t, alice, pcmuCodec(), 0, 101, callerHz)
+	var refuse atomic.Bool
+	callee := newPhone(t, bob, pcmuCodec(), 0, 101, calleeHz, func(p *phone, srv *sipgo.Server) {
+		srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+			if !req.To().Params.Has("tag") || !refuse.Load() {
+				p.onInvite(req, tx)
+				return
+			}
+			p.reinvites <- req
+			g729 := &audioCodec{name: "G729", clock: 8000}
+			res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", sdpFor(p.rtp.port(), g729, 18, 101, "recvonly"))
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.AppendHeader(sip.HeaderClone(&p.contact))
+			_ = tx.Respond(res)
+			time.Sleep(500 * time.Millisecond)
+			_ = tx.Respond(res) // a retransmission (RFC 3261 13.3.1.4)
+		})
+	})
+	callee.register(t, s.proxy.sipAddr)
+	c := connect(t, caller, callee, s.proxy.sipAddr)
+	refuse.Store(true)
+
+	re := sip.NewRequest(sip.INVITE, c.out.InviteResponse.Contact().Address)
+	re.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	re.SetBody(caller.localSDP("sendonly"))
+	tx, err := c.out.TransactionRequest(withTimeout(t, 10*time.Second), re)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	retransmitted := make(chan *sip.Response, 4)
+	tx.OnRetransmission(func(r *sip.Response) { sendOrDrop(retransmitted, r) })
+	var first *sip.Response
+	for first == nil {
+		select {
+		case r := <-tx.Responses():
+			if !r.IsProvisional() {
+				first = r
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no final response to the re-INVITE")
+		}
+	}
+	leaks := func(r *sip.Response) bool {
+		body := string(r.Body())
+		return strings.Contains(body, "m=audio "+strconv.Itoa(callee.rtp.port())+" ") || strings.Contains(body, "G729")
+	}
+	if leaks(first) {
+		t.Fatalf("the 200 carries the callee's own SDP:\n%s", first.Body())
+	}
+	if again := receiveWithin(t, "the retransmitted 200 at the caller", retransmitted, 3*time.Second); leaks(again) {
+		t.Fatalf("the retransmitted 200 carries the callee's own SDP:\n%s", again.Body())
+	}
+	stillTalking(t, c)
+}
