@@ -49,7 +49,7 @@ func (s *Server) handleStrayResponse(res *sip.Response) {
 
 // hangUpLateAnswer ACKs and BYEs a 2xx that arrived after the caller was
 // given a final answer (CANCEL race, Timer C), so the callee is not left in
-// a call nobody is on.
+// a call nobody is on; a re-INVITE's is only acknowledged.
 func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) {
 	contact := res.Contact()
 	if contact == nil {
@@ -92,6 +92,12 @@ func (s *Server) hangUpLateAnswer(c *call, inv *sip.Request, res *sip.Response) 
 	seq := inv.CSeq().SeqNo
 	if err := s.tpl.WriteMsg(build(sip.ACK, seq)); err != nil {
 		c.logger().Warn().Err(fmt.Errorf("ack late answer: %w", err)).Msg("hang up callee")
+	}
+	if inv.To().Params.Has("tag") {
+		// A re-INVITE's: its CANCEL or Timer C ended that request only
+		// (RFC 3261 9.1), not the dialog both phones are still in.
+		c.logger().Info().Msg("acknowledged a re-INVITE's answer that arrived after the caller gave up")
+		return
 	}
 	s.runDetached(*c.logger(), build(sip.BYE, seq+1))
 	c.logger().Info().Msg("hung up answer that arrived after the caller gave up")
