@@ -48,6 +48,9 @@ type callMedia struct {
 
 type rewritten2xx struct {
 	body []byte // nil: the 2xx goes without one
+	// toTag is the callee's tag of the answer the node took: a 2xx with
+	// another comes from another fork of the INVITE.
+	toTag string
 	// routed is the late-offer session whose node our Record-Route names.
 	routed *mediaSession
 }
@@ -160,9 +163,11 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 			return err
 		}
 		m.answered = true
-		if !early {
+		if early {
+			m.sent2xx.Store(&rewritten2xx{toTag: toTag(res)})
+		} else {
 			setSDPBody(up, reply.GetSdp())
-			m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp()})
+			m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp(), toTag: toTag(res)})
 		}
 		s.publishCallAnswered(m.sess, m.dialog.GetCallId(), reply.GetTranscoding())
 	case phaseLateOffer:
@@ -184,7 +189,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		setSDPBody(up, reply.GetSdp())
 		s.addNodeToRecordRoute(up, m.sess)
 		routed := m.sess
-		m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp(), routed: &routed})
+		m.sent2xx.Store(&rewritten2xx{body: reply.GetSdp(), routed: &routed, toTag: toTag(res)})
 		c.log = c.logger().With().Str("node_id", m.sess.node).Str("session_id", m.sess.session).Logger()
 		s.publishCallStarted(m.sess, d)
 		s.publishCallAnswered(m.sess, d.GetCallId(), false)
@@ -227,6 +232,10 @@ func (m *callMedia) rewriteRetransmitted2xx(s *Server, up *sip.Response) bool {
 	if sent == nil {
 		return sdpBody(up) == nil && !hasForeignBody(up)
 	}
+	if sent.toTag != "" && toTag(up) != sent.toTag {
+		s.unanchorFork(up)
+		return true
+	}
 	if sent.body == nil {
 		dropBody(up)
 	} else {
@@ -236,6 +245,25 @@ func (m *callMedia) rewriteRetransmitted2xx(s *Server, up *sip.Response) bool {
 		s.addNodeToRecordRoute(up, *sent.routed)
 	}
 	return true
+}
+
+// unanchorFork readies the 2xx of another fork than the one whose answer
+// the node took. A proxy relays every 2xx (RFC 3261 16.7 step 5) and the
+// caller ends the dialogs it does not keep, but this one has no media
+// session: it goes without SDP, and without the session in our
+// Record-Route, so that the caller's BYE for it leaves the kept call's
+// media alone.
+func (s *Server) unanchorFork(up *sip.Response) {
+	dropBody(up)
+	for _, h := range up.GetHeaders("Record-Route") {
+		rr, ok := h.(*sip.RecordRouteHeader)
+		if !ok || !s.self.isSelf(rr.Address.Host, rr.Address.Port) {
+			continue
+		}
+		for _, p := range []string{paramNode, paramSession, paramCallerTag, paramLateOffer, paramService} {
+			rr.Address.UriParams.Remove(p)
+		}
+	}
 }
 
 // addNodeToRecordRoute names the node in our Record-Route entries of a

@@ -117,6 +117,14 @@ func sessionIDFor(req *sip.Request) string {
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
+// toTag is a message's To tag, or "".
+func toTag(m interface{ To() *sip.ToHeader }) string {
+	if t := m.To(); t != nil {
+		return t.Params.GetOr("tag", "")
+	}
+	return ""
+}
+
 // fromTag is a message's From tag, or "".
 func fromTag(m interface{ From() *sip.FromHeader }) string {
 	if f := m.From(); f != nil {
