@@ -35,25 +35,12 @@ func newForkingPeer(t *testing.T, portX, portY int) *forkingPeer {
 func (p *forkingPeer) addr() string { return p.conn.LocalAddr().String() }
 
 func (p *forkingPeer) serve() {
-	buf := make([]byte, 65535)
 	answered := map[string]bool{}
-	for {
-		n, from, err := p.conn.ReadFromUDP(buf)
-		if err != nil {
-			return
-		}
-		msg, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
-		if err != nil {
-			continue
-		}
-		req, ok := msg.(*sip.Request)
-		if !ok {
-			continue
-		}
+	readRequests(p.conn, func(req *sip.Request, from *net.UDPAddr) {
 		switch req.Method {
 		case sip.INVITE:
 			if answered[req.CallID().Value()] {
-				continue
+				return
 			}
 			answered[req.CallID().Value()] = true
 			sendOrDrop(p.invites, req)
@@ -76,7 +63,7 @@ func (p *forkingPeer) serve() {
 			_, _ = p.conn.WriteToUDP([]byte(res.String()), from)
 			sendOrDrop(p.byes, req)
 		}
-	}
+	})
 }
 
 // dialogRequest builds an in-dialog request of the caller for the dialog

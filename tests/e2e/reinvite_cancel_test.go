@@ -32,7 +32,6 @@ func newCrossingPeer(t *testing.T, rtpPort int) *crossingPeer {
 }
 
 func (p *crossingPeer) serve() {
-	buf := make([]byte, 65535)
 	var pending *sip.Request
 	port := p.conn.LocalAddr().(*net.UDPAddr).Port
 	respond := func(req *sip.Request, code int, body []byte, to *net.UDPAddr) {
@@ -46,26 +45,14 @@ func (p *crossingPeer) serve() {
 		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "gw", Host: "127.0.0.1", Port: port}})
 		_, _ = p.conn.WriteToUDP([]byte(res.String()), to)
 	}
-	for {
-		n, from, err := p.conn.ReadFromUDP(buf)
-		if err != nil {
-			return
-		}
-		msg, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
-		if err != nil {
-			continue
-		}
-		req, ok := msg.(*sip.Request)
-		if !ok {
-			continue
-		}
+	readRequests(p.conn, func(req *sip.Request, from *net.UDPAddr) {
 		sdp := sdpFor(p.rtpPort, pcmuCodec(), 0, 101, "sendrecv")
 		switch req.Method {
 		case sip.INVITE:
 			sendOrDrop(p.invites, req)
 			if !req.To().Params.Has("tag") {
 				respond(req, 200, sdp, from)
-				continue
+				return
 			}
 			pending = req
 			respond(req, 180, nil, from)
@@ -79,7 +66,7 @@ func (p *crossingPeer) serve() {
 			respond(req, 200, nil, from)
 			sendOrDrop(p.byes, req)
 		}
-	}
+	})
 }
 
 // TestCancelledReinviteKeepsTheCall: the caller CANCELs a ringing

@@ -43,21 +43,7 @@ func (p *ringingPeer) addr() string { return p.conn.LocalAddr().String() }
 func (p *ringingPeer) serve() {
 	// One tag for the whole peer: a retransmitted INVITE gets the same 180.
 	tag := sip.GenerateTagN(10)
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := p.conn.ReadFromUDP(buf)
-		if err != nil {
-			return
-		}
-		// The parsed message may keep slices of its input: give it its own.
-		msg, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
-		if err != nil {
-			continue
-		}
-		req, ok := msg.(*sip.Request)
-		if !ok {
-			continue
-		}
+	readRequests(p.conn, func(req *sip.Request, from *net.UDPAddr) {
 		switch req.Method {
 		case sip.INVITE:
 			ringing := sip.NewResponseFromRequest(req, sip.StatusRinging, "Ringing", nil)
@@ -66,6 +52,26 @@ func (p *ringingPeer) serve() {
 			sendOrDrop(p.invites, req)
 		case sip.CANCEL:
 			sendOrDrop(p.cancels, req)
+		}
+	})
+}
+
+// readRequests reads the SIP requests that reach conn, until it is closed,
+// and hands each to handle: the loop of the raw peers these tests play.
+func readRequests(conn *net.UDPConn, handle func(req *sip.Request, from *net.UDPAddr)) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		// The parsed message may keep slices of its input: give it its own.
+		msg, err := sip.ParseMessage(append([]byte(nil), buf[:n]...))
+		if err != nil {
+			continue
+		}
+		if req, ok := msg.(*sip.Request); ok {
+			handle(req, from)
 		}
 	}
 }
