@@ -128,6 +128,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.writer.calls, err = fleet.OpenCallsBucket(setup, n.bus, 0); err != nil {
 		return err
 	}
+	n.handOverPreviousCalls(setup)
 	subs, err := n.serve()
 	if err != nil {
 		return err
@@ -158,6 +159,38 @@ func (n *Node) Run(ctx context.Context) error {
 	n.media.Shutdown()
 	n.log.Info().Msg("media node stopped")
 	return nil
+}
+
+// handOverPreviousCalls has the proxies hang up the calls a previous run
+// of this node left recorded: a node that crashed and came back under its
+// id within the fleet's grace never left the proxies' view, so nothing
+// else would. Before it serves, every record under its id is an old one.
+// Each goes out as a media timeout, which a proxy acts on by sending BYE to
+// both legs; the reaper lock keeps a proxy that did see the node leave from
+// taking them too.
+func (n *Node) handOverPreviousCalls(ctx context.Context) {
+	records, err := fleet.ClaimOrphans(ctx, n.writer.calls, n.cfg.ID)
+	if err != nil {
+		n.log.Warn().Err(err).Msg("look for calls of a previous run")
+		return
+	}
+	if len(records) == 0 {
+		return
+	}
+	n.log.Warn().Int("calls", len(records)).Msg("calls of a previous run of this node: handed to the proxies to hang up")
+	now := time.Now().UnixMilli()
+	for _, rec := range records {
+		n.writer.event("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
+			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now,
+		})
+		var talked float64
+		if at := rec.GetAnsweredUnixMs(); at > 0 {
+			talked = float64(now-at) / 1000
+		}
+		n.writer.event("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
+			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Cause: "node_down", DurationSeconds: talked, UnixMs: now,
+		})
+	}
 }
 
 // reapUnanswered ends sessions that never got a final answer within

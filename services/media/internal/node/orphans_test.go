@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
+	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
@@ -138,4 +141,41 @@ func TestReservedNodeIDIsRefused(t *testing.T) {
 	if err := (Config{ID: fleet.ReservedNodeID, CapacityUnits: 1}).WithDefaults().Validate(); err == nil {
 		t.Fatal("a node id that collides with the reaper locks was accepted")
 	}
+}
+
+// A node that crashed and came back under its id before the proxies saw
+// it go hands its previous run's calls to them at start, as media
+// timeouts (a proxy then sends BYE to both legs), and their records go.
+func TestRestartedNodeHandsOverItsPreviousCalls(t *testing.T) {
+	tb := startBus(t)
+	first := startNode(t, tb, "n", 10)
+	p := startProxy(t, tb, "p", fleet.ClaimConfig{})
+	eventually(t, 5*time.Second, "node in view", func() bool { return p.view.Has("n") })
+	dialog := &callgridv1.Dialog{CallId: "call-1", CallerTag: "a", CalleeTag: "b", CallerContact: "sip:alice@127.0.0.1:5070"}
+	session, calls := answeredCall(t, p, "n", dialog)
+
+	// The first run dies without a word, then the node comes back.
+	first.client.Conn().Close()
+	first.stop()
+	if _, err := calls.Get(context.Background(), fleet.CallKey("n", session)); err != nil {
+		t.Fatalf("the crashed run's record is gone already: %v", err)
+	}
+	startNode(t, tb, "n", 10)
+
+	stream, err := p.client.JetStream().Stream(context.Background(), bus.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the previous run's call handed over", func() bool {
+		msg, err := stream.GetLastMsgForSubject(context.Background(), bus.SubjectMediaTimeout)
+		if err != nil {
+			return false
+		}
+		ev := new(callgridv1.MediaTimeout)
+		return proto.Unmarshal(msg.Data, ev) == nil && ev.GetSessionId() == session && ev.GetDialog().GetCallerContact() == dialog.GetCallerContact()
+	})
+	eventually(t, 5*time.Second, "its record removed", func() bool {
+		_, err := calls.Get(context.Background(), fleet.CallKey("n", session))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
 }
