@@ -173,6 +173,10 @@ type Engine struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// expiring are sessions the sweeper took out of sessions and is
+	// ending for a media timeout, so that a Delete racing it gets their
+	// quality rather than "unknown".
+	expiring map[string]*expiry
 	closed   bool
 
 	stopSweep chan struct{}
@@ -211,6 +215,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		bind:      netip.MustParseAddr(cfg.BindIP).Unmap(),
 		rtcpEvery: rtcpInterval,
 		sessions:  map[string]*session{},
+		expiring:  map[string]*expiry{},
 		stopSweep: make(chan struct{}),
 		sweepDone: make(chan struct{}),
 	}

@@ -317,6 +317,11 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (boo
 func (e *Engine) Delete(sessionID string) (Quality, error) {
 	s, err := e.lookup(sessionID)
 	if err != nil {
+		// A media timeout ending it at this moment: the call ends either
+		// way, and its quality is the same.
+		if q, ok := e.expiringQuality(sessionID); ok {
+			return q, nil
+		}
 		return Quality{}, fmt.Errorf("delete: %w", err)
 	}
 	if !e.remove(s) {

@@ -362,3 +362,25 @@ func TestToneService(t *testing.T) {
 		})
 	}
 }
+
+// A delete that races the media timeout of the same session (the phone's
+// BYE as the node gives up on the call) gets the session's quality, not
+// "unknown session".
+func TestDeleteRacingATimeoutGetsTheQuality(t *testing.T) {
+	inHandler, release := make(chan struct{}), make(chan struct{})
+	e, _ := newTestEngine(t, func(c *Config) { c.MediaTimeout = 100 * time.Millisecond },
+		WithTimeoutHandler(func(string, Quality) { close(inHandler); <-release }))
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
+	select {
+	case <-inHandler:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no media timeout")
+	}
+	q, err := e.Delete("s1")
+	close(release)
+	if err != nil || q.Legs[0].PacketsIn != 1 {
+		t.Fatalf("delete during the timeout: %+v, %v; want leg A's one packet", q, err)
+	}
+}

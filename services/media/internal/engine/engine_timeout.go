@@ -49,10 +49,38 @@ func (e *Engine) expire() {
 		if !e.remove(x.s) {
 			continue // deleted meanwhile
 		}
+		ex := &expiry{done: make(chan struct{})}
+		e.mu.Lock()
+		e.expiring[x.s.id] = ex
+		e.mu.Unlock()
 		x.s.log.Info().Stringer("silent_leg", x.leg).Msg("media timeout")
-		q := e.finish(x.s, "media timeout")
+		ex.q = e.finish(x.s, "media timeout")
+		close(ex.done)
 		if e.onTimeout != nil {
-			e.onTimeout(x.s.id, q)
+			e.onTimeout(x.s.id, ex.q)
 		}
+		e.mu.Lock()
+		delete(e.expiring, x.s.id)
+		e.mu.Unlock()
 	}
+}
+
+// expiry is a session being ended for a media timeout; q is valid once
+// done is closed.
+type expiry struct {
+	done chan struct{}
+	q    Quality
+}
+
+// expiringQuality waits for a session the sweeper is ending and returns
+// its quality, or reports that none is being ended.
+func (e *Engine) expiringQuality(id string) (Quality, bool) {
+	e.mu.Lock()
+	ex := e.expiring[id]
+	e.mu.Unlock()
+	if ex == nil {
+		return Quality{}, false
+	}
+	<-ex.done
+	return ex.q, true
 }
