@@ -39,6 +39,25 @@ func rescaleEventDurations(payload []byte, from, to int) (tsAdvance uint32) {
 	return tsAdvance
 }
 
+// eventEnd is the destination timestamp at which the event in payload, its
+// first block, has lasted so far: its timestamp plus its duration.
+func eventEnd(ts uint32, payload []byte) uint32 {
+	if len(payload) < eventBlockLen {
+		return ts
+	}
+	return ts + uint32(binary.BigEndian.Uint16(payload[2:]))
+}
+
+// coverEvent moves the outgoing stream's latest timestamp to the end of an
+// event just sent: every packet of an event carries its start, and a stream
+// resumed after it (a new source, generated audio) must begin after the
+// digit, not inside it.
+func (o *outStream) coverEvent(seq uint16, end uint32) {
+	if seq == o.seq && int32(end-o.ts) > 0 {
+		o.ts = end
+	}
+}
+
 // transcodeEvent carries a telephone-event packet across a transcoding
 // direction. Events are never decoded: the packet is renumbered into the
 // destination stream, its timestamp mapped onto the destination clock the
@@ -47,6 +66,7 @@ func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time)
 	ts := r.tc.eventTimestamp(d, now)
 	ts += rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	seq := d.out.next(ts, now)
+	d.out.coverEvent(seq, eventEnd(ts, payload))
 	writeHeaderFields(pkt, r.eventPT, d.hdr.marker, seq, ts, d.out.ssrc)
 	return pkt
 }

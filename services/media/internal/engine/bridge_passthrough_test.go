@@ -155,6 +155,39 @@ func TestDigitIsNotJitter(t *testing.T) {
 	}
 }
 
+// A source that starts right after a long digit (a new SSRC: the phone
+// restarted its stream) is continued after the digit on the outgoing
+// timeline, not inside it: every packet of an event carries its start.
+func TestStreamResumesAfterALongDigit(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1",
+		a.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"),
+		b.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"))
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, Timestamp: 0, SSRC: 7}, pcmuPayload(1))
+	if _, ok := b.recv(2 * time.Second); !ok {
+		t.Fatal("audio not relayed")
+	}
+	var start uint32
+	for i, d := range []uint16{4000, 8000, 16000} {
+		a.send(nodeA, rtp.Header{PayloadType: 101, SequenceNumber: uint16(2 + i), Timestamp: 160, SSRC: 7, Marker: i == 0},
+			[]byte{5, 10, byte(d >> 8), byte(d)})
+		p, ok := b.recv(2 * time.Second)
+		if !ok {
+			t.Fatal("event not relayed")
+		}
+		start = p.Timestamp
+	}
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 500, Timestamp: 90000, SSRC: 8}, pcmuPayload(1))
+	p, ok := b.recv(2 * time.Second)
+	if !ok {
+		t.Fatal("the new source's audio not relayed")
+	}
+	if after := p.Timestamp - start; int32(after) < 16000 {
+		t.Fatalf("the new source resumes %d ticks after the digit's start, inside its 16000", int32(after))
+	}
+}
+
 func TestWrongSourceIsDroppedAndCounted(t *testing.T) {
 	e, reg := newTestEngine(t, nil)
 	a, b, attacker := newEndpoint(t), newEndpoint(t), newEndpoint(t)

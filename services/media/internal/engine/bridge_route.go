@@ -303,6 +303,9 @@ func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time
 		segment = rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
 	}
 	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
+	if kind == ptEvent {
+		d.out.coverEvent(seq, eventEnd(ts+segment, payload))
+	}
 	writeHeaderFields(pkt, pt, marker || d.hdr.marker, seq, ts+segment, d.out.ssrc)
 }
 
