@@ -2,6 +2,7 @@ package sdpneg
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -154,8 +155,10 @@ func parseAudio(m *Media, s *sdp.SessionDescription, md *sdp.MediaDescription, s
 		case "rtcp-mux":
 			m.RTCPMux = true
 		case "ptime":
-			if ms, err := strconv.Atoi(strings.TrimSpace(a.Value)); err == nil && ms > 0 && ms <= 1000 {
-				m.Ptime = ms
+			// RFC 8866 §6.4 allows a decimal ("20.0"); frames are whole
+			// milliseconds.
+			if ms, err := strconv.ParseFloat(strings.TrimSpace(a.Value), 64); err == nil && ms >= 1 && ms <= 1000 {
+				m.Ptime = int(math.Round(ms))
 			}
 		case "rtcp":
 			rtcp, err := parseRTCPAttr(a.Value, addr)

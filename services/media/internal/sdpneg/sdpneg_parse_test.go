@@ -254,3 +254,16 @@ func TestOpusWithoutChannelsIsStereoOpus(t *testing.T) {
 		t.Errorf("PCMU without a count: %d channels, want 1", c.Channels)
 	}
 }
+
+// a=ptime may be written as a decimal (RFC 8866 §6.4); nonsense is ignored.
+func TestPtimeMayBeADecimal(t *testing.T) {
+	for value, want := range map[string]int{"20": 20, "20.0": 20, "30.4": 30, "0": 0, "-5": 0, "NaN": 0, "1e9": 0, "x": 0} {
+		d, err := Parse([]byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=ptime:" + value + "\r\n"))
+		if err != nil {
+			t.Fatalf("ptime %q: %v", value, err)
+		}
+		if got := d.Audio().Ptime; got != want {
+			t.Errorf("ptime %q read as %d, want %d", value, got, want)
+		}
+	}
+}
