@@ -265,12 +265,15 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 		return out, s.transcoding, err
 	}
 	dir := desc.Audio().Direction
-	switch {
-	case !answer:
-		s.pending[which.index()] = &pendingOffer{offerer: l.state(), otherTold: sdpneg.Direction(other.told.Load())}
-	case s.pending[other.side.index()] != nil:
+	if answer {
+		// The other leg's last SDP is the offer this answers.
 		dir = dir.Within(other.desc.Audio().Direction)
-		s.pending[other.side.index()] = nil
+		if p := s.pending[other.side.index()]; p != nil && p.answerer == nil {
+			before := l.state()
+			p.answerer = &before // a 183's answer, undone too if a 488 follows
+		}
+	} else {
+		s.pending[which.index()] = &pendingOffer{offerer: l.state(), otherTold: sdpneg.Direction(other.told.Load())}
 	}
 	l.setDescription(desc, chosen, e)
 	if err := s.reroute(); err != nil {
@@ -287,8 +290,7 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 // it, and the other to the direction it was told before. Each leg's offer
 // is undone on its own, so when both cross (glare) and both are rejected
 // the session is back where it started. Without such an offer it changes
-// nothing. It reports whether the session
-// transcodes.
+// nothing. It reports whether the session transcodes.
 func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -305,7 +307,11 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (boo
 	p := s.pending[which.index()]
 	s.pending[which.index()] = nil
 	s.legs[which.index()].restore(p.offerer, e)
-	s.legs[1-which.index()].told.Store(int32(p.otherTold))
+	other := s.legs[1-which.index()]
+	if p.answerer != nil {
+		other.restore(*p.answerer, e)
+	}
+	other.told.Store(int32(p.otherTold))
 	if err := s.reroute(); err != nil {
 		return s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
 	}
@@ -405,11 +411,15 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
 }
 
-// pendingOffer is what an in-dialog offer changed: the offering leg, and
-// the direction the node then told the other leg.
+// pendingOffer is what an in-dialog offer changed: the offering leg, the
+// direction the node then told the other leg, and the other leg if an
+// answer to it (a provisional one, before a rejection) was applied. It
+// stays until the leg offers again or the offer is rolled back: a later
+// answer to the same offer finds it still there.
 type pendingOffer struct {
 	offerer   legState
 	otherTold sdpneg.Direction
+	answerer  *legState
 }
 
 // legState is what an offer changes on a leg.

@@ -204,3 +204,24 @@ func TestCrossedOffersBothRolledBack(t *testing.T) {
 		})
 	}
 }
+
+// An offer whose answer came in a provisional response (a 183 to the
+// re-INVITE) and which is then rejected is undone on both legs: the
+// callee's early answer goes too.
+func TestRejectedReOfferUndoesItsEarlyAnswer(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b, bEarly := newEndpoint(t), newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("0"), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Update(ctx, "s1", LegB, bEarly.sdp("0"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Rollback(ctx, "s1", LegA); err != nil {
+		t.Fatal(err)
+	}
+	relays(t, "A to B's first address after the rollback", a, nodeA, 1, b)
+	bEarly.expectNothing(100 * time.Millisecond)
+}
