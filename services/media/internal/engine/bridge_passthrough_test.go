@@ -110,15 +110,18 @@ func TestSourceChangeKeepsOutgoingStreamContinuous(t *testing.T) {
 	}
 }
 
+// pcmuWithEvents describes the endpoint with PCMU and telephone-event.
+func (ep *endpoint) pcmuWithEvents() []byte {
+	return ep.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16")
+}
+
 // A digit does not show as network jitter: every packet of an RFC 4733
 // event repeats its start timestamp, which the jitter estimate must not
 // take for late audio.
 func TestDigitIsNotJitter(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
-	nodeA, _, _ := bridge(t, e, "s1",
-		a.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"),
-		b.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"))
+	nodeA, _, _ := bridge(t, e, "s1", a.pcmuWithEvents(), b.pcmuWithEvents())
 	seq, ts := uint16(1), uint32(0)
 	next := time.Now()
 	pace := func() {
@@ -161,9 +164,7 @@ func TestDigitIsNotJitter(t *testing.T) {
 func TestStreamResumesAfterALongDigit(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
-	nodeA, _, _ := bridge(t, e, "s1",
-		a.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"),
-		b.sdp("0 101", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"))
+	nodeA, _, _ := bridge(t, e, "s1", a.pcmuWithEvents(), b.pcmuWithEvents())
 	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 1, Timestamp: 0, SSRC: 7}, pcmuPayload(1))
 	if _, ok := b.recv(2 * time.Second); !ok {
 		t.Fatal("audio not relayed")
