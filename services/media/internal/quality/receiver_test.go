@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // packetInterval is the 20 ms packetisation every synthetic stream uses.
@@ -253,7 +254,7 @@ func TestArrivalUnitsLongCall(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.after.String(), func(t *testing.T) {
 			r := NewReceiver(tt.clockRate)
-			r.epoch = epoch
+			r.epoch, r.hasEpoch = epoch.Sub(clockBase), true
 			if got := r.arrivalUnits(epoch.Add(tt.after)); got != tt.want {
 				t.Fatalf("arrivalUnits = %d, want %d", got, tt.want)
 			}
@@ -306,5 +307,27 @@ func TestNewSourceStartsOver(t *testing.T) {
 	}
 	if st := r.Current(); st.Jitter != 0 || st.Lost != 0 {
 		t.Fatalf("stats after a new source = %+v, want no jitter and no loss", st)
+	}
+}
+
+// The receiver's layout is part of its speed (see Receiver): an in-order
+// packet's state must stay within the first cache line, and the size must
+// stay one the allocator aligns to it.
+func TestReceiverHotStateIsOneCacheLine(t *testing.T) {
+	var r Receiver
+	if size := unsafe.Sizeof(r); size != 128 {
+		t.Errorf("Receiver is %d bytes, want 128", size)
+	}
+	for name, end := range map[string]uintptr{
+		"mu":       unsafe.Offsetof(r.mu) + unsafe.Sizeof(r.mu),
+		"seen":     unsafe.Offsetof(r.seen) + unsafe.Sizeof(r.seen),
+		"epoch":    unsafe.Offsetof(r.epoch) + unsafe.Sizeof(r.epoch),
+		"jitterQ4": unsafe.Offsetof(r.jitterQ4) + unsafe.Sizeof(r.jitterQ4),
+		"received": unsafe.Offsetof(r.received) + unsafe.Sizeof(r.received),
+		"cycles":   unsafe.Offsetof(r.cycles) + unsafe.Sizeof(r.cycles),
+	} {
+		if end > 64 {
+			t.Errorf("%s ends at byte %d, past the first cache line", name, end)
+		}
 	}
 }
