@@ -23,6 +23,9 @@ const (
 	ptUnknown ptKind = iota
 	ptAudio
 	ptEvent
+	// ptSwitch is another codec of the source's answer: RFC 3264 §6.1 lets
+	// an answerer send any codec it listed, so the leg switches to it.
+	ptSwitch
 )
 
 // routeMode is what a direction does with a source's packets.
@@ -184,7 +187,16 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		d.adopt(r)
 	}
 	kind := d.kind(d.hdr.payloadType)
-	if kind == ptUnknown {
+	if kind == ptSwitch {
+		if !d.s.switchCodec(l, d.hdr.payloadType) {
+			l.drop(dropUnknownPayloadType)
+			return
+		}
+		r = d.route.Load()
+		d.adopt(r)
+		kind = d.kind(d.hdr.payloadType)
+	}
+	if kind == ptUnknown || kind == ptSwitch {
 		l.drop(dropUnknownPayloadType)
 		return
 	}
@@ -257,6 +269,11 @@ func (d *direction) parse(pkt []byte) ([]byte, bool) {
 func (d *direction) adopt(r *route) {
 	if d.cur != nil && d.cur.outClock != r.outClock {
 		d.out.rebase = true
+	}
+	if r.tc != nil && (d.cur == nil || d.cur.tc != r.tc) {
+		// A transcoder coming back into use (a codec switched to and
+		// back) begins a stream anew rather than continuing an old one.
+		r.tc.started = false
 	}
 	d.cur = r
 	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock

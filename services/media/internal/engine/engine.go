@@ -158,6 +158,14 @@ func WithTimeoutHandler(fn func(sessionID string, q Quality)) Option {
 	return func(e *Engine) { e.onTimeout = fn }
 }
 
+// WithTranscodingHandler sets the function told when a session starts or
+// stops transcoding outside a negotiation: an endpoint that switched to
+// another codec of its answer. It runs on an event loop with the session
+// held, so it must return quickly and not call into the engine.
+func WithTranscodingHandler(fn func(sessionID string, transcoding bool)) Option {
+	return func(e *Engine) { e.onTranscoding = fn }
+}
+
 // Engine holds the media sessions of this node. It is safe for concurrent use.
 type Engine struct {
 	cfg       Config
@@ -166,10 +174,12 @@ type Engine struct {
 	loops     *udpio.Group
 	metrics   *metrics
 	onTimeout func(string, Quality)
-	advertise netip.Addr
-	bind      netip.Addr
-	caps      []sdpneg.Capability
-	rtcpEvery time.Duration
+	// onTranscoding is told of a codec switch that changed transcoding.
+	onTranscoding func(string, bool)
+	advertise     netip.Addr
+	bind          netip.Addr
+	caps          []sdpneg.Capability
+	rtcpEvery     time.Duration
 
 	mu       sync.Mutex
 	sessions map[string]*session

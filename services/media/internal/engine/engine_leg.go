@@ -66,6 +66,11 @@ type leg struct {
 	hasEvent bool                //
 	extraPTs map[uint8]ptKind    // payload types we offered and may receive besides the endpoint's
 	offered  []sdpneg.Codec      // what we offered this leg (leg B before the answer)
+	// The codecs of the endpoint's answer to our offer, in its numbering,
+	// valid while desc is still answerDesc: it may send any of them.
+	answerDesc   *sdpneg.Description
+	answerCodecs []sdpneg.Codec
+	switches     int // codec switches so far, for logging the first ones
 
 	offeredEvents []sdpneg.Codec // DTMF formats we offered this leg
 
@@ -79,7 +84,7 @@ type leg struct {
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
 
-	_ [56]byte // to a whole number of cache lines, like direction
+	_ [16]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {

@@ -36,6 +36,7 @@ type metrics struct {
 	rtcpPackets     *prometheus.CounterVec
 	rtcpIn, rtcpOut prometheus.Counter
 	readErrors      prometheus.Counter
+	codecSwitches   prometheus.Counter
 	drops           [numDropReasons]prometheus.Counter
 	jitter          prometheus.Histogram
 	loss            prometheus.Histogram
@@ -113,6 +114,9 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool, shards int) (*me
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "media_socket_read_errors_total", Help: "Failed reads of RTP/RTCP sockets (each loses one datagram).",
 		}),
+		codecSwitches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "media_codec_switches_total", Help: "Endpoints that started sending another codec of their answer.",
+		}),
 		byCode: map[string][]trafficShard{},
 	}
 	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -132,7 +136,7 @@ func newMetrics(reg prometheus.Registerer, pool *portpool.Pool, shards int) (*me
 
 	for _, c := range []prometheus.Collector{
 		m.sessionsStarted, trafficCollector{m},
-		m.rtcpPackets, m.readErrors, drops, m.jitter, m.loss, m.mos, inUse, total,
+		m.rtcpPackets, m.readErrors, m.codecSwitches, drops, m.jitter, m.loss, m.mos, inUse, total,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register media metrics: %w", err)

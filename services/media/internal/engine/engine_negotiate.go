@@ -162,16 +162,20 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
 	a, b := s.legs[0], s.legs[1]
-	var chosen, ours sdpneg.Codec
-	found := false
+	var (
+		chosen, ours sdpneg.Codec
+		found        bool
+		answered     []sdpneg.Codec
+	)
 	for _, c := range desc.Audio().Codecs {
 		for _, o := range b.offered {
-			if c.Same(o) {
-				chosen, ours, found = c, o, true
-				break
+			if !c.Same(o) || containsSame(answered, c) {
+				continue
 			}
-		}
-		if found {
+			answered = append(answered, c)
+			if !found {
+				chosen, ours, found = c, o, true
+			}
 			break
 		}
 	}
@@ -180,11 +184,8 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 	}
 	aCodec := pickCodec(sdpneg.Supported(a.desc.Audio().Codecs, e.caps), chosen)
 
-	b.setDescription(desc, chosen, e)
-	b.extraPTs = map[uint8]ptKind{ours.PT: ptAudio}
-	if te, ok := b.offeredEvent(chosen.ClockRate); ok {
-		b.extraPTs[te.PT] = ptEvent
-	}
+	b.answerDesc, b.answerCodecs = desc, answered
+	b.useAnswered(chosen, ours, e)
 	a.setDescription(a.desc, aCodec, e)
 	if err := s.reroute(); err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
@@ -460,6 +461,17 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 	}
 }
 
+// useAnswered makes c, a codec of the endpoint's answer that we offered as
+// ours, the leg's codec. The endpoint may also send it numbered as we
+// offered it.
+func (l *leg) useAnswered(c, ours sdpneg.Codec, e *Engine) {
+	l.setDescription(l.answerDesc, c, e)
+	l.extraPTs = map[uint8]ptKind{ours.PT: ptAudio}
+	if te, ok := l.offeredEvent(c.ClockRate); ok {
+		l.extraPTs[te.PT] = ptEvent
+	}
+}
+
 // local is our SDP for this leg: the codec in use numbered as the endpoint
 // numbers it, its DTMF format when events can be carried (the leg at the
 // other end negotiated them too: an event format promised to a phone that
@@ -546,6 +558,13 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 			r.kinds[pt] = kind
 		}
 	}
+	if from.desc == from.answerDesc {
+		for _, c := range from.answerCodecs {
+			if r.kinds[c.PT] == ptUnknown && !c.Same(from.codec) {
+				r.kinds[c.PT] = ptSwitch
+			}
+		}
+	}
 	if from.hasEvent && to.hasEvent {
 		r.kinds[from.event.PT] = ptEvent
 		r.eventPT = to.event.PT
@@ -562,9 +581,13 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 		return r, nil
 	}
 	r.mode = routeTranscode
-	if cur := d.route.Load(); cur != nil && cur.tc != nil && cur.inClock == r.inClock && cur.outClock == r.outClock &&
-		cur.tc.dec.Name() == from.info.Name && cur.tc.enc.Name() == to.info.Name {
-		r.tc = cur.tc
+	// A transcoder is kept for each pair of codecs a direction has used,
+	// so a hold or an address change does not reset the codec state, and
+	// an endpoint switching codecs back and forth does not make the
+	// session allocate without end.
+	key := transcoderKey{dir: d, from: from.info.Name, to: to.info.Name}
+	if tc, ok := s.transcoders[key]; ok {
+		r.tc = tc
 		return r, nil
 	}
 	tc, err := newTranscoder(from.info, to.info, s.e.cfg.Opus)
@@ -572,6 +595,10 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedCodec, err)
 	}
 	s.closers = append(s.closers, tc.close)
+	if s.transcoders == nil {
+		s.transcoders = map[transcoderKey]*transcoder{}
+	}
+	s.transcoders[key] = tc
 	r.tc = tc
 	return r, nil
 }
@@ -592,6 +619,15 @@ func pickSame(list []sdpneg.Codec, want sdpneg.Codec) (sdpneg.Codec, bool) {
 		}
 	}
 	return list[0], false
+}
+
+func containsSame(list []sdpneg.Codec, c sdpneg.Codec) bool {
+	for _, o := range list {
+		if o.Same(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func containsCodec(list []sdpneg.Codec, info codec.Info) bool {

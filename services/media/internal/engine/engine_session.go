@@ -41,6 +41,7 @@ type session struct {
 	answerReply []byte
 	transcoding bool
 	closers     []func() // codec state, released after the goroutines end
+	transcoders map[transcoderKey]*transcoder
 	// The in-dialog offer each leg made that awaits its answer, with what
 	// it changed, for a rollback if it is rejected (both may be pending at
 	// once: glare).

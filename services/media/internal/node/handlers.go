@@ -130,15 +130,30 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	if err != nil {
 		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
 	}
-	if n.ledger.updateTranscoding(s.id, transcoding, n.cfg.TranscodeCost) {
-		if transcoding {
-			n.metrics.transcoded.Inc()
-		} else {
-			n.metrics.transcoded.Dec()
-		}
-		n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("update changed transcoding")
-	}
+	n.transcodingChanged(s, transcoding, "update changed transcoding")
 	return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp}
+}
+
+// HandleTranscodingChange is told by the media engine that a session began
+// or stopped transcoding outside a negotiation (an endpoint switched to
+// another codec of its answer), so its capacity units follow.
+func (n *Node) HandleTranscodingChange(id string, transcoding bool) {
+	if s, ok := n.ledger.lookup(id); ok {
+		n.transcodingChanged(s, transcoding, "codec switch changed transcoding")
+	}
+}
+
+// transcodingChanged charges or gives back a session's transcoding units.
+func (n *Node) transcodingChanged(s *session, transcoding bool, why string) {
+	if !n.ledger.updateTranscoding(s.id, transcoding, n.cfg.TranscodeCost) {
+		return
+	}
+	if transcoding {
+		n.metrics.transcoded.Inc()
+	} else {
+		n.metrics.transcoded.Dec()
+	}
+	n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg(why)
 }
 
 func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *callgridv1.DeleteReply {

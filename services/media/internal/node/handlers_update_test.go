@@ -59,3 +59,29 @@ func TestUpdateThatStartsTranscodingIsCharged(t *testing.T) {
 	}
 	check("deleted", 0, 0)
 }
+
+// A codec switch the engine follows mid-call (an endpoint sending another
+// codec of its answer) is charged and given back like an update's.
+func TestCodecSwitchChangingTranscodingIsCharged(t *testing.T) {
+	n, err := New(Config{ID: "n", CapacityUnits: 10, PassthroughCost: 1, TranscodeCost: 8}, zerolog.Nop(), prometheus.NewRegistry(), nil, newFakeMedia())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: "c", Sdp: []byte("v=0")}).GetSessionId()
+	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: id, Sdp: []byte("v=0")}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("answer: %v", st)
+	}
+	check := func(what string, used int, transcoded float64) {
+		t.Helper()
+		if s := n.ledger.snapshot(); s.used != used || testutil.ToFloat64(n.metrics.transcoded) != transcoded {
+			t.Fatalf("%s: %d units used, gauge %v; want %d and %v", what, s.used, testutil.ToFloat64(n.metrics.transcoded), used, transcoded)
+		}
+	}
+	n.HandleTranscodingChange(id, true)
+	check("switched to a codec that transcodes", 8, 1)
+	n.HandleTranscodingChange(id, false)
+	check("switched back", 1, 0)
+	n.HandleTranscodingChange("no-such-session", true)
+	check("an unknown session", 1, 0)
+}

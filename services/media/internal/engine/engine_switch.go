@@ -1,0 +1,72 @@
+package engine
+
+import (
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// transcoderKey names a transcoder a session keeps: one direction, one pair
+// of codecs.
+type transcoderKey struct {
+	dir      *direction
+	from, to codec.Name
+}
+
+// loggedSwitches is how many codec switches of a leg are logged; an
+// endpoint alternating codecs must not flood the log.
+const loggedSwitches = 3
+
+// switchCodec makes the codec of l's answer numbered pt the leg's codec, when
+// the endpoint starts sending it: RFC 3264 §6.1 lets an answerer send with
+// any codec it listed, and the offerer must be ready to receive each. Both
+// directions are rerouted, so that the node also sends the endpoint the
+// codec it now sends (passthrough when the other leg has it). It runs on the
+// session's event loop; a negotiation holding the session at that moment
+// makes it report false, and the packet is dropped rather than the loop
+// kept waiting.
+func (s *session) switchCodec(l *leg, pt uint8) bool {
+	if s == nil || !s.mu.TryLock() {
+		return false
+	}
+	defer s.mu.Unlock()
+	if l.desc == nil || l.desc != l.answerDesc {
+		return false
+	}
+	next, ok := codecWithPT(l.answerCodecs, pt)
+	if !ok || next.Same(l.codec) {
+		return false
+	}
+	ours, offered := pickSame(l.offered, next)
+	prev, wasTranscoding := l.codec, s.transcoding
+	prevOurs, _ := pickSame(l.offered, prev)
+	if !offered {
+		return false
+	}
+	l.useAnswered(next, ours, s.e)
+	if err := s.reroute(); err != nil {
+		l.useAnswered(prev, prevOurs, s.e)
+		if err := s.reroute(); err != nil {
+			s.log.Error().Err(err).Msg("restore route after a failed codec switch")
+		}
+		s.log.Warn().Err(err).Stringer("leg", l.side).Str("codec", next.Name).Msg("codec switch refused")
+		return false
+	}
+	l.switches++
+	if l.switches <= loggedSwitches {
+		s.log.Info().Stringer("leg", l.side).Str("from", prev.Name).Str("to", next.Name).Bool("transcoding", s.transcoding).Msg("endpoint switched codec")
+	}
+	s.e.metrics.codecSwitches.Inc()
+	if s.transcoding != wasTranscoding && s.e.onTranscoding != nil {
+		s.e.onTranscoding(s.id, s.transcoding)
+	}
+	return true
+}
+
+func codecWithPT(list []sdpneg.Codec, pt uint8) (sdpneg.Codec, bool) {
+	for _, c := range list {
+		if c.PT == pt {
+			return c, true
+		}
+	}
+	return sdpneg.Codec{}, false
+}
