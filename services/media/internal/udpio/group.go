@@ -29,7 +29,9 @@ func NewGroup(n int, readErr func(error)) (*Group, error) {
 // state (the legs of one call) go to the same loop, so their handlers never
 // run at once.
 func (g *Group) Pick() int {
-	return int(g.next.Add(1)-1) % len(g.loops)
+	// The remainder is taken unsigned: converted first, a count past 2^31
+	// is negative where int has 32 bits.
+	return int((g.next.Add(1) - 1) % uint32(len(g.loops)))
 }
 
 // At returns loop i of the group, 0 <= i < Size.

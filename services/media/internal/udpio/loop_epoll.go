@@ -96,11 +96,20 @@ func NewLoop(readErr func(error)) (*Loop, error) {
 	return l, nil
 }
 
-// Add starts delivering s's datagrams to h. Neither Add nor Remove may be
-// called from a handler: both wait for the loop.
+// Add starts delivering s's datagrams to h. A socket is read by one loop
+// at a time: Add refuses one that a loop, this or another, still reads.
+// Neither Add nor Remove may be called from a handler: both wait for the
+// loop.
 func (l *Loop) Add(s *Socket, h Handler) error {
+	// Claimed before the change is queued, so that of two Adds of one
+	// socket to different loops only one gets it: two epoll sets would
+	// both report it, and the loops would run its handler at once.
+	if !s.loop.CompareAndSwap(nil, l) {
+		return errInLoop
+	}
 	c := &change{add: s, handler: h, applied: make(chan struct{})}
 	if err := l.submit(c); err != nil {
+		s.loop.Store(nil)
 		return err
 	}
 	<-c.applied
@@ -121,14 +130,23 @@ func (l *Loop) Remove(socks ...*Socket) {
 	<-c.applied
 }
 
+// testHookQueued, when set, runs once a change is queued and before the
+// loop is woken for it.
+var testHookQueued func()
+
 func (l *Loop) submit(c *change) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.closed {
-		l.mu.Unlock()
 		return ErrLoopClosed
 	}
 	l.changes = append(l.changes, c)
-	l.mu.Unlock()
+	if testHookQueued != nil {
+		testHookQueued()
+	}
+	// Woken with the lock held: Close has to take it to refuse changes
+	// before it can close the eventfd, so a change let in here never
+	// writes to a descriptor number that may by then name another file.
 	l.signal()
 	return nil
 }
@@ -162,7 +180,17 @@ func (l *Loop) stopped() {
 	pending := l.changes
 	l.changes = nil
 	l.mu.Unlock()
+	// The sockets it read may go to another loop now.
+	for fd := range l.entries {
+		if s := l.entries[fd].sock; s != nil {
+			s.loop.Store(nil)
+		}
+		l.entries[fd] = entry{}
+	}
 	for _, c := range pending {
+		if c.add != nil {
+			c.add.loop.Store(nil)
+		}
 		c.err = ErrLoopClosed
 		close(c.applied)
 	}
@@ -258,12 +286,15 @@ func (l *Loop) apply() bool {
 	l.mu.Unlock()
 	for _, c := range changes {
 		if c.add != nil {
-			c.err = l.register(c.add, c.handler)
+			if c.err = l.register(c.add, c.handler); c.err != nil {
+				c.add.loop.Store(nil)
+			}
 		}
 		for _, s := range c.remove {
 			if s.fd < len(l.entries) && l.entries[s.fd].sock == s {
 				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
 				l.entries[s.fd] = entry{}
+				s.loop.Store(nil)
 			}
 		}
 		close(c.applied)
@@ -272,6 +303,14 @@ func (l *Loop) apply() bool {
 }
 
 func (l *Loop) register(s *Socket, h Handler) error {
+	// Held across the registration so that Close cannot free the
+	// descriptor number in between: once closed, the number may name
+	// another socket, whose datagrams would come to h.
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
 	if s.fd >= len(l.entries) {
 		l.entries = append(l.entries, make([]entry, s.fd+1-len(l.entries))...)
 	}

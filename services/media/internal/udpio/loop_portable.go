@@ -12,9 +12,6 @@ import (
 	"time"
 )
 
-// errInLoop is returned by Add for a socket that a loop already reads.
-var errInLoop = errors.New("udp socket already added to a loop")
-
 // Loop serves the sockets added to it, one handler at a time. Each socket
 // is read by a goroutine of its own, and the goroutines take turns to run
 // their handlers.
@@ -51,8 +48,10 @@ func NewLoop(readErr func(error)) (*Loop, error) {
 	return &Loop{readErr: readErr, readers: map[*Socket]*reader{}, done: make(chan struct{})}, nil
 }
 
-// Add starts delivering s's datagrams to h. Neither Add nor Remove may be
-// called from a handler, as on Linux, where both wait for the loop.
+// Add starts delivering s's datagrams to h. A socket is read by one loop
+// at a time: Add refuses one that a loop, this or another, still reads.
+// Neither Add nor Remove may be called from a handler, as on Linux, where
+// both wait for the loop.
 func (l *Loop) Add(s *Socket, h Handler) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -61,6 +60,10 @@ func (l *Loop) Add(s *Socket, h Handler) error {
 	}
 	if !s.inLoop.CompareAndSwap(false, true) {
 		return errInLoop
+	}
+	if s.closed.Load() {
+		s.inLoop.Store(false)
+		return ErrClosed
 	}
 	// The Remove that took the socket out of a loop before left its read
 	// deadline in the past.
@@ -142,7 +145,9 @@ func (l *Loop) read(r *reader) {
 	defer close(r.ended)
 	// Before ended: once Remove returns, the socket may be added again.
 	defer r.sock.inLoop.Store(false)
-	buf := make([]byte, MaxDatagram)
+	// One byte more than the largest datagram taken, so that a longer one,
+	// which the read would cut short without saying so, shows by filling it.
+	buf := make([]byte, MaxDatagram+1)
 	for {
 		n, src, err := r.sock.conn.ReadFromUDPAddrPort(buf)
 		at := time.Now()
@@ -156,6 +161,8 @@ func (l *Loop) read(r *reader) {
 			// Removed while another socket's handler held the loop.
 		case err != nil:
 			l.readErr(fmt.Errorf("read udp socket: %w", err))
+		case n > MaxDatagram:
+			l.readErr(ErrTruncated)
 		default:
 			r.handler.HandleDatagram(buf[:n], sourceAddr(src), at)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -21,6 +22,10 @@ type Socket struct {
 
 	mu     sync.RWMutex // held for reading across a write, for writing by Close
 	closed bool
+
+	// The loop reading the socket: set by Add, cleared once that loop has
+	// let go of it. Only Add and Remove touch it, never the packet path.
+	loop atomic.Pointer[Loop]
 }
 
 // Listen binds a UDP socket to addr. An IPv4 address gives an IPv4
@@ -135,13 +140,21 @@ func (s *Socket) WriteTo(pkt []byte, dst netip.AddrPort) error {
 // recvFrom reads one datagram from descriptor fd into buf without
 // blocking. ok is false when the socket had nothing to read. The loop reads
 // by descriptor, which the ready event already names, so the packet path
-// does not load the Socket at all.
+// does not load the Socket at all. A datagram longer than buf is consumed
+// and reported as ErrTruncated: what fitted is not the packet that was
+// sent.
 func recvFrom(fd int, buf []byte, rsa *unix.RawSockaddrAny) (n int, src netip.AddrPort, ok bool, err error) {
 	for {
 		alen := uint32(unix.SizeofSockaddrAny)
-		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&alen)))
+		// MSG_TRUNC makes a UDP receive return the datagram's full length
+		// rather than what was copied, so a cut one costs no extra call
+		// to notice.
+		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), unix.MSG_TRUNC, uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(&alen)))
 		switch errno {
 		case 0:
+			if int(r) > len(buf) {
+				return 0, netip.AddrPort{}, false, ErrTruncated
+			}
 			return int(r), sourceAddr(rsa), true, nil
 		case unix.EINTR:
 			continue

@@ -21,11 +21,19 @@ package udpio
 
 import "errors"
 
-// MaxDatagram is the largest datagram read; longer ones are truncated.
+// MaxDatagram is the largest datagram read; longer ones are dropped, and
+// the loop's readErr told of each with ErrTruncated.
 const MaxDatagram = 2048
 
-// ErrClosed is returned when writing to a closed socket.
+// ErrClosed is returned when writing to, or adding, a closed socket.
 var ErrClosed = errors.New("udp socket closed")
 
 // ErrLoopClosed is returned by Add once the loop has stopped.
 var ErrLoopClosed = errors.New("udp event loop closed")
+
+// errInLoop is returned by Add for a socket that a loop already reads.
+var errInLoop = errors.New("udp socket already added to a loop")
+
+// ErrTruncated is what a loop's readErr is told of a datagram longer than
+// MaxDatagram, which it drops.
+var ErrTruncated = errors.New("udp datagram longer than MaxDatagram dropped")

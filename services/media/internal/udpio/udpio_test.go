@@ -426,3 +426,130 @@ func TestIPv4SocketSendsToMappedAddress(t *testing.T) {
 		t.Fatalf("got %q", pkt)
 	}
 }
+
+// A datagram longer than MaxDatagram is dropped and reported rather than
+// handed on cut short: a relay would forward the truncated packet as if it
+// were whole. One of exactly MaxDatagram bytes still gets through.
+func TestOversizedDatagramIsDropped(t *testing.T) {
+	errs := make(chan error, 8)
+	l, err := NewLoop(func(err error) { errs <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	s := listen(t, loopback)
+	c := peer(t)
+	got := make(chan int, 8)
+	if err := l.Add(s, HandlerFunc(func(pkt []byte, _ netip.AddrPort, _ time.Time) { got <- len(pkt) })); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{MaxDatagram + 1, 4 * MaxDatagram, MaxDatagram, 1} {
+		if _, err := c.WriteToUDPAddrPort(make([]byte, size), addrOf(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []int{MaxDatagram, 1} {
+		select {
+		case n := <-got:
+			if n != want {
+				t.Fatalf("handler got %d bytes, want %d (the oversized datagrams dropped)", n, want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("the %d-byte datagram was not delivered", want)
+		}
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrTruncated) {
+				t.Fatalf("read error %v, want ErrTruncated", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("an oversized datagram was not reported")
+		}
+	}
+}
+
+// A socket is read by one loop at a time, on either implementation: a
+// second loop reading it would run its handlers alongside the first's.
+func TestSocketIsReadByOneLoopAtATime(t *testing.T) {
+	l1, l2 := newLoop(t), newLoop(t)
+	s := listen(t, loopback)
+	c := peer(t)
+	got := make(chan int, 4)
+	handler := func(i int) Handler {
+		return HandlerFunc(func([]byte, netip.AddrPort, time.Time) { got <- i })
+	}
+	expect := func(want int) {
+		t.Helper()
+		if _, err := c.WriteToUDPAddrPort([]byte("x"), addrOf(s)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case by := <-got:
+			if by != want {
+				t.Fatalf("datagram handled by loop %d, want %d", by, want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("loop %d handled nothing", want)
+		}
+	}
+	if err := l1.Add(s, handler(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Add(s, handler(2)); err == nil {
+		t.Fatal("a socket read by one loop was added to another")
+	}
+	expect(1)
+	l1.Remove(s)
+	if err := l2.Add(s, handler(2)); err != nil {
+		t.Fatalf("add to a second loop after Remove: %v", err)
+	}
+	expect(2)
+	// A loop that stops lets go of the sockets it still reads.
+	l2.Close()
+	if err := l1.Add(s, handler(1)); err != nil {
+		t.Fatalf("add after the loop reading it closed: %v", err)
+	}
+	expect(1)
+}
+
+// Pick stays within the group however long the process has run: its
+// counter wraps, and past 2^31 picks it no longer fits a 32-bit int.
+func TestPickStaysInRangeAsItsCounterWraps(t *testing.T) {
+	g, err := NewGroup(3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, start := range []uint32{1<<31 - 1, 1<<32 - 2} {
+		g.next.Store(start)
+		for range 4 {
+			if i := g.Pick(); i < 0 || i >= g.Size() {
+				t.Fatalf("Pick() = %d after %d picks, want 0-%d", i, start, g.Size()-1)
+			}
+		}
+	}
+}
+
+// A closed socket cannot be added: on Linux its descriptor number may
+// already name the next socket opened, whose datagrams its handler would
+// then be given.
+func TestClosedSocketIsNotAdded(t *testing.T) {
+	l := newLoop(t)
+	old, err := Listen(loopback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := listen(t, loopback)
+	if err := l.Add(old, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {})); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add of a closed socket: %v, want ErrClosed", err)
+	}
+	// Nor did it take the next socket's descriptor into the loop.
+	if err := l.Add(fresh, HandlerFunc(func([]byte, netip.AddrPort, time.Time) {})); err != nil {
+		t.Fatalf("Add of the socket opened after: %v", err)
+	}
+}
