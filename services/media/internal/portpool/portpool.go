@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"syscall"
 
 	"callgrid.dev/services/media/internal/udpio"
 )
@@ -28,10 +29,14 @@ type Pool struct {
 	first  int // lowest even RTP port in the range
 	pairs  int // number of pairs in the range
 
-	mu     sync.Mutex
-	inUse  []bool // indexed by pair number
-	used   int
-	cursor int // next pair number to try
+	mu    sync.Mutex
+	inUse []bool // indexed by pair number
+	used  int
+	// free is a ring of the pair numbers not in use, in the order they are
+	// to be tried: the longest free at head, a released one at the back.
+	free  []int
+	head  int
+	nfree int
 }
 
 // New returns a pool over the even RTP ports in [min, max] whose RTCP port
@@ -41,36 +46,53 @@ func New(bindIP string, min, max int) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse bind address %q: %w", bindIP, err)
 	}
-	if min < 1 || max > 65535 || min > max {
-		return nil, fmt.Errorf("range %d-%d: %w", min, max, ErrBadRange)
-	}
-	first := min + min%2
-	pairs := 0
-	if max >= first+1 {
-		pairs = (max-first-1)/2 + 1
-	}
+	pairs := Pairs(min, max)
 	if pairs == 0 {
 		return nil, fmt.Errorf("range %d-%d: %w", min, max, ErrBadRange)
 	}
-	return &Pool{bindIP: ip.Unmap(), first: first, pairs: pairs, inUse: make([]bool, pairs)}, nil
+	first := min + min%2
+	p := &Pool{bindIP: ip.Unmap(), first: first, pairs: pairs, inUse: make([]bool, pairs), free: make([]int, pairs)}
+	for n := range pairs {
+		p.pushFree(n)
+	}
+	return p, nil
 }
 
-// Allocate binds and returns the next free pair. It walks the range
-// round-robin from where the previous allocation stopped, so a pair released
-// a moment ago is the last to be reused: late packets meant for the old call
-// then find no socket instead of leaking into a new one.
+// Pairs is the number of port pairs a pool over [min, max] holds: 0 for a
+// range that is not within 1-65535.
+func Pairs(min, max int) int {
+	if min < 1 || max > 65535 || min > max {
+		return 0
+	}
+	first := min + min%2
+	if max < first+1 {
+		return 0
+	}
+	return (max-first-1)/2 + 1
+}
+
+// Allocate binds and returns the pair that has been free the longest, so a
+// pair released a moment ago is the last to be reused: late packets meant
+// for the old call then find no socket instead of leaking into a new one.
+// Only a range with no other pair free hands it out again at once.
+//
+// A pair that another process holds is skipped and tried again on a later
+// call. A bind that fails for a reason no other port would change (the
+// address is not the host's, no descriptors are left) ends the call with
+// that error, still ErrExhausted for callers.
 func (p *Pool) Allocate() (*Pair, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for range p.pairs {
-		n := p.cursor
-		p.cursor = (p.cursor + 1) % p.pairs
-		if p.inUse[n] {
-			continue
-		}
+	for range p.nfree {
+		n := p.popFree()
 		pair, err := p.bind(p.first + 2*n)
 		if err != nil {
-			// Taken by someone outside the pool (or refused); try the next.
+			// To the back, so the pairs not tried yet go first: one held
+			// elsewhere is only ever skipped, never lost to the pool.
+			p.pushFree(n)
+			if hostWide(err) {
+				return nil, fmt.Errorf("%w: %w", ErrExhausted, err)
+			}
 			continue
 		}
 		p.inUse[n] = true
@@ -80,6 +102,31 @@ func (p *Pool) Allocate() (*Pair, error) {
 		return pair, nil
 	}
 	return nil, ErrExhausted
+}
+
+func (p *Pool) popFree() int {
+	n := p.free[p.head]
+	p.head = (p.head + 1) % p.pairs
+	p.nfree--
+	return n
+}
+
+func (p *Pool) pushFree(n int) {
+	p.free[(p.head+p.nfree)%p.pairs] = n
+	p.nfree++
+}
+
+// hostWide reports whether a bind failed for a reason that is not about
+// its port, so that every other pair would fail the same way. An error it
+// does not know counts as the port's: trying the other pairs costs a scan,
+// while giving up early would refuse a call that another pair could take.
+func hostWide(err error) bool {
+	for _, errno := range [...]syscall.Errno{syscall.EADDRNOTAVAIL, syscall.EAFNOSUPPORT, syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Pool) bind(rtpPort int) (*Pair, error) {
@@ -101,6 +148,7 @@ func (p *Pool) release(index int) {
 	if p.inUse[index] {
 		p.inUse[index] = false
 		p.used--
+		p.pushFree(index)
 	}
 }
 

@@ -3,7 +3,9 @@ package portpool
 import (
 	"errors"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -45,6 +47,8 @@ func TestNewRange(t *testing.T) {
 		{name: "inverted", min: 30010, max: 30000, wantErr: true},
 		{name: "zero", min: 0, max: 10, wantErr: true},
 		{name: "beyond 65535", min: 65000, max: 70000, wantErr: true},
+		{name: "top pair", min: 65534, max: 65535, pairs: 1},
+		{name: "odd top port alone", min: 65535, max: 65535, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,4 +211,110 @@ func BenchmarkAllocateRelease(b *testing.B) {
 		}
 		pair.Release()
 	}
+}
+
+// Of the free pairs, the one released longest ago is handed out first: the
+// one just released is the last to be reused, so that late packets of the
+// call that had it find no socket rather than the next call.
+func TestReleasedPairIsReusedLast(t *testing.T) {
+	min, max := freeRange(t, 8)
+	p, err := New("127.0.0.1", min, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pairs []*Pair
+	for range p.Total() {
+		pair, err := p.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs = append(pairs, pair)
+	}
+	defer func() {
+		for _, pair := range pairs {
+			pair.Release()
+		}
+	}()
+	// Released in the order 2, 0, 3: a new call gets 2, then 0, then 3.
+	for _, i := range []int{2, 0, 3} {
+		pairs[i].Release()
+	}
+	for _, i := range []int{2, 0, 3} {
+		pair, err := p.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs = append(pairs, pair)
+		if pair.Port != pairs[i].Port {
+			t.Fatalf("allocated %d, want %d, the pair free the longest", pair.Port, pairs[i].Port)
+		}
+	}
+}
+
+// A pair whose ports another process holds is skipped, not lost: once the
+// ports are free again the pool hands it out.
+func TestPairHeldElsewhereIsTriedAgain(t *testing.T) {
+	min, max := freeRange(t, 4)
+	squatter, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: min})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New("127.0.0.1", min, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := p.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	if held.Port != min+2 {
+		t.Fatalf("allocated %d, want %d", held.Port, min+2)
+	}
+	if _, err := p.Allocate(); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("err = %v, want ErrExhausted", err)
+	}
+	squatter.Close()
+	again, err := p.Allocate()
+	if err != nil {
+		t.Fatalf("the pair freed by the other process: %v", err)
+	}
+	defer again.Release()
+	if again.Port != min {
+		t.Fatalf("allocated %d, want %d", again.Port, min)
+	}
+}
+
+// A bind that fails for a reason no other port would change (here an
+// address the host does not have) is reported as it is, at once, rather
+// than as a range that has run out after trying every pair.
+func TestAllocateReportsAHostWideBindFailure(t *testing.T) {
+	before := openFDs(t)
+	p, err := New("192.0.2.1", 30000, 39999) // TEST-NET-1: never a local address
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Allocate()
+	if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		t.Fatalf("err = %v, want the bind's EADDRNOTAVAIL", err)
+	}
+	if !errors.Is(err, ErrExhausted) {
+		t.Fatalf("err = %v, want it to count as ErrExhausted for callers", err)
+	}
+	if p.InUse() != 0 {
+		t.Fatalf("InUse() = %d", p.InUse())
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d descriptors open after a failed Allocate, %d before", after, before)
+	}
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
 }
