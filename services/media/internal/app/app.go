@@ -33,10 +33,17 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	var n *node.Node
 	eng, err := engine.New(cfg.engineConfig(), log, reg, engine.WithTimeoutHandler(func(id string, q engine.Quality) {
 		n.HandleMediaTimeout(id, qualityProto(q))
+	}), engine.WithTranscodingHandler(func(id string, transcoding bool) {
+		if n != nil {
+			n.HandleTranscodingChange(id, transcoding)
+		}
 	}))
 	if err != nil {
 		return fmt.Errorf("media engine: %w", err)
 	}
+	// The node shuts the engine down once it has served, but not when its
+	// start fails; a second Close does nothing.
+	defer eng.Close()
 	nodeCfg := cfg.Node
 	nodeCfg.Version = Version
 	if nodeCfg.CapacityUnits == 0 {
@@ -54,7 +61,6 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	}
 	n, err = node.New(nodeCfg, log, reg, client, engineMedia{eng}, node.WithPortUsage(eng.PortUsage))
 	if err != nil {
-		eng.Close()
 		return err
 	}
 	web, err := obs.NewHTTPServer(cfg.HTTP.Addr, reg, func() error {
@@ -67,7 +73,6 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 		return nil
 	}, log)
 	if err != nil {
-		eng.Close()
 		return err
 	}
 

@@ -17,6 +17,7 @@ import (
 	"callgrid.dev/services/media/internal/codec"
 	"callgrid.dev/services/media/internal/engine"
 	"callgrid.dev/services/media/internal/node"
+	"callgrid.dev/services/media/internal/portpool"
 )
 
 // Defaults of the media node's own settings.
@@ -54,7 +55,9 @@ type RTPConfig struct {
 	// PortMin and PortMax bound the RTP port range (even RTP, RTCP +1).
 	PortMin int `yaml:"port_min"`
 	PortMax int `yaml:"port_max"`
-	// MediaTimeout ends a call whose sendrecv legs send nothing this long.
+	// MediaTimeout ends a call whose sendrecv legs send nothing this long
+	// (default 30 s). 0 is the default too, not never: a call whose phones
+	// vanished would hold its ports for ever.
 	MediaTimeout time.Duration `yaml:"media_timeout"`
 	// HoldTimeout replaces it while a leg is on hold or one-way: the call
 	// ends once no leg has sent anything for this long (default 1 h);
@@ -139,6 +142,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Node.AdvertiseAddress == "" {
 		c.Node.AdvertiseAddress = c.advertiseIP()
+	} else if a, err := netip.ParseAddr(c.Node.AdvertiseAddress); err != nil || a.IsUnspecified() {
+		errs = append(errs, fmt.Errorf("node.advertise_address: %q is not an address peers can send to", c.Node.AdvertiseAddress))
 	}
 	if err := c.Node.WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)
@@ -151,8 +156,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("rtp.advertise_ip: %q is not an address peers can send to", c.RTP.AdvertiseIP))
 		}
 	}
-	if c.RTP.PortMin < 1024 || c.RTP.PortMax > 65535 || c.RTP.PortMax-c.RTP.PortMin < 3 {
-		errs = append(errs, fmt.Errorf("rtp.port_min/port_max: %d-%d must be a range of at least 4 ports within 1024-65535", c.RTP.PortMin, c.RTP.PortMax))
+	// Counted in even/odd pairs, as the pool hands them out: four ports
+	// from an odd one hold a single pair, and a bridged call takes one
+	// for each of its two legs.
+	if c.RTP.PortMin < 1024 || portpool.Pairs(c.RTP.PortMin, c.RTP.PortMax) < 2 {
+		errs = append(errs, fmt.Errorf("rtp.port_min/port_max: %d-%d must hold at least 2 port pairs (even RTP, RTCP +1) within 1024-65535", c.RTP.PortMin, c.RTP.PortMax))
 	}
 	if c.RTP.MediaTimeout < 0 || c.RTP.HoldTimeout < 0 {
 		errs = append(errs, errors.New("rtp.media_timeout/hold_timeout: must not be negative"))
@@ -162,14 +170,28 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("rtp.codecs: %q is not a supported codec", name))
 		}
 	}
+	opusErrs := len(errs)
 	if c.Opus.Complexity < 0 || c.Opus.Complexity > 10 {
 		errs = append(errs, fmt.Errorf("opus.complexity: %d is not within 0-10", c.Opus.Complexity))
 	}
-	if c.Opus.BitrateBPS != 0 && (c.Opus.BitrateBPS < 6000 || c.Opus.BitrateBPS > 510000) {
-		errs = append(errs, fmt.Errorf("opus.bitrate_bps: %d is not within 6000-510000", c.Opus.BitrateBPS))
+	// 0 is no default here: Defaults has set one, and the encoder, made
+	// only once a call needs transcoding, refuses 0 like any rate outside
+	// the range.
+	if c.Opus.BitrateBPS < 6000 || c.Opus.BitrateBPS > 300000 {
+		errs = append(errs, fmt.Errorf("opus.bitrate_bps: %d is not within 6000-300000 (a mono encoder runs no faster)", c.Opus.BitrateBPS))
 	}
 	if c.Opus.PacketLossPercent < 0 || c.Opus.PacketLossPercent > 100 {
 		errs = append(errs, fmt.Errorf("opus.packet_loss_percent: %d is not within 0-100", c.Opus.PacketLossPercent))
+	}
+	if len(errs) == opusErrs {
+		// The encoder has the last word on what it takes: without this a
+		// setting it refuses would pass here and fail every transcoded
+		// call instead.
+		if enc, err := codec.NewEncoder(codec.Opus, 48000, c.opusOptions()); err != nil {
+			errs = append(errs, fmt.Errorf("opus: %w", err))
+		} else {
+			enc.Close()
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -200,9 +222,13 @@ func (c *Config) engineConfig() engine.Config {
 		HoldTimeout:   c.RTP.HoldTimeout,
 		AllowLatching: c.RTP.AllowLatching,
 		Codecs:        codecs,
-		Opus: codec.OpusOptions{
-			Complexity: c.Opus.Complexity, BitrateBPS: c.Opus.BitrateBPS, FEC: c.Opus.FEC,
-			PacketLossPercent: c.Opus.PacketLossPercent, DTX: c.Opus.DTX,
-		},
+		Opus:          c.opusOptions(),
+	}
+}
+
+func (c *Config) opusOptions() codec.OpusOptions {
+	return codec.OpusOptions{
+		Complexity: c.Opus.Complexity, BitrateBPS: c.Opus.BitrateBPS, FEC: c.Opus.FEC,
+		PacketLossPercent: c.Opus.PacketLossPercent, DTX: c.Opus.DTX,
 	}
 }
