@@ -2,9 +2,9 @@
 // SDP (G.711 µ-law and A-law, Opus and G.722) and converts PCM between the
 // sample rates those codecs work at.
 //
-// Every encoder and decoder works on one 20 ms frame of mono int16 PCM at a
-// time and writes into caller-owned buffers, so a steady call allocates
-// nothing per packet.
+// Every encoder works on one 20 ms frame of mono int16 PCM at a time, every
+// decoder on one packet of whatever duration the peer sends, and both write
+// into caller-owned buffers, so a steady call allocates nothing per packet.
 package codec
 
 import (
@@ -82,8 +82,11 @@ type Encoder interface {
 }
 
 // Decoder turns one RTP payload into PCM; DecodeLost conceals one missing
-// 20 ms frame (PLC, or FEC from next payload for Opus). Both return the
-// number of samples written.
+// payload (PLC, or FEC from next payload for Opus), taken to last as long as
+// the last one decoded, or 20 ms before any was: a stream keeps its
+// packetisation time, and the caller advances its clock by one packet per
+// loss. Both return the number of samples written, and fail with
+// ErrShortBuffer if pcm cannot hold them.
 type Decoder interface {
 	Decode(payload []byte, pcm []int16) (int, error)
 	DecodeLost(next []byte, pcm []int16) (int, error)

@@ -177,6 +177,7 @@ func TestOpusOptionsApplied(t *testing.T) {
 		{"defaults", DefaultOpusOptions()},
 		{"cheap without fec", OpusOptions{Complexity: 0, BitrateBPS: 12000, FEC: false, PacketLossPercent: 0, DTX: true}},
 		{"best", OpusOptions{Complexity: 10, BitrateBPS: 64000, FEC: true, PacketLossPercent: 30}},
+		{"top mono bitrate", OpusOptions{Complexity: 5, BitrateBPS: 300000}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {

@@ -8,10 +8,10 @@ import "math"
 // voiced speech and tones without a click, then fade out so a long gap
 // becomes silence rather than a buzzing loop.
 type concealer struct {
-	// history holds the most recent decoded audio, oldest first; frame is
-	// the part of it in use (one 20 ms frame at the decoder's rate).
-	history [maxConcealFrame]int16
-	frame   []int16
+	// history holds the most recent decoded audio, oldest first; recent is
+	// the part of it in use at the decoder's rate.
+	history [maxConcealHistory]int16
+	recent  []int16
 	rate    int
 
 	// period is the pitch period in samples found at the start of a loss,
@@ -23,8 +23,23 @@ type concealer struct {
 	concealed int
 }
 
-// maxConcealFrame is 20 ms at 16 kHz, the highest rate that uses concealer.
-const maxConcealFrame = 320
+// Pitch search range in Hz: covers adult and child voices and the low
+// frequency call-progress tones. The lower bound is G.711 Appendix I's
+// longest period, 15 ms.
+const (
+	pitchMaxHz = 400
+	pitchMinHz = 66
+)
+
+// concealHistoryMs is how much past audio the pitch search looks at. It must
+// hold two of the longest periods, so that even that lag is compared over a
+// whole period of the newest audio; one 20 ms frame would cap the search at
+// 100 Hz and miss the lower adult male voices.
+const concealHistoryMs = 32
+
+// maxConcealHistory is concealHistoryMs at 16 kHz, the highest rate that uses
+// concealer.
+const maxConcealHistory = 16000 * concealHistoryMs / 1000
 
 // Concealment timing, in milliseconds: full level at first, then a linear
 // fade reaching silence 60 ms into the gap, as G.711 Appendix I does.
@@ -33,27 +48,20 @@ const (
 	concealFadeMs = 50
 )
 
-// Pitch search range in Hz: covers adult and child voices and the low
-// frequency call-progress tones.
-const (
-	pitchMaxHz = 400
-	pitchMinHz = 66
-)
-
-// init prepares c for frames of frameSamples at rate. It works in place
-// because frame points into c's own history array.
-func (c *concealer) init(rate, frameSamples int) {
+// init prepares c for audio at rate. It works in place because recent
+// points into c's own history array.
+func (c *concealer) init(rate int) {
 	c.rate = rate
-	c.frame = c.history[:frameSamples]
+	c.recent = c.history[:rate*concealHistoryMs/1000]
 }
 
 // remember records freshly decoded audio and ends any concealment.
 func (c *concealer) remember(pcm []int16) {
-	if len(pcm) >= len(c.frame) {
-		copy(c.frame, pcm[len(pcm)-len(c.frame):])
+	if len(pcm) >= len(c.recent) {
+		copy(c.recent, pcm[len(pcm)-len(c.recent):])
 	} else {
-		copy(c.frame, c.frame[len(pcm):])
-		copy(c.frame[len(c.frame)-len(pcm):], pcm)
+		copy(c.recent, c.recent[len(pcm):])
+		copy(c.recent[len(c.recent)-len(pcm):], pcm)
 	}
 	c.concealed = 0
 }
@@ -66,13 +74,13 @@ func (c *concealer) conceal(out []int16) {
 	}
 	hold := c.rate * concealHoldMs / 1000
 	fade := c.rate * concealFadeMs / 1000
-	start := len(c.frame) - c.period
+	start := len(c.recent) - c.period
 	for i := range out {
 		gain := 1.0
 		if c.concealed > hold {
 			gain = max(0, 1-float64(c.concealed-hold)/float64(fade))
 		}
-		out[i] = int16(float64(c.frame[start+c.phase]) * gain)
+		out[i] = int16(float64(c.recent[start+c.phase]) * gain)
 		c.phase++
 		if c.phase == c.period {
 			c.phase = 0
@@ -82,12 +90,13 @@ func (c *concealer) conceal(out []int16) {
 }
 
 // pitchPeriod finds the lag with the highest normalised autocorrelation
-// over the remembered frame. Silence or noise still yields a usable lag.
+// over the remembered audio. Silence or noise still yields a usable lag.
 func (c *concealer) pitchPeriod() int {
 	minLag := c.rate / pitchMaxHz
-	maxLag := min(c.rate/pitchMinHz, len(c.frame)/2)
-	best, bestScore := maxLag, math.Inf(-1)
-	x := c.frame
+	maxLag := min(c.rate/pitchMinHz, len(c.recent)/2)
+	best, bestScore := maxLag, 0.0
+	found := false
+	x := c.recent
 	for lag := minLag; lag <= maxLag; lag++ {
 		var cross, energy float64
 		for n := maxLag; n < len(x); n++ {
@@ -99,9 +108,11 @@ func (c *concealer) pitchPeriod() int {
 			continue
 		}
 		// Ties keep the shorter lag, so a periodic signal repeats its
-		// fundamental rather than a multiple of it.
-		if score := cross / math.Sqrt(energy); score > bestScore+1e-9*math.Abs(bestScore) {
-			best, bestScore = lag, score
+		// fundamental rather than a multiple of it. The first lag with
+		// any energy is taken outright, as there is no score to beat yet.
+		score := cross / math.Sqrt(energy)
+		if !found || score > bestScore+1e-9*math.Abs(bestScore) {
+			best, bestScore, found = lag, score, true
 		}
 	}
 	return best

@@ -7,7 +7,8 @@ import (
 // FuzzDecode feeds arbitrary payloads, as a hostile or broken peer could
 // send, to every decoder: each must return an error or samples, never
 // panic, and never claim more samples than the buffer holds. The same
-// payload then serves as the "next" packet for concealment.
+// payload then serves as the "next" packet for concealment, which must
+// fill in exactly one packet's worth even when next is garbage.
 func FuzzDecode(f *testing.F) {
 	for _, tt := range codecCases {
 		enc, err := NewEncoder(tt.name, tt.rate, DefaultOpusOptions())
@@ -38,20 +39,33 @@ func FuzzDecode(f *testing.F) {
 	}
 	// 120 ms at 48 kHz, the longest packet Opus can describe.
 	pcm := make([]int16, 5760)
+	// lost is how much each decoder's DecodeLost must conceal: as much as
+	// the last packet it decoded, one frame before any.
+	lost := make([]int, len(decoders))
+	for i, dec := range decoders {
+		lost[i] = FrameSamplesAt(dec.SampleRate())
+	}
 
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		for _, dec := range decoders {
+		for i, dec := range decoders {
+			frame := FrameSamplesAt(dec.SampleRate())
 			n, err := dec.Decode(payload, pcm)
 			if err == nil && (n < 0 || n > len(pcm)) {
 				t.Fatalf("%s Decode reported %d samples for a %d-sample buffer", dec.Name(), n, len(pcm))
 			}
-			n, err = dec.Decode(payload, pcm[:FrameSamplesAt(dec.SampleRate())])
-			if err == nil && n > FrameSamplesAt(dec.SampleRate()) {
+			if err == nil && n > 0 {
+				lost[i] = n
+			}
+			n, err = dec.Decode(payload, pcm[:frame])
+			if err == nil && n > frame {
 				t.Fatalf("%s Decode overran a one-frame buffer: %d samples", dec.Name(), n)
 			}
+			if err == nil && n > 0 {
+				lost[i] = n
+			}
 			n, err = dec.DecodeLost(payload, pcm)
-			if err == nil && n != FrameSamplesAt(dec.SampleRate()) {
-				t.Fatalf("%s DecodeLost gave %d samples, want one frame", dec.Name(), n)
+			if err == nil && n != lost[i] {
+				t.Fatalf("%s DecodeLost gave %d samples, want %d as the last packet", dec.Name(), n, lost[i])
 			}
 		}
 	})

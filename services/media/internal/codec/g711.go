@@ -138,14 +138,17 @@ type g711Decoder struct {
 	name  Name
 	table *[256]int16
 	plc   concealer
+	// packetSamples is the length of the last packet decoded, which a lost
+	// packet is taken to share.
+	packetSamples int
 }
 
 func newG711Decoder(name Name) *g711Decoder {
-	d := &g711Decoder{name: name, table: &ulawDecodeTable}
+	d := &g711Decoder{name: name, table: &ulawDecodeTable, packetSamples: g711FrameSamples}
 	if name == PCMA {
 		d.table = &alawDecodeTable
 	}
-	d.plc.init(8000, g711FrameSamples)
+	d.plc.init(8000)
 	return d
 }
 
@@ -160,16 +163,20 @@ func (d *g711Decoder) Decode(payload []byte, pcm []int16) (int, error) {
 		pcm[i] = d.table[code]
 	}
 	d.plc.remember(pcm)
+	if len(payload) > 0 {
+		d.packetSamples = len(payload)
+	}
 	return len(payload), nil
 }
 
 // DecodeLost ignores next: G.711 carries no redundancy to recover from.
 func (d *g711Decoder) DecodeLost(_ []byte, pcm []int16) (int, error) {
-	if len(pcm) < g711FrameSamples {
-		return 0, fmt.Errorf("conceal %s into %d samples: %w", d.name, len(pcm), ErrShortBuffer)
+	n := d.packetSamples
+	if len(pcm) < n {
+		return 0, fmt.Errorf("conceal %s %d samples into %d: %w", d.name, n, len(pcm), ErrShortBuffer)
 	}
-	d.plc.conceal(pcm[:g711FrameSamples])
-	return g711FrameSamples, nil
+	d.plc.conceal(pcm[:n])
+	return n, nil
 }
 
 func (d *g711Decoder) SampleRate() int { return 8000 }

@@ -126,13 +126,16 @@ type g722Decoder struct {
 	qmf       [24]int32
 	low, high g722Band
 	plc       concealer
+	// packetSamples is the length of the last packet decoded, which a lost
+	// packet is taken to share.
+	packetSamples int
 }
 
 func newG722Decoder() *g722Decoder {
-	d := &g722Decoder{}
+	d := &g722Decoder{packetSamples: g722FrameSamples}
 	d.low.reset(g722LowScaleInit)
 	d.high.reset(g722HighScaleInit)
-	d.plc.init(16000, g722FrameSamples)
+	d.plc.init(16000)
 	return d
 }
 
@@ -148,6 +151,9 @@ func (d *g722Decoder) Decode(payload []byte, pcm []int16) (int, error) {
 		pcm[2*i], pcm[2*i+1] = d.merge(rLow, rHigh)
 	}
 	d.plc.remember(pcm[:n])
+	if n > 0 {
+		d.packetSamples = n
+	}
 	return n, nil
 }
 
@@ -184,11 +190,12 @@ func (d *g722Decoder) merge(rLow, rHigh int32) (int16, int16) {
 // DecodeLost ignores next: G.722 carries no redundancy. The ADPCM state is
 // left as it was, which is what the standard's decoders do across a gap.
 func (d *g722Decoder) DecodeLost(_ []byte, pcm []int16) (int, error) {
-	if len(pcm) < g722FrameSamples {
-		return 0, fmt.Errorf("conceal G722 into %d samples: %w", len(pcm), ErrShortBuffer)
+	n := d.packetSamples
+	if len(pcm) < n {
+		return 0, fmt.Errorf("conceal G722 %d samples into %d: %w", n, len(pcm), ErrShortBuffer)
 	}
-	d.plc.conceal(pcm[:g722FrameSamples])
-	return g722FrameSamples, nil
+	d.plc.conceal(pcm[:n])
+	return n, nil
 }
 
 func (d *g722Decoder) SampleRate() int { return 16000 }

@@ -17,13 +17,19 @@ func validOpusRate(rate int) bool {
 	return rate == 8000 || rate == 16000 || rate == 48000
 }
 
-// validate rejects options libopus would refuse, naming the field.
+// opusMaxBitrateMono is the highest bitrate libopus runs a mono encoder at:
+// OPUS_SET_BITRATE clamps anything above 300 kbit/s per channel, so the
+// 510 kbit/s RFC 6716 quotes is reachable only in stereo.
+const opusMaxBitrateMono = 300000
+
+// validate rejects options libopus would refuse or silently change, naming
+// the field.
 func (o OpusOptions) validate() error {
 	switch {
 	case o.Complexity < 0 || o.Complexity > 10:
 		return fmt.Errorf("opus complexity %d outside 0-10", o.Complexity)
-	case o.BitrateBPS < 6000 || o.BitrateBPS > 510000:
-		return fmt.Errorf("opus bitrate %d bps outside 6000-510000", o.BitrateBPS)
+	case o.BitrateBPS < 6000 || o.BitrateBPS > opusMaxBitrateMono:
+		return fmt.Errorf("opus bitrate %d bps outside 6000-%d", o.BitrateBPS, opusMaxBitrateMono)
 	case o.PacketLossPercent < 0 || o.PacketLossPercent > 100:
 		return fmt.Errorf("opus packet loss %d%% outside 0-100", o.PacketLossPercent)
 	}
@@ -99,9 +105,11 @@ func (e *opusEncoder) Name() Name      { return Opus }
 func (e *opusEncoder) Close() { e.enc = nil }
 
 type opusDecoder struct {
-	dec          *opus.Decoder
-	rate         int
-	frameSamples int
+	dec  *opus.Decoder
+	rate int
+	// packetSamples is the duration of the last packet decoded or
+	// concealed, which a lost packet is taken to share.
+	packetSamples int
 }
 
 func newOpusDecoder(rate int) (*opusDecoder, error) {
@@ -112,7 +120,7 @@ func newOpusDecoder(rate int) (*opusDecoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new opus decoder at %d Hz: %w", rate, err)
 	}
-	return &opusDecoder{dec: dec, rate: rate, frameSamples: FrameSamplesAt(rate)}, nil
+	return &opusDecoder{dec: dec, rate: rate, packetSamples: FrameSamplesAt(rate)}, nil
 }
 
 // Decode decodes one packet of any duration Opus allows, as long as pcm can
@@ -135,31 +143,36 @@ func (d *opusDecoder) Decode(payload []byte, pcm []int16) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("decode opus: %w", err)
 	}
+	d.packetSamples = n
 	return n, nil
 }
 
-// DecodeLost recovers the frame before next from its in-band FEC data when
+// DecodeLost recovers the packet before next from its in-band FEC data when
 // next is given (libopus falls back to PLC if next carries none), and
 // otherwise extrapolates with PLC.
 func (d *opusDecoder) DecodeLost(next []byte, pcm []int16) (int, error) {
 	if d.dec == nil {
 		return 0, ErrClosed
 	}
-	if len(pcm) < d.frameSamples {
-		return 0, fmt.Errorf("conceal opus into %d samples: %w", len(pcm), ErrShortBuffer)
+	// libopus conceals exactly as many samples as the buffer holds, and
+	// that must be the missing duration: a shorter buffer makes it skip
+	// the FEC data of a longer frame and leaves the decoder out of step
+	// with the stream, a longer one invents audio that was never sent.
+	n := d.packetSamples
+	if len(pcm) < n {
+		return 0, fmt.Errorf("conceal opus %d samples into %d: %w", n, len(pcm), ErrShortBuffer)
 	}
-	// libopus conceals exactly as many samples as the buffer holds.
-	frame := pcm[:d.frameSamples:d.frameSamples]
-	var err error
-	if len(next) > 0 {
-		err = d.dec.DecodeFEC(next, frame)
-	} else {
-		err = d.dec.DecodePLC(frame)
+	frame := pcm[:n:n]
+	if len(next) > 0 && d.dec.DecodeFEC(next, frame) == nil {
+		return n, nil
 	}
-	if err != nil {
+	// A next packet that does not parse holds no usable redundancy, and
+	// libopus rejects it before touching its state: conceal as if none
+	// had come rather than leave a hole.
+	if err := d.dec.DecodePLC(frame); err != nil {
 		return 0, fmt.Errorf("conceal opus frame: %w", err)
 	}
-	return d.frameSamples, nil
+	return n, nil
 }
 
 func (d *opusDecoder) SampleRate() int { return d.rate }

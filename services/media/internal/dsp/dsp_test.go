@@ -160,8 +160,8 @@ func TestToneSNR(t *testing.T) {
 		})
 	}
 	silent := make([]int16, 160)
-	if got := ToneSNR(silent, 1000, 8000); !math.IsInf(got, -1) && !math.IsInf(got, 1) {
-		t.Fatalf("ToneSNR of silence = %v, want ±Inf", got)
+	if got := ToneSNR(silent, 1000, 8000); !math.IsInf(got, -1) {
+		t.Fatalf("ToneSNR of silence = %v, want -Inf", got)
 	}
 	other := make([]int16, 160)
 	NewTone(2000, 8000, 10000).Fill(other)
@@ -239,5 +239,29 @@ func TestToneAddClips(t *testing.T) {
 	NewTone(2000, 8000, 10000).Add(pcm)
 	if pcm[1] != 32767 {
 		t.Fatalf("Add did not clip: %v", pcm)
+	}
+}
+
+// TestToneSNRWithoutTone checks blocks that carry no tone at all: silence
+// and a constant offset have no sine to fit, so they must score as the
+// absence of the tone (-Inf), never as a perfect one.
+func TestToneSNRWithoutTone(t *testing.T) {
+	constant := make([]int16, 160)
+	for i := range constant {
+		constant[i] = 5
+	}
+	for _, tt := range []struct {
+		desc  string
+		block []int16
+	}{
+		{"silence", make([]int16, 160)},
+		{"constant offset", constant},
+		{"one sample", []int16{0}},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			if got := ToneSNR(tt.block, 1000, 8000); !math.IsInf(got, -1) {
+				t.Fatalf("ToneSNR = %v, want -Inf", got)
+			}
+		})
 	}
 }

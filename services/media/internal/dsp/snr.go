@@ -8,12 +8,19 @@ import "math"
 // three-parameter sine fit (IEEE 1241 style: cosine, sine and DC terms), so
 // unlike a bare Goertzel bin it is exact for blocks that do not hold a whole
 // number of cycles. DC is excluded from both sides. A perfect tone returns
-// +Inf and a block without the tone a large negative value.
+// +Inf, a block without the tone a large negative value, and one with
+// nothing at freqHz at all (silence, a constant, an empty block) -Inf.
 func ToneSNR(block []int16, freqHz, sampleRate float64) float64 {
 	if len(block) == 0 {
 		return math.Inf(-1)
 	}
 	a, b, dc := fitSine(block, freqHz, sampleRate)
+	// Samples are integers, so a fitted peak this far below one step is
+	// rounding noise of the solve, not a tone: silence or a constant block
+	// would otherwise score 0/0 and come out as a perfect tone or as 0 dB.
+	if a*a+b*b < noToneAmplitude*noToneAmplitude {
+		return math.Inf(-1)
+	}
 	omega := 2 * math.Pi * freqHz / sampleRate
 	var signal, residual float64
 	for n, x := range block {
@@ -26,11 +33,12 @@ func ToneSNR(block []int16, freqHz, sampleRate float64) float64 {
 	if residual == 0 {
 		return math.Inf(1)
 	}
-	if signal == 0 {
-		return math.Inf(-1)
-	}
 	return 10 * math.Log10(signal/residual)
 }
+
+// noToneAmplitude is the fitted peak, in sample steps, below which ToneSNR
+// finds no tone.
+const noToneAmplitude = 1e-6
 
 // fitSine solves the 3x3 normal equations for x[n] ≈ a·cos(ωn) + b·sin(ωn) + dc.
 func fitSine(block []int16, freqHz, sampleRate float64) (a, b, dc float64) {
