@@ -19,7 +19,6 @@ var (
 	ErrNonceForged    = errors.New("nonce signature mismatch")
 	ErrNonceExpired   = errors.New("nonce expired")
 	ErrNonceReplayed  = errors.New("nonce count replayed")
-	ErrNonceTableFull = errors.New("nonce table full")
 )
 
 const (
@@ -32,6 +31,12 @@ const (
 // sharing the secret can validate them without shared state, and tracks the
 // highest nonce-count seen per nonce so a captured request cannot be replayed
 // to this replica.
+//
+// The table is bounded. When it is full the nonce first used longest ago is
+// forgotten, and every nonce issued no later than it that is not in the table
+// is from then on refused as stale: its counts may be among those forgotten.
+// A client that knows the password just answers the fresh challenge; refusing
+// new nonces instead would lock every client out until old ones expire.
 type Nonces struct {
 	secret     []byte
 	ttl        time.Duration
@@ -40,11 +45,15 @@ type Nonces struct {
 
 	mu   sync.Mutex
 	seen map[string]nonceUse
+	// order holds the keys of seen, first used first, for eviction.
+	order []string
+	// floor is the latest issue time among the nonces evicted unexpired.
+	floor time.Time
 }
 
 type nonceUse struct {
-	nc      uint32
-	expires time.Time
+	nc     uint32
+	issued time.Time
 }
 
 // NewNonces returns a nonce issuer. An empty secret gets a random one, which
@@ -57,7 +66,8 @@ func NewNonces(secret []byte, ttl time.Duration, maxTracked int, now func() time
 	if now == nil {
 		now = time.Now
 	}
-	return &Nonces{secret: secret, ttl: ttl, maxTracked: maxTracked, now: now, seen: make(map[string]nonceUse)}
+	maxTracked = max(maxTracked, 1)
+	return &Nonces{secret: secret, ttl: ttl, maxTracked: maxTracked, now: now, seen: make(map[string]nonceUse, min(maxTracked, 1024))}
 }
 
 // Issue returns a fresh nonce.
@@ -90,7 +100,7 @@ func (n *Nonces) issuedAt(nonce string) (time.Time, error) {
 		return time.Time{}, ErrNonceForged
 	}
 	issued := time.Unix(0, int64(binary.BigEndian.Uint64(raw[:8])))
-	if n.now().Sub(issued) > n.ttl {
+	if n.expired(issued, n.now()) {
 		return issued, ErrNonceExpired
 	}
 	return issued, nil
@@ -98,7 +108,8 @@ func (n *Nonces) issuedAt(nonce string) (time.Time, error) {
 
 // Use records nonce-count nc for nonce. It fails unless nc is higher than
 // every count seen before for that nonce; call it only after the response
-// hash has been verified, so forged requests cannot burn counts.
+// hash has been verified, so forged requests cannot burn counts. A nonce
+// whose counts may have been forgotten fails with ErrNonceExpired (stale).
 func (n *Nonces) Use(nonce string, nc uint32) error {
 	issued, err := n.issuedAt(nonce)
 	if err != nil {
@@ -107,32 +118,53 @@ func (n *Nonces) Use(nonce string, nc uint32) error {
 	now := n.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	use, ok := n.seen[nonce]
-	if ok && nc <= use.nc {
-		return ErrNonceReplayed
-	}
-	if !ok && len(n.seen) >= n.maxTracked {
-		n.pruneLocked(now)
-		if len(n.seen) >= n.maxTracked {
-			return ErrNonceTableFull
+	if use, ok := n.seen[nonce]; ok {
+		if nc <= use.nc {
+			return ErrNonceReplayed
 		}
+		use.nc = nc
+		n.seen[nonce] = use
+		return nil
 	}
-	n.seen[nonce] = nonceUse{nc: nc, expires: issued.Add(n.ttl)}
+	if !issued.After(n.floor) {
+		return ErrNonceExpired
+	}
+	for len(n.seen) >= n.maxTracked {
+		n.evictLocked(now)
+	}
+	n.seen[nonce] = nonceUse{nc: nc, issued: issued}
+	n.order = append(n.order, nonce)
 	return nil
 }
 
-func (n *Nonces) pruneLocked(now time.Time) {
-	for k, u := range n.seen {
-		if now.After(u.expires) {
-			delete(n.seen, k)
-		}
+// evictLocked forgets the nonce first used longest ago.
+func (n *Nonces) evictLocked(now time.Time) {
+	key := n.order[0]
+	n.order[0] = ""
+	n.order = n.order[1:]
+	use := n.seen[key]
+	delete(n.seen, key)
+	// An expired nonce is refused by its age anyway.
+	if !n.expired(use.issued, now) && use.issued.After(n.floor) {
+		n.floor = use.issued
 	}
 }
+
+func (n *Nonces) expired(issued, now time.Time) bool { return now.Sub(issued) > n.ttl }
 
 // Prune forgets nonces that have expired anyway.
 func (n *Nonces) Prune() {
 	now := n.now()
 	n.mu.Lock()
-	n.pruneLocked(now)
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	kept := make([]string, 0, len(n.order))
+	for _, key := range n.order {
+		if n.expired(n.seen[key].issued, now) {
+			delete(n.seen, key)
+			continue
+		}
+		kept = append(kept, key)
+	}
+	// A fresh slice also lets go of the array the evictions advanced over.
+	n.order = kept
 }

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 )
 
@@ -70,6 +72,12 @@ var (
 	ErrUnknownUser    = errors.New("unknown user")
 	ErrWrongResponse  = errors.New("digest response mismatch")
 	ErrQOPRequired    = errors.New("qop=auth required")
+	// ErrURIMismatch: the digest uri is not the Request-URI, so the response
+	// was computed for another request (RFC 7616 3.4.6 asks for 400).
+	ErrURIMismatch = errors.New("digest uri differs from request-uri")
+	// ErrAlgorithmNotOffered: the credentials use an algorithm the verifier
+	// does not offer, which is how a downgrade to MD5 would look.
+	ErrAlgorithmNotOffered = errors.New("digest algorithm not offered")
 )
 
 // Credentials are the parsed Authorization / Proxy-Authorization values.
@@ -92,11 +100,15 @@ type Verifier struct {
 	Realm  string
 	Nonces *Nonces
 	Users  UserHA1
+	// Algorithms are the algorithms challenges offer; credentials using
+	// another are refused, whatever HA1 the user has. Empty allows all.
+	Algorithms []Algorithm
 }
 
-// Verify checks credentials c for a request with the given method. On success
-// it consumes the nonce-count. errors.Is(err, ErrNonceExpired) means stale.
-func (v *Verifier) Verify(c *Credentials, method string) error {
+// Verify checks credentials c for a request with the given method and
+// Request-URI. On success it consumes the nonce-count.
+// errors.Is(err, ErrNonceExpired) means stale.
+func (v *Verifier) Verify(c *Credentials, method string, requestURI sip.Uri) error {
 	if c.Realm != v.Realm {
 		return ErrNoCredentials
 	}
@@ -104,12 +116,18 @@ func (v *Verifier) Verify(c *Credentials, method string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadCredentials, err)
 	}
+	if len(v.Algorithms) > 0 && !slices.Contains(v.Algorithms, alg) {
+		return ErrAlgorithmNotOffered
+	}
 	if !strings.EqualFold(c.QOP, "auth") {
 		// Without qop there is no nonce-count, so replays could not be refused.
 		return ErrQOPRequired
 	}
 	if c.Nc <= 0 || c.Cnonce == "" || c.URI == "" || c.Username == "" {
 		return ErrBadCredentials
+	}
+	if !sameResource(c.URI, requestURI) {
+		return ErrURIMismatch
 	}
 	if err := v.Nonces.Check(c.Nonce); err != nil && !errors.Is(err, ErrNonceExpired) {
 		return err
@@ -142,4 +160,19 @@ func (v *Verifier) Challenge(a Algorithm, stale bool) string {
 		b.WriteString(", stale=true")
 	}
 	return b.String()
+}
+
+// sameResource reports whether the digest uri names the Request-URI's
+// resource: scheme, user, host and port as RFC 3261 19.1.4 compares them.
+// URI parameters are left out, as clients commonly leave them out of the
+// digest uri (sipgo's client does).
+func sameResource(digestURI string, requestURI sip.Uri) bool {
+	var u sip.Uri
+	if err := sip.ParseUri(digestURI, &u); err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Scheme, requestURI.Scheme) &&
+		u.User == requestURI.User &&
+		strings.EqualFold(u.Host, requestURI.Host) &&
+		u.Port == requestURI.Port
 }
