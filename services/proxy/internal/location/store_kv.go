@@ -133,6 +133,11 @@ func (s *KVStore) Lookup(ctx context.Context, aor string) ([]Binding, error) {
 		if err := json.Unmarshal(entry.Value(), &b); err != nil {
 			continue
 		}
+		// The key prefix folds case, but the user part of an AOR does not
+		// (RFC 3261 19.1.4): Bob's keys share bob's prefix.
+		if b.AOR != aor {
+			continue
+		}
 		if !b.Expired(now) {
 			out = append(out, b)
 		}
@@ -260,9 +265,35 @@ func (s *KVStore) sweepLoop(ctx context.Context) {
 // deleting a key twice is harmless.
 func (s *KVStore) Sweep(ctx context.Context) {
 	for _, b := range s.local.Expired() {
-		if err := s.Remove(ctx, b.AOR, b.Contact); err != nil {
+		if err := s.deleteLapsed(ctx, bindingKey(b.AOR, b.Contact)); err != nil {
 			s.log.Debug().Err(err).Str("aor", b.AOR).Msg("sweep binding")
 		}
 	}
+	// Only what is still lapsed goes: the watcher may have delivered a
+	// refresh since Expired was taken.
 	s.local.PruneExpired()
+}
+
+// deleteLapsed deletes key only while the bucket still holds a lapsed
+// binding there. That this replica's copy has lapsed proves nothing about
+// the bucket: the phone may have refreshed through another replica a moment
+// ago, and the watcher not delivered it yet. The delete is conditional on
+// the revision read, so a refresh landing in between survives as well.
+func (s *KVStore) deleteLapsed(ctx context.Context, key string) error {
+	entry, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get %s: %w: %w", key, ErrUnavailable, err)
+	}
+	var b Binding
+	if err := json.Unmarshal(entry.Value(), &b); err == nil && !b.Expired(time.Now()) {
+		return nil
+	}
+	err = s.kv.Delete(ctx, key, jetstream.LastRevision(entry.Revision()))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete %s: %w: %w", key, ErrUnavailable, err)
+	}
+	return nil
 }

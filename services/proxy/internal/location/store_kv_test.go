@@ -2,6 +2,7 @@ package location
 
 import (
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -31,6 +32,24 @@ func startNATS(t *testing.T) *server.Server {
 
 func newKVStore(t *testing.T, url string) *KVStore {
 	t.Helper()
+	s := openKVStore(t, url)
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Run(runCtx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	return s
+}
+
+// openKVStore opens the bucket without running the watcher, so the local
+// replica holds only what this store wrote itself.
+func openKVStore(t *testing.T, url string) *KVStore {
+	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -46,16 +65,6 @@ func newKVStore(t *testing.T, url string) *KVStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Run(runCtx)
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
 	return s
 }
 
@@ -134,4 +143,75 @@ func equalContacts(got []Binding, want []string) bool {
 		}
 	}
 	return true
+}
+
+// TestKVSweepSparesRefreshedBinding: a replica whose copy of a binding has
+// lapsed must not delete the binding another replica has just refreshed,
+// before its watcher has delivered the refresh. Neither store here runs its
+// watcher, which holds that window open.
+func TestKVSweepSparesRefreshedBinding(t *testing.T) {
+	srv := startNATS(t)
+	a := openKVStore(t, srv.ClientURL())
+	b := openKVStore(t, srv.ClientURL())
+	ctx := context.Background()
+	now := time.Now()
+	lapsed := Binding{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1:5060", Expires: now.Add(-time.Second), CallID: "c1", CSeq: 1, UpdatedAt: now.Add(-time.Hour)}
+	if err := a.Save(ctx, lapsed); err != nil {
+		t.Fatal(err)
+	}
+	refreshed := lapsed
+	refreshed.Expires, refreshed.CSeq, refreshed.UpdatedAt = now.Add(time.Hour), 2, now
+	if err := b.Save(ctx, refreshed); err != nil {
+		t.Fatal(err)
+	}
+	a.Sweep(ctx)
+	got, err := b.Lookup(ctx, "bob@localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].CSeq != 2 {
+		t.Fatalf("bucket holds %+v after a's sweep, want the refreshed binding", got)
+	}
+
+	// Once the bucket's binding has lapsed too, the sweep deletes it.
+	stale := refreshed
+	stale.Expires = now.Add(-time.Second)
+	if err := b.Save(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	b.Sweep(ctx)
+	if got, err := a.Lookup(ctx, "bob@localhost"); err != nil || len(got) != 0 {
+		t.Fatalf("lapsed binding not swept: %+v, %v", got, err)
+	}
+	if _, err := b.kv.Get(ctx, bindingKey(stale.AOR, stale.Contact)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("lapsed key still in the bucket: %v", err)
+	}
+}
+
+// TestKVLookupBeforeSyncKeepsAORsApart: the user part of an AOR is case
+// sensitive (RFC 3261 19.1.4), so reading the bucket before the watcher has
+// caught up must not answer for Bob with bob's phones.
+func TestKVLookupBeforeSyncKeepsAORsApart(t *testing.T) {
+	srv := startNATS(t)
+	a := openKVStore(t, srv.ClientURL())
+	b := openKVStore(t, srv.ClientURL())
+	ctx := context.Background()
+	now := time.Now()
+	for _, bd := range []Binding{
+		{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1", Expires: now.Add(time.Hour), UpdatedAt: now},
+		{AOR: "Bob@localhost", Contact: "sip:Bob@10.0.0.2", Expires: now.Add(time.Hour), UpdatedAt: now},
+	} {
+		if err := a.Save(ctx, bd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, aor := range []string{"bob@localhost", "Bob@localhost"} {
+		got, err := b.Lookup(ctx, aor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].AOR != aor {
+			t.Errorf("lookup %s before sync: %+v", aor, got)
+		}
+	}
 }
