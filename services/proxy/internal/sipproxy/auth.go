@@ -38,6 +38,8 @@ type authOutcome struct {
 	ok   bool
 	// stale asks the client to retry with a fresh nonce (stale=true).
 	stale bool
+	// uriMismatch: the credentials were computed for another Request-URI.
+	uriMismatch bool
 	// failure is the metric reason when credentials were present but wrong.
 	failure string
 }
@@ -55,7 +57,7 @@ func (a *authenticator) check(req *sip.Request, proxy bool) authOutcome {
 			out.failure = "malformed"
 			continue
 		}
-		err = a.verifier.Verify(creds, string(req.Method))
+		err = a.verifier.Verify(creds, string(req.Method), req.Recipient)
 		switch {
 		case err == nil:
 			return authOutcome{user: creds.Username, ok: true}
@@ -63,6 +65,9 @@ func (a *authenticator) check(req *sip.Request, proxy bool) authOutcome {
 			continue // another realm's credentials, meant for someone else
 		case errors.Is(err, digestauth.ErrNonceExpired):
 			out.stale = true
+		case errors.Is(err, digestauth.ErrURIMismatch):
+			out.uriMismatch = true
+			out.failure = "uri_mismatch"
 		default:
 			out.failure = authFailureReason(err)
 		}
@@ -82,10 +87,17 @@ func authFailureReason(err error) string {
 		return "bad_nonce"
 	case errors.Is(err, digestauth.ErrQOPRequired):
 		return "qop_required"
-	case errors.Is(err, digestauth.ErrNonceTableFull):
-		return "nonce_table_full"
+	case errors.Is(err, digestauth.ErrAlgorithmNotOffered):
+		return "algorithm_not_offered"
 	}
 	return "malformed"
+}
+
+// ownAOR reports whether the authenticated user may speak for the AOR uri
+// names: the same user at a domain we serve. Users are not kept per domain,
+// so any of our domains will do; a foreign one never does.
+func (s *Server) ownAOR(uri sip.Uri, user string) bool {
+	return uri.User == user && s.self.isLocalDomain(uri.Host)
 }
 
 // challengeHeaders returns one challenge per offered algorithm, preferred

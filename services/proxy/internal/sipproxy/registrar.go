@@ -3,6 +3,7 @@ package sipproxy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,7 +13,9 @@ import (
 	"callgrid.dev/services/proxy/internal/location"
 )
 
-// register implements the registrar (RFC 3261 10.3) for local domains.
+// register implements the registrar (RFC 3261 10.3) for local domains. Every
+// Contact is checked before any binding changes, so a refused REGISTER
+// leaves the bindings as they were (steps 6 and 7 commit all or nothing).
 func (s *Server) register(c *call) error {
 	req := c.req
 	out := s.auth.check(req, false)
@@ -21,7 +24,12 @@ func (s *Server) register(c *call) error {
 		return nil
 	}
 	to := req.To()
-	if to.Address.User != out.user {
+	// Step 5: the To URI is the AOR, and one of a domain we do not serve
+	// gets 404 rather than a binding filed under our canonical domain.
+	if !s.self.isLocalDomain(to.Address.Host) {
+		return fmt.Errorf("register for domain %q: %w", to.Address.Host, errNoRoute)
+	}
+	if !s.ownAOR(to.Address, out.user) {
 		return fmt.Errorf("register %q as %q: %w", to.Address.User, out.user, errIdentityMismatch)
 	}
 	aor := s.self.aor(to.Address)
@@ -31,16 +39,44 @@ func (s *Server) register(c *call) error {
 	if err != nil {
 		return err
 	}
+	wildcard, err := wildcardContact(req, contacts)
+	if err != nil {
+		return err
+	}
+	var updates []bindingUpdate
+	if !wildcard {
+		updates = make([]bindingUpdate, 0, len(contacts))
+		for _, ct := range contacts {
+			expires := s.grantedExpires(req, ct)
+			if expires > 0 && expires < s.cfg.Registrar.MinExpires {
+				return &intervalTooBriefError{min: s.cfg.Registrar.MinExpires}
+			}
+			updates = append(updates, bindingUpdate{contact: contactKey(ct), expires: expires})
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
 	defer cancel()
 	current, err := s.loc.Lookup(ctx, aor)
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", aor, err)
 	}
-	if len(contacts) == 1 && contacts[0].Address.Wildcard {
-		if expiresHeader(req) != 0 {
-			return fmt.Errorf("wildcard contact needs expires 0: %w", errMalformed)
-		}
+	now := s.now()
+	callID := req.CallID().Value()
+	seq := req.CSeq().SeqNo
+	switch registerOrder(current, updates, wildcard, callID, seq) {
+	case orderOlder:
+		// An older REGISTER overtaking a newer one must not undo it: the
+		// update is aborted and the request fails (steps 6 and 7).
+		return fmt.Errorf("register cseq %d not above a binding's of call-id %q: %w", seq, callID, errMalformed)
+	case orderRepeated:
+		// The same request again, arriving after its transaction was
+		// forgotten: it was applied once, so answer with what is bound.
+		s.replyBindings(c, current, now)
+		return nil
+	}
+
+	if wildcard {
 		for _, b := range current {
 			if err := s.loc.Remove(ctx, aor, b.Contact); err != nil {
 				return fmt.Errorf("unregister %s: %w", aor, err)
@@ -50,36 +86,20 @@ func (s *Server) register(c *call) error {
 		s.reply(c, sip.StatusOK, "OK")
 		return nil
 	}
-
-	now := s.now()
-	callID := req.CallID().Value()
-	seq := req.CSeq().SeqNo
-	for _, ct := range contacts {
-		if ct.Address.Wildcard {
-			return fmt.Errorf("wildcard contact among others: %w", errMalformed)
-		}
-		uri := contactKey(ct)
-		expires := s.grantedExpires(req, ct)
-		if expires > 0 && expires < s.cfg.Registrar.MinExpires {
-			return &intervalTooBriefError{min: s.cfg.Registrar.MinExpires}
-		}
-		if prev, ok := findBinding(current, uri); ok && prev.CallID == callID && prev.CSeq >= seq {
-			// An older REGISTER overtaking a newer one must not undo it.
-			continue
-		}
-		if expires == 0 {
-			if err := s.loc.Remove(ctx, aor, uri); err != nil {
+	for _, u := range updates {
+		if u.expires == 0 {
+			if err := s.loc.Remove(ctx, aor, u.contact); err != nil {
 				return fmt.Errorf("unregister %s: %w", aor, err)
 			}
 			continue
 		}
 		b := location.Binding{
 			AOR:       aor,
-			Contact:   uri,
+			Contact:   u.contact,
 			Received:  req.Source(),
 			Transport: strings.ToUpper(req.Transport()),
 			Holder:    s.holderFor(req.Transport()),
-			Expires:   now.Add(time.Duration(expires) * time.Second),
+			Expires:   now.Add(time.Duration(u.expires) * time.Second),
 			CallID:    callID,
 			CSeq:      seq,
 			UpdatedAt: now,
@@ -95,7 +115,72 @@ func (s *Server) register(c *call) error {
 	if err != nil {
 		return err
 	}
-	hdrs := make([]sip.Header, 0, len(bindings)+1)
+	c.logger().Debug().Int("contacts", len(bindings)).Msg("registered")
+	s.replyBindings(c, bindings, now)
+	return nil
+}
+
+// bindingUpdate is one Contact of a REGISTER, checked and not yet applied.
+type bindingUpdate struct {
+	contact string
+	expires int
+}
+
+// wildcardContact reports whether the REGISTER removes all bindings. "*"
+// is only valid alone and with Expires: 0 (RFC 3261 10.3 step 6).
+func wildcardContact(req *sip.Request, contacts []*sip.ContactHeader) (bool, error) {
+	for _, ct := range contacts {
+		if !ct.Address.Wildcard {
+			continue
+		}
+		if len(contacts) > 1 {
+			return false, fmt.Errorf("wildcard contact among others: %w", errMalformed)
+		}
+		if expiresHeader(req) != 0 {
+			return false, fmt.Errorf("wildcard contact needs expires 0: %w", errMalformed)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// registerOrdering says how a REGISTER stands to the bindings it touches.
+type registerOrdering int
+
+const (
+	// orderNew: no touched binding has the request's Call-ID with a CSeq
+	// at or above the request's.
+	orderNew registerOrdering = iota
+	// orderRepeated: a touched binding was made by this very request.
+	orderRepeated
+	// orderOlder: a touched binding was made by a later request.
+	orderOlder
+)
+
+// registerOrder compares the request's Call-ID and CSeq with those of the
+// bindings it would change: all of them for a wildcard, else those of its
+// contacts (RFC 3261 10.3 steps 6 and 7).
+func registerOrder(current []location.Binding, updates []bindingUpdate, wildcard bool, callID string, seq uint32) registerOrdering {
+	order := orderNew
+	for _, b := range current {
+		if b.CallID != callID || b.CSeq < seq {
+			continue
+		}
+		if !wildcard && !slices.ContainsFunc(updates, func(u bindingUpdate) bool { return u.contact == b.Contact }) {
+			continue
+		}
+		if b.CSeq > seq {
+			return orderOlder
+		}
+		order = orderRepeated
+	}
+	return order
+}
+
+// replyBindings answers 200 with every current binding and the seconds it
+// has left (RFC 3261 10.3 step 8).
+func (s *Server) replyBindings(c *call, bindings []location.Binding, now time.Time) {
+	hdrs := make([]sip.Header, 0, len(bindings))
 	for _, b := range bindings {
 		var uri sip.Uri
 		if err := sip.ParseUri(b.Contact, &uri); err != nil {
@@ -104,9 +189,7 @@ func (s *Server) register(c *call) error {
 		left := int(b.Expires.Sub(now).Round(time.Second).Seconds())
 		hdrs = append(hdrs, &sip.ContactHeader{Address: uri, Params: sip.HeaderParams{{K: "expires", V: strconv.Itoa(max(left, 0))}}})
 	}
-	c.logger().Debug().Int("contacts", len(bindings)).Msg("registered")
 	s.reply(c, sip.StatusOK, "OK", hdrs...)
-	return nil
 }
 
 // enforceMaxContacts drops the oldest contacts beyond the limit.
@@ -174,13 +257,4 @@ func expiresHeader(req *sip.Request) int {
 		return -1
 	}
 	return n
-}
-
-func findBinding(bs []location.Binding, contact string) (location.Binding, bool) {
-	for _, b := range bs {
-		if b.Contact == contact {
-			return b, true
-		}
-	}
-	return location.Binding{}, false
 }

@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -170,4 +171,136 @@ func TestNonceReplayRejected(t *testing.T) {
 	if got := testutil.ToFloat64(p.m.authFailures.WithLabelValues("replayed")); got != 1 {
 		t.Errorf("replayed failures %v, want 1", got)
 	}
+}
+
+// contact is a Contact for another device of p's user, with an expires parameter.
+func (p *peer) contact(user, device string, expires int) *sip.ContactHeader {
+	uri := sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: p.port, UriParams: sip.NewParams()}
+	uri.UriParams.Add("dev", device)
+	return &sip.ContactHeader{Address: uri, Params: sip.HeaderParams{{K: "expires", V: strconv.Itoa(expires)}}}
+}
+
+// TestRegisterAllOrNothing: a REGISTER that is refused changes no binding
+// (RFC 3261 10.3 steps 6 and 7 check every Contact before any is applied).
+func TestRegisterAllOrNothing(t *testing.T) {
+	tests := []struct {
+		name       string
+		build      func(p *peer) *sip.Request
+		wantStatus int
+	}{
+		{name: "second contact too brief", wantStatus: 423, build: func(p *peer) *sip.Request {
+			req := p.registerReq("bob", 600)
+			req.AppendHeader(p.contact("bob", "b", 10))
+			return req
+		}},
+		{name: "wildcard after a contact", wantStatus: 400, build: func(p *peer) *sip.Request {
+			req := p.registerReq("bob", 0)
+			req.RemoveHeader("Contact")
+			req.AppendHeader(p.contact("bob", "a", 600))
+			req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Wildcard: true}})
+			return req
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Auth = authConfig("bob")
+			p := startProxy(t, cfg)
+			phone := newPeer(t, "phone")
+			res := phone.register(t, p.Addr("udp"), tc.build(phone), testPassword)
+			if res.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.wantStatus)
+			}
+			if got := p.loc.Count(); got != 0 {
+				t.Errorf("a refused REGISTER left %d bindings", got)
+			}
+		})
+	}
+}
+
+// TestRegisterToMustBeOurDomain: the AOR is the To URI, and one of a domain
+// we do not serve gets 404 (RFC 3261 10.3 step 5), not a binding filed
+// under our domain.
+func TestRegisterToMustBeOurDomain(t *testing.T) {
+	cfg := testConfig()
+	cfg.Auth = authConfig("bob")
+	p := startProxy(t, cfg)
+	phone := newPeer(t, "phone")
+	req := phone.registerReq("bob", 600)
+	req.To().Address.Host = "elsewhere.example"
+	res := phone.register(t, p.Addr("udp"), req, testPassword)
+	if res.StatusCode != sip.StatusNotFound {
+		t.Fatalf("status %d, want 404", res.StatusCode)
+	}
+	if got := p.loc.Count(); got != 0 {
+		t.Errorf("bindings %d, want 0", got)
+	}
+}
+
+// TestRegisterCSeqOrdering: a REGISTER with the Call-ID of a binding and a
+// CSeq not above it must not change that binding or any other (RFC 3261
+// 10.3 steps 6 and 7: the update is aborted), wildcard removals included.
+func TestRegisterCSeqOrdering(t *testing.T) {
+	tests := []struct {
+		name string
+		// seqDelta is the CSeq the REGISTER is authenticated with, relative
+		// to the stored one.
+		seqDelta   int
+		build      func(p *peer) *sip.Request
+		wantStatus int
+		wantBound  int
+	}{
+		{name: "older wildcard", seqDelta: -1, wantStatus: 400, wantBound: 1, build: wildcardReq},
+		{name: "newer wildcard", seqDelta: 1, wantStatus: 200, wantBound: 0, build: wildcardReq},
+		{name: "older with a new contact", seqDelta: -1, wantStatus: 400, wantBound: 1, build: func(p *peer) *sip.Request {
+			req := p.registerReq("bob", 600)
+			req.AppendHeader(p.contact("bob", "b", 600))
+			return req
+		}},
+		// Equal is the same request again, a retransmission arriving after
+		// the transaction was forgotten: it gets 200 and changes nothing.
+		{name: "same cseq with a new contact", seqDelta: 0, wantStatus: 200, wantBound: 1, build: func(p *peer) *sip.Request {
+			req := p.registerReq("bob", 600)
+			req.AppendHeader(p.contact("bob", "b", 600))
+			return req
+		}},
+		{name: "newer with a new contact", seqDelta: 1, wantStatus: 200, wantBound: 2, build: func(p *peer) *sip.Request {
+			req := p.registerReq("bob", 600)
+			req.AppendHeader(p.contact("bob", "b", 600))
+			return req
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Auth = authConfig("bob")
+			p := startProxy(t, cfg)
+			phone := newPeer(t, "phone")
+			first := phone.registerReq("bob", 600)
+			first.AppendHeader(&sip.CSeqHeader{SeqNo: 10, MethodName: sip.REGISTER})
+			if res := phone.register(t, p.Addr("udp"), first, testPassword); res.StatusCode != 200 {
+				t.Fatalf("register: %d", res.StatusCode)
+			}
+			stored := first.CSeq().SeqNo
+			req := tc.build(phone)
+			callID := sip.CallIDHeader(first.CallID().Value())
+			req.AppendHeader(&callID)
+			// The digest retry adds one to the CSeq of the challenged request.
+			req.AppendHeader(&sip.CSeqHeader{SeqNo: uint32(int(stored) + tc.seqDelta - 1), MethodName: sip.REGISTER})
+			res := phone.register(t, p.Addr("udp"), req, testPassword)
+			if res.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.wantStatus)
+			}
+			if got := p.loc.Count(); got != tc.wantBound {
+				t.Errorf("bindings %d, want %d", got, tc.wantBound)
+			}
+		})
+	}
+}
+
+func wildcardReq(p *peer) *sip.Request {
+	req := p.registerReq("bob", 0)
+	req.RemoveHeader("Contact")
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Wildcard: true}})
+	return req
 }

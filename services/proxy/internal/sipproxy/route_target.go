@@ -42,8 +42,8 @@ func (s *Server) routeNewRequest(c *call) error {
 			s.challenge(c, true, out)
 			return nil
 		}
-		if from := req.From(); from.Address.User != out.user {
-			return fmt.Errorf("from %q authenticated as %q: %w", from.Address.User, out.user, errIdentityMismatch)
+		if from := req.From(); !s.ownAOR(from.Address, out.user) {
+			return fmt.Errorf("from %s authenticated as %q: %w", from.Address.Addr(), out.user, errIdentityMismatch)
 		}
 		c.log = c.logger().With().Str("user", out.user).Logger()
 	}
@@ -75,11 +75,17 @@ func (s *Server) routeNewRequest(c *call) error {
 	return nil
 }
 
-// challenge answers 401/407 with our digest challenges.
+// challenge answers 401/407 with our digest challenges. Credentials for
+// another Request-URI get 400 instead (RFC 7616 3.4.6): a fresh challenge
+// would not make them fit, unless another header was merely stale.
 func (s *Server) challenge(c *call, proxy bool, out authOutcome) {
 	if out.failure != "" {
 		s.m.authFailures.WithLabelValues(out.failure).Inc()
 		c.logger().Info().Str("reason", out.failure).Msg("authentication failed")
+	}
+	if out.uriMismatch && !out.stale {
+		s.reply(c, sip.StatusBadRequest, "Digest URI Mismatch")
+		return
 	}
 	code, phrase := sip.StatusUnauthorized, "Unauthorized"
 	if proxy {

@@ -467,6 +467,6 @@ func newAuthenticator(cfg AuthConfig, now func() time.Time) (*authenticator, err
 	}
 	nonces := digestauth.NewNonces([]byte(cfg.NonceSecret), cfg.NonceTTL, cfg.NonceTableSize, now)
 	a := &authenticator{algorithms: algs, nonces: nonces, users: users}
-	a.verifier = &digestauth.Verifier{Realm: cfg.Realm, Nonces: nonces, Users: a.ha1}
+	a.verifier = &digestauth.Verifier{Realm: cfg.Realm, Nonces: nonces, Users: a.ha1, Algorithms: algs}
 	return a, nil
 }
