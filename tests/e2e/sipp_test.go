@@ -68,6 +68,44 @@ func TestSippCallsThroughAnchoredNode(t *testing.T) {
 	}
 }
 
+// TestSippAuthenticatedCallsToTheEcho: the README's smoke call, sipp
+// answering the proxy's 407 with its own digest (whose uri names the
+// proxy, "sip:host:port", not the Request-URI) and playing A-law audio to
+// the echo service, which comes back; nothing is left on the node.
+func TestSippAuthenticatedCallsToTheEcho(t *testing.T) {
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		t.Skip("sipp not installed (Debian package sip-tester); skipping the sipp scenario")
+	}
+	const calls = 3
+	scenario, err := filepath.Abs("../../scripts/sipp/smoke-uac.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, proxyOpts{extra: serviceRules}, mediaOpts{})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	uac := exec.CommandContext(ctx, sipp, s.proxy.sipAddr,
+		"-sf", scenario, "-s", "9196", "-au", alice.name, "-ap", alice.password,
+		"-i", "127.0.0.1", "-p", strconv.Itoa(freeUDPPort(t)),
+		"-mi", "127.0.0.1", "-mp", strconv.Itoa(freeUDPRange(t, 4)),
+		"-m", strconv.Itoa(calls), "-r", "10", "-l", strconv.Itoa(calls),
+		"-timeout", "30s", "-timeout_error", "-nostdin")
+	uac.Stdout, uac.Stderr = &out, &out
+	if err := uac.Run(); err != nil {
+		t.Fatalf("sipp uac failed: %v\n%s", err, tail(out.Bytes()))
+	}
+	s.node.waitIdle(t)
+	if got := scrape(t, s.node.httpURL, "callgrid_media_sessions_ended_total"); got < calls {
+		t.Errorf("node ended %v sessions, want %d", got, calls)
+	}
+	if got := scrape(t, s.node.httpURL, "media_rtp_packets_total"); got < calls*2*100 {
+		t.Errorf("node carried %v RTP packets, want the capture's audio there and back", got)
+	}
+}
+
 func tail(b []byte) []byte {
 	const n = 4000
 	if len(b) > n {

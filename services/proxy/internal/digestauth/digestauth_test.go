@@ -76,15 +76,22 @@ func TestVerify(t *testing.T) {
 		})
 	}
 	t.Run("digest uri matching the request-uri", func(t *testing.T) {
-		for _, uri := range []string{"sip:localhost", "sip:LocalHost", "sip:localhost;transport=tcp"} {
+		// The digest uri is "sip:localhost"; sipp's default form names the
+		// server without the request's user.
+		for _, uri := range []string{"sip:localhost", "sip:LocalHost", "sip:localhost;transport=tcp", "sip:localhost:5060", "sip:bob@localhost"} {
 			if err := v.Verify(creds("MD5", "pw", nonces.Issue(), 1), "REGISTER", requestURI(t, uri)); err != nil {
 				t.Errorf("request-uri %s: %v", uri, err)
 			}
 		}
-		for _, uri := range []string{"sip:localhost:5070", "sips:localhost", "sip:bob@localhost"} {
+		for _, uri := range []string{"sip:localhost:5070", "sips:localhost", "sip:elsewhere"} {
 			if err := v.Verify(creds("MD5", "pw", nonces.Issue(), 1), "REGISTER", requestURI(t, uri)); !errors.Is(err, ErrURIMismatch) {
 				t.Errorf("request-uri %s: %v, want %v", uri, err, ErrURIMismatch)
 			}
+		}
+		withUser := creds("MD5", "pw", nonces.Issue(), 1)
+		withUser.URI = "sip:alice@localhost"
+		if err := v.Verify(withUser, "INVITE", requestURI(t, "sip:bob@localhost")); !errors.Is(err, ErrURIMismatch) {
+			t.Errorf("digest uri of another user: %v, want %v", err, ErrURIMismatch)
 		}
 	})
 	t.Run("algorithm not offered", func(t *testing.T) {

@@ -163,16 +163,29 @@ func (v *Verifier) Challenge(a Algorithm, stale bool) string {
 }
 
 // sameResource reports whether the digest uri names the Request-URI's
-// resource: scheme, user, host and port as RFC 3261 19.1.4 compares them.
-// URI parameters are left out, as clients commonly leave them out of the
-// digest uri (sipgo's client does).
+// resource: scheme, host and port as RFC 3261 19.1.4 compares them (a port
+// left out is the scheme's default), and the user when the digest uri has
+// one. URI parameters are left out, as clients commonly leave them out of
+// the digest uri (sipgo's client does), and so may the user be: sipp, by
+// default, and some phones answer with the address of the server they
+// sent to, "sip:host:port".
 func sameResource(digestURI string, requestURI sip.Uri) bool {
 	var u sip.Uri
 	if err := sip.ParseUri(digestURI, &u); err != nil {
 		return false
 	}
 	return strings.EqualFold(u.Scheme, requestURI.Scheme) &&
-		u.User == requestURI.User &&
+		(u.User == "" || u.User == requestURI.User) &&
 		strings.EqualFold(u.Host, requestURI.Host) &&
-		u.Port == requestURI.Port
+		portOrDefault(u) == portOrDefault(requestURI)
+}
+
+func portOrDefault(u sip.Uri) int {
+	switch {
+	case u.Port != 0:
+		return u.Port
+	case strings.EqualFold(u.Scheme, "sips"):
+		return 5061
+	}
+	return 5060
 }
