@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"callgrid.dev/services/media/internal/quality"
 )
 
 const (
@@ -188,6 +190,16 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	}
 	kind := d.kind(d.hdr.payloadType)
 	if kind == ptSwitch {
+		if d.late() {
+			// A packet of the codec the endpoint just left, delayed past
+			// the first ones of its new codec, is not a switch back:
+			// following it would switch twice, and restart the stream to
+			// the other leg twice, for one packet too late to play.
+			if rx := l.rx.Load(); rx != nil {
+				rx.UpdateEvent(d.hdr.seq) // it arrived: no loss, but its clock may not be the receiver's
+			}
+			return
+		}
 		if !d.s.switchCodec(l, d.hdr.payloadType) {
 			l.drop(dropUnknownPayloadType)
 			return
@@ -278,6 +290,23 @@ func (d *direction) adopt(r *route) {
 	d.cur = r
 	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock
 	d.hasKind = false
+}
+
+// late reports whether the packet in d.hdr is behind the newest one this
+// direction has forwarded from the same source under its current route, or
+// repeats it: what the relay or the transcoder last numbered says, so the
+// packet path keeps no more state for it.
+func (d *direction) late() bool {
+	var newest uint16
+	switch o := &d.out; {
+	case d.mode == routePassthrough && o.started && !o.rebase && o.inSSRC == d.hdr.ssrc:
+		newest = o.seq - o.seqDelta
+	case d.mode == routeTranscode && d.cur.tc.started && d.cur.tc.inSSRC == d.hdr.ssrc:
+		newest = d.cur.tc.lastSeq
+	default:
+		return false
+	}
+	return newest-d.hdr.seq < quality.MaxMisorder
 }
 
 // latch latches the leg onto src, a source its SDP did not name, when the

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -28,13 +29,20 @@ const (
 // engine and checks that every port came back and no goroutine is left.
 func newTestEngine(t *testing.T, mutate func(*Config), opts ...Option) (*Engine, *prometheus.Registry) {
 	t.Helper()
+	return newTestEngineLogging(t, mutate, zerolog.NewTestWriter(t), opts...)
+}
+
+// newTestEngineLogging is newTestEngine with the engine's warnings and
+// errors written to logs.
+func newTestEngineLogging(t *testing.T, mutate func(*Config), logs io.Writer, opts ...Option) (*Engine, *prometheus.Registry) {
+	t.Helper()
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	cfg := Config{BindIP: "127.0.0.1", PortMin: testPortMin, PortMax: testPortMax, MediaTimeout: 10 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	log := zerolog.New(logs).Level(zerolog.WarnLevel)
 	e, err := New(cfg, log, reg, opts...)
 	if err != nil {
 		t.Fatal(err)

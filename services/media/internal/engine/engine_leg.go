@@ -64,13 +64,18 @@ type leg struct {
 	info     codec.Info          // the same codec, as the codec package knows it
 	event    sdpneg.Codec        // telephone-event format, valid if hasEvent
 	hasEvent bool                //
-	extraPTs map[uint8]ptKind    // payload types we offered and may receive besides the endpoint's
 	offered  []sdpneg.Codec      // what we offered this leg (leg B before the answer)
 	// The codecs of the endpoint's answer to our offer, in its numbering,
-	// valid while desc is still answerDesc: it may send any of them.
+	// valid while desc is still answerDesc: it may send any of them, and
+	// in our offer's numbering too.
 	answerDesc   *sdpneg.Description
 	answerCodecs []sdpneg.Codec
 	switches     int // codec switches so far, for logging the first ones
+	refusals     int // codec switches refused so far, likewise
+	// rxRetired sums the receivers replaced when the codec's clock
+	// changed, so the call's figures cover all of it. Replaced, never
+	// changed in place.
+	rxRetired *receiveTotals
 
 	offeredEvents []sdpneg.Codec // DTMF formats we offered this leg
 
@@ -84,7 +89,7 @@ type leg struct {
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
 
-	_ [16]byte // to a whole number of cache lines, like direction
+	_ [8]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {

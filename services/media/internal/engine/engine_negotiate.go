@@ -163,9 +163,9 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 	}
 	a, b := s.legs[0], s.legs[1]
 	var (
-		chosen, ours sdpneg.Codec
-		found        bool
-		answered     []sdpneg.Codec
+		chosen   sdpneg.Codec
+		found    bool
+		answered []sdpneg.Codec
 	)
 	for _, c := range desc.Audio().Codecs {
 		for _, o := range b.offered {
@@ -174,7 +174,7 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 			}
 			answered = append(answered, c)
 			if !found {
-				chosen, ours, found = c, o, true
+				chosen, found = c, true
 			}
 			break
 		}
@@ -185,7 +185,7 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 	aCodec := pickCodec(sdpneg.Supported(a.desc.Audio().Codecs, e.caps), chosen)
 
 	b.answerDesc, b.answerCodecs = desc, answered
-	b.useAnswered(chosen, ours, e)
+	b.setDescription(desc, chosen, e)
 	a.setDescription(a.desc, aCodec, e)
 	if err := s.reroute(); err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
@@ -449,7 +449,12 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 	if !l.hasEvent && len(desc.Audio().TelephoneEvents) > 0 {
 		l.event, l.hasEvent = desc.Audio().TelephoneEvents[0], true
 	}
-	if clockChanged || l.rx.Load() == nil {
+	if old := l.rx.Load(); old == nil || clockChanged {
+		// A receiver measures jitter at one clock; the one replaced keeps
+		// its share of the call's loss for the figures at the end.
+		if old != nil {
+			l.rxRetired = l.rxRetired.plus(old.Current())
+		}
 		l.rx.Store(quality.NewReceiver(info.ClockRate))
 	}
 	l.metrics.Store(e.metrics.forCodec(string(info.Name), l.shard))
@@ -458,17 +463,6 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 		// codec for SDP already applied keeps the latch in place.
 		l.peerDesc = desc
 		l.setPeer(desc.Audio(), e.now())
-	}
-}
-
-// useAnswered makes c, a codec of the endpoint's answer that we offered as
-// ours, the leg's codec. The endpoint may also send it numbered as we
-// offered it.
-func (l *leg) useAnswered(c, ours sdpneg.Codec, e *Engine) {
-	l.setDescription(l.answerDesc, c, e)
-	l.extraPTs = map[uint8]ptKind{ours.PT: ptAudio}
-	if te, ok := l.offeredEvent(c.ClockRate); ok {
-		l.extraPTs[te.PT] = ptEvent
 	}
 }
 
@@ -553,12 +547,17 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 		outClock: to.info.ClockRate,
 	}
 	r.kinds[from.codec.PT] = ptAudio
-	for pt, kind := range from.extraPTs {
-		if kind == ptAudio || from.hasEvent {
-			r.kinds[pt] = kind
+	if from.answerDesc != nil && from.desc == from.answerDesc {
+		// While its answer to our offer is in force, the endpoint may
+		// send the codec in use numbered as we offered it, and any other
+		// codec of its answer. Both follow the codec in use: what a
+		// re-negotiation replaced must not be taken for the new codec.
+		if ours, ok := findSame(from.offered, from.codec); ok && r.kinds[ours.PT] == ptUnknown {
+			r.kinds[ours.PT] = ptAudio
 		}
-	}
-	if from.desc == from.answerDesc {
+		if te, ok := from.offeredEvent(from.info.ClockRate); ok && from.hasEvent && r.kinds[te.PT] == ptUnknown {
+			r.kinds[te.PT] = ptEvent
+		}
 		for _, c := range from.answerCodecs {
 			if r.kinds[c.PT] == ptUnknown && !c.Same(from.codec) {
 				r.kinds[c.PT] = ptSwitch
@@ -622,12 +621,18 @@ func pickSame(list []sdpneg.Codec, want sdpneg.Codec) (sdpneg.Codec, bool) {
 }
 
 func containsSame(list []sdpneg.Codec, c sdpneg.Codec) bool {
+	_, ok := findSame(list, c)
+	return ok
+}
+
+// findSame is the codec in list that is the same as c, if any.
+func findSame(list []sdpneg.Codec, c sdpneg.Codec) (sdpneg.Codec, bool) {
 	for _, o := range list {
 		if o.Same(c) {
-			return true
+			return o, true
 		}
 	}
-	return false
+	return sdpneg.Codec{}, false
 }
 
 func containsCodec(list []sdpneg.Codec, info codec.Info) bool {

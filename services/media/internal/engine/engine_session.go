@@ -220,18 +220,47 @@ func (l *leg) quality() LegQuality {
 		},
 	}
 	if rx := l.rx.Load(); rx != nil {
-		st := rx.Current()
-		q.Lost = int64(st.Lost)
-		q.Duplicates = int64(st.Duplicates)
-		q.Reordered = int64(st.Reordered)
-		q.JitterMs = st.JitterMs
-		if st.Valid && st.Packets > 0 {
+		t := l.rxRetired.plus(rx.Current())
+		q.Lost = int64(t.lost)
+		q.Duplicates = int64(t.duplicates)
+		q.Reordered = int64(t.reordered)
+		q.JitterMs = t.jitterMs
+		if t.valid && t.packets > 0 {
 			// One-way delay is not measured on a relay; the estimate
 			// rates what the network did to the stream we received.
-			q.MOS = quality.MOS(q.Codec, st.LossPercent(), 0, st.JitterMs)
+			q.MOS = quality.MOS(q.Codec, 100*float64(t.lost)/float64(t.expected), 0, t.jitterMs)
 		}
 	}
 	return q
+}
+
+// receiveTotals adds up the statistics of the receivers a leg has had: one
+// per codec clock, as an endpoint switching codecs changes the clock its
+// jitter is measured at, while its loss is the call's throughout.
+type receiveTotals struct {
+	packets, expected, lost, duplicates, reordered uint64
+	jitterMs                                       float64 // of the latest receiver past probation
+	valid                                          bool    // one was
+}
+
+// plus returns the totals with st added; t may be nil (no receiver yet).
+func (t *receiveTotals) plus(st quality.Stats) *receiveTotals {
+	var sum receiveTotals
+	if t != nil {
+		sum = *t
+	}
+	sum.duplicates += st.Duplicates
+	sum.reordered += st.Reordered
+	switch {
+	case st.Valid:
+		sum.packets += st.Packets
+		sum.expected += st.Expected
+		sum.lost += st.Lost
+		sum.jitterMs, sum.valid = st.JitterMs, true
+	case !sum.valid:
+		sum.jitterMs = st.JitterMs
+	}
+	return &sum
 }
 
 // finish ends a session that has been taken out of the table, records its

@@ -12,8 +12,8 @@ type transcoderKey struct {
 	from, to codec.Name
 }
 
-// loggedSwitches is how many codec switches of a leg are logged; an
-// endpoint alternating codecs must not flood the log.
+// loggedSwitches is how many codec switches of a leg are logged, and how
+// many refused; an endpoint alternating codecs must not flood the log.
 const loggedSwitches = 3
 
 // switchCodec makes the codec of l's answer numbered pt the leg's codec, when
@@ -29,26 +29,32 @@ func (s *session) switchCodec(l *leg, pt uint8) bool {
 		return false
 	}
 	defer s.mu.Unlock()
-	if l.desc == nil || l.desc != l.answerDesc {
+	if l.answerDesc == nil || l.desc != l.answerDesc {
 		return false
 	}
 	next, ok := codecWithPT(l.answerCodecs, pt)
 	if !ok || next.Same(l.codec) {
 		return false
 	}
-	ours, offered := pickSame(l.offered, next)
 	prev, wasTranscoding := l.codec, s.transcoding
-	prevOurs, _ := pickSame(l.offered, prev)
-	if !offered {
-		return false
-	}
-	l.useAnswered(next, ours, s.e)
+	rx, retired := l.rx.Load(), l.rxRetired
+	l.setDescription(l.answerDesc, next, s.e)
 	if err := s.reroute(); err != nil {
-		l.useAnswered(prev, prevOurs, s.e)
+		// Nothing was rerouted. The leg goes back as it was, receive
+		// statistics included, and the codec is no longer followed: an
+		// endpoint that goes on sending it must not cost a failed codec
+		// set-up and a log line on every packet.
+		l.setDescription(l.answerDesc, prev, s.e)
+		l.rx.Store(rx)
+		l.rxRetired = retired
+		l.answerCodecs = withoutSame(l.answerCodecs, next)
 		if err := s.reroute(); err != nil {
 			s.log.Error().Err(err).Msg("restore route after a failed codec switch")
 		}
-		s.log.Warn().Err(err).Stringer("leg", l.side).Str("codec", next.Name).Msg("codec switch refused")
+		l.refusals++
+		if l.refusals <= loggedSwitches {
+			s.log.Warn().Err(err).Stringer("leg", l.side).Str("codec", next.Name).Msg("codec switch refused")
+		}
 		return false
 	}
 	l.switches++
@@ -60,6 +66,18 @@ func (s *session) switchCodec(l *leg, pt uint8) bool {
 		s.e.onTranscoding(s.id, s.transcoding)
 	}
 	return true
+}
+
+// withoutSame is list without the codecs that are the same as c, in a new
+// slice: list may be shared.
+func withoutSame(list []sdpneg.Codec, c sdpneg.Codec) []sdpneg.Codec {
+	out := make([]sdpneg.Codec, 0, len(list))
+	for _, o := range list {
+		if !o.Same(c) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func codecWithPT(list []sdpneg.Codec, pt uint8) (sdpneg.Codec, bool) {

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,4 +125,191 @@ func TestAlternatingCodecsReuseTheirTranscoders(t *testing.T) {
 	if n > 4 {
 		t.Fatalf("%d codec pipelines after 60 alternating packets, want at most 4", n)
 	}
+}
+
+// drain receives until nothing more arrives, so that what was sent has been
+// handled, and returns what came.
+func (ep *endpoint) drain() []rtp.Packet {
+	var got []rtp.Packet
+	for {
+		p, ok := ep.recv(300 * time.Millisecond)
+		if !ok {
+			return got
+		}
+		got = append(got, p)
+	}
+}
+
+// A switch to a codec with another RTP clock (PCMU at 8 kHz to Opus at
+// 48 kHz) starts a new jitter measurement, but the loss the callee's
+// stream had before it is still the call's: it is reported at the end.
+func TestCodecSwitchKeepsTheCallsLoss(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	_, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0 111", "a=rtpmap:111 opus/48000/2"))
+	pcmu, opus := encodeTone(t, codec.PCMU, 8000, 20), encodeTone(t, codec.Opus, 48000, 20)
+	for i := range 20 {
+		if i == 10 {
+			continue // lost in the network
+		}
+		b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: uint16(1 + i), Timestamp: uint32(i * 160), SSRC: 4}, pcmu[i])
+	}
+	for i := range 20 {
+		b.send(nodeB, rtp.Header{PayloadType: 111, SequenceNumber: uint16(21 + i), Timestamp: uint32(20000 + i*960), SSRC: 4}, opus[i])
+	}
+	if got := len(a.drain()); got < 35 {
+		t.Fatalf("A got %d packets of the 39 B sent", got)
+	}
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lq := q.Legs[1]; lq.Codec != "opus" || lq.Lost != 1 || lq.MOS == 0 {
+		t.Fatalf("leg B: codec %s, lost %d, MOS %.2f; want opus, the 1 PCMU packet lost, a MOS", lq.Codec, lq.Lost, lq.MOS)
+	}
+}
+
+// Once the callee re-negotiates (a re-INVITE offering PCMA only), the
+// other codecs of its first answer are no longer its to send: a PCMU
+// packet it sends on is dropped, not decoded as the PCMA now in use, even
+// when PCMU was the codec it had switched to. Rolled back, the first
+// answer is in force again, and so are its codecs.
+func TestReOfferRetiresTheAnswersOtherCodecs(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	_, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("8 0"))
+	pcmu, pcma := encodeTone(t, codec.PCMU, 8000, 1)[0], encodeTone(t, codec.PCMA, 8000, 1)[0]
+	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, Timestamp: 0, SSRC: 4}, pcmu)
+	if p, ok := a.recv(2 * time.Second); !ok || p.PayloadType != 0 {
+		t.Fatal("B's switch to PCMU not relayed")
+	}
+	if _, transcoding, err := e.Update(ctx, "s1", LegB, b.sdp("8"), false); err != nil || !transcoding {
+		t.Fatalf("B's PCMA re-offer: transcoding %v, %v", transcoding, err)
+	}
+	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 2, Timestamp: 160, SSRC: 4}, pcmu)
+	a.expectNothing(150 * time.Millisecond)
+
+	if _, err := e.Rollback(ctx, "s1", LegB); err != nil {
+		t.Fatal(err)
+	}
+	b.send(nodeB, rtp.Header{PayloadType: 8, SequenceNumber: 3, Timestamp: 320, SSRC: 4}, pcma)
+	if _, ok := a.recv(2 * time.Second); !ok {
+		t.Fatal("after the rollback, B's PCMA of its first answer not relayed")
+	}
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Legs[1].Dropped.UnknownPayloadType != 1 {
+		t.Fatalf("leg B drops = %+v, want the PCMU sent after the re-offer", q.Legs[1].Dropped)
+	}
+}
+
+// The network may deliver the last packet of the codec a callee left
+// after the first of its new one. That late packet is not a switch back:
+// the call switches once, the node is told once, and the caller's stream
+// restarts (marker, re-based numbering) once.
+func TestLatePacketOfTheCodecLeftIsNotASwitchBack(t *testing.T) {
+	changes := make(chan bool, 8)
+	e, _ := newTestEngine(t, nil, WithTranscodingHandler(func(_ string, transcoding bool) { changes <- transcoding }))
+	a, b := newEndpoint(t), newEndpoint(t)
+	_, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("8 0"))
+	pcmu, pcma := encodeTone(t, codec.PCMU, 8000, 8), encodeTone(t, codec.PCMA, 8000, 8)
+	for _, p := range []struct {
+		pt  uint8
+		seq int
+	}{{8, 1}, {8, 2}, {8, 3}, {0, 5}, {8, 4}, {0, 6}, {0, 7}} {
+		payload := pcma[p.seq]
+		if p.pt == 0 {
+			payload = pcmu[p.seq]
+		}
+		b.send(nodeB, rtp.Header{PayloadType: p.pt, SequenceNumber: uint16(p.seq), Timestamp: uint32(p.seq * 160), SSRC: 4}, payload)
+	}
+	got := a.drain()
+	if len(got) != 6 {
+		t.Fatalf("A got %d packets, want 3 transcoded and 3 relayed", len(got))
+	}
+	markers := 0
+	for i, p := range got {
+		if p.Marker {
+			markers++
+		}
+		if i > 0 && (p.SequenceNumber != got[i-1].SequenceNumber+1 || p.SSRC != got[0].SSRC) {
+			t.Fatalf("packet %d: seq %d after %d, SSRC %#x", i, p.SequenceNumber, got[i-1].SequenceNumber, p.SSRC)
+		}
+	}
+	if markers != 2 || !got[3].Marker {
+		t.Fatalf("%d markers, want the stream's start and the one switch", markers)
+	}
+	if n := len(changes); n != 1 || <-changes {
+		t.Fatalf("%d transcoding changes reported, want one, to passthrough", n)
+	}
+	if n := testutil.ToFloat64(e.metrics.codecSwitches); n != 1 {
+		t.Fatalf("%v codec switches counted, want 1", n)
+	}
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Legs[1].Lost != 0 {
+		t.Fatalf("leg B lost %d: the late packet arrived", q.Legs[1].Lost)
+	}
+}
+
+// A codec of the answer the node cannot set up (here an Opus encoder
+// refusing its options) is refused once and then dropped as a payload type
+// not in use: an endpoint sending it on gets neither a failed set-up nor a
+// warning per packet, and the leg keeps its codec and its statistics.
+func TestRefusedCodecSwitchIsRefusedOnce(t *testing.T) {
+	var logs lockedBuffer
+	e, _ := newTestEngineLogging(t, func(c *Config) {
+		c.Opus = codec.DefaultOpusOptions()
+		c.Opus.Complexity = 11
+	}, &logs)
+	a, b := newEndpoint(t), newEndpoint(t)
+	_, nodeB, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0 111", "a=rtpmap:111 opus/48000/2"))
+	pcmu, opus := encodeTone(t, codec.PCMU, 8000, 1)[0], encodeTone(t, codec.Opus, 48000, 1)[0]
+	seq := uint16(1)
+	send := func(pt uint8, payload []byte, n int) {
+		for range n {
+			b.send(nodeB, rtp.Header{PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 4}, payload)
+			seq++
+		}
+	}
+	send(0, pcmu, 5)
+	send(111, opus, 10)
+	send(0, pcmu, 5)
+	if got := len(a.drain()); got != 10 {
+		t.Fatalf("A got %d packets, want the 10 PCMU relayed", got)
+	}
+	if n := strings.Count(logs.String(), "codec switch refused"); n != 1 {
+		t.Fatalf("refusal logged %d times, want once:\n%s", n, logs.String())
+	}
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lq := q.Legs[1]; lq.Codec != "PCMU" || lq.Dropped.UnknownPayloadType != 10 || lq.MOS == 0 {
+		t.Fatalf("leg B = %+v", lq)
+	}
+}
+
+// lockedBuffer is a log sink written by the engine's goroutines and read by
+// the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
