@@ -130,7 +130,9 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	if err != nil {
 		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
 	}
-	n.transcodingChanged(s, transcoding, "update changed transcoding")
+	if n.transcodingChanged(s, transcoding) {
+		n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("update changed transcoding")
+	}
 	return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp}
 }
 
@@ -138,22 +140,26 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 // or stopped transcoding outside a negotiation (an endpoint switched to
 // another codec of its answer), so its capacity units follow.
 func (n *Node) HandleTranscodingChange(id string, transcoding bool) {
-	if s, ok := n.ledger.lookup(id); ok {
-		n.transcodingChanged(s, transcoding, "codec switch changed transcoding")
+	// Debug: the engine logs a leg's first switches itself, and an
+	// endpoint alternating codecs on every packet must not flood the log
+	// from the event loop that calls this.
+	if s, ok := n.ledger.lookup(id); ok && n.transcodingChanged(s, transcoding) {
+		n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("codec switch changed transcoding")
 	}
 }
 
-// transcodingChanged charges or gives back a session's transcoding units.
-func (n *Node) transcodingChanged(s *session, transcoding bool, why string) {
+// transcodingChanged charges or gives back a session's transcoding units
+// and reports whether that changed anything.
+func (n *Node) transcodingChanged(s *session, transcoding bool) bool {
 	if !n.ledger.updateTranscoding(s.id, transcoding, n.cfg.TranscodeCost) {
-		return
+		return false
 	}
 	if transcoding {
 		n.metrics.transcoded.Inc()
 	} else {
 		n.metrics.transcoded.Dec()
 	}
-	n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg(why)
+	return true
 }
 
 func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *callgridv1.DeleteReply {
