@@ -3,6 +3,7 @@ package sipproxy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -37,6 +38,10 @@ var (
 	errForeignBody      = errors.New("body is not sdp")
 	errSessionNotFound  = errors.New("no live node holds the session")
 )
+
+// errNextHopUnreachable wraps a branch's transport failure: answered 500,
+// where a failure of our own (a store or fleet we need) is a 503.
+var errNextHopUnreachable = errors.New("next hop unreachable")
 
 // failure is how the proxy answers an error: status, reason phrase, metric
 // reason, and the extra headers the status needs.
@@ -121,10 +126,15 @@ func classifyMedia(err error) (failure, bool) {
 
 // classifySIP maps the proxy's own errors.
 func classifySIP(err error) (code int, phrase string, reason string) {
-	var brief *intervalTooBriefError
+	var (
+		brief *intervalTooBriefError
+		ext   *badExtensionError
+	)
 	switch {
 	case errors.As(err, &brief):
 		return sip.StatusIntervalToBrief, "Interval Too Brief", "interval_too_brief"
+	case errors.As(err, &ext):
+		return sip.StatusBadExtension, "Bad Extension", "bad_extension"
 	case errors.Is(err, errDraining):
 		return sip.StatusServiceUnavailable, "Service Unavailable", "draining"
 	case errors.Is(err, location.ErrUnavailable):
@@ -159,10 +169,20 @@ func classifySIP(err error) (code int, phrase string, reason string) {
 		return sip.StatusRequestTimeout, "Request Timeout", "timeout"
 	case errors.Is(err, sip.ErrUDPMTUCongestion):
 		return sip.StatusMessageTooLarge, "Message Too Large", "too_large"
+	case errors.Is(err, errNextHopUnreachable):
+		return sip.StatusInternalServerError, "Server Internal Error", "transport"
 	case errors.Is(err, sip.ErrTransactionTransport):
 		return sip.StatusServiceUnavailable, "Service Unavailable", "transport"
 	}
 	return sip.StatusInternalServerError, "Server Internal Error", "internal"
+}
+
+// badExtensionError carries the Proxy-Require option tags a 420 lists in
+// its Unsupported header.
+type badExtensionError struct{ tags []string }
+
+func (e *badExtensionError) Error() string {
+	return fmt.Sprintf("proxy-require %s not supported", strings.Join(e.tags, ", "))
 }
 
 func asIntervalTooBrief(err error, target **intervalTooBriefError) bool {

@@ -95,6 +95,11 @@ func TestGatewayFailover(t *testing.T) {
 		{name: "busy stops failover", statuses: []int{486, 200}, want: 486, reached: []int{1, 0}},
 		{name: "all fail picks 408 over 503", statuses: []int{503, 0}, want: 408, reached: []int{1, 1}},
 		{name: "only 503 becomes 500", statuses: []int{503, 503}, want: 500, reached: []int{1, 1}},
+		// A silent gateway is a 408 of that branch only: the busy callee
+		// behind the next one is the answer (RFC 3261 16.7 step 6).
+		{name: "timeout then busy forwards busy", statuses: []int{0, 486}, want: 486, reached: []int{1, 1}},
+		{name: "timeout then not found forwards not found", statuses: []int{0, 404}, want: 404, reached: []int{1, 1}},
+		{name: "503 yields to another 5xx", statuses: []int{503, 502}, want: 502, reached: []int{1, 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,4 +202,60 @@ func TestGatewayProbing(t *testing.T) {
 	}
 	gw.status.Store(200)
 	waitFor(t, "gateway up again", func() bool { return up() == 1 })
+}
+
+// A gateway the transport cannot reach counts as one that answered 503
+// (RFC 3261 16.9), and a 503 is not forwarded upstream (16.7 step 6):
+// alone it becomes a 500, without the Retry-After of our own overload.
+func TestUnreachableGatewayIs500(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	healthy := newRawGateway(t, 200)
+	tests := []struct {
+		name     string
+		gateways []Gateway
+		want     int
+	}{
+		{name: "only gateway unreachable", gateways: []Gateway{{Name: "a", Addr: closed, Transport: "tcp"}}, want: 500},
+		{name: "unreachable then healthy", gateways: []Gateway{{Name: "a", Addr: closed, Transport: "tcp"}, {Name: "b", Addr: healthy.addr}}, want: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := pstnConfig(PolicyRoundRobin)
+			cfg.GatewayGroups[0].Gateways = tc.gateways
+			p := startProxy(t, cfg)
+			caller := newPeer(t, "caller")
+			res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:+15551234@localhost", "alice"))
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.want)
+			}
+			if h := res.GetHeader("Retry-After"); h != nil {
+				t.Errorf("%d carries Retry-After %q: the proxy itself is not overloaded", res.StatusCode, h.Value())
+			}
+		})
+	}
+}
+
+// Timer C firing on a branch that sent nothing back, not even a 100, is a
+// 408 of that branch (RFC 3261 16.8): nobody rang, so the next gateway is
+// tried. A ring timeout shorter than the branch timeout must not turn a dead
+// gateway into a failed call.
+func TestTimerCWithoutResponseFailsOver(t *testing.T) {
+	silent, healthy := newRawGateway(t, 0), newRawGateway(t, 200)
+	cfg := pstnConfig(PolicyRoundRobin, silent, healthy)
+	cfg.InviteTimeout = time.Second
+	cfg.BranchTimeout = 5 * time.Second
+	p := startProxy(t, cfg)
+	caller := newPeer(t, "caller")
+	res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:+15551234@localhost", "alice"))
+	if res.StatusCode != 200 {
+		t.Fatalf("status %d, want 200 from the second gateway", res.StatusCode)
+	}
+	if silent.count(sip.INVITE) == 0 || healthy.count(sip.INVITE) == 0 {
+		t.Errorf("INVITEs: silent %d, healthy %d; want both tried", silent.count(sip.INVITE), healthy.count(sip.INVITE))
+	}
 }

@@ -137,3 +137,71 @@ func TestRateLimiter(t *testing.T) {
 		})
 	}
 }
+
+// A request to proxy that requires extensions of the proxy is refused with
+// 420 naming them (RFC 3261 16.3 step 5), before it reaches anyone; the
+// proxy answering a request itself is no proxy and ignores the header.
+func TestProxyRequireRefused(t *testing.T) {
+	gw := newRawGateway(t, 200)
+	p := startProxy(t, pstnConfig(PolicyRoundRobin, gw))
+	caller := newPeer(t, "caller")
+	tests := []struct {
+		name    string
+		ruri    string
+		method  sip.RequestMethod
+		require []string
+		want    int
+	}{
+		{name: "unknown extensions", method: sip.INVITE, ruri: "sip:+15551234@localhost", require: []string{"foo, bar", "baz"}, want: 420},
+		{name: "none required", method: sip.INVITE, ruri: "sip:+15551234@localhost", want: 200},
+		{name: "options to the proxy itself", method: sip.OPTIONS, ruri: "sip:localhost", require: []string{"foo"}, want: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := gw.count(sip.INVITE)
+			req := caller.request(tc.method, tc.ruri, "alice")
+			for _, v := range tc.require {
+				req.AppendHeader(sip.NewHeader("Proxy-Require", v))
+			}
+			res := caller.do(t, p.Addr("udp"), req)
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.want)
+			}
+			if tc.want != 420 {
+				return
+			}
+			if h := res.GetHeader("Unsupported"); h == nil || h.Value() != "foo, bar, baz" {
+				t.Errorf("Unsupported %v, want foo, bar, baz", h)
+			}
+			if got := gw.count(sip.INVITE); got != before {
+				t.Errorf("the refused INVITE reached the gateway")
+			}
+		})
+	}
+}
+
+// OPTIONS for the proxy, sent through it as the outbound proxy (its own
+// Route entry preloaded), is for the proxy still once that entry is popped
+// (RFC 3261 16.4): answered 200 like one without the Route, not proxied.
+func TestOptionsThroughOurRouteAnsweredLocally(t *testing.T) {
+	cfg := testConfig()
+	cfg.Auth = authConfig("alice")
+	p := startProxy(t, cfg)
+	conn := rawUDP(t)
+	tests := []struct {
+		name  string
+		route string
+		want  string
+	}{
+		{name: "our route", route: "Route: <sip:" + p.Addr("udp") + ";transport=udp;lr>\r\n", want: "SIP/2.0 200"},
+		{name: "no route", want: "SIP/2.0 200"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := exchange(t, conn, p.Addr("udp"), rawRequest("OPTIONS", "sip:localhost", "alice", tc.route), 5*time.Second)
+			if !bytes.HasPrefix(res, []byte(tc.want)) {
+				t.Fatalf("got %q, want %s", firstLine(res), tc.want)
+			}
+		})
+	}
+}

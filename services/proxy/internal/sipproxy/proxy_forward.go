@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -92,8 +93,15 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 		s.respond(c, res)
 		return forwardOutcome{code: res.StatusCode}
 	case best.err != nil:
-		s.fail(c, best.err)
-		return forwardOutcome{code: s.classify(best.err).code}
+		err := best.err
+		if errors.Is(err, sip.ErrTransactionTransport) {
+			// A branch the transport failed counts as a 503 (RFC 3261
+			// 16.9), which is not forwarded as one either: our own 503
+			// would tell the caller that this proxy is out of service.
+			err = fmt.Errorf("%w: %w", errNextHopUnreachable, err)
+		}
+		s.fail(c, err)
+		return forwardOutcome{code: s.classify(err).code}
 	default:
 		s.fail(c, errNoRoute)
 		return forwardOutcome{code: s.classify(errNoRoute).code}
@@ -159,29 +167,49 @@ func failoverAllowed(r branchResult) bool {
 }
 
 // bestResponse picks the final response to send upstream (RFC 3261 16.7 step
-// 6): any 6xx, else the lowest class; the first received wins within a class.
-// A branch that timed out counts as a 408.
+// 6): any 6xx, else the lowest class. A branch that timed out counts as a
+// 408 and one the transport failed as a 503 (16.9). Within a class the
+// first received wins, except that what says something about the callee
+// beats what only says a branch failed: a 408 is the branch's timeout, not
+// the callee's answer, so a later 486 or 404 is the one the caller needs;
+// a 503 speaks of its own hop and is forwarded only when nothing else came;
+// and the 4xx that tell the caller how to resubmit come first.
 func bestResponse(finals []branchResult) branchResult {
-	rank := func(r branchResult) int {
-		code := sip.StatusRequestTimeout
-		if r.res != nil {
-			code = r.res.StatusCode
-		} else if !errors.Is(r.err, errBranchTimeout) && !errors.Is(r.err, sip.ErrTransactionTimeout) && !errors.Is(r.err, errInviteTimeout) {
-			code = sip.StatusServiceUnavailable
-		}
-		if code >= 600 {
-			return 0
-		}
-		return code / 100
-	}
 	var best branchResult
-	bestRank := 99
+	bestRank := math.MaxInt
 	for _, r := range finals {
-		if rk := rank(r); rk < bestRank {
+		if rk := responseRank(branchCode(r)); rk < bestRank {
 			best, bestRank = r, rk
 		}
 	}
 	return best
+}
+
+// branchCode is the status a branch ended with, as 16.7 and 16.9 count it.
+func branchCode(r branchResult) int {
+	switch {
+	case r.res != nil:
+		return r.res.StatusCode
+	case errors.Is(r.err, errBranchTimeout), errors.Is(r.err, sip.ErrTransactionTimeout), errors.Is(r.err, errInviteTimeout):
+		return sip.StatusRequestTimeout
+	}
+	return sip.StatusServiceUnavailable
+}
+
+// responseRank orders final responses for bestResponse: lower is better.
+func responseRank(code int) int {
+	class := code / 100
+	if class >= 6 {
+		return 0
+	}
+	sub := 1
+	switch code {
+	case sip.StatusUnauthorized, sip.StatusProxyAuthRequired, sip.StatusUnsupportedMediaType, sip.StatusBadExtension, sip.StatusAddressIncomplete:
+		sub = 0
+	case sip.StatusRequestTimeout, sip.StatusServiceUnavailable:
+		sub = 2
+	}
+	return class*10 + sub
 }
 
 // runBranch sends one branch and relays its responses until it ends.
@@ -310,8 +338,11 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 			timerCFired = true
 			c.logger().Info().Str("dest", t.dest).Msg("timer c expired, cancelling branch")
 			if !provisional {
+				// Nothing came back, not even a 100: as good as a 408
+				// (RFC 3261 16.8), after which the next target is tried.
+				// Nobody rang, so nothing stops the failover.
 				tx.Terminate()
-				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
+				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout)}
 			}
 			sendCancel()
 			giveUp = time.After(s.cfg.CancelWait)

@@ -18,8 +18,10 @@ const branchPrefix = sip.RFC3261BranchMagicCookie + "cg"
 // loopHash is the loop-detection part of our branch. It covers what RFC 3261
 // 16.6 step 8 lists except the top Via: a request that comes back to us has a
 // different top Via, so including it would hide every real loop. A spiral
-// (the Request-URI was retargeted) hashes differently and is let through.
-// Every field is followed by a zero byte, and the hash is FNV-1a 64.
+// (the Request-URI was retargeted, or the route set has taken the request
+// further along: a dialog record-routed through us twice) hashes
+// differently and is let through. Every field is followed by a zero byte,
+// and the hash is FNV-1a 64.
 func loopHash(req *sip.Request) string {
 	h := newLoopHasher()
 	req.Recipient.StringWrite(h)
@@ -37,6 +39,14 @@ func loopHash(req *sip.Request) string {
 		var seq [20]byte
 		h.write(strconv.AppendUint(seq[:0], uint64(c.SeqNo), 10))
 		h.end()
+	}
+	// The Route entries as received: an in-dialog request keeps its
+	// Request-URI, and only its Routes tell its second pass from a loop.
+	for _, hd := range req.Headers() {
+		if r, ok := hd.(*sip.RouteHeader); ok {
+			r.Address.StringWrite(h)
+			h.end()
+		}
 	}
 	for _, name := range [...]string{"Proxy-Require", "Proxy-Authorization"} {
 		for _, hd := range req.Headers() {
@@ -225,22 +235,96 @@ type ownRoute struct {
 	hasMedia bool
 }
 
+// take records what one of our entries, popped, carried.
+func (own *ownRoute) take(params sip.HeaderParams) {
+	own.transport = params.GetOr("transport", own.transport)
+	if m, ok := mediaSessionFrom(params); ok {
+		own.media, own.hasMedia = m, true
+	}
+	own.popped = true
+}
+
 // popOwnRoutes removes our leading Route entries (RFC 3261 16.4) and
-// returns what they carried.
+// returns what they carried. An in-dialog request whose Request-URI is our
+// Record-Route entry comes from a strict router (RFC 2543), which moved the
+// remote target to the end of the Route list: 16.4 puts it back into the
+// Request-URI first, and the entry counts as one of ours popped.
 func (s *Server) popOwnRoutes(req *sip.Request) ownRoute {
 	var own ownRoute
+	if last, ok := s.strictRoutedHere(req); ok {
+		own.take(req.Recipient.UriParams)
+		routes := req.GetHeaders("Route")
+		req.Recipient = *last.Address.Clone()
+		setRoutes(req, routes[:len(routes)-1])
+	}
 	for {
 		r := req.Route()
 		if r == nil || !s.self.isSelf(r.Address.Host, r.Address.Port) {
 			return own
 		}
-		own.transport = r.Address.UriParams.GetOr("transport", own.transport)
-		if m, ok := mediaSessionFrom(r.Address.UriParams); ok {
-			own.media, own.hasMedia = m, true
-		}
+		own.take(r.Address.UriParams)
 		req.RemoveHeader("Route")
-		own.popped = true
 	}
+}
+
+// strictRoutedHere reports an in-dialog request whose Request-URI is an
+// entry we record-route with (ours, no user part, lr) and returns its last
+// Route entry, the remote target a strict router put there.
+func (s *Server) strictRoutedHere(req *sip.Request) (*sip.RouteHeader, bool) {
+	u := req.Recipient
+	if u.User != "" || !hasParamFold(u.UriParams, "lr") || !s.self.isSelf(u.Host, u.Port) {
+		return nil, false
+	}
+	if to := req.To(); to == nil || !to.Params.Has("tag") {
+		return nil, false
+	}
+	routes := req.GetHeaders("Route")
+	if len(routes) == 0 {
+		return nil, false
+	}
+	last, ok := routes[len(routes)-1].(*sip.RouteHeader)
+	return last, ok
+}
+
+// strictNextHop readies a request whose next hop is a strict router, its
+// Route entry without lr (RFC 3261 16.6 step 6): that entry becomes the
+// Request-URI and the Request-URI the last Route entry, which is how a
+// strict router expects to find both. The destination stays the router's.
+func strictNextHop(req *sip.Request) {
+	r := req.Route()
+	if r == nil || hasParamFold(r.Address.UriParams, "lr") {
+		return
+	}
+	routes := req.GetHeaders("Route")
+	remote := &sip.RouteHeader{Address: *req.Recipient.Clone()}
+	req.Recipient = *r.Address.Clone()
+	setRoutes(req, append(routes[1:], remote))
+}
+
+// setRoutes replaces the request's Route entries with routes, in order.
+// They go to the top of the message, where proxies look for them first;
+// the headers themselves may be shared with another message and are not
+// edited.
+func setRoutes(req *sip.Request, routes []sip.Header) {
+	for req.RemoveHeader("Route") {
+	}
+	if len(routes) == 0 {
+		return
+	}
+	req.PrependHeader(routes...)
+	// sipgo's PrependHeader leaves Route() naming the last entry it added;
+	// replacing the first entry by itself points it back at the top.
+	req.ReplaceHeader(routes[0])
+}
+
+// hasParamFold reports a URI parameter by name in any case (RFC 3261 19.1.4).
+func hasParamFold(params sip.HeaderParams, name string) bool {
+	for _, kv := range params {
+		if strings.EqualFold(kv.K, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // relaysVia reports whether a request to uri in the call callID goes to the

@@ -1,9 +1,11 @@
 package sipproxy
 
 import (
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -148,10 +150,52 @@ func validateRequest(req *sip.Request) error {
 	return nil
 }
 
+// checkProxyRequire refuses a request to proxy whose Proxy-Require names an
+// extension this proxy lacks, with 420 listing them (RFC 3261 16.3 step 5);
+// it supports none. ACK and CANCEL carry no Proxy-Require of their own and
+// cannot be refused for one. A request the proxy answers itself is not
+// proxied, and Proxy-Require does not concern it.
+func checkProxyRequire(req *sip.Request) error {
+	if req.IsAck() || req.IsCancel() {
+		return nil
+	}
+	var tags []string
+	for _, h := range req.Headers() {
+		if !strings.EqualFold(h.Name(), "Proxy-Require") {
+			continue
+		}
+		for tag := range strings.SplitSeq(h.Value(), ",") {
+			if tag = strings.TrimSpace(tag); tag != "" {
+				tags = append(tags, tag)
+			}
+		}
+	}
+	if len(tags) == 0 {
+		return nil
+	}
+	return &badExtensionError{tags: tags}
+}
+
 // addressedToUs reports requests for the proxy itself rather than a user.
+// Route entries of ours do not change that: with them popped (RFC 3261
+// 16.4) the Request-URI is still ours, which is how a phone with this proxy
+// as its outbound proxy sends its OPTIONS keep-alives.
 func (s *Server) addressedToUs(req *sip.Request) bool {
-	return req.Recipient.User == "" && req.Route() == nil &&
+	return req.Recipient.User == "" && s.onlyOurRoutes(req) &&
 		(s.self.isSelf(req.Recipient.Host, req.Recipient.Port) || s.self.isLocalDomain(req.Recipient.Host))
+}
+
+// onlyOurRoutes reports whether every Route entry of req, if any, is ours.
+func (s *Server) onlyOurRoutes(req *sip.Request) bool {
+	if req.Route() == nil {
+		return true
+	}
+	for _, h := range req.Headers() {
+		if r, ok := h.(*sip.RouteHeader); ok && !s.self.isSelf(r.Address.Host, r.Address.Port) {
+			return false
+		}
+	}
+	return true
 }
 
 // handleLocal answers requests addressed to the proxy: REGISTER and OPTIONS.
@@ -218,6 +262,10 @@ func (s *Server) fail(c *call, err error) {
 	var brief *intervalTooBriefError
 	if asIntervalTooBrief(err, &brief) {
 		hdrs = append(hdrs, sip.NewHeader("Min-Expires", strconv.Itoa(brief.min)))
+	}
+	var ext *badExtensionError
+	if errors.As(err, &ext) {
+		hdrs = append(hdrs, sip.NewHeader("Unsupported", strings.Join(ext.tags, ", ")))
 	}
 	s.reply(c, f.code, f.phrase, hdrs...)
 }

@@ -56,6 +56,9 @@ func (s *Server) routeNewRequest(c *call) error {
 	if rule != nil && rule.Service != "" {
 		return s.answerWithService(c, rule.Service)
 	}
+	if err := checkProxyRequire(req); err != nil {
+		return err
+	}
 	base, _ := s.prepareForward(c)
 	// Credentials for us must not travel on (RFC 3261 22.3 lets a proxy
 	// remove what it consumed).
@@ -219,11 +222,15 @@ func (s *Server) routeInDialog(c *call) error {
 		}
 		return errNotOurRoute
 	}
+	if err := checkProxyRequire(c.req); err != nil {
+		return err
+	}
 	routeTransport := own.transport
 	if routeTransport == "" {
 		routeTransport = "UDP"
 	}
 	dest, transport := s.nextHop(base, routeTransport)
+	strictNextHop(base)
 	t := target{uri: base.Recipient, dest: dest, transport: transport}
 	if own.hasMedia && s.media != nil {
 		if err := s.mediaInDialog(c, base, own.media); err != nil {
