@@ -28,7 +28,11 @@ func TestConcurrentClaimsNeverExceedCapacity(t *testing.T) {
 	}
 	proxies := make([]*testProxy, 4)
 	for i := range proxies {
-		proxies[i] = startProxy(t, tb, fmt.Sprintf("proxy-%d", i), fleet.ClaimConfig{AttemptTimeout: 5 * time.Second})
+		// Generous: 2,000 claims at once under the race detector on a
+		// loaded machine can take seconds each, and an attempt that
+		// timed out holds its units until its release, which this test
+		// would count as a claim refused for capacity.
+		proxies[i] = startProxy(t, tb, fmt.Sprintf("proxy-%d", i), fleet.ClaimConfig{AttemptTimeout: 15 * time.Second})
 	}
 	for _, p := range proxies {
 		eventually(t, 5*time.Second, "every proxy to see three nodes", func() bool { return len(p.view.Nodes()) == 3 })
@@ -45,7 +49,7 @@ func TestConcurrentClaimsNeverExceedCapacity(t *testing.T) {
 	for i := range claims {
 		wg.Go(func() {
 			p := proxies[i%len(proxies)]
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			reply, err := p.claimer.Offer(ctx, offerReq(fmt.Sprintf("call-%d", i)))
 			switch {
