@@ -41,7 +41,7 @@ type service struct {
 
 var (
 	media = service{name: "media", envPrefix: "MEDIA", cgo: true, tags: "nolibopusfile"}
-	proxy = service{name: "proxy", envPrefix: "PROXY", drainGrace: 185 * time.Second}
+	proxy = service{name: "proxy", envPrefix: "PROXY", drainGrace: 186 * time.Second}
 )
 
 // serviceFor maps an image or config file name to its service.

@@ -26,7 +26,7 @@ const (
 const (
 	DefaultListenAddr       = "127.0.0.1:5060"
 	DefaultTLSAddr          = "127.0.0.1:5061"
-	DefaultInviteTimeout    = 180 * time.Second // Timer C, RFC 3261 16.6 step 11
+	DefaultInviteTimeout    = 181 * time.Second // Timer C: RFC 3261 16.6 step 11 wants it larger than 3 minutes
 	DefaultBranchTimeout    = 32 * time.Second  // 64*T1: Timer B/F for a silent branch
 	DefaultCancelWait       = 32 * time.Second  // how long a cancelled branch may take to answer 487
 	DefaultMaxMessageSize   = 8192
@@ -87,7 +87,7 @@ type Config struct {
 	// authentication and the rate limiter.
 	TrustedNetworks []string `yaml:"trusted_networks"`
 	// InviteTimeout is Timer C: how long a ringing INVITE branch may stay
-	// without a final answer before it is cancelled with 408 (default 180s).
+	// without a final answer before it is cancelled with 408 (default 181s).
 	InviteTimeout time.Duration `yaml:"invite_timeout"`
 	// BranchTimeout is how long a branch may stay silent (no response at all)
 	// before the next destination is tried (default 32s, Timer B/F).
