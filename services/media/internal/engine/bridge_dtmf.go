@@ -51,10 +51,12 @@ func eventEnd(ts uint32, payload []byte) uint32 {
 // coverEvent moves the outgoing stream's latest timestamp to the end of an
 // event just sent: every packet of an event carries its start, and a stream
 // resumed after it (a new source, generated audio) must begin after the
-// digit, not inside it.
+// digit, not inside it. A sender report during a long digit extrapolates
+// from there too, not from the digit's start.
 func (o *outStream) coverEvent(seq uint16, end uint32) {
 	if seq == o.seq && int32(end-o.ts) > 0 {
 		o.ts = end
+		o.publish()
 	}
 }
 

@@ -23,9 +23,9 @@ type outStream struct {
 	transparent bool
 	started     bool
 	ssrc        uint32
-	shared      *atomic.Uint32 // ssrc, for the RTCP reporter on another goroutine
-	seq         uint16         // highest sent
-	ts          uint32         // timestamp of the highest sent
+	report      *streamReport // for the RTCP reporter on another goroutine
+	seq         uint16        // highest sent
+	ts          uint32        // timestamp of the highest sent
 	at          time.Time
 
 	// Relay mapping from the current source.
@@ -41,12 +41,39 @@ func newOutStream(transparent bool) outStream {
 	o := outStream{
 		transparent: transparent,
 		ssrc:        binary.BigEndian.Uint32(b[0:]),
-		shared:      new(atomic.Uint32),
+		report:      new(streamReport),
 		seq:         binary.BigEndian.Uint16(b[4:]),
 		ts:          binary.BigEndian.Uint32(b[6:]),
 	}
-	o.shared.Store(o.ssrc)
+	o.report.ssrc.Store(o.ssrc)
 	return o
+}
+
+// streamReport is what the session clock, which sends RTCP, reads of a
+// stream fed on another goroutine.
+type streamReport struct {
+	ssrc atomic.Uint32
+	// last is the timestamp of the newest packet sent (high 32 bits) and
+	// when it was sent, in microseconds of the activity clock modulo 2^32
+	// (low 32 bits). One word, so that a sender report never pairs one
+	// packet's timestamp with another's send time; the 71 minutes the
+	// modulus spans are far more than a report looks back.
+	last atomic.Uint64
+}
+
+// publish makes the stream's newest timestamp and its send time the ones
+// its sender reports extrapolate from.
+func (o *outStream) publish() {
+	o.report.last.Store(uint64(o.ts)<<32 | uint64(uint32(stampOf(o.at)/time.Microsecond)))
+}
+
+// rtpTime is the stream's RTP timestamp at now on a clock of clock Hz:
+// the newest one sent, moved on by the time since it was sent, as RFC 3550
+// §6.4.1 has a sender report relate its RTP and NTP timestamps.
+func (r *streamReport) rtpTime(now time.Time, clock int) uint32 {
+	last := r.last.Load()
+	since := time.Duration(int32(uint32(stampOf(now)/time.Microsecond)-uint32(last))) * time.Microsecond
+	return uint32(last>>32) + uint32(int64(since)*int64(clock)/int64(time.Second))
 }
 
 // relay maps a relayed packet's numbering onto the stream. marker is true
@@ -57,7 +84,7 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 		switch {
 		case !o.started && o.transparent:
 			o.ssrc, o.seqDelta, o.tsDelta = ssrc, 0, 0
-			o.shared.Store(ssrc)
+			o.report.ssrc.Store(ssrc)
 		case !o.started:
 			o.seqDelta, o.tsDelta = o.seq-seq, o.ts-ts
 		default:
@@ -68,6 +95,7 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 		o.inSSRC, o.rebase = ssrc, false
 		outSeq, outTS = seq+o.seqDelta, ts+o.tsDelta
 		o.started, o.seq, o.ts, o.at = true, outSeq, outTS, now
+		o.publishRelayed()
 		return outSeq, outTS, marker
 	}
 	outSeq, outTS = seq+o.seqDelta, ts+o.tsDelta
@@ -75,8 +103,18 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 	// stream's high-water mark.
 	if int16(outSeq-o.seq) > 0 {
 		o.seq, o.ts, o.at = outSeq, outTS, now
+		o.publishRelayed()
 	}
 	return outSeq, outTS, false
+}
+
+// publishRelayed publishes a relayed packet's numbering when this node is
+// the stream's sender (echo). A transparent relay's sender reports come
+// from its source, so the bridge's packet path does not pay for it.
+func (o *outStream) publishRelayed() {
+	if !o.transparent {
+		o.publish()
+	}
 }
 
 // next numbers a generated packet with timestamp ts.
@@ -84,6 +122,7 @@ func (o *outStream) next(ts uint32, now time.Time) uint16 {
 	o.started = true
 	o.seq++
 	o.ts, o.at = ts, now
+	o.publish()
 	// A relayed source that comes back later must be mapped afresh.
 	o.rebase = true
 	return o.seq

@@ -81,9 +81,12 @@ type leg struct {
 
 	// RTCP bookkeeping for the reports this node sends when it terminates
 	// the leg's stream.
-	remoteSSRC atomic.Uint32 // SSRC of the endpoint's stream
-	lastSR     atomic.Uint32 // middle 32 bits of the NTP time in its last SR
+	// lastSR is the sender SSRC of the endpoint's last SR (high 32 bits)
+	// and the middle 32 bits of its NTP time (low 32 bits): a report
+	// block's LSR must come from its own source's SR.
+	lastSR     atomic.Uint64
 	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
+	remoteSSRC atomic.Uint32 // SSRC of the endpoint's stream
 
 	// told is the sdpneg.Direction of the node's last SDP to the
 	// endpoint: with the endpoint's own, what it may send and receive.

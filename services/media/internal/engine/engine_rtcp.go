@@ -2,14 +2,16 @@ package engine
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"time"
 
 	"github.com/pion/rtcp"
 )
 
-// rtcpInterval is how often this node reports on a stream it terminates
-// (RFC 3550 §6.2 suggests 5 s as the minimum for a two-party session).
+// rtcpInterval is the RFC 3550 §6.2 minimum report interval for a
+// two-party session: each interval this node waits between reports on a
+// stream it terminates is drawn at random around it (§6.3.1).
 const rtcpInterval = 5 * time.Second
 
 // rtcpCNAME identifies this node in the SDES item every compound report
@@ -22,8 +24,12 @@ func looksLikeRTCP(pkt []byte) bool {
 	return len(pkt) >= 8 && pkt[0]>>6 == 2 && pkt[1] >= 192 && pkt[1] <= 223
 }
 
-// validRTCP checks a compound RTCP packet's framing: every header is
-// version 2 with an RTCP type and the lengths add up to the datagram.
+// validRTCP checks a compound RTCP packet's framing (RFC 3550 A.2): every
+// header is version 2 with an RTCP type, the lengths add up to the
+// datagram, only the last packet is padded and by no more than it holds,
+// and what a packet's count says it holds fits in its length. Anything
+// less is dropped, rather than relayed to an endpoint or read with one
+// packet's fields taken from the next.
 func validRTCP(pkt []byte) bool {
 	if len(pkt) < 8 {
 		return false
@@ -32,10 +38,43 @@ func validRTCP(pkt []byte) bool {
 		if len(pkt)-off < 4 || pkt[off]>>6 != 2 || pkt[off+1] < 192 || pkt[off+1] > 223 {
 			return false
 		}
-		off += (int(binary.BigEndian.Uint16(pkt[off+2:])) + 1) * 4
-		if off > len(pkt) {
+		n := (int(binary.BigEndian.Uint16(pkt[off+2:])) + 1) * 4
+		if n > len(pkt)-off {
 			return false
 		}
+		body := n
+		if pkt[off]&0x20 != 0 {
+			pad := int(pkt[off+n-1])
+			if off+n != len(pkt) || pad == 0 || pad > n-4 {
+				return false
+			}
+			body -= pad
+		}
+		if !countFits(pkt[off]&0x1f, pkt[off+1], body) {
+			return false
+		}
+		off += n
+	}
+	return true
+}
+
+// countFits reports whether count items of an RTCP packet of type pt fit
+// in its n bytes: report blocks, SDES chunks (an SSRC and a terminating
+// zero, padded to a word, at the least), BYE sources; feedback needs its
+// two SSRCs.
+func countFits(count, pt uint8, n int) bool {
+	c := int(count)
+	switch pt {
+	case rtcpSR:
+		return n >= 28+c*reportBlockLen
+	case rtcpRR:
+		return n >= 8+c*reportBlockLen
+	case rtcpSDES:
+		return n >= 4+c*8
+	case rtcpBYE:
+		return n >= 4+c*4
+	case rtcpRTPFB, rtcpPSFB:
+		return n >= 12
 	}
 	return true
 }
@@ -65,9 +104,10 @@ func (s *session) handleRTCP(l *leg, pkt []byte, src netip.AddrPort, muxed bool,
 		d.to.sendRTCP(pkt, s.e)
 		return
 	}
-	// A sender report: remember its NTP time for LSR/DLSR in ours.
-	if pkt[1] == uint8(rtcp.TypeSenderReport) && len(pkt) >= 28 {
-		l.lastSR.Store(binary.BigEndian.Uint32(pkt[10:]))
+	// A sender report (validRTCP made sure the first packet holds one
+	// whole): remember whose it is and its NTP time, for LSR/DLSR in ours.
+	if pkt[1] == rtcpSR {
+		l.lastSR.Store(uint64(binary.BigEndian.Uint32(pkt[4:]))<<32 | uint64(binary.BigEndian.Uint32(pkt[10:])))
 		l.lastSRAt.Store(int64(stampOf(now)))
 	}
 }
@@ -88,90 +128,194 @@ func (l *leg) sendRTCP(pkt []byte, e *Engine) {
 	}
 }
 
-// sendReports sends a receiver report to every leg whose stream this node
-// terminates (echo, tone, transcoding), describing what it received.
-func (s *session) sendReports(now time.Time, toneSSRC uint32) {
-	for i, l := range s.legs {
+// reporter sends the RTCP of the streams a session terminates (echo, tone,
+// transcoding). It is owned by the session's clock goroutine.
+type reporter struct {
+	s      *session
+	player *tonePlayer // ServiceTone's, else nil
+	legs   [2]legReports
+}
+
+// legReports is what the reporter remembers of its reports to one leg.
+type legReports struct {
+	// packets is the count of RTP packets sent to the leg at the last
+	// report and at the one before it.
+	packets [2]uint64
+	// joined: the leg was sent a report or RTP, so the endpoint knows our
+	// SSRC and may be told it leaves (RFC 3550 §6.3.7).
+	joined bool
+}
+
+// ourStream is the stream this node sends the leg when it terminates the
+// leg's media, and the RTP clock it runs at; ok is false when the node
+// relays the leg's RTCP instead.
+func (rp *reporter) ourStream(i int) (st *streamReport, clock int, ok bool) {
+	s := rp.s
+	switch {
+	case s.service == ServiceTone:
+		p := rp.player
+		if p.src != nil {
+			clock = p.src.info.ClockRate
+		}
+		return p.out.report, clock, true
+	case s.service == ServiceEcho:
+		if r := s.dirs[0].route.Load(); r != nil {
+			clock = r.outClock
+		}
+		return s.dirs[0].out.report, clock, true
+	}
+	r := s.dirs[i].route.Load()
+	if r == nil || r.mode != routeTranscode {
+		return nil, 0, false
+	}
+	// The stream to leg i comes from the other direction, at its
+	// destination's clock.
+	if back := s.dirs[1-i].route.Load(); back != nil {
+		clock = back.outClock
+	}
+	return s.dirs[1-i].out.report, clock, true
+}
+
+// send sends a report to every leg whose stream this node terminates,
+// describing what it received and, as a sender report, what it sent; with
+// bye, the session is ending and each leg that knows our SSRC is told it
+// leaves.
+func (rp *reporter) send(now time.Time, bye bool) {
+	for i, l := range rp.s.legs {
 		if l == nil {
 			continue
 		}
-		var ours uint32
-		switch {
-		case s.service == ServiceTone:
-			ours = toneSSRC
-		case s.service == ServiceEcho:
-			ours = s.dirs[0].out.shared.Load()
-		default:
-			r := s.dirs[i].route.Load()
-			if r == nil || r.mode != routeTranscode {
-				continue
-			}
-			ours = s.dirs[1-i].out.shared.Load()
+		st, clock, ok := rp.ourStream(i)
+		if !ok {
+			continue
 		}
-		if pkt, err := l.receiverReport(ours, stampOf(now)); err == nil {
-			l.sendRTCP(pkt, s.e)
+		lr := &rp.legs[i]
+		sent := l.packetsOut.Load()
+		if bye && !lr.joined && sent == 0 {
+			// RFC 3550 §6.3.7: no BYE from a participant never heard.
+			continue
 		}
+		// RFC 3550 §6.4: an SR while we sent RTP since the report before
+		// last (§6.3.8's we_sent), else an RR.
+		sender := sent > lr.packets[1] && clock > 0
+		lr.packets[1], lr.packets[0] = lr.packets[0], sent
+		pkt, err := l.report(st, clock, sender, bye, now)
+		if err != nil {
+			continue
+		}
+		l.sendRTCP(pkt, rp.s.e)
+		lr.joined = true
 	}
 }
 
-// receiverReport builds a compound RR + SDES about the leg's stream.
-func (l *leg) receiverReport(ours uint32, now time.Duration) ([]byte, error) {
-	rr := &rtcp.ReceiverReport{SSRC: ours}
-	rx := l.rx.Load()
-	if remote := l.remoteSSRC.Load(); remote != 0 && rx != nil {
-		st := rx.Snapshot()
-		if st.Valid {
-			block := rtcp.ReceptionReport{
-				SSRC:               remote,
-				FractionLost:       st.FractionLostQ8,
-				TotalLost:          uint32(st.CumulativeLost) & 0xffffff,
-				LastSequenceNumber: st.ExtendedHighestSeq,
-				Jitter:             st.Jitter,
-			}
-			if lsr := l.lastSR.Load(); lsr != 0 {
-				block.LastSenderReport = lsr
-				// DLSR is in units of 1/65536 s.
-				block.Delay = uint32((now - time.Duration(l.lastSRAt.Load())) * 65536 / time.Second)
-			}
-			rr.Reports = []rtcp.ReceptionReport{block}
+// report builds a compound report about the leg's stream (RFC 3550 §6.1:
+// SR or RR first, then SDES with our CNAME, then BYE if leaving).
+func (l *leg) report(ours *streamReport, clock int, sender, bye bool, now time.Time) ([]byte, error) {
+	ssrc := ours.ssrc.Load()
+	blocks := l.receptionReports(stampOf(now))
+	var first rtcp.Packet = &rtcp.ReceiverReport{SSRC: ssrc, Reports: blocks}
+	if sender {
+		// The send path counts whole datagrams and the SR payload
+		// octets: what the node generates (tone, transcoded audio) has
+		// a bare 12-byte header; echoed packets keep the caller's CSRCs
+		// or extension, if any, which are counted as payload.
+		packets := l.packetsOut.Load()
+		octets := l.bytesOut.Load() - rtpHeaderLen*packets
+		first = &rtcp.SenderReport{
+			SSRC:        ssrc,
+			NTPTime:     ntpTime(now),
+			RTPTime:     ours.rtpTime(now, clock),
+			PacketCount: uint32(packets),
+			OctetCount:  uint32(octets),
+			Reports:     blocks,
 		}
 	}
-	sdes := &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{
-		Source: ours,
+	pkts := []rtcp.Packet{first, &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{
+		Source: ssrc,
 		Items:  []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: rtcpCNAME}},
-	}}}
-	return rtcp.Marshal([]rtcp.Packet{rr, sdes})
+	}}}}
+	if bye {
+		pkts = append(pkts, &rtcp.Goodbye{Sources: []uint32{ssrc}})
+	}
+	return rtcp.Marshal(pkts)
+}
+
+// receptionReports is the report block about the endpoint's stream, once
+// its source is known and past probation.
+func (l *leg) receptionReports(now time.Duration) []rtcp.ReceptionReport {
+	rx := l.rx.Load()
+	remote := l.remoteSSRC.Load()
+	if remote == 0 || rx == nil {
+		return nil
+	}
+	st := rx.Snapshot()
+	if !st.Valid {
+		return nil
+	}
+	block := rtcp.ReceptionReport{
+		SSRC:               remote,
+		FractionLost:       st.FractionLostQ8,
+		TotalLost:          uint32(st.CumulativeLost) & 0xffffff,
+		LastSequenceNumber: st.ExtendedHighestSeq,
+		Jitter:             st.Jitter,
+	}
+	// LSR and DLSR (RFC 3550 §6.4.1) are about the SR of this very
+	// source: one from a source the endpoint has since replaced would
+	// give it a round trip measured against another stream's clock.
+	if sr := l.lastSR.Load(); sr != 0 && uint32(sr>>32) == remote {
+		block.LastSenderReport = uint32(sr)
+		// In units of 1/65536 s; an SR read after this report's time
+		// was taken is no delay at all, not a wrapped one.
+		delay := max(now-time.Duration(l.lastSRAt.Load()), 0)
+		block.Delay = uint32(delay * 65536 / time.Second)
+	}
+	return []rtcp.ReceptionReport{block}
+}
+
+// ntpTime is t as a 64-bit NTP timestamp (RFC 3550 §4): seconds since
+// 1900 and a binary fraction.
+func ntpTime(t time.Time) uint64 {
+	const unixToNTP = 2208988800 // seconds from 1900 to 1970
+	secs := uint64(t.Unix() + unixToNTP)
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return secs<<32 | frac
+}
+
+// reportInterval draws the wait before the next report: uniformly from
+// half to one and a half times the interval, as RFC 3550 §6.3.1 has it,
+// so that sessions set up together (a node taking over calls) do not
+// report in lockstep.
+func reportInterval(every time.Duration) time.Duration {
+	return every/2 + rand.N(every)
 }
 
 // clock is the session's timer goroutine: it paces the tone service and
-// sends RTCP reports.
+// sends RTCP reports, and a BYE when the session ends.
 func (s *session) clock() {
 	defer s.wg.Done()
-	reports := time.NewTicker(s.e.rtcpEvery)
+	reports := time.NewTimer(reportInterval(s.e.rtcpEvery))
 	defer reports.Stop()
-	var (
-		player *tonePlayer
-		toneC  <-chan time.Time
-	)
+	rp := &reporter{s: s}
+	var toneC <-chan time.Time
 	if s.service == ServiceTone {
-		player = newTonePlayer()
+		rp.player = newTonePlayer()
 		ticker := time.NewTicker(frameDuration)
 		defer ticker.Stop()
 		toneC = ticker.C
-		player.tick(s, time.Now())
+		rp.player.tick(s, time.Now())
 	}
 	for {
 		select {
 		case <-s.done:
+			rp.send(time.Now(), true)
 			return
 		case now := <-toneC:
-			player.tick(s, now)
-		case now := <-reports.C:
-			var toneSSRC uint32
-			if player != nil {
-				toneSSRC = player.out.ssrc
-			}
-			s.sendReports(now, toneSSRC)
+			rp.player.tick(s, now)
+		case <-reports.C:
+			// Now, not when the timer fired: a tone burst may have run
+			// in between, and the SR's times must be of its sending.
+			rp.send(time.Now(), false)
+			reports.Reset(reportInterval(s.e.rtcpEvery))
 		}
 	}
 }

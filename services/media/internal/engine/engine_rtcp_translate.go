@@ -92,6 +92,11 @@ func (o *outStream) untranslateSSRC(field []byte) bool {
 
 // translateReports puts report blocks about the outgoing stream back into
 // its source's numbering: SSRC, and the highest sequence number received.
+// The extended highest sequence number (RFC 3550 §6.4.1) is moved as a
+// whole, by a constant that never takes it below zero, so that its cycle
+// count turns over where the source's numbering wraps rather than where
+// ours does: the source sees it rise steadily, not fall back or leap by
+// 65536 whenever the two wrap apart.
 func (o *outStream) translateReports(blocks []byte, count int) {
 	for i := range count {
 		b := blocks[min(i*reportBlockLen, len(blocks)):]
@@ -100,7 +105,7 @@ func (o *outStream) translateReports(blocks []byte, count int) {
 		}
 		if o.untranslateSSRC(b[0:4]) {
 			ext := binary.BigEndian.Uint32(b[8:])
-			binary.BigEndian.PutUint32(b[8:], ext&^0xffff|uint32(uint16(ext)-o.seqDelta))
+			binary.BigEndian.PutUint32(b[8:], ext+uint32(-o.seqDelta))
 		}
 	}
 }

@@ -80,7 +80,12 @@ func (p *tonePlayer) tick(s *session, now time.Time) {
 		p.src, p.start, p.sent, p.marker = src, now, 0, true
 		p.baseTS = p.out.resumeTS(src.info.ClockRate, now)
 	}
-	due := int(now.Sub(p.start)/frameDuration) + 1
+	// A frame is due at the tick nearest its time, not the first one at
+	// or after it: a run starts at a tick, late by however long that tick
+	// was, and the ticks after it are as often a little less late as more,
+	// so taking them for before their frames' time would send no frame on
+	// one tick and two on the next, for as long as the run lasts.
+	due := int((now.Sub(p.start)+frameDuration/2)/frameDuration) + 1
 	if due-p.sent > maxToneBurst {
 		p.sent = due - 1
 		p.marker = true
@@ -100,7 +105,10 @@ func (p *tonePlayer) tick(s *session, now time.Time) {
 			continue
 		}
 		ts := p.baseTS + uint32(p.sent)*src.info.TimestampStep()
-		seq := p.out.next(ts, now)
+		// Stamped with when the frame is due, not when the tick ran: a
+		// sender report extrapolates from it, and must land on the
+		// timeline the timestamps follow, whatever the tick's lag.
+		seq := p.out.next(ts, p.start.Add(time.Duration(p.sent)*frameDuration))
 		p.buf[0] = 0x80
 		writeHeaderFields(p.buf, src.pt, p.marker, seq, ts, p.out.ssrc)
 		p.marker = false
