@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/rs/zerolog"
@@ -10,6 +11,8 @@ import (
 // sipgoLogHandler routes sipgo's slog output into our zerolog logger. sipgo's
 // transports log every unparsable datagram at Error with the raw bytes; that
 // would let anyone flood our logs, so those records are counted and demoted.
+// So are the reports of a stream connection our read filter ended (a source
+// over its rate, counted there): one per connection the source opens.
 type sipgoLogHandler struct {
 	slog.Handler
 	onParseFailure func()
@@ -35,7 +38,30 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return h.Handler.Handle(ctx, demoted)
 	}
+	if r.Message == "Read filter error" && r.Level > slog.LevelDebug && rateLimitedStream(r) {
+		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		demoted := r.Clone()
+		demoted.Level = slog.LevelDebug
+		return h.Handler.Handle(ctx, demoted)
+	}
 	return h.Handler.Handle(ctx, r)
+}
+
+// rateLimitedStream reports a record of the error the read filter ends a
+// stream connection with; any other filter failure stays as loud as sipgo
+// made it.
+func rateLimitedStream(r slog.Record) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, errStreamRateLimited) {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
 }
 
 func (h *sipgoLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -213,13 +213,16 @@ func (s *Server) addRecordRoute(req *sip.Request, inTransport, outTransport stri
 
 // markReceived applies RFC 3261 18.2.1 and RFC 3581 to the sender's Via of
 // a request about to be forwarded. rport is always filled (Kamailio's
-// force_rport) because phones behind NAT often forget to ask for it.
+// force_rport) because phones behind NAT often forget to ask for it. A
+// received the sender wrote itself is replaced even when its sent-by is
+// right: only we know where the request came from, and a stateless relay
+// of a response goes where the Via says.
 func markReceived(via *sip.ViaHeader, source string) {
 	host, port, err := net.SplitHostPort(source)
 	if err != nil {
 		return
 	}
-	if via.Host != host {
+	if via.Host != host || via.Params.Has("received") {
 		via.Params.Add("received", host)
 	}
 	via.Params.Add("rport", port)
@@ -408,15 +411,24 @@ func forwardCopy(req *sip.Request) *sip.Request {
 
 // withoutTopVia returns a response carrying res's status, headers and body
 // without its first Via (ours: RFC 3261 16.7 step 3). Header values are
-// shared with res, as in forwardCopy; the caller sets where it goes.
+// shared with res, as in forwardCopy; the caller sets where it goes. Of
+// several Content-Length values only the first goes on, and SetBody makes
+// it the body's: a second one would frame the stream differently at a
+// previous hop that reads it, which a response cannot be refused for.
 func withoutTopVia(res *sip.Response) *sip.Response {
 	up := sip.NewResponse(res.StatusCode, res.Reason)
 	up.SipVersion = res.SipVersion
-	skipped := false
+	skipped, length := false, false
 	for _, h := range res.Headers() {
 		if !skipped && h.Name() == "Via" {
 			skipped = true
 			continue
+		}
+		if isContentLength(h) {
+			if length {
+				continue
+			}
+			length = true
 		}
 		up.AppendHeader(h)
 	}

@@ -146,6 +146,8 @@ func validateRequest(req *sip.Request) error {
 		return fmt.Errorf("request-uri scheme %q: %w", req.Recipient.Scheme, errUnsupportedURI)
 	case req.Recipient.Host == "":
 		return fmt.Errorf("request-uri without host: %w", errMalformed)
+	case contentLengths(req) > 1:
+		return fmt.Errorf("several content-length values: %w", errMalformed)
 	}
 	return nil
 }
