@@ -1,6 +1,11 @@
 // Package config loads a service's configuration: defaults in code, then a
 // YAML file (unknown keys are errors: a typo must not pass silently), then
 // environment overrides, validated once by the caller.
+//
+// A service's own variables (PREFIX_...) apply whenever they are set, empty
+// included: setting one is deliberate, and PREFIX_BUS_URL= is how a file's
+// bus is cleared for an embedded one. Variables shared with other software,
+// such as NATS_URL, are read with LookupEnv instead, where empty is unset.
 package config
 
 import (
@@ -34,15 +39,52 @@ func Load(path, envPrefix string, cfg any) error {
 	return ApplyEnv(envPrefix, cfg, os.LookupEnv)
 }
 
-// Decode reads YAML into cfg, refusing unknown keys.
+// LookupEnv is os.LookupEnv with an empty value reported as unset. It is
+// for variables outside a service's prefix, NATS_URL above all: those are
+// set for other tools too, and are often declared with no value (NAME= in
+// a compose file, an unset ${NAME} interpolated), which must not wipe the
+// file's setting.
+func LookupEnv(name string) (string, bool) {
+	v, ok := os.LookupEnv(name)
+	if v == "" {
+		return "", false
+	}
+	return v, ok
+}
+
+// Decode reads YAML into cfg, refusing unknown keys and a second document.
 func Decode(data []byte, cfg any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	// An empty file is no settings, not an error.
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		return err
 	}
-	return nil
+	// The decoder stops after the first document: settings after a "---"
+	// would be ignored without a word, typos included.
+	for {
+		var extra yaml.Node
+		switch err := dec.Decode(&extra); {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		case !isEmptyDocument(&extra):
+			return fmt.Errorf("line %d: a second YAML document; the configuration must be a single one", extra.Line)
+		}
+	}
+}
+
+// isEmptyDocument reports a document with no settings, as a trailing "---"
+// leaves.
+func isEmptyDocument(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	return n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
 }
 
 // ApplyEnv overrides fields of cfg from variables named after their yaml

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,9 +29,60 @@ type HTTPServer struct {
 	log      zerolog.Logger
 }
 
+// CheckListenAddr reports whether addr can be given to NewHTTPServer:
+// host:port with a numeric port, where the host is an IP address, a name,
+// or empty for every interface (":9102", the usual way to write it).
+// Service names and an empty port are refused although net.Listen takes
+// them: the first depends on the machine's services database, the second
+// picks a random port no probe or scrape would find.
+func CheckListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not a number within 0-65535", addr, port)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if !isHostName(host) {
+		return fmt.Errorf("%q: %q is neither an IP address nor a host name", addr, host)
+	}
+	return nil
+}
+
+// isHostName reports whether s is made of DNS labels: letters, digits and
+// inner hyphens, dot separated. Underscores pass too: container runtimes
+// resolve names such as callgrid_proxy_1.
+func isHostName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // NewHTTPServer listens on addr. ready returns nil when the service should
 // get traffic, or the reason it should not.
 func NewHTTPServer(addr string, gatherer prometheus.Gatherer, ready func() error, log zerolog.Logger) (*HTTPServer, error) {
+	// Both are only called on a request: refused here, rather than a
+	// panic on the first scrape or probe.
+	if gatherer == nil || ready == nil {
+		return nil, errors.New("http server: a gatherer and a readiness check are required")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
@@ -68,7 +122,12 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := s.srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("http shutdown: %w", err)
+		// Shutdown leaves connections still busy past the bound open (a
+		// scrape stuck in a collector, say); the server must not outlive
+		// Run.
+		_ = s.srv.Close()
+		<-errc
+		return fmt.Errorf("http shutdown: %w; remaining connections closed", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http server: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -19,12 +20,32 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
+// ParseLevel reads a level name, in any case; empty is info. Only the
+// documented names are taken: zerolog's own parser also takes "disabled",
+// "panic", "fatal" and bare numbers, so a stray "100" or "2" would turn
+// logging off or change it without a word.
+func ParseLevel(s string) (zerolog.Level, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return zerolog.InfoLevel, nil
+	case "trace":
+		return zerolog.TraceLevel, nil
+	case "debug":
+		return zerolog.DebugLevel, nil
+	case "info":
+		return zerolog.InfoLevel, nil
+	case "warn":
+		return zerolog.WarnLevel, nil
+	case "error":
+		return zerolog.ErrorLevel, nil
+	}
+	return zerolog.NoLevel, fmt.Errorf("%q is not trace, debug, info, warn or error", s)
+}
+
 // Validate names a field that cannot work.
 func (c LogConfig) Validate() error {
-	if c.Level != "" {
-		if _, err := zerolog.ParseLevel(c.Level); err != nil {
-			return fmt.Errorf("log.level: %w", err)
-		}
+	if _, err := ParseLevel(c.Level); err != nil {
+		return fmt.Errorf("log.level: %w", err)
 	}
 	switch c.Format {
 	case "", "json", "console":
@@ -42,8 +63,10 @@ func NewLogger(c LogConfig, service string, w io.Writer) zerolog.Logger {
 	if c.Format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
-	level, err := zerolog.ParseLevel(c.Level)
-	if err != nil || c.Level == "" {
+	// Validate has refused a bad level already; info is the safe side for
+	// a caller that skipped it.
+	level, err := ParseLevel(c.Level)
+	if err != nil {
 		level = zerolog.InfoLevel
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Str("service", service).Logger()
