@@ -119,7 +119,7 @@ func Load(path string) (Config, error) {
 	if err := config.Load(path, EnvPrefix, &cfg); err != nil {
 		return cfg, err
 	}
-	if url, ok := os.LookupEnv("NATS_URL"); ok && os.Getenv(EnvPrefix+"_BUS_URL") == "" {
+	if url, ok := config.LookupEnv("NATS_URL"); ok && os.Getenv(EnvPrefix+"_BUS_URL") == "" {
 		cfg.Bus.URL = url
 	}
 	if err := cfg.Validate(); err != nil {
@@ -134,7 +134,7 @@ func (c *Config) Validate() error {
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := netip.ParseAddrPort(c.HTTP.Addr); err != nil {
+	if err := obs.CheckListenAddr(c.HTTP.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("http.addr: %w", err))
 	}
 	if err := c.Bus.Validate(); err != nil {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -182,4 +183,21 @@ func openFDs(t *testing.T) int {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
 	return len(ents)
+}
+
+// As the proxy does: an empty NATS_URL (a container env left blank) keeps
+// the file's bus, and http.addr takes the forms net.Listen does.
+func TestEmptyNATSURLAndListenForms(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "media.yaml")
+	if err := os.WriteFile(path, []byte("bus:\n  url: nats://bus.example:4222\nhttp:\n  addr: \":9102\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NATS_URL", "")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bus.URL != "nats://bus.example:4222" || cfg.HTTP.Addr != ":9102" {
+		t.Fatalf("bus %q, http %q", cfg.Bus.URL, cfg.HTTP.Addr)
+	}
 }

@@ -5,7 +5,7 @@ package app
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+	"math"
 	"os"
 	"time"
 
@@ -80,13 +80,16 @@ func Defaults() Config {
 }
 
 // Load reads the file at path (optional) over the defaults, then the
-// environment (PROXY_..., and NATS_URL for bus.url), and validates.
+// environment (PROXY_..., and NATS_URL for bus.url unless PROXY_BUS_URL is
+// not empty), and validates. An empty NATS_URL counts as unset: it would
+// otherwise replace the file's bus by an embedded one no other replica
+// sees.
 func Load(path string) (Config, error) {
 	cfg := Defaults()
 	if err := config.Load(path, EnvPrefix, &cfg); err != nil {
 		return cfg, err
 	}
-	if url, ok := os.LookupEnv("NATS_URL"); ok && os.Getenv(EnvPrefix+"_BUS_URL") == "" {
+	if url, ok := config.LookupEnv("NATS_URL"); ok && os.Getenv(EnvPrefix+"_BUS_URL") == "" {
 		cfg.Bus.URL = url
 	}
 	return cfg, cfg.Validate()
@@ -98,7 +101,7 @@ func (c Config) Validate() error {
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := netip.ParseAddrPort(c.HTTP.Addr); err != nil {
+	if err := obs.CheckListenAddr(c.HTTP.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("http.addr: %w", err))
 	}
 	if err := c.Bus.Validate(); err != nil {
@@ -118,6 +121,11 @@ func (c Config) Validate() error {
 	}
 	if c.Runtime.MemoryLimitMB < 0 {
 		errs = append(errs, errors.New("runtime.memory_limit_mb must not be negative"))
+	}
+	// applyRuntime shifts the MiB into bytes: past this the product
+	// overflows into a negative or tiny limit that starves the heap.
+	if c.Runtime.MemoryLimitMB > math.MaxInt64>>20 {
+		errs = append(errs, fmt.Errorf("runtime.memory_limit_mb: %d MiB does not fit in a byte count", c.Runtime.MemoryLimitMB))
 	}
 	if c.Media.Claim.AttemptTimeout < 0 || c.Media.Claim.MaxAttempts < 0 || c.Media.Claim.Units < 0 {
 		errs = append(errs, errors.New("media.claim: attempt_timeout, max_attempts and units must not be negative"))
