@@ -128,35 +128,6 @@ func TestAllocateExhaustAndRelease(t *testing.T) {
 	}
 }
 
-func TestAllocateSkipsPortsHeldElsewhere(t *testing.T) {
-	min, max := freeRange(t, 4)
-	// Someone else holds the RTCP port of the first pair.
-	squatter, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: min + 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer squatter.Close()
-
-	p, err := New("127.0.0.1", min, max)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := p.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pair.Release()
-	if pair.Port != min+2 {
-		t.Fatalf("allocated %d, want %d (first pair is half taken)", pair.Port, min+2)
-	}
-	if _, err := p.Allocate(); !errors.Is(err, ErrExhausted) {
-		t.Fatalf("err = %v, want ErrExhausted", err)
-	}
-	if p.InUse() != 1 {
-		t.Fatalf("InUse() = %d, want 1", p.InUse())
-	}
-}
-
 func TestAllocateConcurrent(t *testing.T) {
 	min, max := freeRange(t, 40)
 	p, err := New("127.0.0.1", min, max)
@@ -251,37 +222,47 @@ func TestReleasedPairIsReusedLast(t *testing.T) {
 	}
 }
 
-// A pair whose ports another process holds is skipped, not lost: once the
-// ports are free again the pool hands it out.
-func TestPairHeldElsewhereIsTriedAgain(t *testing.T) {
-	min, max := freeRange(t, 4)
-	squatter, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: min})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New("127.0.0.1", min, max)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held, err := p.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Release()
-	if held.Port != min+2 {
-		t.Fatalf("allocated %d, want %d", held.Port, min+2)
-	}
-	if _, err := p.Allocate(); !errors.Is(err, ErrExhausted) {
-		t.Fatalf("err = %v, want ErrExhausted", err)
-	}
-	squatter.Close()
-	again, err := p.Allocate()
-	if err != nil {
-		t.Fatalf("the pair freed by the other process: %v", err)
-	}
-	defer again.Release()
-	if again.Port != min {
-		t.Fatalf("allocated %d, want %d", again.Port, min)
+// A pair one of whose ports another process holds is skipped, not lost:
+// once the port is free again the pool hands the pair out.
+func TestPairHeldElsewhereIsSkippedAndTriedAgain(t *testing.T) {
+	for _, held := range []struct {
+		name   string
+		offset int
+	}{{"rtp port", 0}, {"rtcp port", 1}} {
+		t.Run(held.name, func(t *testing.T) {
+			min, max := freeRange(t, 4)
+			squatter, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: min + held.offset})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := New("127.0.0.1", min, max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pair, err := p.Allocate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pair.Release()
+			if pair.Port != min+2 {
+				t.Fatalf("allocated %d, want %d (first pair is half taken)", pair.Port, min+2)
+			}
+			if _, err := p.Allocate(); !errors.Is(err, ErrExhausted) {
+				t.Fatalf("err = %v, want ErrExhausted", err)
+			}
+			if p.InUse() != 1 {
+				t.Fatalf("InUse() = %d, want 1", p.InUse())
+			}
+			squatter.Close()
+			again, err := p.Allocate()
+			if err != nil {
+				t.Fatalf("the pair freed by the other process: %v", err)
+			}
+			defer again.Release()
+			if again.Port != min {
+				t.Fatalf("allocated %d, want %d", again.Port, min)
+			}
+		})
 	}
 }
 
