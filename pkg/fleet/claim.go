@@ -125,27 +125,31 @@ func (c *Claimer) Offer(ctx context.Context, req *callgridv1.OfferRequest) (*cal
 	if len(order) > c.cfg.MaxAttempts {
 		order = order[:c.cfg.MaxAttempts]
 	}
-	var lastErr error
-	for i, nodeID := range order {
+	var (
+		lastErr error
+		tried   int
+	)
+	for _, nodeID := range order {
+		tried++
 		reply, err := c.offerOne(ctx, nodeID, req)
 		if err == nil {
 			c.view.noteClaimed(nodeID, c.cfg.Units)
 			c.claims.WithLabelValues("ok").Inc()
-			c.tries.Observe(float64(i + 1))
+			c.tries.Observe(float64(tried))
 			return reply, nil
 		}
 		lastErr = err
 		var se *bus.StatusError
 		if errors.As(err, &se) && !retryable(se.Status) {
 			c.claims.WithLabelValues("rejected").Inc()
-			c.tries.Observe(float64(i + 1))
+			c.tries.Observe(float64(tried))
 			return nil, err
 		}
 		if errors.Is(err, bus.ErrUnavailable) || ctx.Err() != nil {
 			break
 		}
 	}
-	c.tries.Observe(float64(len(order)))
+	c.tries.Observe(float64(tried))
 	if errors.Is(lastErr, bus.ErrUnavailable) {
 		c.claims.WithLabelValues("unavailable").Inc()
 		return nil, fmt.Errorf("claim media session: %w", lastErr)
@@ -154,7 +158,7 @@ func (c *Claimer) Offer(ctx context.Context, req *callgridv1.OfferRequest) (*cal
 	if lastErr == nil {
 		return nil, fmt.Errorf("claim media session: %w: no eligible node among %d", ErrNoMediaCapacity, len(c.view.Nodes()))
 	}
-	return nil, fmt.Errorf("claim media session: %w: tried %d nodes, last: %w", ErrNoMediaCapacity, len(order), lastErr)
+	return nil, fmt.Errorf("claim media session: %w: tried %d nodes, last: %w", ErrNoMediaCapacity, tried, lastErr)
 }
 
 func retryable(s callgridv1.Status) bool {
@@ -171,7 +175,11 @@ func (c *Claimer) offerOne(ctx context.Context, nodeID string, req *callgridv1.O
 		// bus dropped): the node may have reserved before the reply was
 		// lost, so the session id is released there and the units come
 		// back. A node that never saw the offer answers UNKNOWN_SESSION.
-		c.releaseLater(nodeID, req.GetSessionId())
+		// With no responders nobody received it (a node that died and is
+		// still in the view), and there is nothing to release.
+		if !errors.Is(err, bus.ErrNoResponders) {
+			c.releaseLater(nodeID, req.GetSessionId())
+		}
 		return nil, err
 	}
 	if reply.GetStatus() != callgridv1.Status_STATUS_OK {

@@ -12,8 +12,27 @@ import (
 )
 
 // busQueueSize bounds the bus writes waiting to be made; beyond it new ones
-// are dropped and logged rather than slowing call control.
+// are dropped and logged rather than slowing call control. A node that can
+// hold more sessions queues writesPerSession for each: ending every call at
+// shutdown, or handing a previous run's calls over at start, queues them
+// all at once, far faster than the bus takes them, and a hang-up or end
+// event dropped then is a call nobody ends.
 const busQueueSize = 4096
+
+// writesPerSession is the most one session puts in the queue at once: its
+// call record, then at its end the record's removal, a hang-up request and
+// its end event.
+const writesPerSession = 4
+
+// maxSessions is more sessions than one node can hold: each holds at least
+// an RTP port pair. It keeps a capacity configured far beyond the ports
+// from sizing the queue.
+const maxSessions = 65536 / 2
+
+// queueSizeFor is the write queue a node of cfg needs.
+func queueSizeFor(cfg Config) int {
+	return max(busQueueSize, writesPerSession*min(cfg.CapacityUnits/max(cfg.PassthroughCost, 1), maxSessions))
+}
 
 // kvWriteTimeout bounds one call-record write.
 const kvWriteTimeout = 2 * time.Second
@@ -53,8 +72,8 @@ type busWriter struct {
 	ch    chan busWrite
 }
 
-func newBusWriter(c *bus.Client, log zerolog.Logger) *busWriter {
-	return &busWriter{bus: c, log: log, ch: make(chan busWrite, busQueueSize)}
+func newBusWriter(c *bus.Client, log zerolog.Logger, size int) *busWriter {
+	return &busWriter{bus: c, log: log, ch: make(chan busWrite, size)}
 }
 
 func (w *busWriter) enqueue(op busWrite) {

@@ -71,10 +71,8 @@ func (n *Node) handleOffer(ctx context.Context, req *callgridv1.OfferRequest) *c
 	if service != callgridv1.MediaService_MEDIA_SERVICE_BRIDGE {
 		// A built-in service answers at once: no answer request follows,
 		// so the call is recorded now for hang-up should this node die.
-		n.ledger.markAnswered(s.id, false, false, n.cfg.TranscodeCost, time.Now())
-		if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {
-			n.writer.record(fleet.CallKey(n.cfg.ID, s.id), rec)
-		}
+		n.ledger.markAnswered(s.id, false, n.ledger.switchCount(s.id), false, n.cfg.TranscodeCost, time.Now())
+		n.writeCallRecord(s.id)
 	}
 	return &callgridv1.OfferReply{Status: callgridv1.Status_STATUS_OK, SessionId: s.id, NodeId: n.cfg.ID, Sdp: sdp}
 }
@@ -87,12 +85,30 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	if len(req.GetSdp()) == 0 {
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "answer carries no sdp"}
 	}
+	// The callee may switch codec (HandleTranscodingChange) at any moment
+	// once the engine has its answer, so the flag the engine returns can be
+	// stale by the time the ledger records it. A switch reported during
+	// the call below is newer than that flag if it came after the engine's
+	// answer, but older if it came before the engine took the answer up
+	// (after a provisional answer the callee can already switch), and an
+	// answer with new SDP may then have changed transcoding again. So when
+	// a switch came in, the engine is asked again: a repeat of the same
+	// answer changes nothing there and returns the flag as it is then; a
+	// switch reported from the moment before asking either came after the
+	// repeat or is already in its flag, so markAnswered can take the last
+	// such switch's flag.
+	switches := n.ledger.switchCount(s.id)
 	sdp, transcoding, err := n.media.Answer(ctx, s.id, req.GetSdp(), req.GetProvisional())
 	if err != nil {
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: err.Error()}
 	}
+	if again := n.ledger.switchCount(s.id); again != switches {
+		if _, now, err := n.media.Answer(context.WithoutCancel(ctx), s.id, req.GetSdp(), req.GetProvisional()); err == nil {
+			transcoding, switches = now, again
+		}
+	}
 	n.ledger.setDialog(s.id, req.GetDialog())
-	change, err := n.ledger.markAnswered(s.id, transcoding, req.GetProvisional(), n.cfg.TranscodeCost, time.Now())
+	change, transcoding, err := n.ledger.markAnswered(s.id, transcoding, switches, req.GetProvisional(), n.cfg.TranscodeCost, time.Now())
 	switch {
 	case errors.Is(err, errNoRoomToTranscode):
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: err.Error()}
@@ -100,10 +116,15 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: "no session " + s.id}
 	}
 	n.metrics.transcoded.Add(float64(change))
-	if rec := n.ledger.callRecord(s.id, n.cfg.ID); rec != nil {
-		n.writer.record(fleet.CallKey(n.cfg.ID, s.id), rec)
-	}
+	n.writeCallRecord(s.id)
 	return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp, Transcoding: transcoding}
+}
+
+// writeCallRecord queues the call record of an answered session.
+func (n *Node) writeCallRecord(id string) {
+	n.ledger.writeCallRecord(id, n.cfg.ID, func(rec *callgridv1.CallRecord) {
+		n.writer.record(fleet.CallKey(n.cfg.ID, id), rec)
+	})
 }
 
 func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) *callgridv1.UpdateReply {
@@ -140,12 +161,15 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 // or stopped transcoding outside a negotiation (an endpoint switched to
 // another codec of its answer), so its capacity units follow.
 func (n *Node) HandleTranscodingChange(id string, transcoding bool) {
+	s, change := n.ledger.switched(id, transcoding, n.cfg.TranscodeCost)
+	if change == 0 {
+		return
+	}
+	n.metrics.transcoded.Add(float64(change))
 	// Debug: the engine logs a leg's first switches itself, and an
 	// endpoint alternating codecs on every packet must not flood the log
 	// from the event loop that calls this.
-	if s, ok := n.ledger.lookup(id); ok && n.transcodingChanged(s, transcoding) {
-		n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("codec switch changed transcoding")
-	}
+	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("codec switch changed transcoding")
 }
 
 // transcodingChanged charges or gives back a session's transcoding units
@@ -167,7 +191,7 @@ func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *c
 	if cause == "" {
 		cause = "delete"
 	}
-	q, ok := n.endSession(req.GetSessionId(), cause)
+	q, ok := n.endSession(req.GetSessionId(), cause, false)
 	if !ok {
 		return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_UNKNOWN_SESSION, Detail: "no session " + req.GetSessionId()}
 	}
@@ -175,8 +199,9 @@ func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *c
 }
 
 // endSession releases a session's units, closes its media and publishes the
-// call-ended event. It reports false for a session the node does not hold.
-func (n *Node) endSession(id, cause string) (*callgridv1.MediaQuality, bool) {
+// call-ended event; hangUp is as for finish. It reports false for a
+// session the node does not hold.
+func (n *Node) endSession(id, cause string, hangUp bool) (*callgridv1.MediaQuality, bool) {
 	s, ok := n.ledger.release(id)
 	if !ok {
 		return nil, false
@@ -185,7 +210,7 @@ func (n *Node) endSession(id, cause string) (*callgridv1.MediaQuality, bool) {
 	if err != nil {
 		n.log.Warn().Err(err).Str("call_id", s.callID).Str("session_id", id).Msg("close session media")
 	}
-	n.finish(s, cause, q)
+	n.finish(s, cause, q, hangUp)
 	return q, true
 }
 
@@ -201,13 +226,23 @@ func (n *Node) HandleMediaTimeout(id string, q *callgridv1.MediaQuality) {
 	n.writer.event("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
 		CallId: s.callID, SessionId: id, NodeId: n.cfg.ID, Dialog: s.dialog, Quality: q, UnixMs: time.Now().UnixMilli(),
 	})
-	n.finish(s, "media_timeout", q)
+	n.finish(s, "media_timeout", q, false)
 }
 
-func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality) {
+// finish accounts for a session the ledger released and publishes its end;
+// hangUp asks the proxies to hang up an answered call's legs.
+func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hangUp bool) {
 	var duration float64
 	if !s.answered.IsZero() {
 		duration = time.Since(s.answered).Seconds()
+		if hangUp {
+			// The node ends a call that is still up, and its record goes
+			// below, so no proxy would ever hang its legs up: ask them to,
+			// as for a media timeout.
+			n.writer.event("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
+				CallId: s.callID, SessionId: s.id, NodeId: n.cfg.ID, Dialog: s.dialog, Quality: q, UnixMs: time.Now().UnixMilli(),
+			})
+		}
 		n.writer.forget(fleet.CallKey(n.cfg.ID, s.id))
 	}
 	n.metrics.sessions.Dec()

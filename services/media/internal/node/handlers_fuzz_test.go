@@ -63,7 +63,7 @@ func FuzzControlRequests(f *testing.F) {
 			t.Fatalf("ledger over capacity: %+v", s)
 		}
 		for _, id := range opened {
-			n.endSession(id, "bye")
+			n.endSession(id, "bye", false)
 		}
 		if s := n.ledger.snapshot(); s.used != 0 || s.sessions != 0 || s.transcoded != 0 {
 			t.Fatalf("after deleting everything: %+v", s)

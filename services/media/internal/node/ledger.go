@@ -34,6 +34,15 @@ type session struct {
 	dialog      *callgridv1.Dialog
 	created     time.Time
 	answered    time.Time
+	// sized: an answer (provisional or final) sized the session, so a
+	// codec switch the engine reports from then on is charged at once.
+	sized bool
+	// switches counts the codec switches the engine reported as changing
+	// transcoding, and switchedTo is what the last one said. An answer
+	// compares the count from before its engine call with the count when
+	// it records the result, to learn whether a switch landed meanwhile.
+	switches   uint64
+	switchedTo bool
 	// closeWhenOpen: a delete arrived while the engine was still opening.
 	closeWhenOpen bool
 }
@@ -160,33 +169,81 @@ var errNoRoomToTranscode = errors.New("no free capacity units to transcode")
 // it: grown to the transcoded cost when
 // the legs need transcoding, back to its own when an answer after it
 // (another fork's, or new SDP in the final one) no longer does. change is
-// +1 or -1 when the session started or stopped transcoding. It reports
+// +1 or -1 when the session started or stopped transcoding. switchesBefore
+// is switchCount from before the engine call that returned transcoding: if
+// a codec switch was reported since, the engine's flag may be older than
+// the switch, and the switch's flag is used (handleAnswer makes sure it is
+// the newer one). The flag used is returned. It reports
 // errNoRoomToTranscode if the growth does not fit: the node never exceeds
-// its capacity for a call still being set up, so the call must end.
-func (l *ledger) markAnswered(id string, transcoding, provisional bool, transcodeCost int, at time.Time) (change int, err error) {
+// its capacity for a call still being set up, so the call must end, and it
+// is not recorded as answered.
+func (l *ledger) markAnswered(id string, transcoding bool, switchesBefore uint64, provisional bool, transcodeCost int, at time.Time) (change int, transcodes bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s, found := l.sessions[id]
 	if !found {
 		// Ended meanwhile (a delete or a timeout that raced the answer).
-		return 0, ErrUnknownSession
+		return 0, false, ErrUnknownSession
 	}
+	if s.switches != switchesBefore {
+		transcoding = s.switchedTo
+	}
+	switch {
+	case transcoding == s.transcoding:
+	case !transcoding:
+		l.stopTranscoding(s)
+		change = -1
+	case l.used+max(transcodeCost-s.units, 0) > l.total:
+		return 0, transcoding, errNoRoomToTranscode
+	default:
+		l.startTranscoding(s, transcodeCost)
+		change = +1
+	}
+	s.sized = true
 	if s.answered.IsZero() && !provisional {
 		// The call is answered at its final answer: early media is not
 		// talk time, and a call that only had it was never answered.
 		s.answered = at
 	}
-	switch {
-	case transcoding == s.transcoding:
-		return 0, nil
-	case !transcoding:
-		l.stopTranscoding(s)
-		return -1, nil
-	case l.used+max(transcodeCost-s.units, 0) > l.total:
-		return 0, errNoRoomToTranscode
+	return change, transcoding, nil
+}
+
+// switchCount is how many codec switches the engine has reported for a
+// session (0 for one the ledger does not hold).
+func (l *ledger) switchCount(id string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sessions[id]; ok {
+		return s.switches
 	}
-	l.startTranscoding(s, transcodeCost)
-	return +1, nil
+	return 0
+}
+
+// switched records a codec switch that the engine reports as having
+// started or stopped transcoding. Once an answer has sized the session it
+// is charged like an update's, beyond the node's units if need be (the
+// engine has already switched); before that it is only recorded, and the
+// answer being applied takes it up. change is as for markAnswered; s is
+// nil for a session the ledger does not hold.
+func (l *ledger) switched(id string, on bool, transcodeCost int) (s *session, change int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok {
+		return nil, 0
+	}
+	s.switches++
+	s.switchedTo = on
+	switch {
+	case !s.sized || s.transcoding == on:
+		return s, 0
+	case on:
+		l.startTranscoding(s, transcodeCost)
+		return s, +1
+	default:
+		l.stopTranscoding(s)
+		return s, -1
+	}
 }
 
 // startTranscoding grows s to the transcode cost; stopTranscoding gives the
@@ -207,8 +264,9 @@ func (l *ledger) stopTranscoding(s *session) {
 	l.transcoded--
 }
 
-// updateTranscoding records that an update (a re-INVITE) started or
-// stopped transcoding an answered session, and reports whether that
+// updateTranscoding records that an update (a re-INVITE, or an UPDATE in
+// the early dialog) started or stopped transcoding a session an answer has
+// sized, and reports whether that
 // changed anything. A live call is never refused for it: one that starts
 // transcoding is charged the transcode cost even beyond the node's units,
 // so that the node offers no room until calls end; one that stops gives
@@ -217,7 +275,7 @@ func (l *ledger) updateTranscoding(id string, on bool, transcodeCost int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s, found := l.sessions[id]
-	if !found || s.answered.IsZero() || s.transcoding == on {
+	if !found || !s.sized || s.transcoding == on {
 		return false
 	}
 	if on {
@@ -281,11 +339,28 @@ func (l *ledger) unansweredSince(cutoff time.Time) []string {
 	return ids
 }
 
+// writeCallRecord hands the call record of an answered session to write
+// with the ledger locked. A release takes the same lock, so the removal of
+// the record that ending the session queues always comes after the write:
+// a record written after its removal would outlive the call and have it
+// hung up, and its end published again, when the node next starts.
+func (l *ledger) writeCallRecord(id, nodeID string, write func(*callgridv1.CallRecord)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rec := l.callRecordLocked(id, nodeID); rec != nil {
+		write(rec)
+	}
+}
+
 // callRecord is what the bus keeps of an answered session so that a proxy
 // can hang it up should this node die.
 func (l *ledger) callRecord(id, nodeID string) *callgridv1.CallRecord {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.callRecordLocked(id, nodeID)
+}
+
+func (l *ledger) callRecordLocked(id, nodeID string) *callgridv1.CallRecord {
 	s, ok := l.sessions[id]
 	if !ok || s.answered.IsZero() {
 		return nil

@@ -24,7 +24,7 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	l := openLedger(t, 10, "a", "b")
 	// A provisional answer (a 183) that transcodes is charged, and
 	// answers nothing yet: no call record, no talk time.
-	if change, err := l.markAnswered("a", true, true, 8, time.Now()); change != 1 || err != nil {
+	if change, _, err := l.markAnswered("a", true, 0, true, 8, time.Now()); change != 1 || err != nil {
 		t.Fatalf("growth to transcode: change %v, %v", change, err)
 	}
 	if rec := l.callRecord("a", "n"); rec != nil {
@@ -35,7 +35,7 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	}
 	// A later answer (the final after a provisional one) that does not
 	// transcode gives the units back.
-	if change, err := l.markAnswered("a", false, false, 8, time.Now()); change != -1 || err != nil {
+	if change, _, err := l.markAnswered("a", false, 0, false, 8, time.Now()); change != -1 || err != nil {
 		t.Fatalf("final answer without transcoding: change %v, %v", change, err)
 	}
 	if s := l.snapshot(); s.used != 2 || s.transcoded != 0 {
@@ -44,14 +44,14 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 	if rec := l.callRecord("a", "n"); rec == nil {
 		t.Fatal("the final answer left the call unanswered")
 	}
-	if change, err := l.markAnswered("a", true, false, 8, time.Now()); change != 1 || err != nil {
+	if change, _, err := l.markAnswered("a", true, 0, false, 8, time.Now()); change != 1 || err != nil {
 		t.Fatalf("growth to transcode again: change %v, %v", change, err)
 	}
 	// b cannot grow: 9 + 7 > 10. The node never exceeds its capacity.
-	if _, err := l.markAnswered("b", true, false, 8, time.Now()); !errors.Is(err, errNoRoomToTranscode) {
+	if _, _, err := l.markAnswered("b", true, 0, false, 8, time.Now()); !errors.Is(err, errNoRoomToTranscode) {
 		t.Fatal("growth beyond capacity accepted")
 	}
-	if _, err := l.markAnswered("gone", false, false, 8, time.Now()); !errors.Is(err, ErrUnknownSession) {
+	if _, _, err := l.markAnswered("gone", false, 0, false, 8, time.Now()); !errors.Is(err, ErrUnknownSession) {
 		t.Fatalf("answer of a session that ended meanwhile: %v, want ErrUnknownSession", err)
 	}
 	l.release("a")
@@ -70,7 +70,7 @@ func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
 		t.Fatal("an unanswered session's update was charged")
 	}
 	for _, id := range []string{"a", "b"} {
-		if _, err := l.markAnswered(id, false, false, 8, time.Now()); err != nil {
+		if _, _, err := l.markAnswered(id, false, 0, false, 8, time.Now()); err != nil {
 			t.Fatalf("answer %s refused", id)
 		}
 	}

@@ -16,6 +16,8 @@ type Media interface {
 	// Answer applies leg B's answer and returns the answer for leg A, and
 	// whether the legs ended up on different codecs. A provisional answer
 	// (early media) does not start the media timeout; the final one does.
+	// A repeat of the last answer's SDP changes nothing else and returns
+	// the same answer with the flag as it is at that moment.
 	Answer(ctx context.Context, sessionID string, sdp []byte, provisional bool) (sdpForA []byte, transcoding bool, err error)
 	// Update applies an in-dialog offer from one leg to a live session, or
 	// with answer set the answer to the other leg's, and returns the SDP for

@@ -57,7 +57,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, c *bus.Clien
 	n := &Node{
 		cfg: cfg, bus: c, media: m, log: log,
 		ledger:   newLedger(cfg.CapacityUnits),
-		writer:   newBusWriter(c, log),
+		writer:   newBusWriter(c, log, queueSizeFor(cfg)),
 		metrics:  newMetrics(reg),
 		started:  time.Now(),
 		ports:    func() (int, int) { return 0, 0 },
@@ -128,14 +128,18 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.writer.calls, err = fleet.OpenCallsBucket(setup, n.bus, 0); err != nil {
 		return err
 	}
-	n.handOverPreviousCalls(setup)
-	subs, err := n.serve()
-	if err != nil {
-		return err
-	}
+	// The writer runs from here, so that what the handover queues goes
+	// out as it is queued.
 	var wg sync.WaitGroup
 	writerCtx, stopWriter := context.WithCancel(context.Background())
 	wg.Go(func() { n.writer.run(writerCtx) })
+	n.handOverPreviousCalls(setup)
+	subs, err := n.serve()
+	if err != nil {
+		stopWriter()
+		wg.Wait()
+		return err
+	}
 
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	wg.Go(func() { n.reapUnanswered(reapCtx) })
@@ -207,7 +211,7 @@ func (n *Node) reapUnanswered(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			for _, id := range n.ledger.unansweredSince(now.Add(-n.cfg.SetupTimeout)) {
-				if _, ok := n.endSession(id, "setup_timeout"); ok {
+				if _, ok := n.endSession(id, "setup_timeout", false); ok {
 					n.log.Warn().Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
 				}
 			}
@@ -243,9 +247,11 @@ func (n *Node) waitForCalls() {
 }
 
 // closeAll ends every session, with cause, publishing their end events.
+// The answered ones are calls still up: the proxies are asked to hang them
+// up.
 func (n *Node) closeAll(cause string) {
 	for _, id := range n.ledger.ids() {
-		n.endSession(id, cause)
+		n.endSession(id, cause, true)
 	}
 }
 
