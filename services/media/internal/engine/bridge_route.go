@@ -87,13 +87,16 @@ type direction struct {
 
 	dst destination
 	out outStream
-	buf []byte // generated packets (transcoded audio)
+	buf []byte // generated packets (transcoded audio, event segment ends)
 
 	s *session // for RTCP multiplexed on the RTP port
 
+	// The event being carried between different telephone-event clocks.
+	events eventTrack
+
 	// To 256 bytes: objects of that size class start on a cache line, so
 	// the fields above keep the lines they were placed on.
-	_ [32]byte
+	_ [8]byte
 }
 
 // destination caches where the destination leg's RTP goes, computed from
@@ -176,9 +179,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	}
 	l.received(len(pkt), stamp)
 	if d.hdr.ssrc != d.srcSSRC {
-		d.srcSSRC = d.hdr.ssrc
-		l.remoteSSRC.Store(d.srcSSRC)
-		l.newSource()
+		d.newSource(src, now)
 	}
 	r := d.route.Load()
 	if r == nil {
@@ -224,16 +225,30 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	}
 	switch {
 	case d.mode == routePassthrough:
-		d.rewrite(r, pkt, payload, kind, now)
-		if !d.to.sendRTPTo(pkt, dst) {
+		if d.rewrite(r, pkt, payload, kind, now) && !d.to.sendRTPTo(pkt, dst) {
 			l.drop(dropNoDestination)
 		}
 	case kind == ptEvent:
-		d.send(d.transcodeEvent(r, pkt, payload, now))
+		d.transcodeEvent(r, pkt, payload, now)
 	default:
 		if !r.tc.audio(d, r, payload, now) {
 			l.drop(dropCodecError)
 		}
+	}
+}
+
+// newSource takes on the SSRC in d.hdr, from src, as the source leg's
+// stream: a new endpoint stream, whose statistics and events start afresh,
+// and whose SSRC the node's own stream to that endpoint must not share.
+// Only a change of SSRC comes here, so a steady stream pays nothing for it.
+func (d *direction) newSource(src netip.AddrPort, now time.Time) {
+	l := d.from
+	d.srcSSRC = d.hdr.ssrc
+	l.remoteSSRC.Store(d.srcSSRC)
+	l.newSource()
+	d.events.active = false
+	if o := d.streamToSource(); o != nil {
+		d.s.avoidCollision(l, o, d.srcSSRC, src, now)
 	}
 }
 
@@ -290,6 +305,8 @@ func (d *direction) adopt(r *route) {
 	d.cur = r
 	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock
 	d.hasKind = false
+	// The clocks an event was being carried between may have changed.
+	d.events.active = false
 }
 
 // late reports whether the packet in d.hdr is behind the newest one this
@@ -340,19 +357,15 @@ func (d *direction) kind(pt uint8) ptKind {
 
 // rewrite turns a relayed packet into the destination's numbering in place:
 // payload type, sequence, timestamp, SSRC. Header extensions, CSRCs and
-// padding are left as they are.
-func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time.Time) {
-	pt := d.audioPT
-	var segment uint32
+// padding are left as they are. It reports whether the packet is to be
+// sent: an event packet may say nothing the destination has not been told.
+func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time.Time) bool {
 	if kind == ptEvent {
-		pt = r.eventPT
-		segment = rescaleEventDurations(payload, r.inEventClock, r.outEventClock)
+		return d.rewriteEvent(r, pkt, payload, now)
 	}
 	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
-	if kind == ptEvent {
-		d.out.coverEvent(seq, eventEnd(ts+segment, payload))
-	}
-	writeHeaderFields(pkt, pt, marker || d.hdr.marker, seq, ts+segment, d.out.ssrc)
+	writeHeaderFields(pkt, d.audioPT, marker || d.hdr.marker, seq, ts, d.out.ssrc)
+	return true
 }
 
 // send forwards pkt to the destination endpoint.

@@ -49,6 +49,26 @@ func newOutStream(transparent bool) outStream {
 	return o
 }
 
+// renewSSRC gives the stream a new random SSRC, other than the one it had,
+// and returns the one it replaces. Its numbering goes on: the receiver
+// takes it for a new source either way.
+func (o *outStream) renewSSRC() uint32 {
+	old := o.ssrc
+	for o.ssrc == old {
+		o.ssrc = randomSSRC()
+	}
+	o.report.ssrc.Store(o.ssrc)
+	return old
+}
+
+// randomSSRC draws an SSRC as RFC 3550 §8.1 has it: at random, so that two
+// parties rarely pick the same one.
+func randomSSRC() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}
+
 // streamReport is what the session clock, which sends RTCP, reads of a
 // stream fed on another goroutine.
 type streamReport struct {

@@ -115,6 +115,7 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 	t.outBase = d.out.resumeTS(t.outClock, now)
 	t.fifoLen = 0
 	t.marker = true
+	d.avoidCollisionAhead(now)
 }
 
 // track notes the packet in d.hdr and returns how many packets were lost

@@ -147,45 +147,6 @@ func TestTranscodePCMUOpus(t *testing.T) {
 	}
 }
 
-// A key held longer than a 16-bit duration holds at 48 kHz (1.37 s) goes
-// on in RFC 4733 segments: the timestamp moves on by the maximum and the
-// duration carries the rest, so a 2 s press stays 2 s long.
-func TestLongDigitIsSegmented(t *testing.T) {
-	e, _ := newTestEngine(t, nil)
-	a, b := newEndpoint(t), newEndpoint(t)
-	nodeA, _, _ := bridge(t, e, "s1",
-		a.sdp("0 101", "a=rtpmap:101 telephone-event/8000"),
-		b.sdp("111 110", "a=rtpmap:111 opus/48000/2", "a=rtpmap:110 telephone-event/48000"))
-	durations := []uint16{4000, 8000, 12000, 16000, 16000, 16000} // 0.5 s to 2 s, then two more end packets
-	for i, d := range durations {
-		flags := byte(0x0a)
-		if i >= 3 {
-			flags |= 0x80
-		}
-		a.send(nodeA, rtp.Header{PayloadType: 101, SequenceNumber: uint16(10 + i), Timestamp: 8000, SSRC: 7, Marker: i == 0},
-			[]byte{1, flags, byte(d >> 8), byte(d)})
-	}
-	var first uint32
-	for i, d := range durations {
-		p, ok := b.recv(2 * time.Second)
-		if !ok {
-			t.Fatalf("event packet %d not delivered", i)
-		}
-		if i == 0 {
-			first = p.Timestamp
-			if !p.Marker {
-				t.Fatal("the event's first packet has no marker")
-			}
-		} else if p.Marker {
-			t.Fatalf("event packet %d carries a marker: a receiver would take it for a new digit", i)
-		}
-		length := p.Timestamp - first + uint32(binary.BigEndian.Uint16(p.Payload[2:]))
-		if want := uint32(d) * 6; length != want {
-			t.Fatalf("event packet %d says the key was held %d ticks, want %d", i, length, want)
-		}
-	}
-}
-
 func TestTranscodeConcealsLoss(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)

@@ -87,12 +87,16 @@ type leg struct {
 	lastSR     atomic.Uint64
 	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
 	remoteSSRC atomic.Uint32 // SSRC of the endpoint's stream
+	// conflict is the last collision of the endpoint's SSRC with the
+	// node's stream to it, owned by whatever feeds that stream: the
+	// session's event loop, or the clock for the tone.
+	conflict ssrcConflict
 
 	// told is the sdpneg.Direction of the node's last SDP to the
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
 
-	_ [8]byte // to a whole number of cache lines, like direction
+	_ [24]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {

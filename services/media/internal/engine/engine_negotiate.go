@@ -524,9 +524,11 @@ func (s *session) routeService() error {
 		r.mode = routePassthrough
 		r.audioPT = a.codec.PT
 	} else {
+		// sdpneg keeps no a=maxptime, so none limits the packet time.
+		every := tonePacketTime(a.info, a.desc.Audio().Ptime, 0)
 		cur := s.tone.Load()
-		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT {
-			t, err := newToneSource(a.info, a.codec.PT, s.e.cfg.Opus)
+		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT || cur.packetTime != every {
+			t, err := newToneSource(a.info, a.codec.PT, every, s.e.cfg.Opus)
 			if err != nil {
 				return err
 			}

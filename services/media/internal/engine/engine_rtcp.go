@@ -128,6 +128,18 @@ func (l *leg) sendRTCP(pkt []byte, e *Engine) {
 	}
 }
 
+// sendBye tells the endpoint the node no longer sends with ssrc: a compound
+// RR, SDES and BYE from it (RFC 3550 §6.1, §6.6).
+func (l *leg) sendBye(ssrc uint32, e *Engine, now time.Time) {
+	gone := new(streamReport)
+	gone.ssrc.Store(ssrc)
+	pkt, err := l.report(gone, 0, false, true, now)
+	if err != nil {
+		return
+	}
+	l.sendRTCP(pkt, e)
+}
+
 // reporter sends the RTCP of the streams a session terminates (echo, tone,
 // transcoding). It is owned by the session's clock goroutine.
 type reporter struct {
@@ -296,21 +308,20 @@ func (s *session) clock() {
 	reports := time.NewTimer(reportInterval(s.e.rtcpEvery))
 	defer reports.Stop()
 	rp := &reporter{s: s}
-	var toneC <-chan time.Time
+	var tone *toneClock
 	if s.service == ServiceTone {
 		rp.player = newTonePlayer()
-		ticker := time.NewTicker(frameDuration)
-		defer ticker.Stop()
-		toneC = ticker.C
-		rp.player.tick(s, time.Now())
+		tone = newToneClock(rp.player)
+		defer tone.stop()
+		tone.tick(s, time.Now())
 	}
 	for {
 		select {
 		case <-s.done:
 			rp.send(time.Now(), true)
 			return
-		case now := <-toneC:
-			rp.player.tick(s, now)
+		case now := <-tone.ticks():
+			tone.tick(s, now)
 		case <-reports.C:
 			// Now, not when the timer fired: a tone burst may have run
 			// in between, and the SR's times must be of its sending.

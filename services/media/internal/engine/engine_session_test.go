@@ -10,11 +10,9 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"callgrid.dev/services/media/internal/codec"
-	"callgrid.dev/services/media/internal/portpool"
 	"callgrid.dev/services/media/internal/sdpneg"
 )
 
@@ -362,50 +360,6 @@ func TestToneService(t *testing.T) {
 			// 15 frames (300 ms) paced by the node's clock.
 			checkTone(t, receiveTone(t, a, tc.codec, tc.rate, tc.pt, tc.tsStep, 15), tc.rate)
 		})
-	}
-}
-
-// The tone goes out one 20 ms frame per tick however late each tick runs.
-// A run (the first, or the one a re-INVITE's codec change starts) begins
-// at a tick, late by however long that tick was; ticks after it are as
-// often a little less late: those must not be taken for before their
-// frames' time, which would send no frame on one and two on the next, a
-// 40 ms gap and a burst, for as long as the run lasts.
-func TestTonePacingFollowsLateTicks(t *testing.T) {
-	pool, err := portpool.New("127.0.0.1", testPortMin+100, testPortMax)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := newMetrics(prometheus.NewRegistry(), pool, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := pool.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pair.Release)
-	a := newEndpoint(t)
-	s := &session{e: &Engine{metrics: m}, service: ServiceTone}
-	s.legs[0] = newLeg(LegA, pair, netip.MustParseAddr("127.0.0.1"), false, 0, &m.drops)
-	s.legs[0].peer.Store(&peer{rtp: a.addr(), direction: sdpneg.SendRecv})
-	info, _ := codec.Lookup("PCMU")
-	src, err := newToneSource(info, 0, codec.DefaultOpusOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.close)
-	s.tone.Store(src)
-
-	p := newTonePlayer()
-	start := time.Now()
-	lateness := []time.Duration{500, 300, 700, 200, 600, 100, 400, 800, 300, 250} // µs
-	for i, late := range lateness {
-		before := p.sent
-		p.tick(s, start.Add(time.Duration(i)*frameDuration+late*time.Microsecond))
-		if sent := p.sent - before; sent != 1 {
-			t.Fatalf("tick %d, %d µs late, sent %d frames, want 1", i, late, sent)
-		}
 	}
 }
 

@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"callgrid.dev/services/media/internal/codec"
+)
+
+// receivedEvent is an RFC 4733 event as a receiver puts it together from
+// its packets (§2.5.2).
+type receivedEvent struct {
+	code     uint8
+	start    uint32 // timestamp of its first segment
+	length   uint32 // ticks from start to its end as last told
+	segments int
+	ends     int // packets with the end bit: the final one and its repeats
+}
+
+// eventReceiver plays the receiver of an RFC 4733 stream and fails the
+// test at the first packet a valid stream could not hold.
+type eventReceiver struct {
+	t      *testing.T
+	events []receivedEvent
+	segTS  uint32 // timestamp of the current segment
+	last   uint16 // the duration its newest packet gave
+	ended  bool
+}
+
+func (rc *eventReceiver) take(i int, p rtp.Packet) {
+	t := rc.t
+	t.Helper()
+	if len(p.Payload) != eventBlockLen {
+		t.Fatalf("event packet %d: %d bytes of payload", i, len(p.Payload))
+	}
+	code, end, duration := p.Payload[0], p.Payload[1]&eventEndBit != 0, binary.BigEndian.Uint16(p.Payload[2:])
+	var cur *receivedEvent
+	if n := len(rc.events); n > 0 {
+		cur = &rc.events[n-1]
+	}
+	switch {
+	case cur == nil || (p.Timestamp != rc.segTS && p.Timestamp != rc.segTS+maxEventDuration) || code != cur.code:
+		if cur != nil && !rc.ended {
+			t.Fatalf("event packet %d (ts %d) starts a new event while the one at %d has not ended: two key presses", i, p.Timestamp, rc.segTS)
+		}
+		if !p.Marker {
+			t.Fatalf("event packet %d starts an event (ts %d) without the marker bit", i, p.Timestamp)
+		}
+		rc.events = append(rc.events, receivedEvent{code: code, start: p.Timestamp, segments: 1})
+		cur = &rc.events[len(rc.events)-1]
+		rc.segTS, rc.ended = p.Timestamp, false
+	case p.Timestamp != rc.segTS:
+		// RFC 4733 §2.5.1.3: the segment before ends at the maximum,
+		// without the end bit, and the next starts 0xFFFF ticks later.
+		if rc.ended {
+			t.Fatalf("event packet %d starts a segment after the event's end", i)
+		}
+		if rc.last != maxEventDuration {
+			t.Fatalf("event packet %d starts a segment at %d after one that ended at duration %d, not 0xFFFF", i, p.Timestamp, rc.last)
+		}
+		if p.Marker {
+			t.Fatalf("event packet %d: a new segment with the marker bit", i)
+		}
+		cur.segments++
+		rc.segTS = p.Timestamp
+	default:
+		if p.Marker {
+			t.Fatalf("event packet %d repeats the marker bit", i)
+		}
+		if duration < rc.last {
+			t.Fatalf("event packet %d: duration %d after %d in the same segment: it wrapped or went back", i, duration, rc.last)
+		}
+		if rc.ended && (!end || duration != rc.last) {
+			t.Fatalf("event packet %d after the end: end bit %v, duration %d; want a repeat of the end at %d", i, end, duration, rc.last)
+		}
+	}
+	if end {
+		rc.ended = true
+		cur.ends++
+	}
+	rc.last = duration
+	cur.length = rc.segTS - cur.start + uint32(duration)
+}
+
+// receiveEvents reads what ep is sent after prev until a packet of audioPT
+// arrives, and returns the events of eventPT before it as a receiver
+// decodes them. Sequence numbers must run on from prev's without a gap or
+// a repeat.
+func receiveEvents(t *testing.T, ep *endpoint, prev rtp.Packet, eventPT, audioPT uint8) []receivedEvent {
+	t.Helper()
+	rc := &eventReceiver{t: t}
+	for i := 0; ; i++ {
+		p, ok := ep.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("packet %d not delivered; events so far %+v", i, rc.events)
+		}
+		if p.SequenceNumber != prev.SequenceNumber+1 || p.SSRC != prev.SSRC {
+			t.Fatalf("packet %d: seq %d ssrc %#x after seq %d ssrc %#x", i, p.SequenceNumber, p.SSRC, prev.SequenceNumber, prev.SSRC)
+		}
+		prev = p
+		switch p.PayloadType {
+		case audioPT:
+			return rc.events
+		case eventPT:
+			rc.take(i, p)
+		default:
+			t.Fatalf("packet %d: payload type %d", i, p.PayloadType)
+		}
+	}
+}
+
+// eventPacket is one telephone-event packet a test endpoint sends: its
+// timestamp (from the event's start) and its block.
+type eventPacket struct {
+	at       uint32
+	duration uint16
+	end      bool
+}
+
+// sendEvent sends an event's packets from ep, digit code, starting at
+// timestamp start with sequence number seq, and returns the sequence
+// number after them.
+func sendEvent(ep *endpoint, to netip.AddrPort, pt uint8, ssrc uint32, seq uint16, start uint32, code uint8, pkts []eventPacket) uint16 {
+	for i, e := range pkts {
+		flags := byte(10) // volume
+		if e.end {
+			flags |= eventEndBit
+		}
+		ep.send(to, rtp.Header{PayloadType: pt, SequenceNumber: seq, Timestamp: start + e.at, SSRC: ssrc, Marker: i == 0},
+			[]byte{code, flags, byte(e.duration >> 8), byte(e.duration)})
+		seq++
+	}
+	return seq
+}
+
+// segmented is the packets of an event at most maximum ticks a segment
+// (RFC 4733 §2.5.1.3) for the durations from its start given: each
+// segment but the last ends with a packet of the maximum, and the final
+// duration is sent three times with the end bit.
+func segmented(lengths ...uint32) []eventPacket {
+	var pkts []eventPacket
+	var seg uint32
+	for i, l := range lengths {
+		for l-seg > maxEventDuration {
+			pkts = append(pkts, eventPacket{at: seg, duration: maxEventDuration})
+			seg += maxEventDuration
+		}
+		if i < len(lengths)-1 {
+			pkts = append(pkts, eventPacket{at: seg, duration: uint16(l - seg)})
+		}
+	}
+	for range 3 {
+		pkts = append(pkts, eventPacket{at: seg, duration: uint16(lengths[len(lengths)-1] - seg), end: true})
+	}
+	return pkts
+}
+
+// A key held longer than the 16-bit duration holds on the clock it is
+// carried to goes there in RFC 4733 segments of that clock: a segment
+// that fills up ends with a packet of 0xFFFF, the next starts 0xFFFF
+// later, and only the last carries the end bit; segments the source sent
+// on its own clock are put back together first. What arrives is one
+// digit of the length pressed, whichever way it crosses and whether the
+// call is transcoded or relayed.
+func TestLongDigitAcrossClocks(t *testing.T) {
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	pcmuFrame := encodeTone(t, codec.PCMU, 8000, 1)[0]
+	opusFrame := encodeTone(t, codec.Opus, 48000, 1)[0]
+	tests := []struct {
+		name string
+		// SDP of the endpoint that sends the digit and of the one it
+		// goes to; the sender is leg A when fromA.
+		fromSDP, toSDP     []string
+		fromA              bool
+		transcoded         bool
+		eventPT, wantPT    uint8
+		audioPT, wantAudio uint8
+		audio              []byte
+		press              []eventPacket
+		wantLength         uint32
+		wantSegments       int
+	}{
+		{
+			name:    "8 kHz to 48 kHz, transcoded",
+			fromSDP: []string{"0 101", "a=rtpmap:101 telephone-event/8000"},
+			toSDP:   []string{"111 110", opus48, "a=rtpmap:110 telephone-event/48000"},
+			fromA:   true, transcoded: true, eventPT: 101, wantPT: 110, audioPT: 0, wantAudio: 111, audio: pcmuFrame,
+			press:        segmented(4000, 8000, 12000, 16000), // 2 s
+			wantLength:   96000,
+			wantSegments: 2,
+		},
+		{
+			// Packets lost: one arrives two segments of 48 kHz on.
+			name:    "8 kHz to 48 kHz past two segments at once",
+			fromSDP: []string{"0 101", "a=rtpmap:101 telephone-event/8000"},
+			toSDP:   []string{"111 110", opus48, "a=rtpmap:110 telephone-event/48000"},
+			fromA:   true, transcoded: true, eventPT: 101, wantPT: 110, audioPT: 0, wantAudio: 111, audio: pcmuFrame,
+			press:        segmented(4000, 8000, 24000, 28000), // 3.5 s
+			wantLength:   168000,
+			wantSegments: 3,
+		},
+		{
+			name:       "48 kHz to 8 kHz, transcoded",
+			fromSDP:    []string{"111 110", opus48, "a=rtpmap:110 telephone-event/48000"},
+			toSDP:      []string{"0 101", "a=rtpmap:101 telephone-event/8000"},
+			transcoded: true, eventPT: 110, wantPT: 101, audioPT: 111, wantAudio: 0, audio: opusFrame,
+			press:        segmented(24000, 48000, 78000, 96000), // 2 s in two 48 kHz segments
+			wantLength:   16000,
+			wantSegments: 1,
+		},
+		{
+			// Seven segments at 48 kHz make 9 s: more than 8 kHz holds in one.
+			name:       "48 kHz to 8 kHz past the 8 kHz maximum",
+			fromSDP:    []string{"111 110", opus48, "a=rtpmap:110 telephone-event/48000"},
+			toSDP:      []string{"0 101", "a=rtpmap:101 telephone-event/8000"},
+			transcoded: true, eventPT: 110, wantPT: 101, audioPT: 111, wantAudio: 0, audio: opusFrame,
+			press:        segmented(100000, 200000, 300000, 393210, 413210, 432000),
+			wantLength:   72000,
+			wantSegments: 2,
+		},
+		{
+			// Both legs speak Opus; the caller's telephone-event is at 8 kHz.
+			name:    "8 kHz to 48 kHz, relayed",
+			fromSDP: []string{"111 101", opus48, "a=rtpmap:101 telephone-event/8000"},
+			toSDP:   []string{"111 96", opus48, "a=rtpmap:96 telephone-event/48000"},
+			fromA:   true, eventPT: 101, wantPT: 96, audioPT: 111, wantAudio: 111, audio: opusFrame,
+			press:        segmented(4000, 8000, 12000, 16000),
+			wantLength:   96000,
+			wantSegments: 2,
+		},
+		{
+			name:    "48 kHz to 8 kHz, relayed",
+			fromSDP: []string{"111 96", opus48, "a=rtpmap:96 telephone-event/48000"},
+			toSDP:   []string{"111 101", opus48, "a=rtpmap:101 telephone-event/8000"},
+			eventPT: 96, wantPT: 101, audioPT: 111, wantAudio: 111, audio: opusFrame,
+			press:        segmented(24000, 48000, 78000, 96000),
+			wantLength:   16000,
+			wantSegments: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			from, to := newEndpoint(t), newEndpoint(t)
+			aSDP, bSDP := to.sdp(tc.toSDP[0], tc.toSDP[1:]...), from.sdp(tc.fromSDP[0], tc.fromSDP[1:]...)
+			if tc.fromA {
+				aSDP, bSDP = from.sdp(tc.fromSDP[0], tc.fromSDP[1:]...), to.sdp(tc.toSDP[0], tc.toSDP[1:]...)
+			}
+			nodeA, nodeB, transcoded := bridge(t, e, "s1", aSDP, bSDP)
+			if transcoded != tc.transcoded {
+				t.Fatalf("transcoding %v, want %v", transcoded, tc.transcoded)
+			}
+			node := nodeB
+			if tc.fromA {
+				node = nodeA
+			}
+			// Audio first, so that the stream to the far end is running
+			// when the digit comes.
+			from.send(node, rtp.Header{PayloadType: tc.audioPT, SequenceNumber: 100, Timestamp: 1000, SSRC: 7}, tc.audio)
+			before, ok := to.recv(2 * time.Second)
+			if !ok || before.PayloadType != tc.wantAudio {
+				t.Fatalf("audio before the digit: ok %v pt %d", ok, before.PayloadType)
+			}
+			seq := sendEvent(from, node, tc.eventPT, 7, 101, 5000, 1, tc.press)
+			// Audio after the digit ends what the far end is read for.
+			from.send(node, rtp.Header{PayloadType: tc.audioPT, SequenceNumber: seq, Timestamp: 900000, SSRC: 7}, tc.audio)
+			events := receiveEvents(t, to, before, tc.wantPT, tc.wantAudio)
+			if len(events) != 1 {
+				t.Fatalf("the far end decodes %d events, want one digit: %+v", len(events), events)
+			}
+			if ev := events[0]; ev.code != 1 || ev.length != tc.wantLength || ev.segments != tc.wantSegments || ev.ends != 3 {
+				t.Fatalf("the far end decodes %+v; want digit 1 of %d ticks in %d segments, its end sent 3 times",
+					ev, tc.wantLength, tc.wantSegments)
+			}
+		})
+	}
+}
+
+// What belongs to the event being carried: its segments' timestamps, and
+// after its end only those; another key, a timestamp off the segment grid
+// or a marker on a new timestamp is another press.
+func TestEventTrackContinues(t *testing.T) {
+	const start = 100000
+	running := eventTrack{srcStart: start, srcLatest: maxEventDuration, code: 5, active: true}
+	ended := running
+	ended.ended = true
+	tests := []struct {
+		name   string
+		track  eventTrack
+		code   uint8
+		ts     uint32
+		marker bool
+		want   bool
+	}{
+		{name: "a repeat of the start", track: ended, code: 5, ts: start, marker: true, want: true},
+		{name: "the next segment", track: running, code: 5, ts: start + 2*maxEventDuration, want: true},
+		{name: "a segment it had, after the end", track: ended, code: 5, ts: start + maxEventDuration, want: true},
+		{name: "a new segment after the end", track: ended, code: 5, ts: start + 2*maxEventDuration},
+		{name: "a marker on a new timestamp", track: running, code: 5, ts: start + 2*maxEventDuration, marker: true},
+		{name: "off the segment grid", track: running, code: 5, ts: start + 160},
+		{name: "before the start", track: running, code: 5, ts: start - maxEventDuration},
+		{name: "another key", track: running, code: 6, ts: start},
+		{name: "nothing tracked", track: eventTrack{}, code: 0, ts: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.track.continues(tc.code, tc.ts, tc.marker); got != tc.want {
+				t.Fatalf("continues = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,281 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/portpool"
+	"callgrid.dev/services/media/internal/sdpneg"
+)
+
+// The tone goes out at the packet time the caller's SDP asks for when its
+// codec can carry it (G.711 and G.722 in whole 10 ms, Opus in 20, 40 or
+// 60 ms), else at 20 ms: each packet holds that much audio, and the
+// timestamps move on by as much.
+func TestToneFollowsThePacketTimeAskedFor(t *testing.T) {
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	tests := []struct {
+		name   string
+		sdp    []string
+		codec  codec.Name
+		rate   int // what the tone is decoded at
+		pt     uint8
+		ms     int // the packet time expected
+		octets int // the payload size expected; 0 for Opus, which varies
+	}{
+		{name: "PCMU 10 ms", sdp: []string{"0", "a=ptime:10"}, codec: codec.PCMU, rate: 8000, pt: 0, ms: 10, octets: 80},
+		{name: "PCMU 30 ms", sdp: []string{"0", "a=ptime:30"}, codec: codec.PCMU, rate: 8000, pt: 0, ms: 30, octets: 240},
+		{name: "PCMA 60 ms", sdp: []string{"8", "a=ptime:60"}, codec: codec.PCMA, rate: 8000, pt: 8, ms: 60, octets: 480},
+		{name: "G.722 30 ms", sdp: []string{"9", "a=ptime:30"}, codec: codec.G722, rate: 16000, pt: 9, ms: 30, octets: 240},
+		{name: "Opus 40 ms", sdp: []string{"111", opus48, "a=ptime:40"}, codec: codec.Opus, rate: 48000, pt: 111, ms: 40},
+		{name: "Opus 60 ms", sdp: []string{"111", opus48, "a=ptime:60"}, codec: codec.Opus, rate: 48000, pt: 111, ms: 60},
+		{name: "PCMU 25 ms is not whole 10 ms: 20", sdp: []string{"0", "a=ptime:25"}, codec: codec.PCMU, rate: 8000, pt: 0, ms: 20, octets: 160},
+		{name: "Opus 10 ms has no encoder: 20", sdp: []string{"111", opus48, "a=ptime:10"}, codec: codec.Opus, rate: 48000, pt: 111, ms: 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a := newEndpoint(t)
+			if _, err := e.Offer(context.Background(), OfferParams{SessionID: "tone", SDP: a.sdp(tc.sdp[0], tc.sdp[1:]...), Service: ServiceTone}); err != nil {
+				t.Fatal(err)
+			}
+			info, _ := codec.Lookup(string(tc.codec))
+			tsStep := uint32(info.ClockRate * tc.ms / 1000)
+			dec, err := codec.NewDecoder(tc.codec, tc.rate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dec.Close()
+			// 120 ms of tone at least: enough for the tone check.
+			packets := max(3, 120/tc.ms)
+			pcm := make([]int16, 6000)
+			var tone []int16
+			var prevSeq uint16
+			var prevTS uint32
+			for i := range packets {
+				p, ok := a.recv(2 * time.Second)
+				if !ok {
+					t.Fatalf("received %d of %d packets", i, packets)
+				}
+				if p.PayloadType != tc.pt || (tc.octets > 0 && len(p.Payload) != tc.octets) {
+					t.Fatalf("packet %d: payload type %d, %d octets; want %d, %d", i, p.PayloadType, len(p.Payload), tc.pt, tc.octets)
+				}
+				if i > 0 && (p.SequenceNumber != prevSeq+1 || p.Timestamp-prevTS != tsStep) {
+					t.Fatalf("packet %d: seq %d→%d, ts %d→%d; want timestamps %d apart", i, prevSeq, p.SequenceNumber, prevTS, p.Timestamp, tsStep)
+				}
+				prevSeq, prevTS = p.SequenceNumber, p.Timestamp
+				n, err := dec.Decode(p.Payload, pcm)
+				if err != nil {
+					t.Fatalf("packet %d: %v", i, err)
+				}
+				if want := tc.rate * tc.ms / 1000; n != want {
+					t.Fatalf("packet %d holds %d samples at %d Hz, want %d ms", i, n, tc.rate, tc.ms)
+				}
+				tone = append(tone, pcm[:n]...)
+			}
+			checkTone(t, tone, tc.rate)
+		})
+	}
+}
+
+// A re-INVITE that asks for another packet time moves the tone to it, its
+// timestamps and its pace with it.
+func TestToneFollowsAReInvitesPacketTime(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a := newEndpoint(t)
+	ctx := context.Background()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "tone", SDP: a.sdp("0"), Service: ServiceTone}); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := a.recv(2 * time.Second); !ok || len(p.Payload) != 160 {
+		t.Fatalf("tone before the re-INVITE: ok %v, %d octets; want 20 ms", ok, len(p.Payload))
+	}
+	if _, _, err := e.Update(ctx, "tone", LegA, a.sdp("0", "a=ptime:40"), false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	var got []rtp.Packet
+	for len(got) < 3 && time.Now().Before(deadline) {
+		p, ok := a.recv(time.Until(deadline))
+		if ok && len(p.Payload) == 320 {
+			got = append(got, p)
+		}
+	}
+	if len(got) < 3 {
+		t.Fatalf("%d packets of 40 ms after the re-INVITE, want 3", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].SequenceNumber != got[i-1].SequenceNumber+1 || got[i].Timestamp-got[i-1].Timestamp != 320 {
+			t.Fatalf("40 ms packets: seq %d→%d, ts %d→%d", got[i-1].SequenceNumber, got[i].SequenceNumber, got[i-1].Timestamp, got[i].Timestamp)
+		}
+	}
+}
+
+func TestTonePacketTime(t *testing.T) {
+	pcmu, _ := codec.Lookup("PCMU")
+	opus, _ := codec.Lookup("opus")
+	tests := []struct {
+		name            string
+		info            codec.Info
+		ptime, maxptime int
+		want            time.Duration
+	}{
+		{name: "none asked", info: pcmu, want: 20 * time.Millisecond},
+		{name: "G.711 whole 10 ms", info: pcmu, ptime: 30, want: 30 * time.Millisecond},
+		{name: "G.711 up to 150 ms", info: pcmu, ptime: 150, want: 150 * time.Millisecond},
+		{name: "G.711 past 150 ms", info: pcmu, ptime: 160, want: 20 * time.Millisecond},
+		{name: "G.711 not whole 10 ms", info: pcmu, ptime: 15, want: 20 * time.Millisecond},
+		{name: "G.711 within maxptime", info: pcmu, ptime: 40, maxptime: 40, want: 40 * time.Millisecond},
+		{name: "G.711 past maxptime", info: pcmu, ptime: 60, maxptime: 40, want: 20 * time.Millisecond},
+		{name: "G.711 maxptime under 20 ms", info: pcmu, maxptime: 15, want: 10 * time.Millisecond},
+		{name: "Opus 40 ms", info: opus, ptime: 40, want: 40 * time.Millisecond},
+		{name: "Opus 10 ms", info: opus, ptime: 10, want: 20 * time.Millisecond},
+		{name: "Opus 30 ms", info: opus, ptime: 30, want: 20 * time.Millisecond},
+		{name: "Opus 80 ms", info: opus, ptime: 80, want: 20 * time.Millisecond},
+		{name: "Opus past maxptime", info: opus, ptime: 60, maxptime: 50, want: 20 * time.Millisecond},
+		{name: "Opus maxptime under 20 ms", info: opus, maxptime: 10, want: 20 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tonePacketTime(tc.info, tc.ptime, tc.maxptime); got != tc.want {
+				t.Fatalf("ptime %d maxptime %d: %v, want %v", tc.ptime, tc.maxptime, got, tc.want)
+			}
+		})
+	}
+}
+
+// The tone goes out one packet per tick however late each tick runs, at
+// any packet time, and its clock ticks once a packet. A run (the first,
+// or the one a re-INVITE's codec change starts) begins at a tick, late by
+// however long that tick was; ticks after it are as often a little less
+// late: those must not be taken for before their packets' time, which
+// would send none on one and two on the next, a gap and a burst, for as
+// long as the run lasts.
+func TestTonePacingFollowsLateTicks(t *testing.T) {
+	pool, err := portpool.New("127.0.0.1", testPortMin+100, testPortMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := newMetrics(prometheus.NewRegistry(), pool, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := pool.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pair.Release)
+	a := newEndpoint(t)
+	for _, tc := range []struct {
+		codec string
+		every time.Duration
+	}{
+		{"PCMU", 20 * time.Millisecond},
+		{"PCMU", 10 * time.Millisecond},
+		{"PCMU", 30 * time.Millisecond},
+		{"opus", 60 * time.Millisecond},
+	} {
+		t.Run(tc.codec+" "+tc.every.String(), func(t *testing.T) {
+			s := &session{e: &Engine{metrics: m}, service: ServiceTone}
+			s.legs[0] = newLeg(LegA, pair, netip.MustParseAddr("127.0.0.1"), false, 0, &m.drops)
+			s.legs[0].peer.Store(&peer{rtp: a.addr(), direction: sdpneg.SendRecv})
+			info, _ := codec.Lookup(tc.codec)
+			src, err := newToneSource(info, 0, tc.every, codec.DefaultOpusOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(src.close)
+			s.tone.Store(src)
+
+			p := newTonePlayer()
+			clock := newToneClock(p)
+			defer clock.stop()
+			start := time.Now()
+			ticks := uint32(int64(info.ClockRate) * int64(tc.every) / int64(time.Second))
+			lateness := []time.Duration{500, 300, 700, 200, 600, 100, 400, 800, 300, 250} // µs
+			for i, late := range lateness {
+				before, ts := p.sent, p.out.ts
+				clock.tick(s, start.Add(time.Duration(i)*tc.every+late*time.Microsecond))
+				if sent := p.sent - before; sent != 1 {
+					t.Fatalf("tick %d, %d µs late, sent %d packets, want 1", i, late, sent)
+				}
+				if i > 0 && p.out.ts-ts != ticks {
+					t.Fatalf("tick %d: timestamp moved %d, want %d", i, p.out.ts-ts, ticks)
+				}
+			}
+			if clock.every != tc.every {
+				t.Fatalf("the tone clock ticks every %v, want %v", clock.every, tc.every)
+			}
+		})
+	}
+}
+
+// A packet skipped while the caller is on hold moves the tone on as if it
+// had been sent: the packet after it is the one that would have followed.
+func TestToneSkipKeepsTheStream(t *testing.T) {
+	info, _ := codec.Lookup("PCMU")
+	sent, skipped := make([]byte, 1500), make([]byte, 1500)
+	var third [2][]byte
+	for i, skip := range []bool{false, true} {
+		src, err := newToneSource(info, 0, 30*time.Millisecond, codec.DefaultOpusOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(src.close)
+		buf := [][]byte{sent, skipped}[i]
+		for n := range 3 {
+			if skip && n == 1 {
+				src.skip()
+				continue
+			}
+			size, err := src.packet(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			third[i] = buf[:size]
+		}
+	}
+	if !bytes.Equal(third[0], third[1]) {
+		t.Fatal("the packet after one skipped is not the one that follows it")
+	}
+}
+
+// Opus frames go in one code 3 packet (RFC 6716 §3.2.5): the TOC byte the
+// frames share, the count, the lengths of all but the last when they
+// differ (in two bytes from 252 up), then the frames.
+func TestPackOpusFrames(t *testing.T) {
+	long := append([]byte{0x08}, bytes.Repeat([]byte{0xaa}, 300)...)
+	tests := []struct {
+		name    string
+		packets [][]byte
+		want    []byte
+		err     error
+	}{
+		{name: "same sizes", packets: [][]byte{{0x08, 1, 2}, {0x08, 3, 4}}, want: []byte{0x0b, 2, 1, 2, 3, 4}},
+		{name: "different sizes", packets: [][]byte{{0x08, 1, 2, 3}, {0x08, 4}, {0x08, 5, 6}}, want: []byte{0x0b, 0x83, 3, 1, 1, 2, 3, 4, 5, 6}},
+		{name: "a long frame", packets: [][]byte{long, {0x08, 7}}, want: append(append([]byte{0x0b, 0x82, 252, 12}, long[1:]...), 7)},
+		{name: "configurations differ", packets: [][]byte{{0x08, 1}, {0x10, 2}}, err: errOpusFramesDiffer},
+		{name: "not one frame each", packets: [][]byte{{0x09, 1}, {0x09, 2}}, err: errOpusFramesDiffer},
+		{name: "no room", packets: [][]byte{long, long, long, long, long}, err: codec.ErrShortBuffer},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := make([]byte, 1000)
+			n, err := packOpusFrames(out, tc.packets)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("error %v, want %v", err, tc.err)
+			}
+			if tc.err == nil && !bytes.Equal(out[:n], tc.want) {
+				t.Fatalf("packed % x, want % x", out[:n], tc.want)
+			}
+		})
+	}
+}
