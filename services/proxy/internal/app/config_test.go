@@ -73,6 +73,10 @@ func TestLoadEnvironmentOverrides(t *testing.T) {
 		{map[string]string{"PROXY_LOCATION_BUCKET": "loc"}, func(c Config) bool { return c.Location.Bucket == "loc" }},
 		{map[string]string{"PROXY_RUNTIME_GC_PERCENT": "150"}, func(c Config) bool { return c.Runtime.GCPercent == 150 }},
 		{map[string]string{"PROXY_BUS_REPLICAS": "3"}, func(c Config) bool { return c.Bus.Replicas == 3 }},
+		{map[string]string{"PROXY_SIP_TCP_IDLE_TIMEOUT": "2h"}, func(c Config) bool { return c.SIP.TCPIdleTimeout == 2*time.Hour }},
+		{map[string]string{"PROXY_SIP_GATEWAY_FAILURE_HOLD_DOWN": "1m"}, func(c Config) bool { return c.SIP.GatewayFailure.HoldDown == time.Minute }},
+		{map[string]string{"PROXY_SIP_GATEWAY_FAILURE_DOWN_AFTER": "3"}, func(c Config) bool { return c.SIP.GatewayFailure.DownAfter == 3 }},
+		{map[string]string{"PROXY_SIP_GATEWAY_FAILURE_DISABLED": "true"}, func(c Config) bool { return c.SIP.GatewayFailure.Disabled }},
 		{map[string]string{"PROXY_RATE_LIMIT_DISABLED": "true"}, nil}, // not a setting: must change nothing and fail nothing
 	}
 	for _, tc := range tests {
@@ -145,6 +149,9 @@ func TestLoadRejects(t *testing.T) {
 		{name: "numeric log level", env: map[string]string{"PROXY_LOG_LEVEL": "100"}, want: []string{"log.level"}},
 		{name: "http addr without colon", env: map[string]string{"PROXY_HTTP_ADDR": "9101"}, want: []string{"http.addr"}},
 		{name: "memory limit overflowing bytes", file: "runtime:\n  memory_limit_mb: 17592186044417\n", want: []string{"runtime.memory_limit_mb"}},
+		{name: "idle timeout within timer c", env: map[string]string{"PROXY_SIP_TCP_IDLE_TIMEOUT": "120s"}, want: []string{"tcp_idle_timeout", "invite_timeout"}},
+		{name: "gateway failure code of the callee", file: "sip:\n  gateway_failure:\n    codes: [486]\n", want: []string{"gateway_failure.codes[0]"}},
+		{name: "gateway failure codes from the environment", env: map[string]string{"PROXY_SIP_GATEWAY_FAILURE_CODES": "503"}, want: []string{"sip.gateway_failure.codes"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,5 +190,36 @@ func TestHTTPAddrForms(t *testing.T) {
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "http.addr") {
 			t.Errorf("http.addr %q: %v, want an error naming http.addr", addr, err)
 		}
+	}
+}
+
+// A group's failure block in YAML: set fields override the global policy,
+// unset ones inherit it, and "codes: []" counts no codes at all.
+func TestLoadGatewayFailurePerGroup(t *testing.T) {
+	cleanEnv(t)
+	const file = `sip:
+  gateway_failure:
+    hold_down: 45s
+    codes: [500, 503]
+  gateway_groups:
+    - name: inherits
+      gateways: [{addr: "192.0.2.1:5060"}]
+    - name: own
+      gateways: [{addr: "192.0.2.2:5060"}]
+      failure:
+        down_after: 2
+        codes: []
+`
+	cfg, err := Load(writeConfig(t, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sip := cfg.SIP.WithDefaults()
+	inherits, own := sip.GatewayGroups[0].Failure, sip.GatewayGroups[1].Failure
+	if inherits.HoldDown != 45*time.Second || !slices.Equal(inherits.Codes, []int{500, 503}) || inherits.DownAfter != 1 {
+		t.Errorf("inheriting group: %+v", inherits)
+	}
+	if own.HoldDown != 45*time.Second || own.DownAfter != 2 || own.Codes == nil || len(own.Codes) != 0 {
+		t.Errorf("group with its own block: %+v", own)
 	}
 }

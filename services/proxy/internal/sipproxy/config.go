@@ -50,6 +50,9 @@ const (
 	DefaultGatewayPolicy    = PolicyRoundRobin
 	DefaultGatewayWeight    = 1
 	DefaultGatewayTransport = "udp"
+	// DefaultTCPIdleTimeout suits phones that keep their connection with
+	// re-registrations (registrar.max_expires is 3600s too) and keep-alives.
+	DefaultTCPIdleTimeout   = time.Hour
 	defaultMaxForwardsAdded = 70
 	defaultConnectTimeout   = 5 * time.Second
 	// udpSocketBuffer is the receive and send buffer asked for the UDP
@@ -114,6 +117,15 @@ type Config struct {
 	DrainRetryAfter time.Duration `yaml:"drain_retry_after"`
 	// UserAgent is our User-Agent/Server token (default "callgrid-proxy").
 	UserAgent string `yaml:"user_agent"`
+	// TCPIdleTimeout closes a TCP or TLS connection a peer opened to this
+	// proxy once nothing has crossed it, either way, for this long (default
+	// 1h; negative: never), so dead or abandoned peers do not hold
+	// descriptors forever: Kamailio's tcp_connection_lifetime. RFC 5626
+	// CRLF keep-alives count as traffic. Phones that send no keep-alives
+	// need it above their re-registration interval, or they cannot be
+	// called between re-registrations. It must exceed invite_timeout: while
+	// a callee rings, nothing crosses the caller's connection.
+	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
 
 	Auth      AuthConfig      `yaml:"auth"`
 	Registrar RegistrarConfig `yaml:"registrar"`
@@ -122,6 +134,9 @@ type Config struct {
 	Dialplan      []DialplanRule `yaml:"dialplan"`
 	GatewayGroups []GatewayGroup `yaml:"gateway_groups"`
 	Probe         ProbeConfig    `yaml:"probe"`
+	// GatewayFailure takes gateways out of rotation when calls to them
+	// fail; a group's own failure block overrides it field by field.
+	GatewayFailure GatewayFailure `yaml:"gateway_failure"`
 }
 
 // TLSConfig enables the TLS listener.
@@ -218,6 +233,9 @@ type GatewayGroup struct {
 	// Policy: "round_robin" (default), "weighted" or "hash" (over Call-ID).
 	Policy   string    `yaml:"policy"`
 	Gateways []Gateway `yaml:"gateways"`
+	// Failure overrides the global gateway_failure for this group, field
+	// by field: a field left unset takes the global value.
+	Failure GatewayFailure `yaml:"failure"`
 }
 
 // Gateway is one trunk peer.
@@ -276,6 +294,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
 	setDefault(&c.DrainRetryAfter, DefaultDrainRetryAfter)
 	setDefault(&c.UserAgent, DefaultUserAgent)
+	setDefault(&c.TCPIdleTimeout, DefaultTCPIdleTimeout)
 
 	setDefault(&c.Auth.Realm, DefaultRealm)
 	setDefault(&c.Auth.NonceTTL, DefaultNonceTTL)
@@ -295,10 +314,12 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.Probe.Timeout, DefaultProbeTimeout)
 	setDefault(&c.Probe.DownAfter, DefaultProbeDownAfter)
 	setDefault(&c.Probe.UpAfter, DefaultProbeUpAfter)
+	c.GatewayFailure = c.GatewayFailure.withDefaults()
 
 	groups := make([]GatewayGroup, len(c.GatewayGroups))
 	for i, g := range c.GatewayGroups {
 		setDefault(&g.Policy, DefaultGatewayPolicy)
+		g.Failure = g.Failure.over(c.GatewayFailure)
 		gws := make([]Gateway, len(g.Gateways))
 		for j, gw := range g.Gateways {
 			setDefault(&gw.Transport, DefaultGatewayTransport)
@@ -322,6 +343,7 @@ func setDefault[T comparable](field *T, def T) {
 
 // Validate checks the configuration after defaults and names the failing field.
 func (c Config) Validate() error {
+	given := c
 	c = c.WithDefaults()
 	var errs []error
 	bad := func(field, format string, args ...any) {
@@ -371,6 +393,9 @@ func (c Config) Validate() error {
 	if c.TransactionLinger < time.Second || c.TransactionLinger > rfcTransactionLinger {
 		bad("transaction_linger", "%v outside 1s..%v", c.TransactionLinger, rfcTransactionLinger)
 	}
+	if c.TCPIdleTimeout > 0 && c.TCPIdleTimeout <= c.InviteTimeout {
+		bad("tcp_idle_timeout", "%v not above invite_timeout %v: a ringing call's caller connection carries nothing that long", c.TCPIdleTimeout, c.InviteTimeout)
+	}
 	for i, a := range c.Auth.Algorithms {
 		if _, err := digestauth.ParseAlgorithm(a); err != nil {
 			bad(fmt.Sprintf("auth.algorithms[%d]", i), "%v", err)
@@ -406,9 +431,12 @@ func (c Config) Validate() error {
 	if c.Probe.DownAfter < 1 || c.Probe.UpAfter < 1 {
 		bad("probe", "down_after and up_after must be >= 1")
 	}
+	c.GatewayFailure.validate("gateway_failure", bad)
 	groups := map[string]bool{}
 	for i, g := range c.GatewayGroups {
 		field := fmt.Sprintf("gateway_groups[%d]", i)
+		// The group's own settings: what it inherits was checked above.
+		given.GatewayGroups[i].Failure.validate(field+".failure", bad)
 		if g.Name == "" || groups[g.Name] {
 			bad(field+".name", "empty or duplicate %q", g.Name)
 		}

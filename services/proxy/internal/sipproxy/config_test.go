@@ -29,6 +29,17 @@ func TestConfigValidate(t *testing.T) {
 		{name: "valid dialplan", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Prefix: "00", Strip: 2, Group: "pstn"}}}},
 		{name: "linger below 1s", cfg: Config{TransactionLinger: 500 * time.Millisecond}, wantErr: "transaction_linger"},
 		{name: "linger above 64*T1", cfg: Config{TransactionLinger: time.Minute}, wantErr: "transaction_linger"},
+		{name: "idle timeout within timer c", cfg: Config{TCPIdleTimeout: 2 * time.Minute}, wantErr: "tcp_idle_timeout"},
+		{name: "idle timeout never", cfg: Config{TCPIdleTimeout: -1}},
+		{name: "idle timeout above timer c", cfg: Config{TCPIdleTimeout: 2 * time.Minute, InviteTimeout: time.Minute}},
+		{name: "failure code of the callee", cfg: Config{GatewayFailure: GatewayFailure{Codes: []int{486}}}, wantErr: "gateway_failure.codes[0]"},
+		{name: "failure code 2xx", cfg: Config{GatewayFailure: GatewayFailure{Codes: []int{503, 200}}}, wantErr: "gateway_failure.codes[1]"},
+		{name: "duplicate failure code", cfg: Config{GatewayFailure: GatewayFailure{Codes: []int{503, 503}}}, wantErr: "gateway_failure.codes[1]"},
+		{name: "negative down_after", cfg: Config{GatewayFailure: GatewayFailure{DownAfter: -1}}, wantErr: "gateway_failure.down_after"},
+		{name: "hold-down too short", cfg: Config{GatewayFailure: GatewayFailure{HoldDown: 10 * time.Millisecond}}, wantErr: "gateway_failure.hold_down"},
+		{name: "retry-after cap below 1s", cfg: Config{GatewayFailure: GatewayFailure{MaxRetryAfter: 500 * time.Millisecond}}, wantErr: "gateway_failure.max_retry_after"},
+		{name: "group failure code of the callee", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: gw.Gateways, Failure: GatewayFailure{Codes: []int{404}}}}}, wantErr: "gateway_groups[0].failure.codes[0]"},
+		{name: "group failure policy", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: gw.Gateways, Failure: GatewayFailure{DownAfter: 3, Codes: []int{408, 500, 503}, HoldDown: time.Minute}}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

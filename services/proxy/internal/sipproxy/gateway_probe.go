@@ -27,7 +27,8 @@ func (s *Server) probeLoop(ctx context.Context) {
 				}
 				wg.Go(func() {
 					defer gw.probing.Store(false)
-					s.recordProbe(gw, s.probe(ctx, gw))
+					gen := gw.gen.Load()
+					s.recordProbe(gw, gen, s.probe(ctx, gw))
 				})
 			}
 		}
@@ -86,24 +87,33 @@ func (s *Server) probeRequest(gw *gatewayState) *sip.Request {
 	return req
 }
 
-func (s *Server) recordProbe(gw *gatewayState, err error) {
+// recordProbe counts a probe's result. gen is the gateway's state
+// generation when the probe was sent: one that predates a failed call
+// taking the gateway out says nothing of it since.
+func (s *Server) recordProbe(gw *gatewayState, gen uint64, err error) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	if gw.gen.Load() != gen {
+		return
+	}
 	if err != nil {
 		gw.successes = 0
 		gw.fails++
 		if gw.up.Load() && gw.fails >= s.cfg.Probe.DownAfter {
-			gw.up.Store(false)
-			s.m.gatewayUp.WithLabelValues(gw.group, gw.cfg.Name).Set(0)
-			s.log.Warn().Err(err).Str("group", gw.group).Str("gateway", gw.cfg.Name).Msg("gateway down")
+			s.setDownLocked(gw, reasonProbe)
+			s.log.Warn().Err(err).Str("group", gw.group).Str("gateway", gw.cfg.Name).Str("reason", reasonProbe).Msg("gateway down")
 		}
 		return
 	}
 	gw.fails = 0
+	if time.Now().Before(gw.heldUntil) {
+		// It said 503 with Retry-After: answering OPTIONS meanwhile does
+		// not make it take calls.
+		return
+	}
 	gw.successes++
 	if !gw.up.Load() && gw.successes >= s.cfg.Probe.UpAfter {
-		gw.up.Store(true)
-		s.m.gatewayUp.WithLabelValues(gw.group, gw.cfg.Name).Set(1)
-		s.log.Info().Str("group", gw.group).Str("gateway", gw.cfg.Name).Msg("gateway up")
+		s.setUpLocked(gw)
+		s.logGatewayUp(gw, reasonProbe)
 	}
 }

@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,11 +15,19 @@ import (
 // rawGateway is a minimal UDP SIP peer whose answer per request is decided
 // by status(); 0 means stay silent.
 type rawGateway struct {
-	addr    string
-	conn    *net.UDPConn
-	status  atomic.Int32
-	mu      sync.Mutex
-	methods map[sip.RequestMethod]int
+	addr   string
+	conn   *net.UDPConn
+	status atomic.Int32
+	// optionsStatus, when set, answers OPTIONS instead of status: a
+	// gateway the probes find alive while it refuses calls.
+	optionsStatus atomic.Int32
+	// retryAfter, when set, goes with every 503 as Retry-After (seconds).
+	retryAfter atomic.Int32
+	mu         sync.Mutex
+	methods    map[sip.RequestMethod]int
+	// invited holds the Call-IDs of the INVITEs received: one per call,
+	// whatever the retransmissions.
+	invited map[string]bool
 }
 
 func newRawGateway(t *testing.T, status int) *rawGateway {
@@ -27,7 +36,7 @@ func newRawGateway(t *testing.T, status int) *rawGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &rawGateway{addr: conn.LocalAddr().String(), conn: conn, methods: map[sip.RequestMethod]int{}}
+	g := &rawGateway{addr: conn.LocalAddr().String(), conn: conn, methods: map[sip.RequestMethod]int{}, invited: map[string]bool{}}
 	g.status.Store(int32(status))
 	done := make(chan struct{})
 	go func() {
@@ -48,12 +57,21 @@ func newRawGateway(t *testing.T, status int) *rawGateway {
 			}
 			g.mu.Lock()
 			g.methods[req.Method]++
+			if req.IsInvite() && req.CallID() != nil {
+				g.invited[req.CallID().Value()] = true
+			}
 			g.mu.Unlock()
 			code := int(g.status.Load())
+			if oc := int(g.optionsStatus.Load()); oc != 0 && req.Method == sip.OPTIONS {
+				code = oc
+			}
 			if code == 0 || req.IsAck() {
 				continue
 			}
 			res := sip.NewResponseFromRequest(req, code, "Test", nil)
+			if ra := g.retryAfter.Load(); ra != 0 && code == sip.StatusServiceUnavailable {
+				res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(ra))))
+			}
 			if code == 200 && req.IsInvite() {
 				res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: conn.LocalAddr().(*net.UDPAddr).Port}})
 			}
@@ -71,6 +89,13 @@ func (g *rawGateway) count(m sip.RequestMethod) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.methods[m]
+}
+
+// calls is the number of calls that sent the gateway an INVITE.
+func (g *rawGateway) calls() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.invited)
 }
 
 func pstnConfig(policy string, gws ...*rawGateway) Config {

@@ -81,6 +81,13 @@ type peer struct {
 
 func newPeer(t *testing.T, name string) *peer {
 	t.Helper()
+	return newPeerWith(t, name, nil)
+}
+
+// newPeerWith is newPeer with handlers that setup installs before the peer
+// serves: installed after, they would race with the first request.
+func newPeerWith(t *testing.T, name string, setup func(srv *sipgo.Server, port int)) *peer {
+	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +107,9 @@ func newPeer(t *testing.T, name string) *peer {
 		t.Fatal(err)
 	}
 	p := &peer{ua: ua, srv: srv, cli: cli, addr: addr, port: port}
+	if setup != nil {
+		setup(srv, port)
+	}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -18,6 +18,9 @@ type metrics struct {
 	rateLimited     prometheus.Counter
 	dropped         *prometheus.CounterVec
 	gatewayUp       *prometheus.GaugeVec
+	gatewayFailures *prometheus.CounterVec
+	gatewayDowns    *prometheus.CounterVec
+	idleClosed      *prometheus.CounterVec
 	forwardFailures *prometheus.CounterVec
 	inflight        prometheus.Gauge
 	mediaRequests   *prometheus.CounterVec
@@ -55,8 +58,20 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		}, []string{"reason"}),
 		gatewayUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sip_proxy_gateway_up",
-			Help: "1 when the gateway passes OPTIONS probes, by group and gateway.",
+			Help: "1 when the gateway is in rotation (OPTIONS probes and failed calls decide), by group and gateway.",
 		}, []string{"group", "gateway"}),
+		gatewayFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_gateway_failures_total",
+			Help: "Calls that failed on the gateway itself, by group, gateway and reason (timeout, transport, response).",
+		}, []string{"group", "gateway", "reason"}),
+		gatewayDowns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_gateway_down_total",
+			Help: "Times a gateway was taken out of rotation, by group, gateway and reason (probe, timeout, transport, response).",
+		}, []string{"group", "gateway", "reason"}),
+		idleClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_connections_idle_closed_total",
+			Help: "TCP and TLS connections closed after tcp_idle_timeout without traffic, by transport.",
+		}, []string{"transport"}),
 		forwardFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_forward_failures_total",
 			Help: "Requests the proxy answered with an error itself, by reason.",
@@ -85,7 +100,8 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	}, func() float64 { return float64(m.registrationsFn()) })
 	for _, c := range []prometheus.Collector{
 		m.requests, m.responses, m.txDuration, m.registrations, m.authFailures,
-		m.rateLimited, m.dropped, m.gatewayUp, m.forwardFailures, m.inflight,
+		m.rateLimited, m.dropped, m.gatewayUp, m.gatewayFailures, m.gatewayDowns,
+		m.idleClosed, m.forwardFailures, m.inflight,
 		m.mediaRequests, m.mediaHangups, m.eventsDropped,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -103,6 +119,9 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	}
 	for _, reason := range []string{"malformed", "too_large", "unparsable", "stray_response"} {
 		m.dropped.WithLabelValues(reason)
+	}
+	for _, tp := range []string{"tcp", "tls"} {
+		m.idleClosed.WithLabelValues(tp)
 	}
 	m.authFailures.WithLabelValues("wrong_response")
 	m.forwardFailures.WithLabelValues("no_route")

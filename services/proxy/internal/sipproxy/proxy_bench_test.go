@@ -1,8 +1,10 @@
 package sipproxy
 
 import (
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -130,5 +132,38 @@ func BenchmarkTryingResponse(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.tryingResponse(req)
+	}
+}
+
+// BenchmarkJudgeAnsweredGateway is what the failure policy adds to every
+// call a gateway answers.
+func BenchmarkJudgeAnsweredGateway(b *testing.B) {
+	s := benchServer(b)
+	gw := &gatewayState{policy: newFailurePolicy(GatewayFailure{}.withDefaults())}
+	c := &call{serverLog: &s.log}
+	r := branchResult{answered: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.judgeGateway(c, gw, gw.gen.Load(), r)
+	}
+}
+
+// readyConn answers every read at once: what is left to measure is the
+// idle timeout's own work on a read.
+type readyConn struct{ net.Conn }
+
+func (readyConn) Read(b []byte) (int, error)         { return len(b), nil }
+func (readyConn) SetReadDeadline(time.Time) error    { return nil }
+func (readyConn) RemoteAddr() net.Addr               { return &net.TCPAddr{} }
+func (readyConn) Write(b []byte) (int, error)        { return len(b), nil }
+func (readyConn) SetWriteDeadline(t time.Time) error { return nil }
+
+// BenchmarkIdleConnRead is what the idle timeout adds to a stream read.
+func BenchmarkIdleConnRead(b *testing.B) {
+	c := newIdleConn(readyConn{}, time.Hour, func(net.Conn) {})
+	buf := make([]byte, 1500)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = c.Read(buf)
 	}
 }

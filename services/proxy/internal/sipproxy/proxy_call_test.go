@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -22,13 +23,17 @@ type callee struct {
 // nothing when answerAfter is negative: it keeps ringing).
 func newCallee(t *testing.T, answerAfter time.Duration) *callee {
 	c := &callee{
-		peer:    newPeer(t, "callee"),
 		invites: make(chan *sip.Request, 10),
 		acks:    make(chan *sip.Request, 10),
 		byes:    make(chan *sip.Request, 10),
 		cancels: make(chan *sip.Request, 10),
 	}
-	c.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+	c.peer = newPeerWith(t, "callee", func(srv *sipgo.Server, port int) { c.handle(srv, port, answerAfter) })
+	return c
+}
+
+func (c *callee) handle(srv *sipgo.Server, port int, answerAfter time.Duration) {
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		c.invites <- req
 		ringing := sip.NewResponseFromRequest(req, 180, "Ringing", nil)
 		_ = tx.Respond(ringing)
@@ -52,15 +57,14 @@ func newCallee(t *testing.T, answerAfter time.Duration) *callee {
 		}
 		ok := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		ok.To().Params.Add("tag", toTag)
-		ok.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "callee", Host: "127.0.0.1", Port: c.port}})
+		ok.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "callee", Host: "127.0.0.1", Port: port}})
 		_ = tx.Respond(ok)
 	})
-	c.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { c.acks <- req })
-	c.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { c.acks <- req })
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		c.byes <- req
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
-	return c
 }
 
 func receive(t *testing.T, what string, ch <-chan *sip.Request) *sip.Request {

@@ -28,6 +28,8 @@ type branchResult struct {
 	cancelled bool
 	// stop forbids trying further targets (Timer C fired: the callee rang).
 	stop bool
+	// silent means the next hop sent nothing back at all, not even a 100.
+	silent bool
 }
 
 // forwardOutcome is how a forwarded request ended upstream.
@@ -69,7 +71,14 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 			return forwardOutcome{cancelled: true}
 		default:
 		}
+		var gatewayGen uint64
+		if t.gateway != nil {
+			gatewayGen = t.gateway.gen.Load()
+		}
 		r := s.runBranch(c, base, t, recordRoute, cancelled, &earlyDialog)
+		if t.gateway != nil {
+			s.judgeGateway(c, t.gateway, gatewayGen, r)
+		}
 		if r.answered || r.cancelled {
 			return forwardOutcome{answered: r.answered, cancelled: r.cancelled}
 		}
@@ -232,7 +241,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 	tx, err := s.txl.Request(ctx, out)
 	cancel()
 	if err != nil {
-		return branchResult{err: fmt.Errorf("send to %s: %w", t.dest, errors.Join(sip.ErrTransactionTransport, err))}
+		return branchResult{err: fmt.Errorf("send to %s: %w", t.dest, errors.Join(sip.ErrTransactionTransport, err)), silent: true}
 	}
 	isInvite := out.IsInvite()
 	if isInvite {
@@ -326,13 +335,13 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 			if err == nil {
 				err = sip.ErrTransactionTerminated
 			}
-			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, err), stop: timerCFired}
+			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, err), stop: timerCFired, silent: !provisional}
 		case <-noAnswer.C:
 			tx.Terminate()
 			if callerGone {
 				return branchResult{cancelled: true}
 			}
-			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errBranchTimeout)}
+			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errBranchTimeout), silent: true}
 		case <-timerC:
 			timerC = nil
 			timerCFired = true
@@ -342,7 +351,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 				// (RFC 3261 16.8), after which the next target is tried.
 				// Nobody rang, so nothing stops the failover.
 				tx.Terminate()
-				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout)}
+				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), silent: true}
 			}
 			sendCancel()
 			giveUp = time.After(s.cfg.CancelWait)

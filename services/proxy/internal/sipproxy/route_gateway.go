@@ -9,24 +9,38 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
 
-// gatewayState is one gateway and its probed health.
+// gatewayState is one gateway and its health, as probes and calls tell it.
 type gatewayState struct {
-	cfg   Gateway
-	group string
-	host  string
-	port  int
-	// up is read on every call; probing flips it.
+	cfg    Gateway
+	group  string
+	host   string
+	port   int
+	policy *failurePolicy
+	// up is read on every call; probes and failed calls flip it.
 	up atomic.Bool
+	// gen counts the flips of up. A branch or probe result counts only
+	// in the state it was sent in: one sent before the gateway went down
+	// or came back says nothing of it now.
+	gen atomic.Uint64
+	// callFails counts consecutive calls that failed on the gateway;
+	// every call that reaches it alive clears it, without the lock.
+	callFails atomic.Int32
 	// probing guards against overlapping probes of one gateway.
 	probing atomic.Bool
 
 	mu        sync.Mutex
-	fails     int
-	successes int
+	fails     int // consecutive failed probes
+	successes int // consecutive successful probes
+	// heldUntil keeps a gateway that answered 503 with Retry-After out
+	// until then, whatever the probes say.
+	heldUntil time.Time
+	// holdDown brings a gateway taken out by a call back when probing is off.
+	holdDown *time.Timer
 }
 
 func (g *gatewayState) transport() string { return strings.ToUpper(g.cfg.Transport) }
@@ -48,14 +62,20 @@ func newGatewayGroups(cfgs []GatewayGroup, m *metrics) map[string]*gatewayGroup 
 	groups := make(map[string]*gatewayGroup, len(cfgs))
 	for _, c := range cfgs {
 		g := &gatewayGroup{name: c.Name, policy: c.Policy, current: map[*gatewayState]int{}}
+		policy := newFailurePolicy(c.Failure)
 		for _, gw := range c.Gateways {
 			host, portStr, _ := net.SplitHostPort(gw.Addr)
 			port, _ := strconv.Atoi(portStr)
-			st := &gatewayState{cfg: gw, group: c.Name, host: host, port: port}
+			st := &gatewayState{cfg: gw, group: c.Name, host: host, port: port, policy: policy}
 			// Gateways start up: refusing calls until the first probe returns
 			// would turn every restart into an outage.
 			st.up.Store(true)
 			m.gatewayUp.WithLabelValues(c.Name, gw.Name).Set(1)
+			for _, reason := range callFailureReasons {
+				m.gatewayFailures.WithLabelValues(c.Name, gw.Name, reason)
+				m.gatewayDowns.WithLabelValues(c.Name, gw.Name, reason)
+			}
+			m.gatewayDowns.WithLabelValues(c.Name, gw.Name, reasonProbe)
 			g.gateways = append(g.gateways, st)
 		}
 		groups[c.Name] = g

@@ -237,7 +237,7 @@ func (s *Server) listen() error {
 			if err != nil {
 				return fmt.Errorf("listen tcp %s: %w", s.cfg.ListenAddr, err)
 			}
-			s.tcpLn = ln
+			s.tcpLn = s.streamListener(ln, "tcp")
 			s.ports["tcp"] = ln.Addr().(*net.TCPAddr).Port
 		}
 	}
@@ -250,10 +250,23 @@ func (s *Server) listen() error {
 		if err != nil {
 			return fmt.Errorf("listen tls %s: %w", s.cfg.TLS.Addr, err)
 		}
-		s.tlsLn = ln
+		s.tlsLn = s.streamListener(ln, "tls")
 		s.ports["tls"] = ln.Addr().(*net.TCPAddr).Port
 	}
 	return nil
+}
+
+// streamListener wraps a TCP or TLS listener: connections idle for
+// tcp_idle_timeout are closed, and a shortage of descriptors does not end
+// the serving.
+func (s *Server) streamListener(ln net.Listener, transport string) net.Listener {
+	idleClosed := s.m.idleClosed.WithLabelValues(transport)
+	onIdle := func(conn net.Conn) {
+		idleClosed.Inc()
+		s.log.Debug().Str("transport", transport).Str("remote", conn.RemoteAddr().String()).
+			Dur("idle", s.cfg.TCPIdleTimeout).Msg("closing idle connection")
+	}
+	return newStreamListener(ln, transport, s.cfg.TCPIdleTimeout, onIdle, s.log)
 }
 
 // tcpListenAddr reuses the UDP port when the configured port is 0, so both
@@ -370,6 +383,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.active.closeAndWait()
 	s.handlers.close()
 	wg.Wait()
+	s.stopHoldDowns()
 	// A handler still running during the first close may have opened a
 	// client connection after it (a response to a new address); now that
 	// nothing runs, close whatever the transports hold again.
