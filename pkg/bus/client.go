@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,7 @@ type Client struct {
 	reconnected chan struct{}
 
 	closeOnce sync.Once
+	closing   atomic.Bool // set by Close: later disconnects are our own
 }
 
 // Connect reaches the bus described by cfg. With cfg.URL empty it starts
@@ -66,9 +68,16 @@ func Connect(ctx context.Context, cfg Config, name string, log zerolog.Logger, r
 		// answer 503 fast rather than hang.
 		nats.ReconnectBufSize(-1),
 		nats.RetryOnFailedConnect(false),
+		nats.PingInterval(cfg.PingInterval),
+		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			c.metrics.disconnects.Inc()
 			c.metrics.connected.Set(0)
+			if c.closing.Load() {
+				// NATS reports our own Close as a disconnect too; counting
+				// it would chart every deploy as a loss of the bus.
+				return
+			}
+			c.metrics.disconnects.Inc()
 			c.log.Warn().Err(err).Msg("bus disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -164,6 +173,7 @@ func (c *Client) signalReconnect() {
 // timeout), closes the connection and stops an owned embedded server.
 func (c *Client) Close() {
 	c.closeOnce.Do(func() {
+		c.closing.Store(true)
 		if c.nc.IsConnected() {
 			done := make(chan struct{})
 			c.nc.SetClosedHandler(func(*nats.Conn) { close(done) })

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
@@ -80,5 +81,46 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		if !contains(err.Error(), field) {
 			t.Errorf("error %q does not name %s", err, field)
 		}
+	}
+}
+
+// Closing the client is no loss of the bus: the disconnect counter, which
+// alerts watch, stays at zero through a clean shutdown.
+func TestCloseIsNotCountedAsADisconnect(t *testing.T) {
+	srv, err := StartEmbedded(EmbeddedConfig{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	c, err := Connect(context.Background(), Config{URL: srv.URL()}, "test", zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// Close waits for the closed callback, which NATS queues after the
+	// disconnect callback on the same goroutine: both have run.
+	if got := testutil.ToFloat64(c.metrics.disconnects); got != 0 {
+		t.Fatalf("disconnects after a clean Close = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(c.metrics.connected); got != 0 {
+		t.Fatalf("connected after Close = %v, want 0", got)
+	}
+}
+
+// Replicas beyond one on the embedded bus are refused at start by name,
+// not by the first stream the server will not create.
+func TestConfigRefusesReplicasOnTheEmbeddedBus(t *testing.T) {
+	err := Config{Replicas: 3}.Validate()
+	if err == nil || !contains(err.Error(), "bus.replicas") {
+		t.Fatalf("Validate() = %v, want an error naming bus.replicas", err)
+	}
+	if err := (Config{URL: "nats://nats:4222", Replicas: 3}).Validate(); err != nil {
+		t.Fatalf("3 replicas on a cluster refused: %v", err)
+	}
+	// What the error would otherwise be found by: the server refuses.
+	c, _ := connectTestBus(t, prometheus.NewRegistry())
+	c.cfg.Replicas = 3
+	if _, err := c.EnsureEventsStream(context.Background()); err == nil {
+		t.Fatal("a single server created a stream with 3 replicas")
 	}
 }

@@ -15,6 +15,16 @@ const (
 	DefaultReconnectJitter = 250 * time.Millisecond
 	DefaultDrainTimeout    = 5 * time.Second
 	DefaultConnectTimeout  = 2 * time.Second
+	// DefaultPingInterval is how often the client checks that the server
+	// still answers. A server host that vanishes (power, partition) leaves
+	// the TCP connection open with nobody behind it; the client notices
+	// only by unanswered pings, after MaxPingsOut+1 intervals. NATS's own
+	// two minutes would mean minutes of requests timing out one by one
+	// instead of a fast ErrUnavailable and a reconnect to a live server.
+	DefaultPingInterval = 2 * time.Second
+	// MaxPingsOut is how many pings may go unanswered before the
+	// connection counts as dead.
+	MaxPingsOut = 2
 )
 
 // Config says how to reach the bus. With URL empty the service starts an
@@ -33,6 +43,9 @@ type Config struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// DrainTimeout bounds the drain on Close.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// PingInterval is how often the server's liveness is checked; a dead
+	// connection is given up after MaxPingsOut+1 of them. Default 2 s.
+	PingInterval time.Duration `yaml:"ping_interval"`
 	// Replicas is the JetStream replica count of the buckets and streams
 	// this service creates: 1 on a single server, 3 on a cluster so they
 	// survive losing a server. Default 1.
@@ -52,6 +65,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -74,8 +90,16 @@ func (c Config) Validate() error {
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("bus.drain_timeout: must not be negative, got %s", c.DrainTimeout))
 	}
+	if c.PingInterval < 0 {
+		errs = append(errs, fmt.Errorf("bus.ping_interval: must not be negative, got %s", c.PingInterval))
+	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("bus.replicas: %d is not within 1-5", c.Replicas))
+	}
+	if c.URL == "" && c.Replicas > 1 {
+		// The embedded bus, started here or joined, is one server: every
+		// stream and bucket asked for more replicas would be refused.
+		errs = append(errs, fmt.Errorf("bus.replicas: %d needs a cluster (bus.url); the embedded server holds 1", c.Replicas))
 	}
 	if c.URL == "" && (c.Embedded.Port < -1 || c.Embedded.Port > 65535) {
 		errs = append(errs, fmt.Errorf("bus.embedded.port: %d is not a port (-1 picks a free one)", c.Embedded.Port))

@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -15,7 +16,8 @@ type EmbeddedConfig struct {
 	Host string `yaml:"host"`
 	// Port to listen on; -1 picks a free one. Default 4222.
 	Port int `yaml:"port"`
-	// StoreDir keeps JetStream data; empty uses a temporary directory.
+	// StoreDir keeps JetStream data; empty uses a fresh temporary directory,
+	// removed at shutdown.
 	StoreDir string `yaml:"store_dir"`
 }
 
@@ -30,7 +32,8 @@ const embeddedReadyTimeout = 10 * time.Second
 
 // EmbeddedServer is a running in-process NATS server.
 type EmbeddedServer struct {
-	srv *server.Server
+	srv     *server.Server
+	tempDir string // the store StartEmbedded made, removed at Shutdown
 }
 
 // StartEmbedded starts a NATS server with JetStream in this process.
@@ -50,16 +53,30 @@ func StartEmbedded(cfg EmbeddedConfig) (*EmbeddedServer, error) {
 	if opts.Port == 0 {
 		opts.Port = DefaultEmbeddedPort
 	}
+	e := &EmbeddedServer{}
+	if opts.StoreDir == "" {
+		// Left empty, nats-server uses one fixed directory under /tmp for
+		// every server on the host, kept across runs: two local servers
+		// would write the same files, and a new run would load the last
+		// one's buckets (stale registrations and call records).
+		dir, err := os.MkdirTemp("", "callgrid-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("create embedded nats store: %w", err)
+		}
+		opts.StoreDir, e.tempDir = dir, dir
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		e.removeTempDir()
 		return nil, fmt.Errorf("create embedded nats server: %w", err)
 	}
+	e.srv = srv
 	go srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
-		srv.Shutdown()
+		e.Shutdown()
 		return nil, fmt.Errorf("embedded nats server on %s:%d not ready after %s", opts.Host, opts.Port, embeddedReadyTimeout)
 	}
-	return &EmbeddedServer{srv: srv}, nil
+	return e, nil
 }
 
 // URL is the client URL of the server.
@@ -77,4 +94,11 @@ func (e *EmbeddedServer) Port() int {
 func (e *EmbeddedServer) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	e.removeTempDir()
+}
+
+func (e *EmbeddedServer) removeTempDir() {
+	if e.tempDir != "" {
+		_ = os.RemoveAll(e.tempDir)
+	}
 }

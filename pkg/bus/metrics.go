@@ -7,7 +7,8 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	requests        *prometheus.CounterVec   // op, result
 	requestDuration *prometheus.HistogramVec // op
-	served          *prometheus.CounterVec   // op, result
+	served          *prometheus.CounterVec   // op, status
+	handlerPanics   *prometheus.CounterVec   // op
 	badPayloads     *prometheus.CounterVec   // op
 	published       *prometheus.CounterVec   // kind, result
 	reconnects      prometheus.Counter
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "callgrid_bus_served_total",
 			Help: "Requests served from the bus by operation and reply status.",
 		}, []string{"op", "status"}),
+		handlerPanics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "callgrid_bus_handler_panics_total",
+			Help: "Requests whose handler panicked (answered STATUS_INTERNAL), by operation.",
+		}, []string{"op"}),
 		badPayloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callgrid_bus_bad_payloads_total",
 			Help: "Messages whose payload could not be decoded, by operation.",
@@ -51,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 while connected to the bus, 0 otherwise.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.requestDuration, m.served, m.badPayloads, m.published, m.reconnects, m.disconnects, m.connected)
+	reg.MustRegister(m.requests, m.requestDuration, m.served, m.handlerPanics, m.badPayloads, m.published, m.reconnects, m.disconnects, m.connected)
 	// Series exist from the start, so dashboards and alerts see zeros
 	// rather than nothing on an idle process.
 	for _, op := range []MediaOp{OpOffer, OpAnswer, OpUpdate, OpDelete} {
@@ -61,6 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.requestDuration.WithLabelValues(o)
 		m.served.WithLabelValues(o, "STATUS_OK")
 		m.badPayloads.WithLabelValues(o)
+		m.handlerPanics.WithLabelValues(o)
 	}
 	return m
 }

@@ -61,8 +61,12 @@ func classifyRequestError(err error) (string, error) {
 		return "no_responders", ErrNoResponders
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return "timeout", ErrTimeout
+	// With no reconnect buffer, a request sent in the moment between the
+	// connection dropping and IsConnected saying so fails with
+	// ErrReconnectBufExceeded: the bus is away, not the request wrong.
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
-		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrReconnectBufExceeded):
 		return "unavailable", ErrUnavailable
 	case errors.Is(err, context.Canceled):
 		return "canceled", err

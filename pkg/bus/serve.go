@@ -3,8 +3,11 @@ package bus
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -24,9 +27,12 @@ type Subscription = nats.Subscription
 
 // Serve answers requests on subject with handle. Every reply type must have
 // `status` (callgrid.v1.Status) and `detail` fields: a payload that does not
-// decode is answered with STATUS_BAD_REQUEST and counted, never dropped
-// silently and never a panic. A request whose deadline has passed on arrival
-// is not worked on. queue, when set, spreads requests over a queue group.
+// decode is answered with STATUS_BAD_REQUEST and counted, a handler that
+// panics is answered with STATUS_INTERNAL and counted, and a reply that
+// cannot be encoded is replaced by one that can: the requester always hears
+// back, and no message crashes the process. The handler's context carries
+// the requester's deadline. queue, when set, spreads requests over a queue
+// group.
 func Serve[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
 	c *Client, subject, queue, op string, handle func(context.Context, PReq) PRep,
 ) (*Subscription, error) {
@@ -35,19 +41,14 @@ func Serve[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
 		return nil, fmt.Errorf("serve %s: %w", subject, err)
 	}
 	callback := func(msg *nats.Msg) {
-		ctx, cancel := requestContext(msg)
-		defer cancel()
-		reply := dispatch(ctx, c, op, msg.Data, handle, statusField, detailField)
+		data := serveMsg(c, op, msg, handle, statusField, detailField)
 		if msg.Reply == "" {
 			return
 		}
-		data, err := proto.Marshal(reply)
-		if err != nil {
-			c.log.Error().Err(err).Str("subject", msg.Subject).Msg("encode reply")
-			return
-		}
 		if err := msg.Respond(data); err != nil {
-			c.log.Debug().Err(err).Str("subject", msg.Subject).Msg("send reply")
+			// The requester waits out its deadline for nothing: worth
+			// seeing, unlike a reply it no longer wanted.
+			c.log.Warn().Err(err).Str("op", op).Str("subject", msg.Subject).Msg("send reply")
 		}
 	}
 	var sub *nats.Subscription
@@ -60,6 +61,44 @@ func Serve[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	return sub, nil
+}
+
+// serveMsg is everything Serve does with one request but send the reply:
+// deadline, decoding, the handler and encoding. It always returns an
+// encoded reply with an explicit status.
+func serveMsg[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
+	c *Client, op string, msg *nats.Msg, handle func(context.Context, PReq) PRep,
+	statusField, detailField protoreflect.FieldDescriptor,
+) []byte {
+	ctx, cancel := requestContext(msg)
+	defer cancel()
+	reply := dispatch(ctx, c, op, msg.Data, handle, statusField, detailField)
+	data, err := encodeReply(reply, detailField)
+	if err != nil {
+		c.log.Error().Err(err).Str("op", op).Str("subject", msg.Subject).Msg("encode reply")
+		reply = PRep(new(Rep))
+		setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_INTERNAL, "encode "+op+" reply: "+strings.ToValidUTF8(err.Error(), "?"))
+		// A reply of only a status and valid UTF-8 always encodes.
+		data, _ = proto.Marshal(reply)
+	}
+	status := callgridv1.Status(reply.ProtoReflect().Get(statusField).Enum())
+	c.metrics.served.WithLabelValues(op, status.String()).Inc()
+	return data
+}
+
+// encodeReply marshals reply. Details are often built from what the
+// requester sent (an SDP line, say), and proto3 refuses a string that is not
+// UTF-8: such a detail is mended rather than losing the whole reply.
+func encodeReply(reply proto.Message, detailField protoreflect.FieldDescriptor) ([]byte, error) {
+	r := reply.ProtoReflect()
+	if d := r.Get(detailField).String(); !utf8.ValidString(d) {
+		r.Set(detailField, protoreflect.ValueOfString(strings.ToValidUTF8(d, "\uFFFD")))
+	}
+	data, err := proto.Marshal(reply)
+	if err != nil {
+		return nil, fmt.Errorf("marshal reply: %w", err)
+	}
+	return data, nil
 }
 
 // dispatch decodes one request and runs the handler; any payload gets a
@@ -75,16 +114,35 @@ func dispatch[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
 		c.log.Debug().Err(err).Str("op", op).Msg("bad payload")
 		reply = PRep(new(Rep))
 		setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_BAD_REQUEST, "undecodable "+op+" request: "+err.Error())
-	} else {
-		reply = handle(ctx, req)
-		if reply == nil {
-			reply = PRep(new(Rep))
-			setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_INTERNAL, "no reply")
-		}
+		return reply
 	}
-	status := callgridv1.Status(reply.ProtoReflect().Get(statusField).Enum())
-	c.metrics.served.WithLabelValues(op, status.String()).Inc()
+	reply, panicked := runHandler(ctx, c, op, req, handle)
+	switch {
+	case panicked:
+		reply = PRep(new(Rep))
+		setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_INTERNAL, op+" handler failed")
+	case reply == nil:
+		reply = PRep(new(Rep))
+		setStatus(reply, statusField, detailField, callgridv1.Status_STATUS_INTERNAL, "no reply")
+	}
 	return reply
+}
+
+// runHandler runs handle, turning a panic into a reported failure instead
+// of a crash: NATS runs the handler on the subscription's goroutine with
+// nothing above it to recover, so one request that trips a bug would
+// otherwise end every call on the node.
+func runHandler[Req, Rep any, PReq Message[Req], PRep Message[Rep]](
+	ctx context.Context, c *Client, op string, req PReq, handle func(context.Context, PReq) PRep,
+) (reply PRep, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.metrics.handlerPanics.WithLabelValues(op).Inc()
+			c.log.Error().Str("op", op).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).Msg("request handler panicked")
+			reply, panicked = nil, true
+		}
+	}()
+	return handle(ctx, req), false
 }
 
 // requestContext carries the requester's deadline into the handler.

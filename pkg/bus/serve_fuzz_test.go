@@ -2,8 +2,12 @@ package bus
 
 import (
 	"context"
+	"strconv"
 	"testing"
+	"time"
+	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
@@ -16,29 +20,51 @@ func offlineClient() *Client {
 	return &Client{log: zerolog.Nop(), metrics: newMetrics(prometheus.NewRegistry())}
 }
 
-// FuzzDispatch feeds arbitrary payloads to the request decoder: whatever
-// arrives, the handler runs only on a decoded request and a reply with an
-// explicit status comes back.
-func FuzzDispatch(f *testing.F) {
-	f.Add([]byte{})
-	f.Add([]byte{0xff, 0xff})
-	f.Add(must(proto.Marshal(&callgridv1.OfferRequest{CallId: "c", Sdp: []byte("v=0"), SessionId: "s"})))
-	f.Add(must(proto.Marshal(&callgridv1.DeleteRequest{SessionId: "x", Cause: "bye"})))
+// FuzzServe feeds arbitrary payloads and deadline headers to what Serve
+// runs for each message: whatever arrives, the handler runs only on a
+// decoded request, and an encoded reply with an explicit status comes
+// back. The handler quotes the requester's SDP in its detail, as the node's
+// handlers quote parse errors, so replies that proto3 would refuse to
+// encode are covered too.
+func FuzzServe(f *testing.F) {
+	future := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+	f.Add([]byte{}, "")
+	f.Add([]byte{0xff, 0xff}, future)
+	f.Add(must(proto.Marshal(&callgridv1.OfferRequest{CallId: "c", Sdp: []byte("v=0"), SessionId: "s"})), future)
+	f.Add(must(proto.Marshal(&callgridv1.OfferRequest{CallId: "c", Sdp: []byte("a=rtcp:1 \xff\xfe")})), "0")
+	f.Add(must(proto.Marshal(&callgridv1.DeleteRequest{SessionId: "x", Cause: "bye"})), "-1")
+	f.Add(must(proto.Marshal(&callgridv1.OfferRequest{SessionId: "boom"})), "9223372036854775807")
 	c := offlineClient()
 	status, detail, err := replyFields(&callgridv1.OfferReply{})
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte, deadline string) {
+		msg := &nats.Msg{Subject: "callgrid.v1.media.n1.offer", Data: data, Header: nats.Header{}}
+		msg.Header.Set(headerDeadline, deadline)
 		handled := false
-		reply := dispatch(context.Background(), c, "offer", data, func(_ context.Context, req *callgridv1.OfferRequest) *callgridv1.OfferReply {
+		out := serveMsg(c, "offer", msg, func(_ context.Context, req *callgridv1.OfferRequest) *callgridv1.OfferReply {
 			handled = true
-			return &callgridv1.OfferReply{Status: callgridv1.Status_STATUS_OK, SessionId: req.GetSessionId()}
+			if req.GetSessionId() == "boom" {
+				panic("handler bug")
+			}
+			return &callgridv1.OfferReply{Status: callgridv1.Status_STATUS_OK, SessionId: req.GetSessionId(), Detail: string(req.GetSdp())}
 		}, status, detail)
-		decodes := proto.Unmarshal(data, new(callgridv1.OfferRequest)) == nil
+		reply := new(callgridv1.OfferReply)
+		if err := proto.Unmarshal(out, reply); err != nil {
+			t.Fatalf("reply does not decode: %v", err)
+		}
+		req := new(callgridv1.OfferRequest)
+		decodes := proto.Unmarshal(data, req) == nil
+		want := callgridv1.Status_STATUS_OK
+		if req.GetSessionId() == "boom" {
+			want = callgridv1.Status_STATUS_INTERNAL
+		}
 		switch {
-		case decodes && (!handled || reply.GetStatus() != callgridv1.Status_STATUS_OK):
-			t.Fatalf("decodable payload got %s", reply.GetStatus())
+		case decodes && (!handled || reply.GetStatus() != want):
+			t.Fatalf("decodable payload got %s, want %s", reply.GetStatus(), want)
+		case decodes && want == callgridv1.Status_STATUS_OK && utf8.Valid(req.GetSdp()) && reply.GetDetail() != string(req.GetSdp()):
+			t.Fatalf("valid detail changed to %q", reply.GetDetail())
 		case !decodes && (handled || reply.GetStatus() != callgridv1.Status_STATUS_BAD_REQUEST || reply.GetDetail() == ""):
 			t.Fatalf("undecodable payload got %s (handled %v)", reply.GetStatus(), handled)
 		}

@@ -21,6 +21,10 @@ var Version = "dev"
 // Run runs a media node until drain is cancelled and its calls have ended
 // (or hard is closed), and returns once everything it started has stopped.
 func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Logger, reg *prometheus.Registry) error {
+	// The node adds node_id to its own logger; given it twice, zerolog
+	// writes the key twice, and log stores that reject duplicate keys
+	// (Elasticsearch) drop every line of the control layer.
+	nodeLog := log
 	log = log.With().Str("node_id", cfg.Node.ID).Logger()
 	setup, cancel := context.WithCancel(drain)
 	defer cancel()
@@ -59,7 +63,7 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	for _, c := range eng.Config().Codecs {
 		nodeCfg.Codecs = append(nodeCfg.Codecs, string(c))
 	}
-	n, err = node.New(nodeCfg, log, reg, client, engineMedia{eng}, node.WithPortUsage(eng.PortUsage))
+	n, err = node.New(nodeCfg, nodeLog, reg, client, engineMedia{eng}, node.WithPortUsage(eng.PortUsage))
 	if err != nil {
 		return err
 	}
