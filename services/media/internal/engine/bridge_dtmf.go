@@ -170,6 +170,7 @@ func (d *direction) segmentEnd(pt uint8, block []byte, seq uint16, ts uint32, ma
 // start mapped the way the audio is) and its segments laid out there.
 func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time) {
 	ts := r.tc.eventTimestamp(d, now)
+	r.tc.flushBefore(d, r.audioPT, ts, now)
 	marker := d.hdr.marker
 	if segmentable(payload, r.inEventClock, r.outEventClock) {
 		p := d.events.place(payload, d.hdr.timestamp, ts, marker, r.inEventClock, r.outEventClock)
@@ -178,7 +179,7 @@ func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time)
 		}
 		for seg := p.closeFrom; seg < p.closeTo; seg++ {
 			at := d.events.dstStart + seg*maxEventDuration
-			seq := d.out.next(at, now)
+			seq := d.out.next(at, now, 0)
 			d.out.coverEvent(seq, at+maxEventDuration)
 			d.send(d.segmentEnd(r.eventPT, payload, seq, at, marker))
 			marker = false
@@ -188,7 +189,7 @@ func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time)
 	} else {
 		rescaleEventBlocks(payload, r.inEventClock, r.outEventClock)
 	}
-	seq := d.out.next(ts, now)
+	seq := d.out.next(ts, now, 0)
 	d.out.coverEvent(seq, eventEnd(ts, payload))
 	writeHeaderFields(pkt, r.eventPT, marker, seq, ts, d.out.ssrc)
 	d.send(pkt)

@@ -314,3 +314,45 @@ func TestEventTrackContinues(t *testing.T) {
 		})
 	}
 }
+
+// A digit pressed while a transcoded packet of the destination's longer
+// packet time is half full goes after that audio, sent short, and before
+// the audio after it: what the caller said before the key press is
+// neither lost nor heard after the digit.
+func TestDigitFollowsTheAudioBeforeIt(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0 101", "a=rtpmap:101 telephone-event/8000"),
+		b.sdp("8 101", "a=rtpmap:101 telephone-event/8000", "a=ptime:40"))
+	tone := encodeTone(t, codec.PCMU, 8000, 5)
+	for i := range 3 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(1 + i), Timestamp: uint32(i * 160), SSRC: 7, Marker: i == 0}, tone[i])
+	}
+	sendEvent(a, nodeA, 101, 7, 4, 480, 5, []eventPacket{{duration: 160}, {duration: 320}, {duration: 480, end: true}})
+	for i := range 2 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(7 + i), Timestamp: uint32(960 + i*160), SSRC: 7}, tone[3+i])
+	}
+	got := receivePackets(t, b, 6)
+	start := got[0].Timestamp
+	want := []struct {
+		pt     uint8
+		ts     uint32 // from the first
+		size   int
+		marker bool
+	}{
+		{pt: 8, ts: 0, size: 320, marker: true}, // 40 ms
+		{pt: 8, ts: 320, size: 160},             // the 20 ms before the digit, sent short
+		{pt: 101, ts: 480, size: 4, marker: true},
+		{pt: 101, ts: 480, size: 4},
+		{pt: 101, ts: 480, size: 4},
+		{pt: 8, ts: 960, size: 320}, // the 40 ms after it
+	}
+	for i, p := range got {
+		w := want[i]
+		if p.PayloadType != w.pt || p.Timestamp-start != w.ts || len(p.Payload) != w.size || (w.marker && !p.Marker) || (i > 0 && p.SequenceNumber != got[i-1].SequenceNumber+1) {
+			t.Fatalf("packet %d: pt %d ts +%d, %d bytes, marker %v, seq %d; want pt %d ts +%d, %d bytes, marker %v, the next seq",
+				i, p.PayloadType, p.Timestamp-start, len(p.Payload), p.Marker, p.SequenceNumber, w.pt, w.ts, w.size, w.marker)
+		}
+	}
+	b.expectNothing(100 * time.Millisecond)
+}

@@ -58,6 +58,9 @@ type route struct {
 	kinds [128]ptKind // payload types accepted from the source
 
 	inEventClock, outEventClock int // telephone-event clocks, 0 when not forwarded
+	// packetTime is what each transcoded packet holds: what the
+	// destination asked for, as packetTimeFor allows.
+	packetTime time.Duration
 }
 
 // direction carries packets from one leg's endpoint to a destination leg
@@ -300,7 +303,12 @@ func (d *direction) adopt(r *route) {
 	if r.tc != nil && (d.cur == nil || d.cur.tc != r.tc) {
 		// A transcoder coming back into use (a codec switched to and
 		// back) begins a stream anew rather than continuing an old one.
-		r.tc.started = false
+		r.tc.halt()
+	}
+	if r.tc != nil {
+		// The destination may have asked for another packet time (a
+		// re-INVITE); the transcoder is this reader's to change.
+		r.tc.usePacketTime(r.packetTime)
 	}
 	d.cur = r
 	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock
@@ -375,9 +383,10 @@ func (d *direction) send(pkt []byte) {
 	}
 }
 
-// emit sends a generated packet whose payload is already in d.buf.
-func (d *direction) emit(pt uint8, ts uint32, marker bool, payloadLen int, now time.Time) {
-	seq := d.out.next(ts, now)
+// emit sends a generated packet, lasting span, whose payload is already in
+// d.buf.
+func (d *direction) emit(pt uint8, ts uint32, marker bool, payloadLen int, span time.Duration, now time.Time) {
+	seq := d.out.next(ts, now, span)
 	d.buf[0] = 0x80 // version 2, no padding, extension or CSRC
 	writeHeaderFields(d.buf, pt, marker, seq, ts, d.out.ssrc)
 	d.send(d.buf[:rtpHeaderLen+payloadLen])

@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -25,8 +26,12 @@ type outStream struct {
 	ssrc        uint32
 	report      *streamReport // for the RTCP reporter on another goroutine
 	seq         uint16        // highest sent
-	ts          uint32        // timestamp of the highest sent
-	at          time.Time
+	// spanMs is how long the newest generated packet lasts, in ms (0
+	// for a relayed one, whose length the node does not know): a stream
+	// resumed after it starts no sooner than its end.
+	spanMs uint16
+	ts     uint32 // timestamp of the highest sent
+	at     time.Time
 
 	// Relay mapping from the current source.
 	inSSRC   uint32
@@ -38,26 +43,26 @@ type outStream struct {
 func newOutStream(transparent bool) outStream {
 	var b [10]byte
 	_, _ = rand.Read(b[:])
-	o := outStream{
+	ssrc := binary.BigEndian.Uint32(b[0:])
+	return outStream{
 		transparent: transparent,
-		ssrc:        binary.BigEndian.Uint32(b[0:]),
-		report:      new(streamReport),
+		ssrc:        ssrc,
+		report:      newStreamReport(ssrc),
 		seq:         binary.BigEndian.Uint16(b[4:]),
 		ts:          binary.BigEndian.Uint32(b[6:]),
 	}
-	o.report.ssrc.Store(o.ssrc)
-	return o
 }
 
 // renewSSRC gives the stream a new random SSRC, other than the one it had,
-// and returns the one it replaces. Its numbering goes on: the receiver
-// takes it for a new source either way.
-func (o *outStream) renewSSRC() uint32 {
+// and returns the one it replaces. sent is what the leg the stream goes to
+// had been sent until now, all of it under the old SSRC. Its numbering
+// goes on: the receiver takes it for a new source either way.
+func (o *outStream) renewSSRC(sent sendCounts) uint32 {
 	old := o.ssrc
 	for o.ssrc == old {
 		o.ssrc = randomSSRC()
 	}
-	o.report.ssrc.Store(o.ssrc)
+	o.report.takeOver(o.ssrc, sent)
 	return old
 }
 
@@ -72,13 +77,49 @@ func randomSSRC() uint32 {
 // streamReport is what the session clock, which sends RTCP, reads of a
 // stream fed on another goroutine.
 type streamReport struct {
-	ssrc atomic.Uint32
+	// mu holds the stream's SSRC together with what its leg had been sent
+	// before that SSRC took over, so that a sender report counts what was
+	// sent under its own SSRC alone (RFC 3550 §6.4.1), even when it is
+	// made as the feeder renumbers the stream.
+	mu     sync.Mutex
+	ssrc   uint32
+	before sendCounts
 	// last is the timestamp of the newest packet sent (high 32 bits) and
 	// when it was sent, in microseconds of the activity clock modulo 2^32
 	// (low 32 bits). One word, so that a sender report never pairs one
 	// packet's timestamp with another's send time; the 71 minutes the
 	// modulus spans are far more than a report looks back.
 	last atomic.Uint64
+}
+
+// sendCounts is what a leg was sent: RTP packets, and their payload
+// octets as a sender report counts them.
+type sendCounts struct {
+	packets, octets uint64
+}
+
+// minus is what was sent since before.
+func (c sendCounts) minus(before sendCounts) sendCounts {
+	return sendCounts{packets: c.packets - before.packets, octets: c.octets - before.octets}
+}
+
+func newStreamReport(ssrc uint32) *streamReport {
+	return &streamReport{ssrc: ssrc}
+}
+
+// takeOver makes ssrc the stream's, after what its leg was sent before.
+func (r *streamReport) takeOver(ssrc uint32, before sendCounts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ssrc, r.before = ssrc, before
+}
+
+// sentUnder returns the stream's SSRC and what l, the leg it goes to, has
+// been sent under it.
+func (r *streamReport) sentUnder(l *leg) (uint32, sendCounts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ssrc, l.sent().minus(r.before)
 }
 
 // publish makes the stream's newest timestamp and its send time the ones
@@ -104,7 +145,9 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 		switch {
 		case !o.started && o.transparent:
 			o.ssrc, o.seqDelta, o.tsDelta = ssrc, 0, 0
-			o.report.ssrc.Store(ssrc)
+			// Nothing was sent before the stream started: it alone
+			// feeds its leg.
+			o.report.takeOver(ssrc, sendCounts{})
 		case !o.started:
 			o.seqDelta, o.tsDelta = o.seq-seq, o.ts-ts
 		default:
@@ -112,7 +155,7 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 			o.tsDelta = o.resumeTS(clock, now) - ts
 			marker = true
 		}
-		o.inSSRC, o.rebase = ssrc, false
+		o.inSSRC, o.rebase, o.spanMs = ssrc, false, 0
 		outSeq, outTS = seq+o.seqDelta, ts+o.tsDelta
 		o.started, o.seq, o.ts, o.at = true, outSeq, outTS, now
 		o.publishRelayed()
@@ -137,11 +180,13 @@ func (o *outStream) publishRelayed() {
 	}
 }
 
-// next numbers a generated packet with timestamp ts.
-func (o *outStream) next(ts uint32, now time.Time) uint16 {
+// next numbers a generated packet with timestamp ts, lasting span (0 for
+// an event packet, which says where the event starts).
+func (o *outStream) next(ts uint32, now time.Time, span time.Duration) uint16 {
 	o.started = true
 	o.seq++
 	o.ts, o.at = ts, now
+	o.spanMs = uint16(span / time.Millisecond)
 	o.publish()
 	// A relayed source that comes back later must be mapped afresh.
 	o.rebase = true
@@ -149,11 +194,12 @@ func (o *outStream) next(ts uint32, now time.Time) uint16 {
 }
 
 // resumeTS is the timestamp that continues the stream now: the last one
-// plus the time since it was sent, at least one frame, in clock ticks.
+// plus the time since it was sent, at least one frame and at least that
+// packet's length (a 60 ms packet ends 60 ms on), in clock ticks.
 func (o *outStream) resumeTS(clock int, now time.Time) uint32 {
 	if !o.started {
 		return o.ts
 	}
-	gap := max(now.Sub(o.at), frameDuration)
+	gap := max(now.Sub(o.at), frameDuration, time.Duration(o.spanMs)*time.Millisecond)
 	return o.ts + uint32(int64(gap)*int64(clock)/int64(time.Second))
 }

@@ -21,13 +21,15 @@ const (
 )
 
 // transcoder converts one direction's audio between codecs: decode, resample
-// when the PCM rates differ, re-frame into 20 ms, encode. It is owned by the
-// source leg's reader once routed.
+// when the PCM rates differ, re-frame into the encoder's 20 ms, encode, and
+// gather the frames into packets of the packet time the destination asked
+// for. It is owned by the source leg's reader once routed.
 type transcoder struct {
 	dec codec.Decoder
 	enc codec.Encoder
 	res *codec.Resampler // nil when decoder and encoder share a PCM rate
 	fec bool             // the decoder can recover a lost frame from the next packet
+	to  codec.Info       // the destination's codec
 
 	inClock, outClock int    // RTP clocks
 	encRate           int    // PCM rate fed to the encoder
@@ -37,7 +39,10 @@ type transcoder struct {
 	decoded, resampled []int16
 	fifo               []int16 // PCM at encRate awaiting a whole frame
 	fifoLen            int
-	fifoTS             uint32 // destination timestamp of fifo[0]
+	fifoTS             uint32 // destination timestamp of fifo[0]; with the fifo empty, of the next frame
+	// packets holds the frames encoded and not yet sent, which follow on
+	// from one another and end where the fifo starts.
+	packets *packetizer
 
 	started bool
 	inSSRC  uint32
@@ -78,12 +83,14 @@ func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, er
 		dec:        dec,
 		enc:        enc,
 		fec:        from.Name == codec.Opus,
+		to:         to,
 		inClock:    from.ClockRate,
 		outClock:   to.ClockRate,
 		encRate:    encRate,
 		frame:      codec.FrameSamplesAt(encRate),
 		frameTicks: to.TimestampStep(),
 		decoded:    make([]int16, maxDecodedSamples),
+		packets:    newPacketizer(to),
 	}
 	resampledLen := maxDecodedSamples
 	if decRate != encRate {
@@ -103,6 +110,24 @@ func (t *transcoder) close() {
 	t.enc.Close()
 }
 
+// usePacketTime makes the packets sent from here on last every, or 20 ms
+// if the destination's codec cannot be sent so. What is queued goes out
+// in them.
+func (t *transcoder) usePacketTime(every time.Duration) {
+	if !packetizable(t.to, every) {
+		every = frameDuration
+	}
+	t.packets.setPacketTime(every)
+}
+
+// halt forgets the stream the transcoder carried, and what it queued of
+// it: the next packet begins a stream anew.
+func (t *transcoder) halt() {
+	t.started = false
+	t.fifoLen = 0
+	t.packets.reset()
+}
+
 // begin starts mapping a (new) source stream onto the destination stream,
 // continuing the destination's timestamps from where they stand now.
 func (t *transcoder) begin(d *direction, now time.Time) {
@@ -114,6 +139,7 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 	t.inBase = d.hdr.timestamp
 	t.outBase = d.out.resumeTS(t.outClock, now)
 	t.fifoLen = 0
+	t.packets.reset()
 	t.marker = true
 	d.avoidCollisionAhead(now)
 }
@@ -199,39 +225,92 @@ func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time
 }
 
 // push queues decoded PCM whose first sample plays at destination
-// timestamp ts, and encodes and sends every complete frame.
+// timestamp ts, encodes every complete frame and sends every complete
+// packet.
 func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now time.Time) {
 	if t.res != nil {
 		pcm = t.resampled[:t.res.Process(pcm, t.resampled)]
 	}
-	if t.fifoLen > 0 {
-		expected := t.fifoTS + uint32(int64(t.fifoLen)*int64(t.outClock)/int64(t.encRate))
-		if off := int32(ts - expected); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
-			// A gap or overlap in the source: the queued remainder
-			// belongs to a finished talkspurt and is dropped.
-			t.fifoLen = 0
-			t.marker = true
+	if t.fifoLen > 0 || t.packets.pending() {
+		if off := int32(ts - t.queuedEnd()); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
+			// A gap or overlap in the source: what is queued belongs to
+			// a finished talkspurt and is dropped.
+			t.dropQueued()
 		}
 	}
-	if t.fifoLen == 0 {
+	if t.fifoLen == 0 && !t.packets.pending() {
 		t.fifoTS = ts
 	}
 	if t.fifoLen+len(pcm) > len(t.fifo) {
-		t.fifoLen, t.fifoTS = 0, ts
+		t.dropQueued()
+		t.fifoTS = ts
 		pcm = pcm[:min(len(pcm), len(t.fifo))]
 	}
 	t.fifoLen += copy(t.fifo[t.fifoLen:], pcm)
 	done := 0
 	for t.fifoLen-done >= t.frame {
-		n, err := t.enc.Encode(t.fifo[done:done+t.frame], d.buf[rtpHeaderLen:])
-		if err == nil {
-			d.emit(r.audioPT, t.fifoTS, t.marker, n, now)
-			t.marker = false
-		} else {
-			d.from.drop(dropCodecError)
-		}
+		t.encodeFrame(d, t.fifo[done:done+t.frame])
 		t.fifoTS += t.frameTicks
 		done += t.frame
+		// Sent as soon as whole, so that the packetizer never holds
+		// more than a packet and the frame that completes it.
+		for t.packets.ready() {
+			t.sendNext(d, r.audioPT, now)
+		}
 	}
 	t.fifoLen = copy(t.fifo, t.fifo[done:t.fifoLen])
+}
+
+// queuedEnd is the destination timestamp right after the audio queued, in
+// the fifo or encoded: where the next PCM follows on.
+func (t *transcoder) queuedEnd() uint32 {
+	return t.fifoTS + uint32(int64(t.fifoLen)*int64(t.outClock)/int64(t.encRate))
+}
+
+// dropQueued drops the audio queued; what comes next starts a talkspurt.
+func (t *transcoder) dropQueued() {
+	t.fifoLen = 0
+	t.packets.reset()
+	t.marker = true
+}
+
+// encodeFrame encodes the frame of PCM at t.fifoTS into the packets.
+func (t *transcoder) encodeFrame(d *direction, pcm []int16) {
+	n, err := t.enc.Encode(pcm, t.packets.space())
+	if err != nil {
+		d.from.drop(dropCodecError)
+		// A packet cannot hold a hole: the frames before it go too.
+		t.packets.reset()
+		return
+	}
+	t.packets.add(n, t.fifoTS)
+}
+
+// sendNext sends the next packet of what is encoded, as payload type pt.
+func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) {
+	n, ts, ticks, err := t.packets.next(d.buf[rtpHeaderLen:])
+	if err != nil {
+		d.from.drop(dropCodecError)
+		return
+	}
+	d.emit(pt, ts, t.marker, n, t.packets.duration(ticks), now)
+	t.marker = false
+}
+
+// flushBefore sends what is encoded and not yet sent ahead of an event
+// packet at destination timestamp ts, in a shorter packet if it is not a
+// whole one: the audio before a digit goes before it, rather than after it
+// or not at all. Audio that ended before a pause ended a talkspurt, and is
+// dropped as the audio path would drop it.
+func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) {
+	if !t.packets.pending() {
+		return
+	}
+	if int32(ts-t.queuedEnd()) > int32(t.frameTicks/2) {
+		t.dropQueued()
+		return
+	}
+	for t.packets.pending() {
+		t.sendNext(d, pt, now)
+	}
 }

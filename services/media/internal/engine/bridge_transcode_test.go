@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -232,4 +233,207 @@ func TestOfferToCalleeAddsTranscodableCodecs(t *testing.T) {
 	if _, transcoding, err := e.Answer(t.Context(), "s1", b.sdp("8"), false); err != nil || transcoding {
 		t.Fatalf("answer: transcoding %v, %v", transcoding, err)
 	}
+}
+
+// receivePackets reads count RTP packets.
+func receivePackets(t *testing.T, ep *endpoint, count int) []rtp.Packet {
+	t.Helper()
+	pkts := make([]rtp.Packet, count)
+	for i := range pkts {
+		p, ok := ep.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("received %d of %d packets", i, count)
+		}
+		pkts[i] = p
+	}
+	return pkts
+}
+
+// newTestDecoder is a decoder closed when the test ends.
+func newTestDecoder(t *testing.T, name codec.Name, rate int) codec.Decoder {
+	t.Helper()
+	dec, err := codec.NewDecoder(name, rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dec.Close)
+	return dec
+}
+
+// decodePackets checks that pkts are of payload type pt, each holding ms
+// of audio as dec decodes it, numbered one after another and timestamped
+// ms apart on the codec's clock, the first one starting a talkspurt
+// (marker) if starts and no other, and returns their PCM.
+func decodePackets(t *testing.T, dec codec.Decoder, pkts []rtp.Packet, pt uint8, ms int, starts bool) []int16 {
+	t.Helper()
+	info, _ := codec.Lookup(string(dec.Name()))
+	rate := dec.SampleRate()
+	step := uint32(info.ClockRate * ms / 1000)
+	pcm := make([]int16, 6000)
+	var out []int16
+	for i, p := range pkts {
+		if p.PayloadType != pt || p.Marker != (starts && i == 0) {
+			t.Fatalf("packet %d: payload type %d, marker %v", i, p.PayloadType, p.Marker)
+		}
+		if prev := pkts[max(i-1, 0)]; i > 0 && (p.SequenceNumber != prev.SequenceNumber+1 || p.Timestamp-prev.Timestamp != step || p.SSRC != prev.SSRC) {
+			t.Fatalf("packet %d: seq %d→%d ts %d→%d; want timestamps %d apart", i, prev.SequenceNumber, p.SequenceNumber, prev.Timestamp, p.Timestamp, step)
+		}
+		n, err := dec.Decode(p.Payload, pcm)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if want := rate * ms / 1000; n != want {
+			t.Fatalf("packet %d holds %d samples at %d Hz, want %d ms", i, n, rate, ms)
+		}
+		out = append(out, pcm[:n]...)
+	}
+	return out
+}
+
+// A transcoding bridge sends each endpoint packets of the packet time it
+// asked for (a=ptime) when its codec allows it and its a=maxptime does
+// (G.711 and G.722 in whole 10 ms, Opus in 20, 40 or 60 ms), else 20 ms,
+// whatever the other endpoint sends; numbering, timestamps and the
+// talkspurt's marker follow, and a packet lost on the way in (concealed,
+// or with Opus rebuilt from the next one's FEC) leaves no hole.
+func TestTranscodeSendsThePacketTimeAskedFor(t *testing.T) {
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	type stream struct {
+		codec codec.Name
+		rate  int // encoded or decoded at
+		pt    uint8
+	}
+	var (
+		pcmuIn = stream{codec.PCMU, 8000, 0}
+		opusIn = stream{codec.Opus, 48000, 111}
+	)
+	tests := []struct {
+		name       string
+		aSDP, bSDP []string // A's offer, B's answer
+		fromB      bool     // B sends, A receives; else the other way
+		in, out    stream
+		ms         int // the packet time expected
+		lost       int // a frame not sent, 0 for none
+	}{
+		{name: "PCMU to Opus in 40 ms", aSDP: []string{"0"}, bSDP: []string{"111", opus48, "a=ptime:40"},
+			in: pcmuIn, out: stream{codec.Opus, 48000, 111}, ms: 40},
+		{name: "PCMU to Opus in 60 ms", aSDP: []string{"0"}, bSDP: []string{"111", opus48, "a=ptime:60"},
+			in: pcmuIn, out: stream{codec.Opus, 48000, 111}, ms: 60},
+		{name: "PCMU to Opus asked in 30 ms: 20", aSDP: []string{"0"}, bSDP: []string{"111", opus48, "a=ptime:30"},
+			in: pcmuIn, out: stream{codec.Opus, 48000, 111}, ms: 20},
+		{name: "PCMU to PCMA in 40 ms, a packet lost", aSDP: []string{"0"}, bSDP: []string{"8", "a=ptime:40"},
+			in: pcmuIn, out: stream{codec.PCMA, 8000, 8}, ms: 40, lost: 9},
+		{name: "Opus to PCMU in 10 ms", aSDP: []string{"0", "a=ptime:10"}, bSDP: []string{"111", opus48}, fromB: true,
+			in: opusIn, out: stream{codec.PCMU, 8000, 0}, ms: 10},
+		{name: "Opus to G.722 in 30 ms", aSDP: []string{"9", "a=ptime:30"}, bSDP: []string{"111", opus48}, fromB: true,
+			in: opusIn, out: stream{codec.G722, 16000, 9}, ms: 30},
+		{name: "Opus to PCMU in 30 ms, a packet lost and rebuilt", aSDP: []string{"0", "a=ptime:30"}, bSDP: []string{"111", opus48}, fromB: true,
+			in: opusIn, out: stream{codec.PCMU, 8000, 0}, ms: 30, lost: 9},
+		{name: "Opus to PCMA within a 10 ms maxptime", aSDP: []string{"8", "a=maxptime:10"}, bSDP: []string{"111", opus48}, fromB: true,
+			in: opusIn, out: stream{codec.PCMA, 8000, 8}, ms: 10},
+		{name: "Opus to PCMA asked past its maxptime: 20", aSDP: []string{"8", "a=ptime:60", "a=maxptime:40"}, bSDP: []string{"111", opus48}, fromB: true,
+			in: opusIn, out: stream{codec.PCMA, 8000, 8}, ms: 20},
+	}
+	const frames = 24 // 480 ms, a whole number of packets of each time
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			nodeA, nodeB, transcoding := bridge(t, e, "s1", a.sdp(tc.aSDP[0], tc.aSDP[1:]...), b.sdp(tc.bSDP[0], tc.bSDP[1:]...))
+			if !transcoding {
+				t.Fatal("not transcoding")
+			}
+			from, to, node := a, b, nodeA
+			if tc.fromB {
+				from, to, node = b, a, nodeB
+			}
+			in, _ := codec.Lookup(string(tc.in.codec))
+			for i, payload := range encodeTone(t, tc.in.codec, tc.in.rate, frames) {
+				if tc.lost > 0 && i == tc.lost {
+					continue
+				}
+				from.send(node, rtp.Header{PayloadType: tc.in.pt, SequenceNumber: uint16(100 + i), Timestamp: 5000 + uint32(i)*in.TimestampStep(), SSRC: 7, Marker: i == 0}, payload)
+			}
+			pkts := receivePackets(t, to, frames*20/tc.ms)
+			checkTone(t, decodePackets(t, newTestDecoder(t, tc.out.codec, tc.out.rate), pkts, tc.out.pt, tc.ms, true), tc.out.rate)
+			to.expectNothing(100 * time.Millisecond)
+		})
+	}
+}
+
+// A re-INVITE that asks for another packet time is followed from the next
+// packet on, the stream going on as it was: no marker, no gap in numbering
+// or timestamps.
+func TestTranscodeFollowsAReInvitesPacketTime(t *testing.T) {
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("111", opus48))
+	tone := encodeTone(t, codec.PCMU, 8000, 24)
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 7}, tone[i])
+		}
+	}
+	send(0, 6)
+	dec := newTestDecoder(t, codec.Opus, 48000)
+	before := receivePackets(t, b, 6)
+	pcm := decodePackets(t, dec, before, 111, 20, true)
+	if _, _, err := e.Update(context.Background(), "s1", LegB, b.sdp("111", opus48, "a=ptime:60"), false); err != nil {
+		t.Fatal(err)
+	}
+	send(6, 24)
+	after := receivePackets(t, b, 6)
+	pcm = append(pcm, decodePackets(t, dec, after, 111, 60, false)...)
+	if last, next := before[len(before)-1], after[0]; next.SequenceNumber != last.SequenceNumber+1 || next.Timestamp-last.Timestamp != 960 {
+		t.Fatalf("across the re-INVITE: seq %d→%d ts %d→%d, want the next packet 960 ticks on", last.SequenceNumber, next.SequenceNumber, last.Timestamp, next.Timestamp)
+	}
+	checkTone(t, pcm, 48000)
+}
+
+// A stream that resumes (a new source) right after a long packet starts
+// after that packet's end, not inside it: a 60 ms packet ends 60 ms on,
+// and audio timestamped within it would overlap what was just played.
+func TestTranscodedStreamResumesAfterItsLastPacket(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("111", "a=rtpmap:111 opus/48000/2", "a=ptime:60"))
+	tone := encodeTone(t, codec.PCMU, 8000, 6)
+	for i := range 3 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 7}, tone[i])
+	}
+	first := receivePackets(t, b, 1)[0]
+	for i := range 3 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(5000 + i), Timestamp: uint32(90000 + i*160), SSRC: 8}, tone[3+i])
+	}
+	next := receivePackets(t, b, 1)[0]
+	if after := int32(next.Timestamp - first.Timestamp); after < 2880 || !next.Marker {
+		t.Fatalf("the new source starts %d ticks after a 60 ms packet (marker %v), want at least 2880 and a marker", after, next.Marker)
+	}
+}
+
+// benchmarkTranscodeInto is BenchmarkTranscodeFrame into packets of every.
+func benchmarkTranscodeInto(b *testing.B, from, to codec.Info, every time.Duration) {
+	g := newRig(b, from, to)
+	g.r.packetTime = every
+	frames := encodeTone(b, from.Name, from.SampleRate, 50)
+	pkt := make([]byte, maxPacket)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		raw, _ := (&rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i) * from.TimestampStep(), SSRC: 9}).MarshalTo(pkt)
+		n := copy(pkt[raw:], frames[i%len(frames)])
+		g.d.handleRTP(pkt[:raw+n], g.src, time.Now(), 0)
+		i++
+	}
+}
+
+// BenchmarkTranscodeInto60msOpus packs three 20 ms Opus frames a packet.
+func BenchmarkTranscodeInto60msOpus(b *testing.B) {
+	benchmarkTranscodeInto(b, pcmu(), opus(), 60*time.Millisecond)
+}
+
+// BenchmarkTranscodeInto10msPCMU cuts each 20 ms of G.711 in two packets.
+func BenchmarkTranscodeInto10msPCMU(b *testing.B) {
+	benchmarkTranscodeInto(b, opus(), pcmu(), 10*time.Millisecond)
 }

@@ -158,10 +158,12 @@ func WithTimeoutHandler(fn func(sessionID string, q Quality)) Option {
 	return func(e *Engine) { e.onTimeout = fn }
 }
 
-// WithTranscodingHandler sets the function told when a session starts or
-// stops transcoding outside a negotiation: an endpoint that switched to
-// another codec of its answer. It runs on an event loop with the session
-// held, so it must return quickly and not call into the engine.
+// WithTranscodingHandler sets the function told each time a session starts
+// or stops transcoding: in Answer, Update or Rollback before they return,
+// and on an event loop when an endpoint switches to another codec of its
+// answer. It is told of every change, one at a time and in order, with
+// the session held, so the last it was told of a session is what the
+// session does; it must return quickly and not call into the engine.
 func WithTranscodingHandler(fn func(sessionID string, transcoding bool)) Option {
 	return func(e *Engine) { e.onTranscoding = fn }
 }
@@ -174,7 +176,7 @@ type Engine struct {
 	loops     *udpio.Group
 	metrics   *metrics
 	onTimeout func(string, Quality)
-	// onTranscoding is told of a codec switch that changed transcoding.
+	// onTranscoding is told of every change in a session's transcoding.
 	onTranscoding func(string, bool)
 	advertise     netip.Addr
 	bind          netip.Addr

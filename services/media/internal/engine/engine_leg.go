@@ -255,6 +255,16 @@ func (l *leg) sendRTPTo(pkt []byte, dst netip.AddrPort) bool {
 	return true
 }
 
+// sent is what the leg's endpoint has been sent. The send path counts
+// whole datagrams and a sender report payload octets: what the node
+// generates (tone, transcoded audio) has a bare 12-byte header; echoed
+// packets keep the caller's CSRCs or extension, if any, which are counted
+// as payload.
+func (l *leg) sent() sendCounts {
+	packets := l.packetsOut.Load()
+	return sendCounts{packets: packets, octets: l.bytesOut.Load() - rtpHeaderLen*packets}
+}
+
 // drop counts a discarded packet.
 func (l *leg) drop(r dropReason) {
 	l.drops[r].Add(1)

@@ -194,7 +194,7 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 		s.establish()
 	}
 
-	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Within(a.desc.Audio().Direction), desc.Audio().Ptime, b.hasEvent))
+	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Within(a.desc.Audio().Direction), desc.Audio(), b.hasEvent))
 	if err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
@@ -262,7 +262,7 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 		if err := s.routeService(); err != nil {
 			return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 		}
-		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
+		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
 		return out, s.transcoding, err
 	}
 	dir := desc.Audio().Direction
@@ -281,7 +281,7 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Bool("answer", answer).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
-	out, err := other.builder.Build(other.localSDP(dir, desc.Audio().Ptime, l.hasEvent))
+	out, err := other.builder.Build(other.localSDP(dir, desc.Audio(), l.hasEvent))
 	return out, s.transcoding, err
 }
 
@@ -390,7 +390,9 @@ func (s *session) offerCallee(desc *sdpneg.Description, supported []sdpneg.Codec
 		TelephoneEvents: events,
 		Direction:       audio.Direction,
 		RTCPMux:         audio.RTCPMux,
-		Ptime:           audio.Ptime,
+		// Passed on as the far end asked: see localSDP.
+		Ptime:    audio.Ptime,
+		MaxPtime: audio.MaxPtime,
 	})
 }
 
@@ -409,7 +411,7 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 		return nil, err
 	}
 	s.established.Store(true)
-	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio().Ptime, true))
+	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
 }
 
 // pendingOffer is what an in-dialog offer changed: the offering leg, the
@@ -466,12 +468,24 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 	}
 }
 
-// local is our SDP for this leg: the codec in use numbered as the endpoint
-// numbers it, its DTMF format when events can be carried (the leg at the
-// other end negotiated them too: an event format promised to a phone that
-// the far end cannot take would swallow its digits), and mirroring its last
-// SDP's m-lines.
-func (l *leg) localSDP(dir sdpneg.Direction, ptime int, events bool) sdpneg.Local {
+// localSDP is our SDP for this leg: the codec in use numbered as the
+// endpoint numbers it, its DTMF format when events can be carried (the leg
+// at the other end negotiated them too: an event format promised to a
+// phone that the far end cannot take would swallow its digits), and
+// mirroring its last SDP's m-lines.
+//
+// Its a=ptime and a=maxptime are those of asked, the far end's stream (for
+// a service, the endpoint's own), passed on as rtpengine passes them. A
+// relayed packet reaches the far end as the endpoint sent it, so the far
+// end's wish and limit are what the endpoint's packets must meet; and a
+// call can turn from relayed to transcoded and back (a codec switch) with
+// no new SDP, so what the endpoint is told must hold either way. When
+// transcoding, the node decodes packets of any length, so passing the far
+// end's on costs nothing, and what the node sends the endpoint follows
+// the endpoint's own a=ptime and a=maxptime (packetTimeFor). None of the
+// node's own are added: told none, an endpoint sends its usual packets,
+// which a far end that asked for none takes.
+func (l *leg) localSDP(dir sdpneg.Direction, asked *sdpneg.Media, events bool) sdpneg.Local {
 	l.told.Store(int32(dir))
 	loc := sdpneg.Local{
 		Addr:      l.local.Addr(),
@@ -479,7 +493,8 @@ func (l *leg) localSDP(dir sdpneg.Direction, ptime int, events bool) sdpneg.Loca
 		Codecs:    []sdpneg.Codec{l.codec},
 		Direction: dir,
 		RTCPMux:   l.desc.Audio().RTCPMux,
-		Ptime:     ptime,
+		Ptime:     asked.Ptime,
+		MaxPtime:  asked.MaxPtime,
 		Mirror:    l.desc,
 	}
 	if l.hasEvent && events {
@@ -506,8 +521,24 @@ func (s *session) reroute() error {
 	}
 	s.dirs[0].route.Store(ab)
 	s.dirs[1].route.Store(ba)
-	s.transcoding = ab.mode == routeTranscode
+	s.setTranscoding(ab.mode == routeTranscode)
 	return nil
+}
+
+// setTranscoding records whether the bridge transcodes, and tells the
+// transcoding handler when that changed. Every change goes through here
+// with s.mu held, so the handler hears of them one at a time and in the
+// order they were made, and the last it heard is what the session does:
+// whoever keeps count by it (the node's capacity ledger) ends up right
+// however a negotiation and a codec switch interleave.
+func (s *session) setTranscoding(on bool) {
+	if on == s.transcoding {
+		return
+	}
+	s.transcoding = on
+	if s.e.onTranscoding != nil {
+		s.e.onTranscoding(s.id, on)
+	}
 }
 
 // routeService builds leg A's route for echo or tone.
@@ -524,16 +555,15 @@ func (s *session) routeService() error {
 		r.mode = routePassthrough
 		r.audioPT = a.codec.PT
 	} else {
-		// sdpneg keeps no a=maxptime, so none limits the packet time.
-		every := tonePacketTime(a.info, a.desc.Audio().Ptime, 0)
+		audio := a.desc.Audio()
+		every := packetTimeFor(a.info, audio.Ptime, audio.MaxPtime)
 		cur := s.tone.Load()
 		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT || cur.packetTime != every {
 			t, err := newToneSource(a.info, a.codec.PT, every, s.e.cfg.Opus)
 			if err != nil {
 				return err
 			}
-			s.closers = append(s.closers, t.close)
-			s.tone.Store(t)
+			s.replaceTone(t)
 		}
 	}
 	s.dirs[0].route.Store(r)
@@ -582,6 +612,8 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 		return r, nil
 	}
 	r.mode = routeTranscode
+	asked := to.desc.Audio()
+	r.packetTime = packetTimeFor(to.info, asked.Ptime, asked.MaxPtime)
 	// A transcoder is kept for each pair of codecs a direction has used,
 	// so a hold or an address change does not reset the codec state, and
 	// an endpoint switching codecs back and forth does not make the

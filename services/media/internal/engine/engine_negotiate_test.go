@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -224,4 +225,43 @@ func TestRejectedReOfferUndoesItsEarlyAnswer(t *testing.T) {
 	}
 	relays(t, "A to B's first address after the rollback", a, nodeA, 1, b)
 	bEarly.expectNothing(100 * time.Millisecond)
+}
+
+// The node passes each endpoint's a=ptime and a=maxptime on to the other,
+// as rtpengine does, and adds none of its own: in its offer to the callee,
+// its answer to the caller and its SDP after a re-INVITE.
+func TestPacketTimesArePassedOn(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := context.Background()
+	check := func(what string, raw []byte, ptime, maxptime int) {
+		t.Helper()
+		d, err := sdpneg.Parse(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got := d.Audio(); got.Ptime != ptime || got.MaxPtime != maxptime {
+			t.Fatalf("%s: ptime %d maxptime %d, want %d and %d\n%s", what, got.Ptime, got.MaxPtime, ptime, maxptime, raw)
+		}
+	}
+	offer, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0", "a=ptime:30", "a=maxptime:60")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("offer to the callee", offer, 30, 60)
+	answer, _, err := e.Answer(ctx, "s1", b.sdp("0", "a=ptime:20", "a=maxptime:40"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("answer to the caller", answer, 20, 40)
+	reoffer, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=ptime:40"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("the callee's re-offer to the caller", reoffer, 40, 0)
+	reanswer, _, err := e.Update(ctx, "s1", LegA, a.sdp("0"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("the caller's answer to it", reanswer, 0, 0)
 }

@@ -131,9 +131,7 @@ func (l *leg) sendRTCP(pkt []byte, e *Engine) {
 // sendBye tells the endpoint the node no longer sends with ssrc: a compound
 // RR, SDES and BYE from it (RFC 3550 §6.1, §6.6).
 func (l *leg) sendBye(ssrc uint32, e *Engine, now time.Time) {
-	gone := new(streamReport)
-	gone.ssrc.Store(ssrc)
-	pkt, err := l.report(gone, 0, false, true, now)
+	pkt, err := l.report(newStreamReport(ssrc), 0, false, true, now)
 	if err != nil {
 		return
 	}
@@ -223,22 +221,19 @@ func (rp *reporter) send(now time.Time, bye bool) {
 // report builds a compound report about the leg's stream (RFC 3550 §6.1:
 // SR or RR first, then SDES with our CNAME, then BYE if leaving).
 func (l *leg) report(ours *streamReport, clock int, sender, bye bool, now time.Time) ([]byte, error) {
-	ssrc := ours.ssrc.Load()
+	ssrc, sent := ours.sentUnder(l)
 	blocks := l.receptionReports(stampOf(now))
 	var first rtcp.Packet = &rtcp.ReceiverReport{SSRC: ssrc, Reports: blocks}
 	if sender {
-		// The send path counts whole datagrams and the SR payload
-		// octets: what the node generates (tone, transcoded audio) has
-		// a bare 12-byte header; echoed packets keep the caller's CSRCs
-		// or extension, if any, which are counted as payload.
-		packets := l.packetsOut.Load()
-		octets := l.bytesOut.Load() - rtpHeaderLen*packets
+		// The counts are of this SSRC's packets alone: RFC 3550 §6.4.1
+		// has them start over when the sender's SSRC changes. They
+		// wrap at 32 bits, as the fields do.
 		first = &rtcp.SenderReport{
 			SSRC:        ssrc,
 			NTPTime:     ntpTime(now),
 			RTPTime:     ours.rtpTime(now, clock),
-			PacketCount: uint32(packets),
-			OctetCount:  uint32(octets),
+			PacketCount: uint32(sent.packets),
+			OctetCount:  uint32(sent.octets),
 			Reports:     blocks,
 		}
 	}

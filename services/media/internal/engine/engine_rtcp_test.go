@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"callgrid.dev/services/media/internal/codec"
 	"callgrid.dev/services/media/internal/portpool"
 	"callgrid.dev/services/media/internal/quality"
 	"callgrid.dev/services/media/internal/sdpneg"
@@ -706,4 +707,33 @@ func FuzzHandleRTCP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A transcoding bridge's sender reports to an endpoint count the packets
+// it was sent, of the packet time it asked for, and their payload octets.
+func TestTranscodedSenderReportsCountThePacketsSent(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	e.rtcpEvery = 40 * time.Millisecond
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("8", "a=ptime:40"))
+	for i, payload := range encodeTone(t, codec.PCMU, 8000, 24) {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 7}, payload)
+	}
+	pkts := receivePackets(t, b, 12)
+	last := time.Now()
+	deadline := last.Add(2 * time.Second)
+	for {
+		report, _, ok := b.tryCompound(time.Until(deadline))
+		if !ok {
+			t.Fatal("no sender report to B after its audio")
+		}
+		sr, isSR := report[0].(*rtcp.SenderReport)
+		if !isSR || ntpToTime(sr.NTPTime).Before(last) {
+			continue
+		}
+		if sr.SSRC != pkts[0].SSRC || sr.PacketCount != 12 || sr.OctetCount != 12*320 {
+			t.Fatalf("SR from %#x counts %d packets, %d octets; want %#x, 12 packets of 320 octets", sr.SSRC, sr.PacketCount, sr.OctetCount, pkts[0].SSRC)
+		}
+		return
+	}
 }

@@ -32,7 +32,11 @@ type session struct {
 	// own answer); media timeouts only apply from then on, so a callee
 	// ringing for a minute is not a dead call.
 	established atomic.Bool
-	tone        atomic.Pointer[toneSource]
+	// tone is what ServiceTone plays. The clock encodes with it holding
+	// toneMu, and a negotiation replaces it holding toneMu too, so that
+	// the one replaced is closed only once nothing can be encoding with it.
+	tone   atomic.Pointer[toneSource]
+	toneMu sync.Mutex
 
 	mu          sync.Mutex // serialises negotiation
 	offer       []byte     // the offer SDP, to recognise a retried request
@@ -126,10 +130,25 @@ func (s *session) release() {
 	for _, c := range closers {
 		c()
 	}
+	if t := s.tone.Load(); t != nil {
+		t.close()
+	}
 	for _, l := range s.legs {
 		if l != nil {
 			l.pair.Release()
 		}
+	}
+}
+
+// replaceTone makes t the tone played and closes the one it replaces: the
+// clock takes t up at its next tick, and cannot be encoding with the old
+// one once toneMu is had.
+func (s *session) replaceTone(t *toneSource) {
+	s.toneMu.Lock()
+	old := s.tone.Swap(t)
+	s.toneMu.Unlock()
+	if old != nil {
+		old.close()
 	}
 }
 

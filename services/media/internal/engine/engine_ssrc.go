@@ -37,7 +37,7 @@ func (s *session) avoidCollision(l *leg, o *outStream, remote uint32, from netip
 		return
 	}
 	l.conflict = ssrcConflict{from: from, at: at}
-	old := o.renewSSRC()
+	old := o.renewSSRC(l.sent())
 	if o.started {
 		// Only an endpoint that was sent the old SSRC is told it left.
 		l.sendBye(old, s.e, now)

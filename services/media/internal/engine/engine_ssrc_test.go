@@ -145,3 +145,64 @@ func TestSSRCCollisionWhenARelayStartsTranscoding(t *testing.T) {
 	}
 	a.expectBye(shared)
 }
+
+// ntpToTime is an SR's NTP timestamp as a time on this machine's clock,
+// which is the node's.
+func ntpToTime(ntp uint64) time.Time {
+	return time.Unix(int64(ntp>>32)-2208988800, int64((ntp&0xffffffff)*uint64(time.Second)>>32))
+}
+
+// A sender report counts the packets and octets sent under its own SSRC
+// (RFC 3550 §6.4.1: the counts start over when the sender changes SSRC):
+// once a collision renumbers the node's stream, its reports count from the
+// new SSRC's first packet, not from the call's.
+func TestSenderReportCountsStartOverWithANewSSRC(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	e.rtcpEvery = 40 * time.Millisecond
+	a := newEndpoint(t)
+	answer, err := e.Offer(context.Background(), OfferParams{SessionID: "echo", SDP: a.sdp("0"), Service: ServiceEcho})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := nodeAddr(t, answer)
+	seq := uint16(0)
+	echo := func(ssrc uint32) uint32 {
+		t.Helper()
+		seq++
+		a.send(node, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc}, pcmuPayload(1))
+		p, ok := a.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("packet %d not echoed", seq)
+		}
+		return p.SSRC
+	}
+	const before, after = 20, 5
+	var ours uint32
+	for range before {
+		ours = echo(42)
+	}
+	renewed := echo(ours) // the caller takes the node's SSRC: this one comes back from a new one
+	if renewed == ours {
+		t.Fatal("the collision did not renumber the echo")
+	}
+	for range after {
+		echo(42)
+	}
+	last := time.Now()
+	deadline := last.Add(2 * time.Second)
+	for {
+		pkts, _, ok := a.tryCompound(time.Until(deadline))
+		if !ok {
+			t.Fatalf("no sender report from SSRC %#x after the last echo", renewed)
+		}
+		sr, isSR := pkts[0].(*rtcp.SenderReport)
+		if !isSR || sr.SSRC != renewed || ntpToTime(sr.NTPTime).Before(last) {
+			continue
+		}
+		if sr.PacketCount != after+1 || sr.OctetCount != (after+1)*160 {
+			t.Fatalf("the SR from the new SSRC counts %d packets and %d octets, want the %d sent under it (%d octets)",
+				sr.PacketCount, sr.OctetCount, after+1, (after+1)*160)
+		}
+		return
+	}
+}

@@ -36,7 +36,7 @@ func (s *session) switchCodec(l *leg, pt uint8) bool {
 	if !ok || next.Same(l.codec) {
 		return false
 	}
-	prev, wasTranscoding := l.codec, s.transcoding
+	prev := l.codec
 	rx, retired := l.rx.Load(), l.rxRetired
 	l.setDescription(l.answerDesc, next, s.e)
 	if err := s.reroute(); err != nil {
@@ -62,9 +62,6 @@ func (s *session) switchCodec(l *leg, pt uint8) bool {
 		s.log.Info().Stringer("leg", l.side).Str("from", prev.Name).Str("to", next.Name).Bool("transcoding", s.transcoding).Msg("endpoint switched codec")
 	}
 	s.e.metrics.codecSwitches.Inc()
-	if s.transcoding != wasTranscoding && s.e.onTranscoding != nil {
-		s.e.onTranscoding(s.id, s.transcoding)
-	}
 	return true
 }
 

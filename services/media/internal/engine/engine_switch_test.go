@@ -2,6 +2,8 @@ package engine
 
 import (
 	"bytes"
+	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,8 @@ import (
 // the offerer must be ready for each. A callee answering "PCMA PCMU" and
 // sending PCMU is followed: the node switches the leg to PCMU both ways
 // (passthrough, since the caller has PCMU), then back to transcoding when
-// it returns to PCMA, and tells the node of each change in transcoding.
+// it returns to PCMA, and tells the node of each change in transcoding,
+// the answer's included.
 func TestAnswererMaySendAnyCodecItListed(t *testing.T) {
 	changes := make(chan bool, 4)
 	e, reg := newTestEngine(t, nil, WithTranscodingHandler(func(id string, transcoding bool) {
@@ -43,6 +46,7 @@ func TestAnswererMaySendAnyCodecItListed(t *testing.T) {
 			t.Fatalf("no transcoding change to %v reported", want)
 		}
 	}
+	expectChange(true) // the answer's
 	const frames = 30
 	seq, ts := uint16(10), uint32(1000)
 	sendFromB := func(name codec.Name, pt uint8) {
@@ -208,8 +212,9 @@ func TestReOfferRetiresTheAnswersOtherCodecs(t *testing.T) {
 
 // The network may deliver the last packet of the codec a callee left
 // after the first of its new one. That late packet is not a switch back:
-// the call switches once, the node is told once, and the caller's stream
-// restarts (marker, re-based numbering) once.
+// the call switches once, the node is told once (after the answer that
+// started transcoding), and the caller's stream restarts (marker,
+// re-based numbering) once.
 func TestLatePacketOfTheCodecLeftIsNotASwitchBack(t *testing.T) {
 	changes := make(chan bool, 8)
 	e, _ := newTestEngine(t, nil, WithTranscodingHandler(func(_ string, transcoding bool) { changes <- transcoding }))
@@ -242,8 +247,8 @@ func TestLatePacketOfTheCodecLeftIsNotASwitchBack(t *testing.T) {
 	if markers != 2 || !got[3].Marker {
 		t.Fatalf("%d markers, want the stream's start and the one switch", markers)
 	}
-	if n := len(changes); n != 1 || <-changes {
-		t.Fatalf("%d transcoding changes reported, want one, to passthrough", n)
+	if n := len(changes); n != 2 || !<-changes || <-changes {
+		t.Fatalf("%d transcoding changes reported, want the answer's and one to passthrough", n)
 	}
 	if n := testutil.ToFloat64(e.metrics.codecSwitches); n != 1 {
 		t.Fatalf("%v codec switches counted, want 1", n)
@@ -312,4 +317,72 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Every change in a session's transcoding is told to the transcoding
+// handler, the negotiations' own as well as the codec switches, one at a
+// time, in order and with the session held: the last it was told is what
+// the session does, so a ledger kept by it cannot end on a stale flag
+// however a negotiation and a switch interleave.
+func TestEveryTranscodingChangeIsReported(t *testing.T) {
+	var (
+		e       *Engine
+		mu      sync.Mutex
+		changes []bool
+	)
+	e, _ = newTestEngine(t, nil, WithTranscodingHandler(func(id string, on bool) {
+		e.mu.Lock()
+		s := e.sessions[id]
+		e.mu.Unlock()
+		if s != nil && s.mu.TryLock() {
+			s.mu.Unlock()
+			t.Errorf("told of a change to %v without the session held", on)
+		}
+		mu.Lock()
+		changes = append(changes, on)
+		mu.Unlock()
+	}))
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := context.Background()
+	told := func() []bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]bool(nil), changes...)
+	}
+	check := func(what string, got bool, want ...bool) {
+		t.Helper()
+		if len(want) > 0 && got != want[len(want)-1] {
+			t.Fatalf("%s: the engine says transcoding %v, want %v", what, got, want[len(want)-1])
+		}
+		if all := told(); !slices.Equal(all, want) {
+			t.Fatalf("%s: the handler was told %v, want %v", what, all, want)
+		}
+	}
+	_, _, transcoding := bridge(t, e, "s1", a.sdp("0"), b.sdp("8"))
+	check("an answer in another codec", transcoding, true)
+	_, transcoding, err := e.Update(ctx, "s1", LegB, b.sdp("0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a re-offer in the caller's codec", transcoding, true, false)
+	if _, transcoding, err = e.Update(ctx, "s1", LegB, b.sdp("8"), false); err != nil {
+		t.Fatal(err)
+	}
+	check("a re-offer in another codec", transcoding, true, false, true)
+	if _, transcoding, err = e.Update(ctx, "s1", LegB, b.sdp("8", "a=sendonly"), false); err != nil {
+		t.Fatal(err)
+	}
+	check("a hold that keeps the codecs", transcoding, true, false, true)
+	if transcoding, err = e.Rollback(ctx, "s1", LegB); err != nil {
+		t.Fatal(err)
+	}
+	check("the hold rolled back", transcoding, true, false, true)
+	if _, transcoding, err = e.Update(ctx, "s1", LegA, a.sdp("8"), false); err != nil {
+		t.Fatal(err)
+	}
+	check("the caller moving to the callee's codec", transcoding, true, false, true, false)
+	if transcoding, err = e.Rollback(ctx, "s1", LegA); err != nil {
+		t.Fatal(err)
+	}
+	check("that offer rolled back", transcoding, true, false, true, false, true)
 }

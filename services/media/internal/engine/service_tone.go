@@ -18,58 +18,11 @@ const (
 	// the clock goroutine was delayed; a longer stall skips ahead instead,
 	// so the caller never gets a burst of stale audio.
 	maxToneBurst = 3
-
-	// samplePacketStep is the granularity of a sample-based codec's packet
-	// time: G.711 and G.722 could be cut at any sample, but endpoints ask
-	// for, and jitter buffers expect, whole 10 ms.
-	samplePacketStep = 10 * time.Millisecond
-	// maxSamplePacketTime is the longest sample-based packet the tone is
-	// sent in: 150 ms of G.711 (1200 octets) with its RTP, UDP and IPv6
-	// headers fits the 1280-byte minimum IPv6 MTU, so no path fragments it.
-	maxSamplePacketTime = 150 * time.Millisecond
-	// maxOpusPacketTime is the longest Opus packet the tone is sent in
-	// (three 20 ms frames): the longest frame Opus codes in one piece, and
-	// the longest packet time endpoints ask of it.
-	maxOpusPacketTime = 60 * time.Millisecond
 )
 
-// tonePacketTime is the packet time the tone is sent at: what the caller
-// asked for (a=ptime, in ms, 0 when it did not) when the codec can carry
-// it and it is within the caller's a=maxptime (ms, 0 for none); else the
-// 20 ms every endpoint takes, or, when the caller's maxptime is shorter,
-// the longest packet the codec carries within it.
-func tonePacketTime(info codec.Info, ptimeMs, maxPtimeMs int) time.Duration {
-	limit := time.Duration(maxPtimeMs) * time.Millisecond
-	within := func(d time.Duration) bool { return maxPtimeMs <= 0 || d <= limit }
-	if asked := time.Duration(ptimeMs) * time.Millisecond; ptimeMs > 0 && toneCarries(info, asked) && within(asked) {
-		return asked
-	}
-	if within(frameDuration) {
-		return frameDuration
-	}
-	for d := limit; d > 0; d -= time.Millisecond {
-		if toneCarries(info, d) {
-			return d
-		}
-	}
-	return frameDuration
-}
-
-// toneCarries reports whether the tone can go out in packets of d in the
-// codec. G.711 and G.722 code an octet per clock tick, so their stream can
-// be cut anywhere: whole 10 ms up to maxSamplePacketTime. The codec package
-// encodes Opus in 20 ms frames, and RFC 6716 §3.2 packs several frames in a
-// packet: 20, 40 or 60 ms. A 10 ms Opus packet needs a 10 ms encoder, which
-// the codec package does not make, so it is not carried.
-func toneCarries(info codec.Info, d time.Duration) bool {
-	if info.Name == codec.Opus {
-		return d >= frameDuration && d <= maxOpusPacketTime && d%frameDuration == 0
-	}
-	return d >= samplePacketStep && d <= maxSamplePacketTime && d%samplePacketStep == 0
-}
-
 // toneSource encodes a continuous tone in the caller's codec, one packet of
-// the negotiated packet time at a time.
+// the negotiated packet time at a time. Its encoder is used by the session
+// clock with session.toneMu held.
 type toneSource struct {
 	info        codec.Info
 	pt          uint8
@@ -78,21 +31,14 @@ type toneSource struct {
 	pcm         []int16       // one 20 ms frame, what the encoder takes
 	packetTime  time.Duration // what each packet holds
 	packetTicks uint32        // the same in RTP clock ticks
-
-	// Sample-based codecs: octets encoded and not yet sent, in order.
-	octets []byte
-	queued int
-	// Opus: a buffer for each 20 ms frame of a packet, and the frames
-	// encoded into them.
-	frameBufs [][]byte
-	frames    [][]byte
+	frames      *packetizer
 }
 
 // newToneSource builds the generator of packets every long, a length that
-// toneCarries. Opus is encoded from 8 kHz PCM: a 1 kHz tone needs no more,
-// and it is the cheapest rate to encode.
+// packetizable. Opus is encoded from 8 kHz PCM: a 1 kHz tone needs no
+// more, and it is the cheapest rate to encode.
 func newToneSource(info codec.Info, pt uint8, every time.Duration, opus codec.OpusOptions) (*toneSource, error) {
-	if !toneCarries(info, every) {
+	if !packetizable(info, every) {
 		return nil, fmt.Errorf("tone in %s in %v packets: %w", info.Name, every, codec.ErrUnsupported)
 	}
 	rate := info.SampleRate
@@ -103,35 +49,38 @@ func newToneSource(info codec.Info, pt uint8, every time.Duration, opus codec.Op
 	if err != nil {
 		return nil, fmt.Errorf("tone in %s: %w", info.Name, err)
 	}
-	t := &toneSource{
+	frames := newPacketizer(info)
+	frames.setPacketTime(every)
+	return &toneSource{
 		info:        info,
 		pt:          pt,
 		enc:         enc,
 		gen:         dsp.NewTone(ToneHz, float64(rate), dsp.AmplitudeFromDBFS(toneLevelDBFS)),
 		pcm:         make([]int16, codec.FrameSamplesAt(rate)),
 		packetTime:  every,
-		packetTicks: uint32(int64(info.ClockRate) * int64(every) / int64(time.Second)),
-	}
-	if info.Name == codec.Opus {
-		for range every / frameDuration {
-			t.frameBufs = append(t.frameBufs, make([]byte, codec.OpusMaxPacketBytes))
-		}
-		t.frames = make([][]byte, 0, len(t.frameBufs))
-	} else {
-		// Room for a packet's worth and the frame that completes it.
-		t.octets = make([]byte, int(t.packetTicks)+int(info.TimestampStep()))
-	}
-	return t, nil
+		packetTicks: frames.packetTicks,
+		frames:      frames,
+	}, nil
 }
 
 func (t *toneSource) close() { t.enc.Close() }
 
 // packet writes the next packet's payload into out and returns its length.
 func (t *toneSource) packet(out []byte) (int, error) {
-	if t.info.Name == codec.Opus {
-		return t.opusPacket(out)
+	if err := t.queuePacket(); err != nil {
+		return 0, err
 	}
-	return t.samplePacket(out)
+	n, _, ticks, err := t.frames.next(out)
+	if err != nil {
+		return 0, fmt.Errorf("tone packet: %w", err)
+	}
+	if ticks != t.packetTicks {
+		// Opus frames that could not share the packet: it would be
+		// shorter than its place on the tone's timeline.
+		t.frames.reset()
+		return 0, fmt.Errorf("tone packet of %d ticks, want %d: %w", ticks, t.packetTicks, errOpusFramesDiffer)
+	}
+	return n, nil
 }
 
 // skip moves the tone on by one packet that is not sent, keeping its phase
@@ -141,69 +90,28 @@ func (t *toneSource) packet(out []byte) (int, error) {
 // next to nothing.
 func (t *toneSource) skip() {
 	if t.info.Name == codec.Opus {
-		for range t.frameBufs {
+		for range t.packetTime / frameDuration {
 			t.gen.Fill(t.pcm)
 		}
 		return
 	}
-	if t.queueOctets() == nil {
-		t.consumeOctets()
+	if t.queuePacket() == nil {
+		t.frames.discard()
 	}
 }
 
-// samplePacket cuts the next packet from the encoded octet stream of a
-// sample-based codec: an octet per clock tick.
-func (t *toneSource) samplePacket(out []byte) (int, error) {
-	if err := t.queueOctets(); err != nil {
-		return 0, err
-	}
-	n := copy(out, t.octets[:t.packetTicks])
-	t.consumeOctets()
-	if n < int(t.packetTicks) {
-		return 0, fmt.Errorf("tone packet of %d octets into %d: %w", t.packetTicks, len(out), codec.ErrShortBuffer)
-	}
-	return n, nil
-}
-
-// queueOctets encodes 20 ms frames until a packet's worth is queued.
-func (t *toneSource) queueOctets() error {
-	for t.queued < int(t.packetTicks) {
+// queuePacket encodes 20 ms frames until a packet's worth is queued.
+func (t *toneSource) queuePacket() error {
+	for !t.frames.ready() {
 		t.gen.Fill(t.pcm)
-		n, err := t.enc.Encode(t.pcm, t.octets[t.queued:])
+		n, err := t.enc.Encode(t.pcm, t.frames.space())
 		if err != nil {
+			t.frames.reset()
 			return fmt.Errorf("encode tone: %w", err)
 		}
-		t.queued += n
+		t.frames.add(n, 0)
 	}
 	return nil
-}
-
-// consumeOctets takes a packet's worth off the queue.
-func (t *toneSource) consumeOctets() {
-	t.queued = copy(t.octets, t.octets[t.packetTicks:t.queued])
-}
-
-// opusPacket encodes the next packet's frames and packs them in one packet.
-func (t *toneSource) opusPacket(out []byte) (int, error) {
-	if len(t.frameBufs) == 1 {
-		// The 20 ms default: the encoder's packet as it makes it.
-		t.gen.Fill(t.pcm)
-		n, err := t.enc.Encode(t.pcm, out)
-		if err != nil {
-			return 0, fmt.Errorf("encode tone: %w", err)
-		}
-		return n, nil
-	}
-	t.frames = t.frames[:0]
-	for _, buf := range t.frameBufs {
-		t.gen.Fill(t.pcm)
-		n, err := t.enc.Encode(t.pcm, buf)
-		if err != nil {
-			return 0, fmt.Errorf("encode tone: %w", err)
-		}
-		t.frames = append(t.frames, buf[:n])
-	}
-	return packOpusFrames(out, t.frames)
 }
 
 // toneClock ticks a tone player once a packet of the tone it plays: the
@@ -243,6 +151,9 @@ func (c *toneClock) stop() { c.ticker.Stop() }
 // ticker jitter does not accumulate as drift. It is owned by the session
 // clock goroutine.
 type tonePlayer struct {
+	// src is the tone of the run playing. Once a negotiation replaced it
+	// (and closed its encoder), only what it was made with is read of it,
+	// until the next tick takes up the new one.
 	src    *toneSource
 	out    outStream
 	buf    []byte
@@ -267,8 +178,11 @@ func (p *tonePlayer) interval() time.Duration {
 	return p.src.packetTime
 }
 
-// tick sends the packets due by now.
+// tick sends the packets due by now. It holds the session's toneMu
+// throughout, so that the tone it plays is not closed under it.
 func (p *tonePlayer) tick(s *session, now time.Time) {
+	s.toneMu.Lock()
+	defer s.toneMu.Unlock()
 	src := s.tone.Load()
 	if src == nil {
 		return
@@ -314,7 +228,7 @@ func (p *tonePlayer) tick(s *session, now time.Time) {
 		// Stamped with when the packet is due, not when the tick ran: a
 		// sender report extrapolates from it, and must land on the
 		// timeline the timestamps follow, whatever the tick's lag.
-		seq := p.out.next(ts, p.start.Add(time.Duration(p.sent)*every))
+		seq := p.out.next(ts, p.start.Add(time.Duration(p.sent)*every), every)
 		p.buf[0] = 0x80
 		writeHeaderFields(p.buf, src.pt, p.marker, seq, ts, p.out.ssrc)
 		p.marker = false

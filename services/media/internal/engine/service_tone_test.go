@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -18,8 +19,9 @@ import (
 
 // The tone goes out at the packet time the caller's SDP asks for when its
 // codec can carry it (G.711 and G.722 in whole 10 ms, Opus in 20, 40 or
-// 60 ms), else at 20 ms: each packet holds that much audio, and the
-// timestamps move on by as much.
+// 60 ms) within its a=maxptime, else at 20 ms (or less, for a maxptime
+// under it): each packet holds that much audio, and the timestamps move
+// on by as much.
 func TestToneFollowsThePacketTimeAskedFor(t *testing.T) {
 	const opus48 = "a=rtpmap:111 opus/48000/2"
 	tests := []struct {
@@ -39,6 +41,8 @@ func TestToneFollowsThePacketTimeAskedFor(t *testing.T) {
 		{name: "Opus 60 ms", sdp: []string{"111", opus48, "a=ptime:60"}, codec: codec.Opus, rate: 48000, pt: 111, ms: 60},
 		{name: "PCMU 25 ms is not whole 10 ms: 20", sdp: []string{"0", "a=ptime:25"}, codec: codec.PCMU, rate: 8000, pt: 0, ms: 20, octets: 160},
 		{name: "Opus 10 ms has no encoder: 20", sdp: []string{"111", opus48, "a=ptime:10"}, codec: codec.Opus, rate: 48000, pt: 111, ms: 20},
+		{name: "PCMU within a 10 ms maxptime", sdp: []string{"0", "a=maxptime:10"}, codec: codec.PCMU, rate: 8000, pt: 0, ms: 10, octets: 80},
+		{name: "PCMA 60 ms past a 40 ms maxptime: 20", sdp: []string{"8", "a=ptime:60", "a=maxptime:40"}, codec: codec.PCMA, rate: 8000, pt: 8, ms: 20, octets: 160},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,39 +120,6 @@ func TestToneFollowsAReInvitesPacketTime(t *testing.T) {
 		if got[i].SequenceNumber != got[i-1].SequenceNumber+1 || got[i].Timestamp-got[i-1].Timestamp != 320 {
 			t.Fatalf("40 ms packets: seq %d→%d, ts %d→%d", got[i-1].SequenceNumber, got[i].SequenceNumber, got[i-1].Timestamp, got[i].Timestamp)
 		}
-	}
-}
-
-func TestTonePacketTime(t *testing.T) {
-	pcmu, _ := codec.Lookup("PCMU")
-	opus, _ := codec.Lookup("opus")
-	tests := []struct {
-		name            string
-		info            codec.Info
-		ptime, maxptime int
-		want            time.Duration
-	}{
-		{name: "none asked", info: pcmu, want: 20 * time.Millisecond},
-		{name: "G.711 whole 10 ms", info: pcmu, ptime: 30, want: 30 * time.Millisecond},
-		{name: "G.711 up to 150 ms", info: pcmu, ptime: 150, want: 150 * time.Millisecond},
-		{name: "G.711 past 150 ms", info: pcmu, ptime: 160, want: 20 * time.Millisecond},
-		{name: "G.711 not whole 10 ms", info: pcmu, ptime: 15, want: 20 * time.Millisecond},
-		{name: "G.711 within maxptime", info: pcmu, ptime: 40, maxptime: 40, want: 40 * time.Millisecond},
-		{name: "G.711 past maxptime", info: pcmu, ptime: 60, maxptime: 40, want: 20 * time.Millisecond},
-		{name: "G.711 maxptime under 20 ms", info: pcmu, maxptime: 15, want: 10 * time.Millisecond},
-		{name: "Opus 40 ms", info: opus, ptime: 40, want: 40 * time.Millisecond},
-		{name: "Opus 10 ms", info: opus, ptime: 10, want: 20 * time.Millisecond},
-		{name: "Opus 30 ms", info: opus, ptime: 30, want: 20 * time.Millisecond},
-		{name: "Opus 80 ms", info: opus, ptime: 80, want: 20 * time.Millisecond},
-		{name: "Opus past maxptime", info: opus, ptime: 60, maxptime: 50, want: 20 * time.Millisecond},
-		{name: "Opus maxptime under 20 ms", info: opus, maxptime: 10, want: 20 * time.Millisecond},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := tonePacketTime(tc.info, tc.ptime, tc.maxptime); got != tc.want {
-				t.Fatalf("ptime %d maxptime %d: %v, want %v", tc.ptime, tc.maxptime, got, tc.want)
-			}
-		})
 	}
 }
 
@@ -248,34 +219,65 @@ func TestToneSkipKeepsTheStream(t *testing.T) {
 	}
 }
 
-// Opus frames go in one code 3 packet (RFC 6716 §3.2.5): the TOC byte the
-// frames share, the count, the lengths of all but the last when they
-// differ (in two bytes from 252 up), then the frames.
-func TestPackOpusFrames(t *testing.T) {
-	long := append([]byte{0x08}, bytes.Repeat([]byte{0xaa}, 300)...)
-	tests := []struct {
-		name    string
-		packets [][]byte
-		want    []byte
-		err     error
-	}{
-		{name: "same sizes", packets: [][]byte{{0x08, 1, 2}, {0x08, 3, 4}}, want: []byte{0x0b, 2, 1, 2, 3, 4}},
-		{name: "different sizes", packets: [][]byte{{0x08, 1, 2, 3}, {0x08, 4}, {0x08, 5, 6}}, want: []byte{0x0b, 0x83, 3, 1, 1, 2, 3, 4, 5, 6}},
-		{name: "a long frame", packets: [][]byte{long, {0x08, 7}}, want: append(append([]byte{0x0b, 0x82, 252, 12}, long[1:]...), 7)},
-		{name: "configurations differ", packets: [][]byte{{0x08, 1}, {0x10, 2}}, err: errOpusFramesDiffer},
-		{name: "not one frame each", packets: [][]byte{{0x09, 1}, {0x09, 2}}, err: errOpusFramesDiffer},
-		{name: "no room", packets: [][]byte{long, long, long, long, long}, err: codec.ErrShortBuffer},
+// Each re-INVITE that changes the tone's codec or packet time replaces its
+// source, and the one replaced is closed then, not when the call ends: a
+// caller that re-INVITEs on and on does not pile up encoders. The clock,
+// playing throughout, never encodes with one closed under it.
+func TestReplacedToneIsClosed(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a := newEndpoint(t)
+	ctx := context.Background()
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "tone", SDP: a.sdp("111", opus48), Service: ServiceTone}); err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			out := make([]byte, 1000)
-			n, err := packOpusFrames(out, tc.packets)
-			if !errors.Is(err, tc.err) {
-				t.Fatalf("error %v, want %v", err, tc.err)
+	s, err := e.lookup("tone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := codec.NewDecoder(codec.Opus, 48000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	pcm := make([]int16, 6000)
+	// waitFor reads the tone until a packet of ms arrives: the clock has
+	// taken up the source that sends it.
+	waitFor := func(ms int) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			p, ok := a.recv(time.Until(deadline))
+			if !ok {
+				break
 			}
-			if tc.err == nil && !bytes.Equal(out[:n], tc.want) {
-				t.Fatalf("packed % x, want % x", out[:n], tc.want)
+			if n, err := dec.Decode(p.Payload, pcm); err == nil && n == 48*ms {
+				return
 			}
-		})
+		}
+		t.Fatalf("no %d ms tone packet", ms)
+	}
+	var replaced []*toneSource
+	ptimes := []int{40, 60, 20, 40, 60, 20, 40, 60}
+	for i, ms := range ptimes {
+		old := s.tone.Load()
+		if _, _, err := e.Update(ctx, "tone", LegA, a.sdp("111", opus48, fmt.Sprintf("a=ptime:%d", ms)), false); err != nil {
+			t.Fatal(err)
+		}
+		replaced = append(replaced, old)
+		if i%2 == 1 {
+			// Some are played before the next replaces them, some never.
+			waitFor(ms)
+		}
+	}
+	waitFor(ptimes[len(ptimes)-1])
+	frame, out := make([]int16, codec.FrameSamplesAt(8000)), make([]byte, codec.OpusMaxPacketBytes)
+	for i, src := range replaced {
+		if _, err := src.enc.Encode(frame, out); !errors.Is(err, codec.ErrClosed) {
+			t.Errorf("the tone replaced by re-INVITE %d is still open: encoding gives %v", i, err)
+		}
+	}
+	if n := s.legs[0].drops[dropCodecError].Load(); n != 0 {
+		t.Fatalf("%d tone packets failed to encode", n)
 	}
 }

@@ -96,7 +96,9 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	// answer changes nothing there and returns the flag as it is then; a
 	// switch reported from the moment before asking either came after the
 	// repeat or is already in its flag, so markAnswered can take the last
-	// such switch's flag.
+	// such switch's flag. The engine reports the answer's own change too
+	// (see Media), which comes in here like a switch and is asked about
+	// likewise.
 	switches := n.ledger.switchCount(s.id)
 	sdp, transcoding, err := n.media.Answer(ctx, s.id, req.GetSdp(), req.GetProvisional())
 	if err != nil {
@@ -140,6 +142,11 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 		transcoding bool
 		err         error
 	)
+	// A codec switch may land while the engine applies the update, and
+	// its report (HandleTranscodingChange) may come after the engine's
+	// reply was made: updateTranscoding sorts out which is newer by the
+	// count of reports from before the call.
+	wasTranscoding, switches := n.ledger.transcodingNow(s.id)
 	switch {
 	case req.GetRollback():
 		transcoding, err = n.media.Rollback(ctx, s.id, req.GetLeg())
@@ -151,15 +158,20 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	if err != nil {
 		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
 	}
-	if n.transcodingChanged(s, transcoding) {
+	change, transcoding := n.ledger.updateTranscoding(s.id, transcoding, switches, n.cfg.TranscodeCost)
+	n.metrics.transcoded.Add(float64(change))
+	if transcoding != wasTranscoding {
+		// The engine may have charged it already, through its report.
 		n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("update changed transcoding")
 	}
 	return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp}
 }
 
 // HandleTranscodingChange is told by the media engine that a session began
-// or stopped transcoding outside a negotiation (an endpoint switched to
-// another codec of its answer), so its capacity units follow.
+// or stopped transcoding (an endpoint switched to another codec of its
+// answer, or a negotiation changed it), so its capacity units follow. The
+// engine tells it of every change, in order, before the negotiation that
+// made one returns; the answer and update handlers rely on that.
 func (n *Node) HandleTranscodingChange(id string, transcoding bool) {
 	s, change := n.ledger.switched(id, transcoding, n.cfg.TranscodeCost)
 	if change == 0 {
@@ -169,21 +181,7 @@ func (n *Node) HandleTranscodingChange(id string, transcoding bool) {
 	// Debug: the engine logs a leg's first switches itself, and an
 	// endpoint alternating codecs on every packet must not flood the log
 	// from the event loop that calls this.
-	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("codec switch changed transcoding")
-}
-
-// transcodingChanged charges or gives back a session's transcoding units
-// and reports whether that changed anything.
-func (n *Node) transcodingChanged(s *session, transcoding bool) bool {
-	if !n.ledger.updateTranscoding(s.id, transcoding, n.cfg.TranscodeCost) {
-		return false
-	}
-	if transcoding {
-		n.metrics.transcoded.Inc()
-	} else {
-		n.metrics.transcoded.Dec()
-	}
-	return true
+	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("transcoding changed")
 }
 
 func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *callgridv1.DeleteReply {

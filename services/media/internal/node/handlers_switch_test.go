@@ -14,11 +14,12 @@ import (
 )
 
 // switchingMedia is fakeMedia that keeps, as the engine does, whether each
-// session transcodes, answers a repeat of the last answer with that flag as
-// it is now, and can have the callee switch codec (the engine then calls
-// the node's HandleTranscodingChange) at the two moments around an answer
-// that the node cannot tell apart from the outside: just before the engine
-// takes the answer up, and just after it has worked out its reply.
+// session transcodes, tells the node of every change in it
+// (HandleTranscodingChange) as it makes it, answers a repeat of the last
+// answer with the flag as it is now, and can have the callee switch codec
+// at the two moments around an answer, an update or a rollback that the
+// node cannot tell apart from the outside: just before the engine takes
+// the request up, and just after it has worked out its reply.
 type switchingMedia struct {
 	*fakeMedia
 	node *Node
@@ -26,7 +27,8 @@ type switchingMedia struct {
 	mu          sync.Mutex
 	transcoding map[string]bool
 	lastAnswer  map[string][]byte
-	// answerTranscodes is what an answer with new SDP works out.
+	// answerTranscodes is what an answer with new SDP, or an update,
+	// works out.
 	answerTranscodes bool
 	// switchBefore and switchAfter, when set, switch once at that moment
 	// to the flag they hold.
@@ -46,7 +48,7 @@ func (m *switchingMedia) Answer(ctx context.Context, id string, sdp []byte, prov
 	m.switchNow(id, &m.switchBefore)
 	if !bytes.Equal(m.lastAnswer[id], sdp) {
 		m.lastAnswer[id] = sdp
-		m.transcoding[id] = m.answerTranscodes
+		m.set(id, m.answerTranscodes)
 	}
 	reply := m.transcoding[id]
 	m.switchNow(id, &m.switchAfter)
@@ -60,6 +62,15 @@ func (m *switchingMedia) switchNow(id string, at **bool) {
 	}
 	to := **at
 	*at = nil
+	m.set(id, to)
+}
+
+// set makes the session transcode or not and, as the engine does, tells
+// the node when that is a change. The caller holds m.mu.
+func (m *switchingMedia) set(id string, to bool) {
+	if m.transcoding[id] == to {
+		return
+	}
 	m.transcoding[id] = to
 	m.node.HandleTranscodingChange(id, to)
 }
@@ -75,8 +86,23 @@ func (m *switchingMedia) switchTo(id string, to bool) {
 func (m *switchingMedia) Update(_ context.Context, id string, _ callgridv1.Leg, _ []byte, _ bool) ([]byte, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.transcoding[id] = m.answerTranscodes
-	return []byte("update"), m.transcoding[id], nil
+	m.switchNow(id, &m.switchBefore)
+	m.set(id, m.answerTranscodes)
+	reply := m.transcoding[id]
+	m.switchNow(id, &m.switchAfter)
+	return []byte("update"), reply, nil
+}
+
+// Rollback puts the session back on one codec, as the test's rejected
+// offers found it.
+func (m *switchingMedia) Rollback(_ context.Context, id string, _ callgridv1.Leg) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.switchNow(id, &m.switchBefore)
+	m.set(id, false)
+	reply := m.transcoding[id]
+	m.switchNow(id, &m.switchAfter)
+	return reply, nil
 }
 
 func (m *switchingMedia) engineTranscodes(id string) bool {
@@ -187,6 +213,93 @@ func TestCodecSwitchAroundAnAnswerIsCharged(t *testing.T) {
 				}
 				if replied != nil && *replied != st.want {
 					t.Fatalf("step %d: the answer reply says transcoding %v, want %v", i, *replied, st.want)
+				}
+			}
+			if st := n.handleDelete(ctx, &callgridv1.DeleteRequest{SessionId: id}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+				t.Fatalf("delete: %v", st)
+			}
+			if s := n.ledger.snapshot(); s.used != 0 || s.transcoded != 0 || testutil.ToFloat64(n.metrics.transcoded) != 0 {
+				t.Fatalf("after delete: %+v, gauge %v", s, testutil.ToFloat64(n.metrics.transcoded))
+			}
+		})
+	}
+}
+
+// A codec switch the engine reports while an update or a rollback is being
+// applied leaves the session charged for what the engine really does.
+// Unlike an answer, an update cannot be asked again: the node goes by the
+// engine reporting every change, the update's own included, in order, so
+// that whichever came last is what it records, and a reply overtaken by a
+// switch (just after the engine worked it out, before the ledger records
+// it) is not taken for the newer.
+func TestCodecSwitchAroundAnUpdateIsCharged(t *testing.T) {
+	on, off := true, false
+	type step struct {
+		rollback bool
+		// What the update works out, and the switches around it.
+		transcodes                bool
+		switchBefore, switchAfter *bool
+		// Then: whether the session transcodes.
+		want bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{name: "switch just after an update that started transcoding", steps: []step{
+			{transcodes: true, switchAfter: &off, want: false},
+		}},
+		{name: "switch just after an update that kept the codecs", steps: []step{
+			{transcodes: false, switchAfter: &on, want: true},
+		}},
+		{name: "switch just before an update that then stops transcoding", steps: []step{
+			{transcodes: false, switchBefore: &on, want: false},
+		}},
+		{name: "switch just before an update that keeps it", steps: []step{
+			{transcodes: true, switchBefore: &on, want: true},
+		}},
+		{name: "switch just after a rollback", steps: []step{
+			{transcodes: true, want: true},
+			{rollback: true, switchAfter: &on, want: true},
+		}},
+		{name: "switch just before a rollback that then stops transcoding", steps: []step{
+			{transcodes: false, want: false},
+			{rollback: true, switchBefore: &on, want: false},
+		}},
+	}
+	const transcodeCost = 8
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			media := newSwitchingMedia()
+			n, err := New(Config{ID: "n", CapacityUnits: 10, PassthroughCost: 1, TranscodeCost: transcodeCost}, zerolog.Nop(), prometheus.NewRegistry(), nil, media)
+			if err != nil {
+				t.Fatal(err)
+			}
+			media.node = n
+			ctx := context.Background()
+			id := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: "c", Sdp: []byte("v=0")}).GetSessionId()
+			if r := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: id, Sdp: []byte("b1")}); r.GetStatus() != callgridv1.Status_STATUS_OK || r.GetTranscoding() {
+				t.Fatalf("answer: %v %s, transcoding %v", r.GetStatus(), r.GetDetail(), r.GetTranscoding())
+			}
+			for i, st := range tc.steps {
+				media.mu.Lock()
+				media.answerTranscodes, media.switchBefore, media.switchAfter = st.transcodes, st.switchBefore, st.switchAfter
+				media.mu.Unlock()
+				r := n.handleUpdate(ctx, &callgridv1.UpdateRequest{SessionId: id, Leg: callgridv1.Leg_LEG_B, Sdp: []byte("v=0"), Rollback: st.rollback})
+				if r.GetStatus() != callgridv1.Status_STATUS_OK {
+					t.Fatalf("step %d: update: %v %s", i, r.GetStatus(), r.GetDetail())
+				}
+				if got := media.engineTranscodes(id); got != st.want {
+					t.Fatalf("step %d: the fake engine transcodes %v, the case says %v", i, got, st.want)
+				}
+				wantUsed, wantGauge := 1, 0.0
+				if st.want {
+					wantUsed, wantGauge = transcodeCost, 1
+				}
+				s := n.ledger.snapshot()
+				gauge := testutil.ToFloat64(n.metrics.transcoded)
+				if s.used != wantUsed || s.transcoded != int(wantGauge) || gauge != wantGauge {
+					t.Fatalf("step %d: %d units used, %d transcoded, gauge %v; want %d, %v, %v", i, s.used, s.transcoded, gauge, wantUsed, wantGauge, wantGauge)
 				}
 			}
 			if st := n.handleDelete(ctx, &callgridv1.DeleteRequest{SessionId: id}).GetStatus(); st != callgridv1.Status_STATUS_OK {

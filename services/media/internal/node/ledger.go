@@ -37,10 +37,11 @@ type session struct {
 	// sized: an answer (provisional or final) sized the session, so a
 	// codec switch the engine reports from then on is charged at once.
 	sized bool
-	// switches counts the codec switches the engine reported as changing
-	// transcoding, and switchedTo is what the last one said. An answer
+	// switches counts the changes in transcoding the engine reported
+	// (HandleTranscodingChange: codec switches, and negotiations' own),
+	// and switchedTo is what the last one said. An answer or an update
 	// compares the count from before its engine call with the count when
-	// it records the result, to learn whether a switch landed meanwhile.
+	// it records the result, to learn whether a report landed meanwhile.
 	switches   uint64
 	switchedTo bool
 	// closeWhenOpen: a delete arrived while the engine was still opening.
@@ -208,8 +209,8 @@ func (l *ledger) markAnswered(id string, transcoding bool, switchesBefore uint64
 	return change, transcoding, nil
 }
 
-// switchCount is how many codec switches the engine has reported for a
-// session (0 for one the ledger does not hold).
+// switchCount is how many changes in transcoding the engine has reported
+// for a session (0 for one the ledger does not hold).
 func (l *ledger) switchCount(id string) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -219,12 +220,12 @@ func (l *ledger) switchCount(id string) uint64 {
 	return 0
 }
 
-// switched records a codec switch that the engine reports as having
-// started or stopped transcoding. Once an answer has sized the session it
-// is charged like an update's, beyond the node's units if need be (the
-// engine has already switched); before that it is only recorded, and the
-// answer being applied takes it up. change is as for markAnswered; s is
-// nil for a session the ledger does not hold.
+// switched records a change in transcoding that the engine reports (a
+// codec switch, or a negotiation's own). Once an answer has sized the
+// session it is charged like an update's, beyond the node's units if need
+// be (the engine has already switched); before that it is only recorded,
+// and the answer being applied takes it up. change is as for markAnswered;
+// s is nil for a session the ledger does not hold.
 func (l *ledger) switched(id string, on bool, transcodeCost int) (s *session, change int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -264,26 +265,53 @@ func (l *ledger) stopTranscoding(s *session) {
 	l.transcoded--
 }
 
-// updateTranscoding records that an update (a re-INVITE, or an UPDATE in
-// the early dialog) started or stopped transcoding a session an answer has
-// sized, and reports whether that
-// changed anything. A live call is never refused for it: one that starts
-// transcoding is charged the transcode cost even beyond the node's units,
-// so that the node offers no room until calls end; one that stops gives
-// the extra units back.
-func (l *ledger) updateTranscoding(id string, on bool, transcodeCost int) bool {
+// updateTranscoding records whether an update (a re-INVITE, an UPDATE in
+// the early dialog, or the rollback of a rejected one) left a session an
+// answer has sized transcoding, and returns the change (as for
+// markAnswered) and the flag recorded. A live call is never refused for
+// it: one that starts transcoding is charged the transcode cost even
+// beyond the node's units, so that the node offers no room until calls
+// end; one that stops gives the extra units back.
+//
+// transcoding is the flag the engine's reply gave and switchesBefore
+// switchCount from before the engine call. There is no asking the engine
+// again, so a change it reported since (HandleTranscodingChange) wins: the
+// engine reports every change, the update's own included, one at a time
+// and in order, so the last report is what the engine does now, whereas
+// the reply is stale if a codec switch came after it. With no report
+// since, the update changed nothing the ledger has not been told, or the
+// engine reports nothing, and the reply stands.
+func (l *ledger) updateTranscoding(id string, transcoding bool, switchesBefore uint64, transcodeCost int) (change int, transcodes bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s, found := l.sessions[id]
-	if !found || !s.sized || s.transcoding == on {
-		return false
+	if !found {
+		return 0, transcoding
 	}
-	if on {
+	if s.switches != switchesBefore {
+		transcoding = s.switchedTo
+	}
+	switch {
+	case !s.sized || s.transcoding == transcoding:
+		return 0, s.transcoding
+	case transcoding:
 		l.startTranscoding(s, transcodeCost)
-	} else {
+		return +1, true
+	default:
 		l.stopTranscoding(s)
+		return -1, false
 	}
-	return true
+}
+
+// transcodingNow is whether the ledger has a session transcoding, and
+// switchCount with it.
+func (l *ledger) transcodingNow(id string) (transcoding bool, switches uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sessions[id]; ok {
+		return s.transcoding, s.switches
+	}
+	return false, 0
 }
 
 func (l *ledger) setDialog(id string, d *callgridv1.Dialog) {

@@ -66,7 +66,7 @@ func TestLedgerAccountsTranscodingGrowthAndRelease(t *testing.T) {
 // back.
 func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
 	l := openLedger(t, 10, "a", "b")
-	if l.updateTranscoding("a", true, 8) {
+	if change, _ := l.updateTranscoding("a", true, 0, 8); change != 0 {
 		t.Fatal("an unanswered session's update was charged")
 	}
 	for _, id := range []string{"a", "b"} {
@@ -74,16 +74,18 @@ func TestLedgerChargesTranscodingStartedByAnUpdate(t *testing.T) {
 			t.Fatalf("answer %s refused", id)
 		}
 	}
-	if !l.updateTranscoding("a", true, 8) || l.updateTranscoding("a", true, 8) {
-		t.Fatal("starting to transcode: want one change")
+	first, _ := l.updateTranscoding("a", true, 0, 8)
+	second, _ := l.updateTranscoding("a", true, 0, 8)
+	if first != +1 || second != 0 {
+		t.Fatalf("starting to transcode: changes %d then %d, want one", first, second)
 	}
-	if !l.updateTranscoding("b", true, 8) {
+	if change, on := l.updateTranscoding("b", true, 0, 8); change != +1 || !on {
 		t.Fatal("an update beyond capacity was refused")
 	}
 	if s := l.snapshot(); s.used != 16 || s.transcoded != 2 {
 		t.Fatalf("both transcoding: %+v, want 16 units used of 10", s)
 	}
-	if !l.updateTranscoding("a", false, 8) {
+	if change, on := l.updateTranscoding("a", false, 0, 8); change != -1 || on {
 		t.Fatal("stopping to transcode changed nothing")
 	}
 	if s := l.snapshot(); s.used != 9 || s.transcoded != 1 {

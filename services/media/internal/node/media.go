@@ -9,6 +9,13 @@ import (
 
 // Media is the engine that carries a session's audio. The node layer owns
 // capacity and the bus; the engine owns ports, sockets and goroutines.
+//
+// An engine that changes a session's transcoding on its own (an endpoint
+// switching codec) tells the node through Node.HandleTranscodingChange, and
+// then tells it of every change, its negotiations' own included: one at a
+// time, in the order made, before the call that made one returns. A flag
+// a call returns can be overtaken by such a report; the node keeps the
+// newer of the two.
 type Media interface {
 	// Open creates a session for leg A's offer and returns the SDP to send
 	// to leg B (or, for a built-in service, the answer for leg A).

@@ -20,6 +20,7 @@ type Local struct {
 	Direction       Direction
 	RTCPMux         bool
 	Ptime           int // ms; omitted when 0
+	MaxPtime        int // ms; omitted when 0
 
 	// Mirror is the offer this SDP answers. RFC 3264 §6 requires an answer
 	// with the same m-lines in the same order, so every stream of the offer
@@ -139,6 +140,9 @@ func audioMedia(l Local) *sdp.MediaDescription {
 	}
 	if l.Ptime > 0 {
 		md.Attributes = append(md.Attributes, sdp.Attribute{Key: "ptime", Value: strconv.Itoa(l.Ptime)})
+	}
+	if l.MaxPtime > 0 {
+		md.Attributes = append(md.Attributes, sdp.Attribute{Key: "maxptime", Value: strconv.Itoa(l.MaxPtime)})
 	}
 	if l.RTCPMux {
 		md.Attributes = append(md.Attributes, sdp.Attribute{Key: "rtcp-mux"})

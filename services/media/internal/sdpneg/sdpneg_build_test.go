@@ -19,6 +19,7 @@ func TestBuildRoundTrip(t *testing.T) {
 		Direction:       SendOnly,
 		RTCPMux:         true,
 		Ptime:           20,
+		MaxPtime:        40,
 	}
 	raw, err := NewBuilder().Build(local)
 	if err != nil {
@@ -29,7 +30,7 @@ func TestBuildRoundTrip(t *testing.T) {
 		t.Fatalf("parse own sdp: %v\n%s", err, raw)
 	}
 	a := d.Audio()
-	if a.RTP() != netip.MustParseAddrPort("198.51.100.7:30000") || a.Direction != SendOnly || !a.RTCPMux || a.Ptime != 20 {
+	if a.RTP() != netip.MustParseAddrPort("198.51.100.7:30000") || a.Direction != SendOnly || !a.RTCPMux || a.Ptime != 20 || a.MaxPtime != 40 {
 		t.Fatalf("round trip lost fields: %+v", a)
 	}
 	if len(a.Codecs) != 2 || !a.Codecs[1].Same(local.Codecs[1]) || a.Codecs[1].PT != 96 || a.Codecs[1].Fmtp != "useinbandfec=1" {

@@ -8,7 +8,7 @@ import (
 
 // FuzzParse checks that no input panics Parse, that every failure is one of
 // the two typed errors, and that whatever parses can be answered with an SDP
-// that itself parses.
+// that itself parses and keeps the packet times passed on.
 func FuzzParse(f *testing.F) {
 	f.Add(offerPCMU)
 	f.Add(sdpLines(
@@ -16,6 +16,7 @@ func FuzzParse(f *testing.F) {
 		"m=audio 5004 RTP/AVPF 111 0 110", "c=IN IP6 2001:db8::2",
 		"a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1",
 		"a=rtpmap:110 telephone-event/48000", "a=rtcp:5010 IN IP6 2001:db8::3", "a=rtcp-mux", "a=sendonly",
+		"a=ptime:40", "a=maxptime:60.5",
 	))
 	f.Add(sdpLines("v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "c=IN IP4 0.0.0.0", "t=0 0",
 		"m=video 6000 RTP/AVP 96", "m=audio 7000 RTP/SAVP 0", "m=audio 7002 RTP/AVP 97 8"))
@@ -43,13 +44,19 @@ func FuzzParse(f *testing.F) {
 			TelephoneEvents: a.TelephoneEvents,
 			Direction:       a.Direction.Answer(),
 			RTCPMux:         a.RTCPMux,
+			Ptime:           a.Ptime,
+			MaxPtime:        a.MaxPtime,
 			Mirror:          d,
 		})
 		if err != nil {
 			return // e.g. a codec name pion cannot marshal
 		}
-		if _, err := Parse(answer); err != nil {
+		own, err := Parse(answer)
+		if err != nil {
 			t.Fatalf("own answer does not parse: %v\n%s", err, answer)
+		}
+		if got := own.Audio(); got.Ptime != a.Ptime || got.MaxPtime != a.MaxPtime {
+			t.Fatalf("own answer reads ptime %d maxptime %d, built with %d and %d\n%s", got.Ptime, got.MaxPtime, a.Ptime, a.MaxPtime, answer)
 		}
 	})
 }

@@ -29,6 +29,7 @@ type Media struct {
 	TelephoneEvents []Codec        // RFC 4733 formats, one per clock rate offered
 	Direction       Direction      // media level, else session level, else sendrecv
 	Ptime           int            // packetization time in ms, 0 when absent
+	MaxPtime        int            // longest packet it takes, in whole ms, 0 when absent
 }
 
 // RTP returns the address RTP is sent to.
@@ -157,8 +158,15 @@ func parseAudio(m *Media, s *sdp.SessionDescription, md *sdp.MediaDescription, s
 		case "ptime":
 			// RFC 8866 §6.4 allows a decimal ("20.0"); frames are whole
 			// milliseconds.
-			if ms, err := strconv.ParseFloat(strings.TrimSpace(a.Value), 64); err == nil && ms >= 1 && ms <= 1000 {
+			if ms, ok := parseMilliseconds(a.Value); ok {
 				m.Ptime = int(math.Round(ms))
+			}
+		case "maxptime":
+			// RFC 4566 §6 gives it in whole milliseconds, but endpoints
+			// write "40.0" here too. A limit is read down to the whole
+			// milliseconds within it: rounded up, it could be exceeded.
+			if ms, ok := parseMilliseconds(a.Value); ok {
+				m.MaxPtime = int(math.Floor(ms))
 			}
 		case "rtcp":
 			rtcp, err := parseRTCPAttr(a.Value, addr)
@@ -210,6 +218,18 @@ func parseAudio(m *Media, s *sdp.SessionDescription, md *sdp.MediaDescription, s
 		m.Codecs = append(m.Codecs, c)
 	}
 	return nil
+}
+
+// maxPacketTimeMs bounds the packet times read: longer is no audio stream
+// anyone sends, and more likely a typo than a wish.
+const maxPacketTimeMs = 1000
+
+// parseMilliseconds reads a packet time attribute's value, a number of
+// milliseconds that may have decimals; false for nonsense or one out of
+// 1 ms to maxPacketTimeMs.
+func parseMilliseconds(v string) (float64, bool) {
+	ms, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	return ms, err == nil && ms >= 1 && ms <= maxPacketTimeMs
 }
 
 // parseRTCPAttr reads "a=rtcp:<port> [IN IP4 <addr>]" (RFC 3605).

@@ -267,3 +267,17 @@ func TestPtimeMayBeADecimal(t *testing.T) {
 		}
 	}
 }
+
+// a=maxptime is read like a=ptime, a decimal included, down to the whole
+// milliseconds it allows: a limit rounded up would let a packet past it.
+func TestMaxPtimeIsReadDownToWholeMilliseconds(t *testing.T) {
+	for value, want := range map[string]int{"40": 40, "40.0": 40, "40.9": 40, " 60 ": 60, "1000": 1000, "0.5": 0, "0": 0, "-5": 0, "NaN": 0, "1e9": 0, "x": 0, "": 0} {
+		d, err := Parse([]byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=ptime:20\r\na=maxptime:" + value + "\r\n"))
+		if err != nil {
+			t.Fatalf("maxptime %q: %v", value, err)
+		}
+		if a := d.Audio(); a.MaxPtime != want || a.Ptime != 20 {
+			t.Errorf("maxptime %q read as %d (ptime %d), want %d (ptime 20)", value, a.MaxPtime, a.Ptime, want)
+		}
+	}
+}

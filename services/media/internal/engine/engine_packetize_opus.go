@@ -42,7 +42,7 @@ func packOpusFrames(out []byte, packets [][]byte) (int, error) {
 	toc := packets[0][0] &^ opusCodeMask
 	same, size := true, 2 // TOC and frame count
 	for i, p := range packets {
-		if len(p) == 0 || p[0]&opusCodeMask != opusOneFrame || p[0]&^opusCodeMask != toc {
+		if !sameOpusConfiguration(p, packets[0]) {
 			return 0, fmt.Errorf("pack opus frame %d: %w", i, errOpusFramesDiffer)
 		}
 		same = same && len(p) == len(packets[0])
@@ -68,6 +68,15 @@ func packOpusFrames(out []byte, packets [][]byte) (int, error) {
 		n += copy(out[n:], p[1:])
 	}
 	return n, nil
+}
+
+// sameOpusConfiguration reports whether an encoder's packet can share a
+// code 3 packet with first: both hold one frame (code 0), of the same mode,
+// bandwidth, frame size and channel count.
+func sameOpusConfiguration(p, first []byte) bool {
+	return len(p) > 0 && len(first) > 0 &&
+		p[0]&opusCodeMask == opusOneFrame && first[0]&opusCodeMask == opusOneFrame &&
+		p[0]&^opusCodeMask == first[0]&^opusCodeMask
 }
 
 // opusLengthSize is how many bytes putOpusLength takes for a frame of n.
