@@ -68,6 +68,9 @@ func Connect(ctx context.Context, cfg Config, name string, log zerolog.Logger, r
 		// answer 503 fast rather than hang.
 		nats.ReconnectBufSize(-1),
 		nats.RetryOnFailedConnect(false),
+		// NATS bounds a drain by its own timeout, 30 s unless told: a
+		// longer one configured here would be cut short by it.
+		nats.DrainTimeout(cfg.DrainTimeout),
 		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {

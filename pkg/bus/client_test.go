@@ -124,3 +124,33 @@ func TestConfigRefusesReplicasOnTheEmbeddedBus(t *testing.T) {
 		t.Fatal("a single server created a stream with 3 replicas")
 	}
 }
+
+// The drain timeout configured is the one NATS applies: left to its own
+// 30 s, it would cut a longer drain short, and Close wait for nothing.
+func TestDrainTimeoutReachesTheConnection(t *testing.T) {
+	srv, err := StartEmbedded(EmbeddedConfig{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	for _, tc := range []struct {
+		name       string
+		configured time.Duration
+		want       time.Duration
+	}{
+		{name: "default", want: DefaultDrainTimeout},
+		{name: "beyond nats's 30s", configured: 45 * time.Second, want: 45 * time.Second},
+		{name: "short", configured: 300 * time.Millisecond, want: 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Connect(context.Background(), Config{URL: srv.URL(), DrainTimeout: tc.configured}, "test", zerolog.Nop(), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			if got := c.Conn().Opts.DrainTimeout; got != tc.want {
+				t.Fatalf("connection drain timeout %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

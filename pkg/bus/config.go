@@ -41,7 +41,8 @@ type Config struct {
 	ReconnectWait time.Duration `yaml:"reconnect_wait"`
 	// ConnectTimeout bounds the first connection.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// DrainTimeout bounds the drain on Close.
+	// DrainTimeout bounds the drain on Close, any length: the connection
+	// is given it in place of NATS's own 30 s. Default 5 s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// PingInterval is how often the server's liveness is checked; a dead
 	// connection is given up after MaxPingsOut+1 of them. Default 2 s.

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -22,8 +23,59 @@ type Message[T any] interface {
 	proto.Message
 }
 
-// Subscription is a served subject; Drain or Unsubscribe it to stop.
+// Subscription is a served subject; stop it with Drain, which answers what
+// it has already received. Unsubscribe drops that.
 type Subscription = nats.Subscription
+
+// Drain stops subs taking requests and waits until each has answered every
+// request it had already received, or ctx ends. NATS removes a draining
+// subscription's interest at once but still hands its handler what is
+// queued, and reports it closed only after the handler has returned for the
+// last of those; Unsubscribe would drop them unanswered, leaving each
+// requester to wait out its deadline before trying elsewhere. A request
+// sent once the drain has begun finds no responder, which the requester
+// learns at once. When ctx ends first, the subscriptions still draining are
+// unsubscribed, so no handler starts on what they hold, and the error says
+// how many were left; a handler already running is not stopped. A
+// connection closed meanwhile drops the queue with it and reports no
+// closing, so ctx is what bounds the wait then too.
+func Drain(ctx context.Context, subs ...*Subscription) error {
+	var errs []error
+	closed := make([]<-chan nats.SubStatus, len(subs))
+	for i, s := range subs {
+		// Listening before the drain starts, the closing cannot be missed.
+		closed[i] = s.StatusChanged(nats.SubscriptionClosed)
+		if err := s.Drain(); err != nil {
+			errs = append(errs, fmt.Errorf("drain %s: %w", s.Subject, err))
+			closed[i] = nil
+		}
+	}
+	for i, ch := range closed {
+		if ch == nil {
+			continue
+		}
+		select {
+		case <-ch:
+			continue
+		case <-ctx.Done():
+		}
+		var left int
+		for j, s := range subs[i:] {
+			if closed[i+j] == nil || !s.IsValid() {
+				continue
+			}
+			left++
+			// Whatever it holds is dropped: its requesters time out,
+			// as they would had the server gone.
+			_ = s.Unsubscribe()
+		}
+		if left > 0 {
+			errs = append(errs, fmt.Errorf("drain subscriptions: %d of %d still handling requests: %w", left, len(subs), ctx.Err()))
+		}
+		break
+	}
+	return errors.Join(errs...)
+}
 
 // Serve answers requests on subject with handle. Every reply type must have
 // `status` (callgrid.v1.Status) and `detail` fields: a payload that does not

@@ -67,7 +67,9 @@ func (n *Node) handleOffer(ctx context.Context, req *callgridv1.OfferRequest) *c
 	}
 	n.metrics.offers.WithLabelValues(callgridv1.Status_STATUS_OK.String()).Inc()
 	n.metrics.sessions.Inc()
-	log.Debug().Str("service", service.String()).Msg("session opened")
+	// Not "service": the injected logger names the process by it, and a
+	// key written twice is a line some log stores reject.
+	log.Debug().Str("media_service", service.String()).Msg("session opened")
 	if service != callgridv1.MediaService_MEDIA_SERVICE_BRIDGE {
 		// A built-in service answers at once: no answer request follows,
 		// so the call is recorded now for hang-up should this node die.
@@ -189,27 +191,27 @@ func (n *Node) handleDelete(_ context.Context, req *callgridv1.DeleteRequest) *c
 	if cause == "" {
 		cause = "delete"
 	}
-	q, ok := n.endSession(req.GetSessionId(), cause, false)
-	if !ok {
+	s, q := n.endSession(req.GetSessionId(), cause, false)
+	if s == nil {
 		return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_UNKNOWN_SESSION, Detail: "no session " + req.GetSessionId()}
 	}
 	return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_OK, Quality: q}
 }
 
 // endSession releases a session's units, closes its media and publishes the
-// call-ended event; hangUp is as for finish. It reports false for a
-// session the node does not hold.
-func (n *Node) endSession(id, cause string, hangUp bool) (*callgridv1.MediaQuality, bool) {
+// call-ended event; hangUp is as for finish. It returns the session ended
+// and its quality, or nil for a session the node does not hold.
+func (n *Node) endSession(id, cause string, hangUp bool) (*session, *callgridv1.MediaQuality) {
 	s, ok := n.ledger.release(id)
 	if !ok {
-		return nil, false
+		return nil, nil
 	}
 	q, err := n.media.Close(id)
 	if err != nil {
 		n.log.Warn().Err(err).Str("call_id", s.callID).Str("session_id", id).Msg("close session media")
 	}
 	n.finish(s, cause, q, hangUp)
-	return q, true
+	return s, q
 }
 
 // HandleMediaTimeout is the engine's callback for a session that saw no RTP
@@ -233,6 +235,11 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 	var duration float64
 	if !s.answered.IsZero() {
 		duration = time.Since(s.answered).Seconds()
+		// Here and only here for a session the ledger held: the ledger
+		// releases a session once, whichever way it ends, so each answered
+		// call is counted once. An unanswered one has no talk time and
+		// would drag the average down.
+		n.metrics.observeCall(cause, duration)
 		if hangUp {
 			// The node ends a call that is still up, and its record goes
 			// below, so no proxy would ever hang its legs up: ask them to,

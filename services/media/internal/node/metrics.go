@@ -14,7 +14,15 @@ type metrics struct {
 	offers     *prometheus.CounterVec
 	ended      *prometheus.CounterVec
 	timeouts   prometheus.Counter
+	// callDuration is answered calls' talk time, from the final answer to
+	// the session's end: ACD is its sum over its count.
+	callDuration *prometheus.HistogramVec
 }
+
+// callDurationBuckets span phone calls, from a few seconds (a wrong number,
+// a voicemail hang-up) past the hours a conference or a forgotten line
+// runs, densest over the minutes most calls last.
+var callDurationBuckets = []float64{5, 10, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200, 14400}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -39,8 +47,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "callgrid_media_timeouts_total", Help: "Sessions ended because no RTP arrived.",
 		}),
+		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "callgrid_media_call_duration_seconds",
+			Help:    "Talk time of answered calls, from the final answer to the session's end, by end cause.",
+			Buckets: callDurationBuckets,
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.capacity, m.sessions, m.transcoded, m.draining, m.offers, m.ended, m.timeouts)
+	reg.MustRegister(m.capacity, m.sessions, m.transcoded, m.draining, m.offers, m.ended, m.timeouts, m.callDuration)
 	// Series exist from the start, so dashboards and alerts see zeros
 	// rather than nothing on an idle node.
 	for _, status := range []callgridv1.Status{callgridv1.Status_STATUS_OK, callgridv1.Status_STATUS_FULL, callgridv1.Status_STATUS_DRAINING} {
@@ -49,5 +62,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, cause := range []string{"bye", "cancel", "media_timeout", "shutdown"} {
 		m.ended.WithLabelValues(cause)
 	}
+	for _, cause := range []string{"bye", "media_timeout", "shutdown"} {
+		m.callDuration.WithLabelValues(cause)
+	}
 	return m
+}
+
+// observeCall counts an answered call that ended with cause after talking
+// for seconds. The cause goes through causeLabel, as for the ended
+// counter, so the label set stays small.
+func (m *metrics) observeCall(cause string, seconds float64) {
+	m.callDuration.WithLabelValues(causeLabel(cause)).Observe(seconds)
 }

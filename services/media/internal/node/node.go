@@ -22,6 +22,14 @@ import (
 // drainPoll is how often a draining node checks whether its calls ended.
 const drainPoll = 100 * time.Millisecond
 
+// requestDrainTimeout bounds the wait, once a stopping node has stopped
+// taking requests, for those it had already received to be answered. They
+// carry their requesters' deadlines, a second or less (the claimer's
+// attempt timeout, the bus request timeout), and the handlers give up
+// with them; one still running after this is stuck, and waiting longer
+// would only keep the node from ending its calls.
+const requestDrainTimeout = 5 * time.Second
+
 // Node is one media node on the bus.
 type Node struct {
 	cfg     Config
@@ -37,6 +45,8 @@ type Node struct {
 	heartbeat *fleet.Heartbeat
 	hardStop  chan struct{}
 	stopOnce  sync.Once
+	// requestDrain is requestDrainTimeout, shorter in tests.
+	requestDrain time.Duration
 }
 
 // Option tunes a Node.
@@ -62,6 +72,8 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, c *bus.Clien
 		started:  time.Now(),
 		ports:    func() (int, int) { return 0, 0 },
 		hardStop: make(chan struct{}),
+
+		requestDrain: requestDrainTimeout,
 	}
 	for _, o := range opts {
 		o(n)
@@ -113,8 +125,9 @@ func (n *Node) Drain() {
 func (n *Node) StopNow() { n.stopOnce.Do(func() { close(n.hardStop) }) }
 
 // Run serves the node until ctx ends, then drains: existing sessions go on
-// until they end, the drain grace passes or StopNow is called; whatever is
-// left is closed, the node leaves the fleet and Run returns.
+// until they end, the drain grace passes or StopNow is called; then the
+// node stops taking requests and answers those it has, whatever is left is
+// closed, the node leaves the fleet, the engine shuts down and Run returns.
 func (n *Node) Run(ctx context.Context) error {
 	setup, cancelSetup := context.WithTimeout(ctx, 10*time.Second)
 	defer cancelSetup()
@@ -152,10 +165,11 @@ func (n *Node) Run(ctx context.Context) error {
 	<-ctx.Done()
 	n.Drain()
 	n.waitForCalls()
+	// The requests come to an end before the calls: what is already in
+	// hand gets its answer (a delete its quality, an offer DRAINING),
+	// and no handler is left inside the engine when it shuts down.
+	n.stopServing(subs)
 	n.closeAll("shutdown")
-	for _, s := range subs {
-		_ = s.Unsubscribe()
-	}
 	stopHeartbeat()
 	stopReaping()
 	stopWriter()
@@ -189,7 +203,11 @@ func (n *Node) handOverPreviousCalls(ctx context.Context) {
 		})
 		var talked float64
 		if at := rec.GetAnsweredUnixMs(); at > 0 {
-			talked = float64(now-at) / 1000
+			// Never negative, should the clock have stepped back.
+			talked = max(float64(now-at)/1000, 0)
+			// The run that carried the call died before it could count
+			// it; it is counted here, once, as the record goes.
+			n.metrics.observeCall("node_down", talked)
 		}
 		n.writer.event("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
 			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Cause: "node_down", DurationSeconds: talked, UnixMs: now,
@@ -211,8 +229,8 @@ func (n *Node) reapUnanswered(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			for _, id := range n.ledger.unansweredSince(now.Add(-n.cfg.SetupTimeout)) {
-				if _, ok := n.endSession(id, "setup_timeout", false); ok {
-					n.log.Warn().Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
+				if s, _ := n.endSession(id, "setup_timeout", false); s != nil {
+					n.log.Warn().Str("call_id", s.callID).Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
 				}
 			}
 		}
@@ -243,6 +261,19 @@ func (n *Node) waitForCalls() {
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// stopServing stops taking requests and waits, up to requestDrain, for
+// the handlers to answer those already received. Whatever arrives from
+// then on finds no responder, and a claimer moves to the next node at
+// once. Even a hard stop waits: the engine must not shut down under a
+// handler, and the handlers end with their requests' deadlines.
+func (n *Node) stopServing(subs []*bus.Subscription) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.requestDrain)
+	defer cancel()
+	if err := bus.Drain(ctx, subs...); err != nil {
+		n.log.Warn().Err(err).Dur("timeout", n.requestDrain).Msg("stop serving: requests not all answered")
 	}
 }
 

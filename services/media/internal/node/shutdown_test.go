@@ -2,10 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -110,5 +114,149 @@ func TestHandoverOfManyPreviousCallsLosesNone(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("of %d previous calls, %d hang-up requests and %d end events went out", previous, timeouts, ended)
 		}
+	}
+}
+
+// holdingMedia holds the first Open until release closes, and notes a
+// Shutdown that comes while a request is still inside the engine.
+type holdingMedia struct {
+	*fakeMedia
+	entered      chan struct{}
+	release      chan struct{}
+	enterOnce    sync.Once
+	busy         atomic.Int32
+	shutdownBusy atomic.Bool
+}
+
+func newHoldingMedia() *holdingMedia {
+	return &holdingMedia{fakeMedia: newFakeMedia(), entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *holdingMedia) Open(ctx context.Context, p OpenParams) ([]byte, error) {
+	g.busy.Add(1)
+	defer g.busy.Add(-1)
+	g.enterOnce.Do(func() { close(g.entered) })
+	<-g.release
+	return g.fakeMedia.Open(ctx, p)
+}
+
+func (g *holdingMedia) Shutdown() {
+	if g.busy.Load() > 0 {
+		g.shutdownBusy.Store(true)
+	}
+	g.fakeMedia.Shutdown()
+}
+
+// offerRaw publishes an offer to node with no deadline and returns the
+// subscription its reply comes to.
+func offerRaw(t *testing.T, c *bus.Client, node, callID string) *nats.Subscription {
+	t.Helper()
+	inbox := nats.NewInbox()
+	replies, err := c.Conn().SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = replies.Unsubscribe() })
+	data, err := proto.Marshal(offerReq(callID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Conn().PublishRequest(bus.MediaSubject(node, bus.OpOffer), inbox, data); err != nil {
+		t.Fatal(err)
+	}
+	return replies
+}
+
+// probeDelete asks node to delete an unknown session, briefly.
+func probeDelete(c *bus.Client, node string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	return c.Request(ctx, "delete", bus.MediaSubject(node, bus.OpDelete), &callgridv1.DeleteRequest{SessionId: "probe"}, new(callgridv1.DeleteReply))
+}
+
+// A stopping node stops taking requests, then answers those it had already
+// received (the one inside the engine and those queued behind it; the
+// queued offers are told it drains, which a claimer takes to the next node
+// at once) and only then shuts the engine down. Dropped, they would leave
+// each proxy waiting out its attempt timeout.
+func TestShutdownAnswersRequestsAlreadyReceived(t *testing.T) {
+	tb := startBus(t)
+	g := newHoldingMedia()
+	tn := startNodeOn(t, tb, "n", 10, g)
+	requester := connect(t, tb, "requester")
+	eventually(t, 5*time.Second, "the node serving", func() bool { return probeDelete(requester, "n") == nil })
+
+	inEngine := offerRaw(t, requester, "n", "in-engine")
+	select {
+	case <-g.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first offer never reached the engine")
+	}
+	queued := []*nats.Subscription{offerRaw(t, requester, "n", "queued-1"), offerRaw(t, requester, "n", "queued-2")}
+	// Once the server has them, they are routed to the node's offer
+	// subscription, behind the offer the engine holds.
+	if err := requester.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); tn.stop() }()
+	eventually(t, 5*time.Second, "the node to stop taking requests", func() bool {
+		return errors.Is(probeDelete(requester, "n"), bus.ErrNoResponders)
+	})
+	close(g.release)
+
+	if msg, err := inEngine.NextMsg(5 * time.Second); err != nil {
+		t.Errorf("the offer inside the engine got no reply: %v", err)
+	} else if reply := new(callgridv1.OfferReply); proto.Unmarshal(msg.Data, reply) != nil || reply.GetStatus() != callgridv1.Status_STATUS_OK {
+		t.Errorf("the offer inside the engine: %v, want OK (it was taken before the drain)", reply)
+	}
+	for i, replies := range queued {
+		msg, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Errorf("queued offer %d got no reply: %v", i, err)
+			continue
+		}
+		reply := new(callgridv1.OfferReply)
+		if err := proto.Unmarshal(msg.Data, reply); err != nil || reply.GetStatus() != callgridv1.Status_STATUS_DRAINING {
+			t.Errorf("queued offer %d: %v, %v; want DRAINING", i, reply, err)
+		}
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node did not stop")
+	}
+	if g.shutdownBusy.Load() {
+		t.Error("the engine was shut down with a request inside it")
+	}
+	if open, _ := g.counts(); open != 0 {
+		t.Errorf("%d sessions left open in the engine", open)
+	}
+}
+
+// The wait for requests in hand is bounded: a handler stuck in the engine
+// does not keep a stopping node from ending its calls and returning.
+func TestShutdownWaitsForAStuckRequestOnlySoLong(t *testing.T) {
+	tb := startBus(t)
+	g := newHoldingMedia()
+	t.Cleanup(func() { close(g.release) })
+	tn := startNodeOn(t, tb, "n", 10, g)
+	tn.requestDrain = 100 * time.Millisecond
+	requester := connect(t, tb, "requester")
+	eventually(t, 5*time.Second, "the node serving", func() bool { return probeDelete(requester, "n") == nil })
+	offerRaw(t, requester, "n", "stuck")
+	select {
+	case <-g.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the offer never reached the engine")
+	}
+
+	tn.cancel()
+	tn.StopNow()
+	select {
+	case <-tn.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stuck request held the node from stopping")
 	}
 }
