@@ -34,6 +34,7 @@ const (
 func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Logger, reg *prometheus.Registry) error {
 	applyRuntime(cfg.Runtime, log)
 	sipproxy.ApplyTransactionLinger(cfg.SIP.WithDefaults().TransactionLinger)
+	sipproxy.ApplyUDPLimits(cfg.SIP)
 	setup, cancelSetup := context.WithTimeout(drain, setupLimit)
 	defer cancelSetup()
 	client, err := bus.Connect(setup, cfg.Bus, "proxy", log, reg)

@@ -110,6 +110,9 @@ func (c Config) Validate() error {
 	if err := c.SIP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("sip: %w", err))
 	}
+	if err := c.checkLocationMaxAge(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Media.Mode != sipproxy.MediaModeAnchor && c.Media.Mode != sipproxy.MediaModeBypass {
 		errs = append(errs, fmt.Errorf("media.mode: %q is not anchor or bypass", c.Media.Mode))
 	}
@@ -131,4 +134,18 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("media.claim: attempt_timeout, max_attempts and units must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkLocationMaxAge: the bucket drops a location record max_age after its
+// last write, and a REGISTER may bind a contact for up to the registrar's
+// max_expires from then; were max_age not above it, a phone registered
+// for that long would vanish from the bucket, unreachable, before its
+// binding expired, with nothing logged.
+func (c Config) checkLocationMaxAge() error {
+	maxAge := c.Location.WithDefaults().MaxAge
+	maxExpires := time.Duration(c.SIP.WithDefaults().Registrar.MaxExpires) * time.Second
+	if maxAge <= maxExpires {
+		return fmt.Errorf("location.max_age: %v must exceed sip.registrar.max_expires (%v), or bindings vanish from the bucket before they expire", maxAge, maxExpires)
+	}
+	return nil
 }

@@ -151,6 +151,8 @@ func TestLoadRejects(t *testing.T) {
 		{name: "memory limit overflowing bytes", file: "runtime:\n  memory_limit_mb: 17592186044417\n", want: []string{"runtime.memory_limit_mb"}},
 		{name: "idle timeout within timer c", env: map[string]string{"PROXY_SIP_TCP_IDLE_TIMEOUT": "120s"}, want: []string{"tcp_idle_timeout", "invite_timeout"}},
 		{name: "gateway failure code of the callee", file: "sip:\n  gateway_failure:\n    codes: [486]\n", want: []string{"gateway_failure.codes[0]"}},
+		{name: "location max age not above the registrar's max expires", file: "location:\n  max_age: 1h\n", want: []string{"location.max_age", "sip.registrar.max_expires"}},
+		{name: "registrar max expires reaching location max age", env: map[string]string{"PROXY_SIP_REGISTRAR_MAX_EXPIRES": "7200"}, want: []string{"location.max_age", "sip.registrar.max_expires"}},
 		{name: "gateway failure codes from the environment", env: map[string]string{"PROXY_SIP_GATEWAY_FAILURE_CODES": "503"}, want: []string{"sip.gateway_failure.codes"}},
 	}
 	for _, tc := range tests {
@@ -221,5 +223,37 @@ func TestLoadGatewayFailurePerGroup(t *testing.T) {
 	}
 	if own.HoldDown != 45*time.Second || own.DownAfter != 2 || own.Codes == nil || len(own.Codes) != 0 {
 		t.Errorf("group with its own block: %+v", own)
+	}
+}
+
+// The location bucket's max_age is a safety net under the sweeper: it
+// must outlast the longest binding the registrar grants.
+func TestLocationMaxAgeAgainstRegistrarExpiry(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxAge     time.Duration
+		maxExpires int
+		wantErr    bool
+	}{
+		{name: "defaults", wantErr: false},
+		{name: "just above", maxAge: time.Hour + time.Second, maxExpires: 3600},
+		{name: "equal", maxAge: time.Hour, maxExpires: 3600, wantErr: true},
+		{name: "below", maxAge: 30 * time.Minute, wantErr: true},
+		{name: "registrar raised past the default max age", maxExpires: 3 * 3600, wantErr: true},
+		{name: "both raised", maxAge: 4 * time.Hour, maxExpires: 3 * 3600},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Defaults()
+			cfg.Location.MaxAge = tc.maxAge
+			cfg.SIP.Registrar.MaxExpires = tc.maxExpires
+			err := cfg.Validate()
+			if tc.wantErr != (err != nil) {
+				t.Fatalf("validate: %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "location.max_age") {
+				t.Fatalf("error %q does not name location.max_age", err)
+			}
+		})
 	}
 }

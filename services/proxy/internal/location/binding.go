@@ -42,22 +42,64 @@ type Binding struct {
 // Expired reports whether the binding has lapsed at now.
 func (b Binding) Expired(now time.Time) bool { return !now.Before(b.Expires) }
 
+// ErrConflict means other registrations of the AOR kept changing its
+// bindings between this update's read and its write, more times than an
+// update retries. Nothing was changed; the registrar answers 500 with
+// Retry-After so the phone tries again shortly.
+var ErrConflict = errors.New("bindings changed by concurrent updates")
+
+// ErrUnchanged, returned by a Change, leaves the bindings as they are:
+// Update then writes nothing and returns the live bindings.
+var ErrUnchanged = errors.New("bindings left unchanged")
+
+// Change computes an AOR's next bindings from its live ones, newest first.
+// Update may run it more than once, each time on a fresher read, so it must
+// have no effect besides its result. The slice it gets is its own to change.
+type Change func(live []Binding) ([]Binding, error)
+
 // Store is what the registrar and the router need from a location service.
 // Implementations must be safe for concurrent use.
 type Store interface {
 	// Lookup returns the live bindings of aor, newest first.
 	Lookup(ctx context.Context, aor string) ([]Binding, error)
-	// Save inserts or refreshes the binding keyed by (AOR, Contact).
-	Save(ctx context.Context, b Binding) error
-	// Remove deletes one contact of aor; removing an absent contact is not an error.
-	Remove(ctx context.Context, aor, contact string) error
+	// Update replaces the live bindings of aor with what change makes of
+	// them, atomically: no other Update of aor, through any replica, lands
+	// between the bindings change was given and the write of its result,
+	// so whatever change checks (CSeq order, the contact limit) still holds
+	// once written. Lapsed bindings are dropped on the way. It returns the
+	// bindings as stored, newest first, or change's error.
+	Update(ctx context.Context, aor string, change Change) ([]Binding, error)
 	// Count returns the number of live bindings, for the active-registrations gauge.
 	Count() int
 }
 
-// sortNewestFirst orders bindings by UpdatedAt descending, contact as tie-break
-// so the order is deterministic.
-func sortNewestFirst(bs []Binding) {
+// liveBindings returns a fresh slice of the bindings of bs that have not
+// lapsed at now, newest first.
+func liveBindings(bs []Binding, now time.Time) []Binding {
+	out := make([]Binding, 0, len(bs))
+	for _, b := range bs {
+		if !b.Expired(now) {
+			out = append(out, b)
+		}
+	}
+	SortNewestFirst(out)
+	return out
+}
+
+// hasLapsed reports whether any binding of bs has lapsed at now.
+func hasLapsed(bs []Binding, now time.Time) bool {
+	for _, b := range bs {
+		if b.Expired(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// SortNewestFirst orders bindings by UpdatedAt descending, contact as
+// tie-break so the order is deterministic: the order routing tries them in
+// and the registrar evicts from the end of.
+func SortNewestFirst(bs []Binding) {
 	slices.SortFunc(bs, func(a, b Binding) int {
 		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
 			return c

@@ -2,13 +2,10 @@ package location
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,12 +23,24 @@ const (
 	kvWatchRetry = time.Second
 )
 
+// Compare-and-set retries of one Update. Each failed attempt means another
+// update of the AOR landed first, so every round lets one through; a
+// handful covers the phones of one user registering at once.
+const (
+	updateAttempts = 8
+	// updateBackoff is the most the first retry waits; each further one
+	// may wait twice as long, jittered so that contenders spread out
+	// (at most about 0.25s over all attempts).
+	updateBackoff = 2 * time.Millisecond
+)
+
 // KVConfig configures the JetStream key-value location store.
 type KVConfig struct {
 	// Bucket is the KV bucket name (default "sip_location").
 	Bucket string `yaml:"bucket"`
-	// MaxAge drops a key nobody refreshed for this long, a safety net under the
-	// sweeper; it must exceed the registrar's maximum expiry (default 2h).
+	// MaxAge drops a key nobody rewrote for this long, a safety net under
+	// the sweeper; it must exceed the registrar's maximum expiry, which
+	// the proxy checks at start (default 2h).
 	MaxAge time.Duration `yaml:"max_age"`
 	// Replicas is the stream replication factor (default 1).
 	Replicas int `yaml:"replicas"`
@@ -39,7 +48,8 @@ type KVConfig struct {
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
-func (c KVConfig) withDefaults() KVConfig {
+// WithDefaults returns a copy with every zero field set to its default.
+func (c KVConfig) WithDefaults() KVConfig {
 	if c.Bucket == "" {
 		c.Bucket = DefaultKVBucket
 	}
@@ -55,31 +65,26 @@ func (c KVConfig) withDefaults() KVConfig {
 	return c
 }
 
-// KVStore keeps bindings in a JetStream KV bucket so every proxy replica sees
-// every registration. One key per (AOR, contact) means refreshes from
-// different replicas never contend on a shared record. Run keeps a watched
-// in-memory replica; once it has caught up, lookups are served from memory,
-// so routing survives a short bus outage.
+// KVStore keeps bindings in a JetStream KV bucket so every proxy replica
+// sees every registration: one key per AOR (see aorRecord), rewritten by
+// compare-and-set on its revision. Run keeps a watched in-memory replica;
+// once it has caught up, lookups are served from memory, so routing
+// survives a short bus outage.
 type KVStore struct {
 	kv    jetstream.KeyValue
 	cfg   KVConfig
 	log   zerolog.Logger
-	local *MemoryStore
+	local *replica
 
 	synced atomic.Bool
-
-	keysMu sync.Mutex
-	keys   map[string]keyOwner // KV key -> binding identity, to apply deletes
 }
-
-type keyOwner struct{ aor, contact string }
 
 // NewKVStore creates (or opens) the bucket.
 func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig, log zerolog.Logger) (*KVStore, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
-		Description: "SIP registrations, one key per AOR contact",
+		Description: "SIP registrations, one key per AOR",
 		History:     1,
 		TTL:         cfg.MaxAge,
 		Replicas:    cfg.Replicas,
@@ -91,103 +96,169 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig, log z
 		kv:    kv,
 		cfg:   cfg,
 		log:   log.With().Str("component", "location").Logger(),
-		local: NewMemoryStore(nil),
-		keys:  make(map[string]keyOwner),
+		local: newReplica(),
 	}, nil
-}
-
-// bindingKey maps (aor, contact) onto the KV key alphabet. The AOR part is a
-// reversible prefix so one AOR's keys can be listed with a wildcard.
-func bindingKey(aor, contact string) string {
-	sum := sha256.Sum256([]byte(contact))
-	return aorPrefix(aor) + "." + hex.EncodeToString(sum[:12])
-}
-
-func aorPrefix(aor string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strings.ToLower(aor)))
 }
 
 // Lookup serves from the watched replica once it is in sync, else reads the bucket.
 func (s *KVStore) Lookup(ctx context.Context, aor string) ([]Binding, error) {
-	if s.synced.Load() {
-		return s.local.Lookup(ctx, aor)
-	}
-	lister, err := s.kv.ListKeysFiltered(ctx, aorPrefix(aor)+".*")
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("list keys of %s: %w: %w", aor, ErrUnavailable, err)
-	}
-	var out []Binding
 	now := time.Now()
-	for key := range lister.Keys() {
-		entry, err := s.kv.Get(ctx, key)
+	if s.synced.Load() {
+		return s.local.lookup(aor, now), nil
+	}
+	bindings, _, err := s.read(ctx, aor)
+	if err != nil {
+		return nil, err
+	}
+	return liveBindings(bindings, now), nil
+}
+
+// Update reads the AOR's record, applies change and writes the result only
+// if the record is still at the revision read; when another update came
+// first it reads again and retries, up to updateAttempts, then fails with
+// ErrConflict.
+//
+// The first attempt starts from the local replica when it is in sync,
+// which saves a round trip on the usual path: a stale replica costs only
+// a failed compare-and-set. A refusal or a no-op is only believed on a
+// fresh read, though, since the replica may not have the latest state yet.
+func (s *KVStore) Update(ctx context.Context, aor string, change Change) ([]Binding, error) {
+	fromReplica := s.synced.Load()
+	for attempt := 1; ; attempt++ {
+		var (
+			stored []Binding
+			rev    uint64
+			err    error
+		)
+		if fromReplica {
+			stored, rev = s.local.state(aor)
+		} else if stored, rev, err = s.read(ctx, aor); err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		live := liveBindings(stored, now)
+		next, err := change(slices.Clone(live))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if fromReplica {
+				fromReplica = false
 				continue
 			}
-			return nil, fmt.Errorf("get %s: %w: %w", key, ErrUnavailable, err)
+			if errors.Is(err, ErrUnchanged) {
+				return live, nil
+			}
+			return nil, err
 		}
-		var b Binding
-		if err := json.Unmarshal(entry.Value(), &b); err != nil {
-			continue
+		next = liveBindings(next, now)
+		err = s.write(ctx, aor, rev, next, now)
+		if err == nil {
+			return next, nil
 		}
-		// The key prefix folds case, but the user part of an AOR does not
-		// (RFC 3261 19.1.4): Bob's keys share bob's prefix.
-		if b.AOR != aor {
-			continue
+		if !isRevisionConflict(err) {
+			return nil, err
 		}
-		if !b.Expired(now) {
-			out = append(out, b)
+		if attempt == updateAttempts {
+			return nil, fmt.Errorf("update %s after %d attempts: %w", aor, attempt, ErrConflict)
+		}
+		fromReplica = false
+		if err := pause(ctx, rand.N(updateBackoff<<(attempt-1))); err != nil {
+			return nil, fmt.Errorf("update %s: %w: %w", aor, ErrUnavailable, err)
 		}
 	}
-	sortNewestFirst(out)
-	return out, nil
 }
 
-// Save writes the binding to the bucket and to the local replica, so this
-// replica reads its own write before the watcher echoes it.
-func (s *KVStore) Save(ctx context.Context, b Binding) error {
-	data, err := json.Marshal(b)
+// read returns the AOR's bindings as stored, lapsed ones included, and the
+// record's revision (0 when there is none).
+func (s *KVStore) read(ctx context.Context, aor string) ([]Binding, uint64, error) {
+	entry, err := s.kv.Get(ctx, recordKey(aor))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
 	if err != nil {
-		return fmt.Errorf("encode binding: %w", err)
+		return nil, 0, fmt.Errorf("get bindings of %s: %w: %w", aor, ErrUnavailable, err)
 	}
-	key := bindingKey(b.AOR, b.Contact)
-	if _, err := s.kv.Put(ctx, key, data); err != nil {
-		return fmt.Errorf("put binding %s: %w: %w", b.AOR, ErrUnavailable, err)
+	r, err := decodeRecord(entry.Value())
+	if err != nil {
+		// Nothing can use a record nobody can read: the next update
+		// replaces it, at its revision, rather than the AOR being unable
+		// to register until the bucket drops the key.
+		s.log.Warn().Err(err).Str("aor", aor).Msg("replacing undecodable bindings")
+		return nil, entry.Revision(), nil
 	}
-	s.remember(key, b.AOR, b.Contact)
-	return s.local.Save(ctx, b)
+	return r.Bindings, entry.Revision(), nil
 }
 
-// Remove deletes the binding from the bucket and the local replica.
-func (s *KVStore) Remove(ctx context.Context, aor, contact string) error {
-	if err := s.kv.Delete(ctx, bindingKey(aor, contact)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("delete binding %s: %w: %w", aor, ErrUnavailable, err)
+// write stores bindings as the AOR's record if the record is still at rev
+// (0: absent), deleting it when no binding is left, and applies the result
+// to the local replica so this replica reads its own write at once.
+func (s *KVStore) write(ctx context.Context, aor string, rev uint64, bindings []Binding, now time.Time) error {
+	key := recordKey(aor)
+	if len(bindings) == 0 {
+		if rev == 0 {
+			return nil
+		}
+		if err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
+			return fmt.Errorf("delete bindings of %s: %w", aor, classifyKVError(err))
+		}
+		// The delete marker's revision is not returned, but it is above
+		// rev, and no other write of the key comes between: rev+1 orders
+		// the tombstone after the record deleted and before any later
+		// one; the watcher then brings the marker's own.
+		s.local.set(aor, nil, rev+1, now)
+		return nil
 	}
-	return s.local.Remove(ctx, aor, contact)
+	data, err := encodeRecord(aor, bindings)
+	if err != nil {
+		return err
+	}
+	var newRev uint64
+	if rev == 0 {
+		newRev, err = s.kv.Create(ctx, key, data)
+	} else {
+		newRev, err = s.kv.Update(ctx, key, data, rev)
+	}
+	if err != nil {
+		return fmt.Errorf("write bindings of %s: %w", aor, classifyKVError(err))
+	}
+	// The replica keeps its own copy: Update hands bindings to its caller.
+	s.local.set(aor, slices.Clone(bindings), newRev, now)
+	return nil
+}
+
+// errRevisionConflict marks a compare-and-set that lost to another write.
+var errRevisionConflict = errors.New("record changed since it was read")
+
+// classifyKVError tells a lost compare-and-set from the bus being away.
+func classifyKVError(err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return fmt.Errorf("%w: %w", errRevisionConflict, err)
+	case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+		// A Create over a delete marker reports the conflict unwrapped.
+		return fmt.Errorf("%w: %w", errRevisionConflict, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+func isRevisionConflict(err error) bool { return errors.Is(err, errRevisionConflict) }
+
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Count returns the live bindings known to the local replica.
-func (s *KVStore) Count() int { return s.local.Count() }
+func (s *KVStore) Count() int { return s.local.count(time.Now()) }
 
 // Synced reports whether the local replica has caught up with the bucket.
 func (s *KVStore) Synced() bool { return s.synced.Load() }
-
-func (s *KVStore) remember(key, aor, contact string) {
-	s.keysMu.Lock()
-	s.keys[key] = keyOwner{aor: aor, contact: contact}
-	s.keysMu.Unlock()
-}
-
-func (s *KVStore) forget(key string) (keyOwner, bool) {
-	s.keysMu.Lock()
-	owner, ok := s.keys[key]
-	delete(s.keys, key)
-	s.keysMu.Unlock()
-	return owner, ok
-}
 
 // Run watches the bucket into the local replica and sweeps lapsed bindings
 // until ctx ends. It returns only after its goroutines have exited.
@@ -208,7 +279,7 @@ func (s *KVStore) Run(ctx context.Context) error {
 }
 
 func (s *KVStore) watch(ctx context.Context) error {
-	w, err := s.kv.WatchAll(ctx)
+	w, err := s.kv.Watch(ctx, recordKeyPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("watch location bucket: %w", err)
 	}
@@ -221,79 +292,30 @@ func (s *KVStore) watch(ctx context.Context) error {
 			if !ok {
 				return errors.New("watcher closed")
 			}
-			s.apply(ctx, entry)
+			s.apply(entry)
 		}
 	}
 }
 
-func (s *KVStore) apply(ctx context.Context, entry jetstream.KeyValueEntry) {
+func (s *KVStore) apply(entry jetstream.KeyValueEntry) {
 	if entry == nil {
 		// The watcher delivers nil once it has replayed the current values.
 		s.synced.Store(true)
 		return
 	}
-	switch entry.Operation() {
-	case jetstream.KeyValuePut:
-		var b Binding
-		if err := json.Unmarshal(entry.Value(), &b); err != nil {
-			s.log.Debug().Err(err).Str("key", entry.Key()).Msg("skip undecodable binding")
-			return
-		}
-		s.remember(entry.Key(), b.AOR, b.Contact)
-		_ = s.local.Save(ctx, b)
-	default:
-		if owner, ok := s.forget(entry.Key()); ok {
-			_ = s.local.Remove(ctx, owner.aor, owner.contact)
-		}
+	aor, ok := aorOfKey(entry.Key())
+	if !ok {
+		return
 	}
-}
-
-func (s *KVStore) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.Sweep(ctx)
-		}
+	now := time.Now()
+	if entry.Operation() != jetstream.KeyValuePut {
+		s.local.set(aor, nil, entry.Revision(), now)
+		return
 	}
-}
-
-// Sweep deletes lapsed bindings from the bucket. Every replica may sweep:
-// deleting a key twice is harmless.
-func (s *KVStore) Sweep(ctx context.Context) {
-	for _, b := range s.local.Expired() {
-		if err := s.deleteLapsed(ctx, bindingKey(b.AOR, b.Contact)); err != nil {
-			s.log.Debug().Err(err).Str("aor", b.AOR).Msg("sweep binding")
-		}
-	}
-	// Only what is still lapsed goes: the watcher may have delivered a
-	// refresh since Expired was taken.
-	s.local.PruneExpired()
-}
-
-// deleteLapsed deletes key only while the bucket still holds a lapsed
-// binding there. That this replica's copy has lapsed proves nothing about
-// the bucket: the phone may have refreshed through another replica a moment
-// ago, and the watcher not delivered it yet. The delete is conditional on
-// the revision read, so a refresh landing in between survives as well.
-func (s *KVStore) deleteLapsed(ctx context.Context, key string) error {
-	entry, err := s.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
-	}
+	r, err := decodeRecord(entry.Value())
 	if err != nil {
-		return fmt.Errorf("get %s: %w: %w", key, ErrUnavailable, err)
+		s.log.Debug().Err(err).Str("key", entry.Key()).Msg("skip undecodable bindings")
+		return
 	}
-	var b Binding
-	if err := json.Unmarshal(entry.Value(), &b); err == nil && !b.Expired(time.Now()) {
-		return nil
-	}
-	err = s.kv.Delete(ctx, key, jetstream.LastRevision(entry.Revision()))
-	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("delete %s: %w: %w", key, ErrUnavailable, err)
-	}
-	return nil
+	s.local.set(aor, r.Bindings, entry.Revision(), now)
 }

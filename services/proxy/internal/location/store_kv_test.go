@@ -80,9 +80,7 @@ func TestKVStoreSharedAcrossReplicas(t *testing.T) {
 		{AOR: "carol@localhost", Contact: "sip:carol@10.0.0.3", Expires: now.Add(200 * time.Millisecond), UpdatedAt: now},
 	}
 	for _, bd := range bindings {
-		if err := a.Save(ctx, bd); err != nil {
-			t.Fatal(err)
-		}
+		save(t, a, bd)
 	}
 	tests := []struct {
 		name string
@@ -120,9 +118,7 @@ func TestKVStoreSharedAcrossReplicas(t *testing.T) {
 		}
 	})
 	t.Run("remove propagates", func(t *testing.T) {
-		if err := b.Remove(ctx, "bob@localhost", "sip:bob@10.0.0.1:5060"); err != nil {
-			t.Fatal(err)
-		}
+		remove(t, b, "bob@localhost", "sip:bob@10.0.0.1:5060")
 		deadline := time.Now().Add(5 * time.Second)
 		for a.Count() != 1 {
 			if time.Now().After(deadline) {
@@ -155,15 +151,13 @@ func TestKVSweepSparesRefreshedBinding(t *testing.T) {
 	b := openKVStore(t, srv.ClientURL())
 	ctx := context.Background()
 	now := time.Now()
-	lapsed := Binding{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1:5060", Expires: now.Add(-time.Second), CallID: "c1", CSeq: 1, UpdatedAt: now.Add(-time.Hour)}
-	if err := a.Save(ctx, lapsed); err != nil {
-		t.Fatal(err)
-	}
-	refreshed := lapsed
+	soon := Binding{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1:5060", Expires: now.Add(200 * time.Millisecond), CallID: "c1", CSeq: 1, UpdatedAt: now}
+	save(t, a, soon)
+	refreshed := soon
 	refreshed.Expires, refreshed.CSeq, refreshed.UpdatedAt = now.Add(time.Hour), 2, now
-	if err := b.Save(ctx, refreshed); err != nil {
-		t.Fatal(err)
-	}
+	save(t, b, refreshed)
+	// a still holds the first binding, which lapses here.
+	waitUntil(t, "a's copy lapsed", func() bool { return len(a.local.lapsed(time.Now())) == 1 })
 	a.Sweep(ctx)
 	got, err := b.Lookup(ctx, "bob@localhost")
 	if err != nil {
@@ -174,17 +168,16 @@ func TestKVSweepSparesRefreshedBinding(t *testing.T) {
 	}
 
 	// Once the bucket's binding has lapsed too, the sweep deletes it.
-	stale := refreshed
-	stale.Expires = now.Add(-time.Second)
-	if err := b.Save(ctx, stale); err != nil {
-		t.Fatal(err)
-	}
+	brief := refreshed
+	brief.Expires, brief.CSeq = time.Now().Add(200*time.Millisecond), 3
+	save(t, b, brief)
+	waitUntil(t, "b's copy lapsed", func() bool { return len(b.local.lapsed(time.Now())) == 1 })
 	b.Sweep(ctx)
 	if got, err := a.Lookup(ctx, "bob@localhost"); err != nil || len(got) != 0 {
 		t.Fatalf("lapsed binding not swept: %+v, %v", got, err)
 	}
-	if _, err := b.kv.Get(ctx, bindingKey(stale.AOR, stale.Contact)); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("lapsed key still in the bucket: %v", err)
+	if _, err := b.kv.Get(ctx, recordKey(brief.AOR)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("lapsed record still in the bucket: %v", err)
 	}
 }
 
@@ -201,9 +194,7 @@ func TestKVLookupBeforeSyncKeepsAORsApart(t *testing.T) {
 		{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1", Expires: now.Add(time.Hour), UpdatedAt: now},
 		{AOR: "Bob@localhost", Contact: "sip:Bob@10.0.0.2", Expires: now.Add(time.Hour), UpdatedAt: now},
 	} {
-		if err := a.Save(ctx, bd); err != nil {
-			t.Fatal(err)
-		}
+		save(t, a, bd)
 	}
 	for _, aor := range []string{"bob@localhost", "Bob@localhost"} {
 		got, err := b.Lookup(ctx, aor)
@@ -212,6 +203,26 @@ func TestKVLookupBeforeSyncKeepsAORsApart(t *testing.T) {
 		}
 		if len(got) != 1 || got[0].AOR != aor {
 			t.Errorf("lookup %s before sync: %+v", aor, got)
+		}
+	}
+}
+
+// TestKVStoreReadsItsOwnWrites: once an update returns, the replica that
+// made it routes by it, before its watcher echoes it back.
+func TestKVStoreReadsItsOwnWrites(t *testing.T) {
+	s := newKVStore(t, startNATS(t).ClientURL())
+	waitUntil(t, "replica in sync", s.Synced)
+	ctx := context.Background()
+	now := time.Now()
+	for i := range 20 {
+		b := Binding{AOR: "bob@localhost", Contact: "sip:bob@10.0.0.1", CSeq: uint32(i), Expires: now.Add(time.Hour), UpdatedAt: now}
+		save(t, s, b)
+		if got, err := s.Lookup(ctx, b.AOR); err != nil || len(got) != 1 || got[0].CSeq != b.CSeq {
+			t.Fatalf("round %d: lookup after save: %+v, %v", i, got, err)
+		}
+		remove(t, s, b.AOR, b.Contact)
+		if got, err := s.Lookup(ctx, b.AOR); err != nil || len(got) != 0 {
+			t.Fatalf("round %d: lookup after remove: %+v, %v", i, got, err)
 		}
 	}
 }

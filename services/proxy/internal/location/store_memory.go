@@ -2,17 +2,21 @@ package location
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"time"
 )
 
-// MemoryStore is a process-local Store: the default for a single replica and
-// the local view the KV store keeps so routing survives a bus outage.
+// MemoryStore is a process-local Store, the default for a single replica.
+// One lock serialises its updates, which gives an Update the same
+// atomicity the KV store gets from compare-and-set: a Change is pure and
+// quick, so holding the lock while it runs costs nothing worth sharding.
 type MemoryStore struct {
 	now func() time.Time
 
 	mu   sync.RWMutex
-	aors map[string]map[string]Binding // aor -> contact -> binding
+	aors map[string][]Binding // aor -> its bindings, lapsed ones until the next update
 }
 
 // NewMemoryStore returns an empty store. now may be nil (time.Now).
@@ -20,49 +24,38 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryStore{now: now, aors: make(map[string]map[string]Binding)}
+	return &MemoryStore{now: now, aors: make(map[string][]Binding)}
 }
 
 // Lookup returns the live bindings of aor, newest first.
 func (m *MemoryStore) Lookup(_ context.Context, aor string) ([]Binding, error) {
 	now := m.now()
 	m.mu.RLock()
-	contacts := m.aors[aor]
-	out := make([]Binding, 0, len(contacts))
-	for _, b := range contacts {
-		if !b.Expired(now) {
-			out = append(out, b)
-		}
-	}
-	m.mu.RUnlock()
-	sortNewestFirst(out)
-	return out, nil
+	defer m.mu.RUnlock()
+	return liveBindings(m.aors[aor], now), nil
 }
 
-// Save inserts or replaces the binding keyed by (AOR, Contact).
-func (m *MemoryStore) Save(_ context.Context, b Binding) error {
+// Update applies change to the live bindings of aor under the store's lock.
+func (m *MemoryStore) Update(_ context.Context, aor string, change Change) ([]Binding, error) {
+	now := m.now()
 	m.mu.Lock()
-	contacts := m.aors[b.AOR]
-	if contacts == nil {
-		contacts = make(map[string]Binding)
-		m.aors[b.AOR] = contacts
+	defer m.mu.Unlock()
+	live := liveBindings(m.aors[aor], now)
+	next, err := change(slices.Clone(live))
+	if errors.Is(err, ErrUnchanged) {
+		return live, nil
 	}
-	contacts[b.Contact] = b
-	m.mu.Unlock()
-	return nil
-}
-
-// Remove deletes one contact of aor.
-func (m *MemoryStore) Remove(_ context.Context, aor, contact string) error {
-	m.mu.Lock()
-	if contacts := m.aors[aor]; contacts != nil {
-		delete(contacts, contact)
-		if len(contacts) == 0 {
-			delete(m.aors, aor)
-		}
+	if err != nil {
+		return nil, err
 	}
-	m.mu.Unlock()
-	return nil
+	next = liveBindings(next, now)
+	if len(next) == 0 {
+		delete(m.aors, aor)
+		return next, nil
+	}
+	// The store keeps its own copy: the caller may go on using next.
+	m.aors[aor] = append([]Binding(nil), next...)
+	return next, nil
 }
 
 // Count returns the number of live bindings.
@@ -70,8 +63,8 @@ func (m *MemoryStore) Count() int {
 	now := m.now()
 	n := 0
 	m.mu.RLock()
-	for _, contacts := range m.aors {
-		for _, b := range contacts {
+	for _, bs := range m.aors {
+		for _, b := range bs {
 			if !b.Expired(now) {
 				n++
 			}
@@ -79,38 +72,4 @@ func (m *MemoryStore) Count() int {
 	}
 	m.mu.RUnlock()
 	return n
-}
-
-// Expired returns the bindings whose expiry has passed, so a sweeper can
-// delete them from the shared store.
-func (m *MemoryStore) Expired() []Binding {
-	now := m.now()
-	var out []Binding
-	m.mu.RLock()
-	for _, contacts := range m.aors {
-		for _, b := range contacts {
-			if b.Expired(now) {
-				out = append(out, b)
-			}
-		}
-	}
-	m.mu.RUnlock()
-	return out
-}
-
-// PruneExpired drops lapsed bindings from memory only.
-func (m *MemoryStore) PruneExpired() {
-	now := m.now()
-	m.mu.Lock()
-	for aor, contacts := range m.aors {
-		for c, b := range contacts {
-			if b.Expired(now) {
-				delete(contacts, c)
-			}
-		}
-		if len(contacts) == 0 {
-			delete(m.aors, aor)
-		}
-	}
-	m.mu.Unlock()
 }

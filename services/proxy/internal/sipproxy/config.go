@@ -110,6 +110,27 @@ type Config struct {
 	TransactionLinger time.Duration `yaml:"transaction_linger"`
 	// MaxMessageSize is the largest accepted SIP message in bytes (default 8192).
 	MaxMessageSize int `yaml:"max_message_size"`
+	// UDPMTU is the size in bytes above which a request forwarded to a UDP
+	// target goes over udp_mtu_try_proto instead, when the target allows
+	// it (Kamailio's udp_mtu; default 1300, RFC 3261 18.1.1's figure for
+	// an unknown path MTU). Which targets allow it: a gateway whose
+	// transport is left unset (if no TCP connection can be made there, the
+	// request goes over UDP after all), and a phone registered over UDP,
+	// not behind NAT, whose Contact says transport=tcp. Every other request
+	// stays on UDP whatever its size, and IP fragments it; responses always
+	// go back the way their request came.
+	UDPMTU int `yaml:"udp_mtu"`
+	// UDPMTUTryProto is the transport tried for such a request: "tcp"
+	// (default) or "udp", which keeps every request on UDP (Kamailio's
+	// udp_mtu_try_proto). TCP is only tried when this proxy serves tcp.
+	UDPMTUTryProto string `yaml:"udp_mtu_try_proto"`
+	// UDPMaxMessageSize is the largest message sent over UDP, in bytes
+	// (default 65507, what one IPv4 datagram carries, as Kamailio sends).
+	// A larger request is answered 513; a larger response is not sent.
+	// sipgo's limit is process-wide, so ApplyUDPLimits sets it once at
+	// start, with the receive buffer that max_message_size needs; New
+	// does not.
+	UDPMaxMessageSize int `yaml:"udp_max_message_size"`
 	// UserAgentBlocklist drops requests whose User-Agent contains any entry
 	// (case-insensitive), e.g. "friendly-scanner", "sipvicious".
 	UserAgentBlocklist []string `yaml:"user_agent_blocklist"`
@@ -243,10 +264,16 @@ type Gateway struct {
 	Name string `yaml:"name"`
 	// Addr is host:port.
 	Addr string `yaml:"addr"`
-	// Transport: "udp" (default), "tcp" or "tls".
+	// Transport: "udp", "tcp" or "tls". Unset is UDP, except that a
+	// request larger than udp_mtu tries TCP first; "udp" keeps every
+	// request on UDP.
 	Transport string `yaml:"transport"`
 	// Weight for the weighted policy (default 1).
 	Weight int `yaml:"weight"`
+
+	// transportUnset records that Transport was left to its default, which
+	// lets a large request try TCP (see Config.UDPMTU).
+	transportUnset bool
 }
 
 // ProbeConfig drives OPTIONS health checks of gateways.
@@ -292,6 +319,9 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.CancelWait, DefaultCancelWait)
 	setDefault(&c.TransactionLinger, DefaultTransactionLinger)
 	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
+	setDefault(&c.UDPMTU, DefaultUDPMTU)
+	setDefault(&c.UDPMTUTryProto, DefaultUDPMTUTryProto)
+	setDefault(&c.UDPMaxMessageSize, DefaultUDPMaxMessageSize)
 	setDefault(&c.DrainRetryAfter, DefaultDrainRetryAfter)
 	setDefault(&c.UserAgent, DefaultUserAgent)
 	setDefault(&c.TCPIdleTimeout, DefaultTCPIdleTimeout)
@@ -322,7 +352,9 @@ func (c Config) WithDefaults() Config {
 		g.Failure = g.Failure.over(c.GatewayFailure)
 		gws := make([]Gateway, len(g.Gateways))
 		for j, gw := range g.Gateways {
-			setDefault(&gw.Transport, DefaultGatewayTransport)
+			if gw.Transport == "" {
+				gw.Transport, gw.transportUnset = DefaultGatewayTransport, true
+			}
 			setDefault(&gw.Weight, DefaultGatewayWeight)
 			setDefault(&gw.Name, gw.Addr)
 			gws[j] = gw
@@ -384,6 +416,7 @@ func (c Config) Validate() error {
 	if c.MaxMessageSize < 1024 || c.MaxMessageSize > 65535 {
 		bad("max_message_size", "%d outside 1024..65535", c.MaxMessageSize)
 	}
+	c.validateUDPLimits(bad)
 	if c.InviteTimeout < time.Second {
 		bad("invite_timeout", "%v below 1s", c.InviteTimeout)
 	}

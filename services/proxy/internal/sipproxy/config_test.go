@@ -39,6 +39,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "hold-down too short", cfg: Config{GatewayFailure: GatewayFailure{HoldDown: 10 * time.Millisecond}}, wantErr: "gateway_failure.hold_down"},
 		{name: "retry-after cap below 1s", cfg: Config{GatewayFailure: GatewayFailure{MaxRetryAfter: 500 * time.Millisecond}}, wantErr: "gateway_failure.max_retry_after"},
 		{name: "group failure code of the callee", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: gw.Gateways, Failure: GatewayFailure{Codes: []int{404}}}}}, wantErr: "gateway_groups[0].failure.codes[0]"},
+		{name: "udp mtu below the floor", cfg: Config{UDPMTU: 100}, wantErr: "udp_mtu"},
+		{name: "udp mtu above the udp limit", cfg: Config{UDPMTU: 9000, UDPMaxMessageSize: 8000}, wantErr: "udp_mtu"},
+		{name: "jumbo udp mtu", cfg: Config{UDPMTU: 8000}},
+		{name: "unknown try proto", cfg: Config{UDPMTUTryProto: "sctp"}, wantErr: "udp_mtu_try_proto"},
+		{name: "try proto udp", cfg: Config{UDPMTUTryProto: "udp"}},
+		{name: "udp limit below sipgo's", cfg: Config{UDPMaxMessageSize: 1200, UDPMTU: 1000}, wantErr: "udp_max_message_size"},
+		{name: "udp limit above a datagram", cfg: Config{UDPMaxMessageSize: 70000}, wantErr: "udp_max_message_size"},
 		{name: "group failure policy", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: gw.Gateways, Failure: GatewayFailure{DownAfter: 3, Codes: []int{408, 500, 503}, HoldDown: time.Minute}}}}},
 	}
 	for _, tc := range tests {

@@ -43,6 +43,11 @@ var (
 // where a failure of our own (a store or fleet we need) is a 503.
 var errNextHopUnreachable = errors.New("next hop unreachable")
 
+// registerConflictRetryAfter is the Retry-After of the 500 answering a
+// REGISTER that lost every compare-and-set to concurrent registrations of
+// its AOR: those are over within a fraction of a second.
+const registerConflictRetryAfter = time.Second
+
 // failure is how the proxy answers an error: status, reason phrase, metric
 // reason, and the extra headers the status needs.
 type failure struct {
@@ -69,6 +74,8 @@ func (s *Server) classify(err error) failure {
 	switch {
 	case f.reason == "draining":
 		f.retryAfter = s.cfg.DrainRetryAfter
+	case f.reason == "location_conflict":
+		f.retryAfter = registerConflictRetryAfter
 	case f.code == sip.StatusServiceUnavailable && s.media != nil:
 		f.retryAfter = s.media.RetryAfter
 	case f.code == sip.StatusServiceUnavailable:
@@ -139,6 +146,10 @@ func classifySIP(err error) (code int, phrase string, reason string) {
 		return sip.StatusServiceUnavailable, "Service Unavailable", "draining"
 	case errors.Is(err, location.ErrUnavailable):
 		return sip.StatusServiceUnavailable, "Service Unavailable", "location_unavailable"
+	case errors.Is(err, location.ErrConflict):
+		// Our registrar's failure, not an overload (a 503 would steer the
+		// phone to another server): it may retry shortly.
+		return sip.StatusInternalServerError, "Server Internal Error", "location_conflict"
 	case errors.Is(err, errNoRoute):
 		return sip.StatusNotFound, "Not Found", "no_route"
 	case errors.Is(err, errNoGateway):

@@ -397,17 +397,20 @@ func TestGatewayFailureInheritance(t *testing.T) {
 
 // A request too large for UDP cannot be sent to a UDP gateway, which is
 // the request's fault: one caller's large INVITE must not take the group
-// out, gateway after gateway of its failover.
+// out, gateway after gateway of its failover. Too large is above
+// udp_max_message_size (one datagram's 65507 bytes): the request arrives
+// over TCP just below max_message_size and grows by our Via and
+// Record-Route. The gateways take no TCP, which the request tries first.
 func TestOversizedRequestIsNoGatewayFailure(t *testing.T) {
 	first, second := newRawGateway(t, 200), newRawGateway(t, 200)
 	cfg := pstnConfig(PolicyRoundRobin, first, second)
 	cfg.Transports = []string{"udp", "tcp"}
+	cfg.MaxMessageSize = 65535
 	p := startProxy(t, cfg)
 	conn := dialTCP(t, p)
 	phone := &streamPhone{t: t, conn: conn, r: bufio.NewReader(conn)}
-	body := "v=0\r\n" + strings.Repeat("a=x-padding:0123456789abcdef0123456789abcdef\r\n", 40)
 	local := conn.LocalAddr().String()
-	phone.send("INVITE sip:+15551234@localhost SIP/2.0\r\n" +
+	head := "INVITE sip:+15551234@localhost SIP/2.0\r\n" +
 		"Via: SIP/2.0/TCP " + local + ";branch=z9hG4bK-large\r\n" +
 		"Max-Forwards: 70\r\n" +
 		"From: <sip:alice@localhost>;tag=a1\r\n" +
@@ -415,14 +418,16 @@ func TestOversizedRequestIsNoGatewayFailure(t *testing.T) {
 		"Call-ID: large@test\r\n" +
 		"CSeq: 1 INVITE\r\n" +
 		"Contact: <sip:alice@" + local + ";transport=tcp>\r\n" +
-		"Content-Type: application/sdp\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+		"Content-Type: application/sdp\r\n"
+	const inbound = DefaultUDPMaxMessageSize - 40 // above it once forwarded
+	body := "v=0\r\n" + strings.Repeat("a", inbound-len(head)-len("Content-Length: 65000\r\n\r\n")-len("v=0\r\n"))
+	phone.send(head + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 	res := phone.response("large@test")
 	for res.StatusCode < 200 {
 		res = phone.response("large@test")
 	}
-	if res.StatusCode == 200 {
-		t.Fatal("a request too large for UDP reached a UDP gateway: the test proves nothing")
+	if res.StatusCode != sip.StatusMessageTooLarge {
+		t.Fatalf("status %d, want 513: the request must be too large for UDP, or the test proves nothing", res.StatusCode)
 	}
 	for _, name := range []string{"a", "b"} {
 		gw := gatewayMetrics{p: p, group: "pstn", gateway: name}

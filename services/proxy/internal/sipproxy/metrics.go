@@ -26,6 +26,7 @@ type metrics struct {
 	mediaRequests   *prometheus.CounterVec
 	mediaHangups    *prometheus.CounterVec
 	eventsDropped   *prometheus.CounterVec
+	udpMTUExceeded  *prometheus.CounterVec
 	registrationsFn func() int
 }
 
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 			Name: "sip_proxy_rate_limited_total",
 			Help: "Messages dropped by the per-source rate limiter.",
 		}),
+		udpMTUExceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_udp_mtu_exceeded_total",
+			Help: "Requests larger than udp_mtu to UDP targets that take TCP, by the transport they went over (udp: no TCP connection could be made).",
+		}, []string{"sent_over"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_dropped_total",
 			Help: "Messages dropped or rejected as malformed or unwanted, by reason.",
@@ -102,7 +107,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		m.requests, m.responses, m.txDuration, m.registrations, m.authFailures,
 		m.rateLimited, m.dropped, m.gatewayUp, m.gatewayFailures, m.gatewayDowns,
 		m.idleClosed, m.forwardFailures, m.inflight,
-		m.mediaRequests, m.mediaHangups, m.eventsDropped,
+		m.mediaRequests, m.mediaHangups, m.eventsDropped, m.udpMTUExceeded,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -122,6 +127,9 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	}
 	for _, tp := range []string{"tcp", "tls"} {
 		m.idleClosed.WithLabelValues(tp)
+	}
+	for _, tp := range []string{"tcp", "udp"} {
+		m.udpMTUExceeded.WithLabelValues(tp)
 	}
 	m.authFailures.WithLabelValues("wrong_response")
 	m.forwardFailures.WithLabelValues("no_route")

@@ -15,11 +15,11 @@ var responsePrefix = []byte("SIP/2.0 ")
 // its rate.
 var errStreamRateLimited = errors.New("source over its rate on a stream connection")
 
-// readFilter runs on raw bytes before sipgo parses them: oversize datagrams
-// and sources over their rate are dropped here, at the cheapest point, and
-// the ACKs takeACK relays itself never reach sipgo. For a datagram it never
-// returns an error, because sipgo stops reading the UDP socket, everyone's,
-// whose filter fails.
+// readFilter runs on raw bytes before sipgo parses them: oversize (or cut)
+// datagrams and sources over their rate are dropped here, at the cheapest
+// point, and the ACKs takeACK relays itself never reach sipgo. For a
+// datagram it never returns an error, because sipgo stops reading the UDP
+// socket, everyone's, whose filter fails.
 //
 // On TCP and TLS the data is one read of a stream, which need not begin or
 // end where a message does: dropping it would leave the parser to join
@@ -28,7 +28,9 @@ var errStreamRateLimited = errors.New("source over its rate on a stream connecti
 // rate gets its connection closed instead, which sipgo does for that one
 // connection when the filter fails.
 func (s *Server) readFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
-	if info.Transport == "UDP" && len(data) > s.cfg.MaxMessageSize {
+	// A datagram that filled the read buffer may have been cut short by it,
+	// and without a Content-Length the rest would parse as a whole message.
+	if info.Transport == "UDP" && (len(data) > s.cfg.MaxMessageSize || cutByReadBuffer(len(data))) {
 		s.m.dropped.WithLabelValues("too_large").Inc()
 		return nil, nil
 	}

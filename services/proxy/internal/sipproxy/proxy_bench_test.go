@@ -167,3 +167,22 @@ func BenchmarkIdleConnRead(b *testing.B) {
 		_, _ = c.Read(buf)
 	}
 }
+
+// BenchmarkRequestSize is what a branch to a UDP target that takes TCP
+// pays to learn whether it is above udp_mtu; other branches skip it.
+func BenchmarkRequestSize(b *testing.B) {
+	s := benchServer(b)
+	req := parseBench[*sip.Request](b, benchInvite)
+	c := &call{req: req, serverLog: &s.log}
+	c.loop = loopHash(req)
+	base, _ := s.prepareForward(c)
+	out := forwardCopy(base)
+	out.PrependHeader(s.ourVia("UDP", newBranch(c.loop)))
+	s.addRecordRoute(out, req.Transport(), "UDP", c.recordRouteParams())
+	b.ReportAllocs()
+	for b.Loop() {
+		if requestSize(out) > DefaultUDPMTU {
+			b.Fatal("the benchmark invite is small")
+		}
+	}
+}

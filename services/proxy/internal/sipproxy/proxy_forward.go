@@ -237,9 +237,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 	}
 	s.address(out, t)
 
-	ctx, cancel := sendContext(t)
-	tx, err := s.txl.Request(ctx, out)
-	cancel()
+	tx, err := s.sendBranch(c, out, t)
 	if err != nil {
 		return branchResult{err: fmt.Errorf("send to %s: %w", t.dest, errors.Join(sip.ErrTransactionTransport, err)), silent: true}
 	}

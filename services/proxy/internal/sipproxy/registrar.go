@@ -55,69 +55,87 @@ func (s *Server) register(c *call) error {
 		}
 	}
 
+	now := s.now()
+	binding := s.newBinding(req, aor, now)
+	var repeated bool
 	ctx, cancel := context.WithTimeout(context.Background(), defaultConnectTimeout)
 	defer cancel()
-	current, err := s.loc.Lookup(ctx, aor)
-	if err != nil {
-		return fmt.Errorf("look up %s: %w", aor, err)
-	}
-	now := s.now()
-	callID := req.CallID().Value()
-	seq := req.CSeq().SeqNo
-	switch registerOrder(current, updates, wildcard, callID, seq) {
-	case orderOlder:
-		// An older REGISTER overtaking a newer one must not undo it: the
-		// update is aborted and the request fails (steps 6 and 7).
-		return fmt.Errorf("register cseq %d not above a binding's of call-id %q: %w", seq, callID, errMalformed)
-	case orderRepeated:
-		// The same request again, arriving after its transaction was
-		// forgotten: it was applied once, so answer with what is bound.
-		s.replyBindings(c, current, now)
-		return nil
-	}
-
-	if wildcard {
-		for _, b := range current {
-			if err := s.loc.Remove(ctx, aor, b.Contact); err != nil {
-				return fmt.Errorf("unregister %s: %w", aor, err)
-			}
+	// The whole check-and-apply runs inside the store's atomic update, on
+	// the bindings as they are when it writes: a REGISTER racing this one
+	// through any replica is ordered before or after it, never between.
+	bindings, err := s.loc.Update(ctx, aor, func(live []location.Binding) ([]location.Binding, error) {
+		repeated = false
+		switch registerOrder(live, updates, wildcard, binding.CallID, binding.CSeq) {
+		case orderOlder:
+			// An older REGISTER overtaking a newer one must not undo it: the
+			// update is aborted and the request fails (steps 6 and 7).
+			return nil, fmt.Errorf("register cseq %d not above a binding's of call-id %q: %w", binding.CSeq, binding.CallID, errMalformed)
+		case orderRepeated:
+			// The same request again, arriving after its transaction was
+			// forgotten: it was applied once, so answer with what is bound.
+			repeated = true
+			return nil, location.ErrUnchanged
 		}
+		if wildcard {
+			return nil, nil
+		}
+		return s.applyBindingUpdates(live, updates, binding), nil
+	})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", aor, err)
+	}
+	switch {
+	case repeated:
+		c.logger().Debug().Msg("repeated register answered with the current bindings")
+	case wildcard:
 		c.logger().Info().Msg("unregistered all contacts")
-		s.reply(c, sip.StatusOK, "OK")
-		return nil
+	default:
+		c.logger().Debug().Int("contacts", len(bindings)).Msg("registered")
 	}
-	for _, u := range updates {
-		if u.expires == 0 {
-			if err := s.loc.Remove(ctx, aor, u.contact); err != nil {
-				return fmt.Errorf("unregister %s: %w", aor, err)
-			}
-			continue
-		}
-		b := location.Binding{
-			AOR:       aor,
-			Contact:   u.contact,
-			Received:  req.Source(),
-			Transport: strings.ToUpper(req.Transport()),
-			Holder:    s.holderFor(req.Transport()),
-			Expires:   now.Add(time.Duration(u.expires) * time.Second),
-			CallID:    callID,
-			CSeq:      seq,
-			UpdatedAt: now,
-		}
-		if h := req.GetHeader("User-Agent"); h != nil {
-			b.UserAgent = h.Value()
-		}
-		if err := s.loc.Save(ctx, b); err != nil {
-			return fmt.Errorf("register %s: %w", aor, err)
-		}
-	}
-	bindings, err := s.enforceMaxContacts(ctx, aor)
-	if err != nil {
-		return err
-	}
-	c.logger().Debug().Int("contacts", len(bindings)).Msg("registered")
 	s.replyBindings(c, bindings, now)
 	return nil
+}
+
+// newBinding is the binding a REGISTER makes, but for its contact and
+// expiry, which each Contact sets.
+func (s *Server) newBinding(req *sip.Request, aor string, now time.Time) location.Binding {
+	b := location.Binding{
+		AOR:       aor,
+		Received:  req.Source(),
+		Transport: strings.ToUpper(req.Transport()),
+		Holder:    s.holderFor(req.Transport()),
+		CallID:    req.CallID().Value(),
+		CSeq:      req.CSeq().SeqNo,
+		UpdatedAt: now,
+	}
+	if h := req.GetHeader("User-Agent"); h != nil {
+		b.UserAgent = h.Value()
+	}
+	return b
+}
+
+// applyBindingUpdates returns live with the REGISTER's contacts applied:
+// an expiry of 0 removes a contact, any other adds or refreshes it. Beyond
+// max_contacts the oldest bindings go (RFC 3261 leaves the limit to the
+// registrar), so the set written never exceeds it.
+func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingUpdate, made location.Binding) []location.Binding {
+	next := live
+	for _, u := range updates {
+		// A contact listed twice takes its last expiry, as if refreshed.
+		next = slices.DeleteFunc(next, func(b location.Binding) bool { return b.Contact == u.contact })
+		if u.expires == 0 {
+			continue
+		}
+		b := made
+		b.Contact = u.contact
+		b.Expires = made.UpdatedAt.Add(time.Duration(u.expires) * time.Second)
+		next = append(next, b)
+	}
+	location.SortNewestFirst(next)
+	if len(next) > s.cfg.Registrar.MaxContacts {
+		next = next[:s.cfg.Registrar.MaxContacts]
+	}
+	return next
 }
 
 // bindingUpdate is one Contact of a REGISTER, checked and not yet applied.
@@ -190,22 +208,6 @@ func (s *Server) replyBindings(c *call, bindings []location.Binding, now time.Ti
 		hdrs = append(hdrs, &sip.ContactHeader{Address: uri, Params: sip.HeaderParams{{K: "expires", V: strconv.Itoa(max(left, 0))}}})
 	}
 	s.reply(c, sip.StatusOK, "OK", hdrs...)
-}
-
-// enforceMaxContacts drops the oldest contacts beyond the limit.
-func (s *Server) enforceMaxContacts(ctx context.Context, aor string) ([]location.Binding, error) {
-	bindings, err := s.loc.Lookup(ctx, aor)
-	if err != nil {
-		return nil, fmt.Errorf("look up %s: %w", aor, err)
-	}
-	for len(bindings) > s.cfg.Registrar.MaxContacts {
-		oldest := bindings[len(bindings)-1]
-		if err := s.loc.Remove(ctx, aor, oldest.Contact); err != nil {
-			return nil, fmt.Errorf("evict contact of %s: %w", aor, err)
-		}
-		bindings = bindings[:len(bindings)-1]
-	}
-	return bindings, nil
 }
 
 func registerContacts(req *sip.Request) ([]*sip.ContactHeader, error) {

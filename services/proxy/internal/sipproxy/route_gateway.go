@@ -140,5 +140,6 @@ func (g *gatewayState) target(user string) target {
 		dest:      net.JoinHostPort(g.host, strconv.Itoa(g.port)),
 		transport: g.transport(),
 		gateway:   g,
+		mayTryTCP: g.cfg.transportUnset,
 	}
 }

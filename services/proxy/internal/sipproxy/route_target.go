@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -25,6 +26,10 @@ type target struct {
 	// Request-URI's alias names: the branch goes to it, behind a signed
 	// Route (relayRoute).
 	holder string
+	// mayTryTCP: the target is reached over UDP but takes TCP at the same
+	// address too, as far as it says, so a request too large for UDP may
+	// go over TCP (sendBranch).
+	mayTryTCP bool
 }
 
 // routeNewRequest applies the policy to an out-of-dialog request and
@@ -169,13 +174,24 @@ func bindingTarget(contact, received, transport string) (target, error) {
 	}
 	dest := received
 	if dest == "" {
-		port := uri.Port
-		if port == 0 {
-			port = sip.DefaultPort(tp)
-		}
-		dest = net.JoinHostPort(uri.Host, fmt.Sprint(port))
+		dest = contactAddr(uri, tp)
 	}
-	return target{uri: uri, dest: dest, transport: tp}, nil
+	// A phone that registered over UDP is reached on that flow. Only if it
+	// says it takes TCP, and its Contact is where it registered from (no
+	// NAT, which would let no connection in), may a large request go over
+	// TCP instead.
+	mayTryTCP := tp == "UDP" && strings.EqualFold(uri.UriParams.GetOr("transport", ""), "tcp") && dest == contactAddr(uri, tp)
+	return target{uri: uri, dest: dest, transport: tp, mayTryTCP: mayTryTCP}, nil
+}
+
+// contactAddr is the "host:port" a Contact URI names, its transport's
+// default port when it names none.
+func contactAddr(uri sip.Uri, transport string) string {
+	port := uri.Port
+	if port == 0 {
+		port = sip.DefaultPort(transport)
+	}
+	return net.JoinHostPort(uri.Host, strconv.Itoa(port))
 }
 
 // prepareForward copies the incoming request into the base every branch is

@@ -92,6 +92,10 @@ type Server struct {
 	calls  jetstream.KeyValue
 	leaves *NodeLeaves
 
+	// mtuTriesTCP: a request too large for UDP may go over TCP, which
+	// this replica serves (Config.UDPMTUTryProto).
+	mtuTriesTCP bool
+
 	draining atomic.Bool
 	active   activeTracker
 	handlers *handlerPool
@@ -186,6 +190,8 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		return nil, err
 	}
 	s.self = newSelfMatcher(cfg, s.ports)
+	_, servesTCP := s.ports["tcp"]
+	s.mtuTriesTCP = strings.EqualFold(cfg.UDPMTUTryProto, "tcp") && servesTCP
 	return s, nil
 }
 
