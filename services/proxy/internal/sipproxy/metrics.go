@@ -13,6 +13,7 @@ type metrics struct {
 	requests        *prometheus.CounterVec
 	responses       *prometheus.CounterVec
 	txDuration      *prometheus.HistogramVec
+	postDialDelay   *prometheus.HistogramVec
 	registrations   prometheus.GaugeFunc
 	authFailures    *prometheus.CounterVec
 	rateLimited     prometheus.Counter
@@ -45,6 +46,11 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 			Help:    "Time from request to final response sent upstream, by method.",
 			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 180},
 		}, []string{"method"}),
+		postDialDelay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sip_proxy_post_dial_delay_seconds",
+			Help:    "Time from a new call's INVITE to the first response past 100 Trying sent upstream (RFC 6076 session request delay), by what that response was: progress (18x), answered (2xx before any 18x) or failed (3xx-6xx, a cancelled call's 487 left out).",
+			Buckets: []float64{.1, .25, .5, 1, 2, 3, 5, 8, 13, 20, 30},
+		}, []string{"outcome"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_auth_failures_total",
 			Help: "Digest authentication failures, by reason.",
@@ -104,7 +110,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		Help: "Live contact bindings in this replica's view of the location store.",
 	}, func() float64 { return float64(m.registrationsFn()) })
 	for _, c := range []prometheus.Collector{
-		m.requests, m.responses, m.txDuration, m.registrations, m.authFailures,
+		m.requests, m.responses, m.txDuration, m.postDialDelay, m.registrations, m.authFailures,
 		m.rateLimited, m.dropped, m.gatewayUp, m.gatewayFailures, m.gatewayDowns,
 		m.idleClosed, m.forwardFailures, m.inflight,
 		m.mediaRequests, m.mediaHangups, m.eventsDropped, m.udpMTUExceeded,
@@ -121,6 +127,9 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	}
 	for _, class := range statusClasses {
 		m.responses.WithLabelValues(class)
+	}
+	for _, outcome := range []string{dialProgress, dialAnswered, dialFailed} {
+		m.postDialDelay.WithLabelValues(outcome)
 	}
 	for _, reason := range []string{"malformed", "too_large", "unparsable", "stray_response"} {
 		m.dropped.WithLabelValues(reason)

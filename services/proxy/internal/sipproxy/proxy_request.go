@@ -28,6 +28,9 @@ type call struct {
 	finalSent bool
 	// tryingSent records that 100 Trying went upstream.
 	tryingSent bool
+	// dialTimed records that the call's first response past 100 Trying went
+	// upstream, timed or not, for the post-dial delay histogram.
+	dialTimed bool
 	// media is the transaction's anchored media, nil when bypassed.
 	media *callMedia
 	// relayed: another replica sent the request to a flow this one holds.
@@ -239,10 +242,42 @@ func (s *Server) respond(c *call, res *sip.Response) {
 		return
 	}
 	s.m.responses.WithLabelValues(statusClass(res.StatusCode)).Inc()
+	if res.StatusCode > 100 && !c.dialTimed {
+		c.dialTimed = true
+		s.timePostDial(c, res.StatusCode)
+	}
 	if res.StatusCode >= 200 && !c.finalSent {
 		c.finalSent = true
 		s.m.txDuration.WithLabelValues(methodLabel(c.req.Method)).Observe(time.Since(c.start).Seconds())
 	}
+}
+
+// Outcomes of the post-dial delay histogram.
+const (
+	dialProgress = "progress"
+	dialAnswered = "answered"
+	dialFailed   = "failed"
+)
+
+// timePostDial observes the post-dial delay of a new call whose first
+// response past 100 Trying, status, is going upstream. In-dialog INVITEs
+// (re-INVITEs) are no dialling, and a 487 ends a call the caller gave up
+// on, which says nothing of how fast the network answers.
+func (s *Server) timePostDial(c *call, status int) {
+	if !c.req.IsInvite() || status == sip.StatusRequestTerminated {
+		return
+	}
+	if to := c.req.To(); to != nil && to.Params.Has("tag") {
+		return
+	}
+	outcome := dialFailed
+	switch {
+	case status < 200:
+		outcome = dialProgress
+	case status < 300:
+		outcome = dialAnswered
+	}
+	s.m.postDialDelay.WithLabelValues(outcome).Observe(time.Since(c.start).Seconds())
 }
 
 // fail answers the request with the status its error maps to.
