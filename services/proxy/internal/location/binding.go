@@ -48,6 +48,11 @@ func (b Binding) Expired(now time.Time) bool { return !now.Before(b.Expires) }
 // Retry-After so the phone tries again shortly.
 var ErrConflict = errors.New("bindings changed by concurrent updates")
 
+// ErrTooLarge means the registration cannot be stored however often it is
+// retried: its AOR is too long to make a key of, or its bindings together
+// exceed what the bus carries in one message. Nothing was changed.
+var ErrTooLarge = errors.New("registration too large for the location store")
+
 // ErrUnchanged, returned by a Change, leaves the bindings as they are:
 // Update then writes nothing and returns the live bindings.
 var ErrUnchanged = errors.New("bindings left unchanged")

@@ -3,6 +3,7 @@ package location
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -22,6 +23,27 @@ const recordKeyPrefix = "aor."
 type aorRecord struct {
 	AOR      string    `json:"aor"`
 	Bindings []Binding `json:"bindings"`
+}
+
+// maxAORBytes bounds an AOR that can have a record. Its key, base64 and
+// so a third longer, goes into the subject of every request for the record,
+// and a NATS server closes a connection whose protocol line exceeds its
+// max_control_line (4 KiB by default), which the client then does not
+// reopen: one lookup of a long enough AOR would cut a replica off the bus.
+// This keeps the line well inside the default with room for a long bucket
+// name, and far above any real AOR (Kamailio's location table allows 64
+// bytes of user and of domain).
+const maxAORBytes = 1024
+
+// checkAOR reports whether aor can have a record in the bucket.
+func checkAOR(aor string) error {
+	switch {
+	case aor == "":
+		return errors.New("empty aor")
+	case len(aor) > maxAORBytes:
+		return fmt.Errorf("aor of %d bytes, above %d: %w", len(aor), maxAORBytes, ErrTooLarge)
+	}
+	return nil
 }
 
 // recordKey maps an AOR onto the KV key alphabet, reversibly and exactly:

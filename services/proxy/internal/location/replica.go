@@ -18,14 +18,24 @@ const tombstoneLinger = time.Minute
 // keeps the bucket revision its state is from, and a state only replaces
 // one of a lower revision: the two feeds may deliver one AOR's states out
 // of order, never the bucket itself.
+//
+// Revisions only compare within one watch, though. A watch that has to be
+// opened again replays the bucket, which is then the only truth: the bucket
+// may have been deleted and created again, its revisions starting over from
+// 1, and keys may be gone without a delete marker (a purged stream, a lost
+// server store). So each watch begins an epoch: a state of the current
+// epoch replaces one of an earlier epoch whatever their revisions, and once
+// the replay is complete whatever it did not bring back is dropped.
 type replica struct {
-	mu   sync.RWMutex
-	aors map[string]replicaEntry
+	mu    sync.RWMutex
+	aors  map[string]replicaEntry
+	epoch uint64
 }
 
 type replicaEntry struct {
 	bindings []Binding
 	rev      uint64
+	epoch    uint64
 	// removedAt is set when the AOR has no bindings left: the entry stays
 	// a while as a tombstone that holds its revision.
 	removedAt time.Time
@@ -35,30 +45,67 @@ func newReplica() *replica {
 	return &replica{aors: make(map[string]replicaEntry)}
 }
 
-// set records the bindings of aor as of bucket revision rev, unless the
-// replica already holds that revision or a later one. No bindings means
-// the AOR has none left.
-func (r *replica) set(aor string, bindings []Binding, rev uint64, now time.Time) {
+// begin starts the epoch of a watch about to be opened and returns it.
+func (r *replica) begin() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cur, ok := r.aors[aor]; ok && rev <= cur.rev {
+	r.epoch++
+	return r.epoch
+}
+
+// current returns the epoch a write about to be made belongs to.
+func (r *replica) current() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.epoch
+}
+
+// end is called once the watch of epoch has replayed the bucket: an AOR
+// neither replayed nor written since is no longer in the bucket.
+func (r *replica) end(epoch uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if epoch != r.epoch {
+		return
+	}
+	for aor, e := range r.aors {
+		if e.epoch < epoch {
+			delete(r.aors, aor)
+		}
+	}
+}
+
+// set records the bindings of aor as of bucket revision rev, seen in
+// epoch, unless the replica already holds that revision or a later one of
+// the same epoch. No bindings means the AOR has none left. A state of an
+// epoch already over is dropped: its revision may be of a bucket since
+// replaced, and the current watch brings the state if it is still there.
+func (r *replica) set(aor string, bindings []Binding, rev, epoch uint64, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if epoch < r.epoch {
+		return
+	}
+	if cur, ok := r.aors[aor]; ok && cur.epoch == epoch && rev <= cur.rev {
 		return
 	}
 	if len(bindings) == 0 {
-		r.aors[aor] = replicaEntry{rev: rev, removedAt: now}
+		r.aors[aor] = replicaEntry{rev: rev, epoch: epoch, removedAt: now}
 		return
 	}
-	r.aors[aor] = replicaEntry{bindings: bindings, rev: rev}
+	r.aors[aor] = replicaEntry{bindings: bindings, rev: rev, epoch: epoch}
 }
 
 // state returns what the replica holds for aor and the revision to
 // compare-and-set against: 0 when the AOR has no record in the bucket as
-// far as this replica knows.
+// far as this replica knows. A state from before the current watch's
+// replay counts as unknown, since its revision may belong to a bucket
+// since replaced, where it could match another record's by chance.
 func (r *replica) state(aor string) (bindings []Binding, rev uint64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	e, ok := r.aors[aor]
-	if !ok || !e.removedAt.IsZero() {
+	if !ok || !e.removedAt.IsZero() || e.epoch != r.epoch {
 		return nil, 0
 	}
 	return e.bindings, e.rev
@@ -112,10 +159,10 @@ func (r *replica) prune(now time.Time) {
 		case hasLapsed(e.bindings, now):
 			live := liveBindings(e.bindings, now)
 			if len(live) == 0 {
-				r.aors[aor] = replicaEntry{rev: e.rev, removedAt: now}
+				r.aors[aor] = replicaEntry{rev: e.rev, epoch: e.epoch, removedAt: now}
 				continue
 			}
-			r.aors[aor] = replicaEntry{bindings: live, rev: e.rev}
+			r.aors[aor] = replicaEntry{bindings: live, rev: e.rev, epoch: e.epoch}
 		}
 	}
 }

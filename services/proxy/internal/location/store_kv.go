@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -44,7 +44,9 @@ type KVConfig struct {
 	MaxAge time.Duration `yaml:"max_age"`
 	// Replicas is the stream replication factor (default 1).
 	Replicas int `yaml:"replicas"`
-	// SweepInterval is how often lapsed bindings are deleted (default 30s).
+	// SweepInterval is how often lapsed bindings are deleted, and how
+	// often the watcher checks that the bucket it follows has not been
+	// deleted or replaced (default 30s).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
@@ -71,6 +73,7 @@ func (c KVConfig) WithDefaults() KVConfig {
 // once it has caught up, lookups are served from memory, so routing
 // survives a short bus outage.
 type KVStore struct {
+	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	cfg   KVConfig
 	log   zerolog.Logger
@@ -82,26 +85,36 @@ type KVStore struct {
 // NewKVStore creates (or opens) the bucket.
 func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig, log zerolog.Logger) (*KVStore, error) {
 	cfg = cfg.WithDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "SIP registrations, one key per AOR",
-		History:     1,
-		TTL:         cfg.MaxAge,
-		Replicas:    cfg.Replicas,
-	})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg.bucketConfig())
 	if err != nil {
 		return nil, fmt.Errorf("open location bucket %q: %w", cfg.Bucket, err)
 	}
 	return &KVStore{
+		js:    js,
 		kv:    kv,
 		cfg:   cfg,
-		log:   log.With().Str("component", "location").Logger(),
+		log:   log.With().Str("component", "location").Str("bucket", cfg.Bucket).Logger(),
 		local: newReplica(),
 	}, nil
 }
 
+func (c KVConfig) bucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      c.Bucket,
+		Description: "SIP registrations, one key per AOR",
+		History:     1,
+		TTL:         c.MaxAge,
+		Replicas:    c.Replicas,
+	}
+}
+
 // Lookup serves from the watched replica once it is in sync, else reads the bucket.
 func (s *KVStore) Lookup(ctx context.Context, aor string) ([]Binding, error) {
+	if checkAOR(aor) != nil {
+		// Nothing can be stored under it, and asking the bus for it could
+		// cost the connection.
+		return nil, nil
+	}
 	now := time.Now()
 	if s.synced.Load() {
 		return s.local.lookup(aor, now), nil
@@ -123,6 +136,9 @@ func (s *KVStore) Lookup(ctx context.Context, aor string) ([]Binding, error) {
 // a failed compare-and-set. A refusal or a no-op is only believed on a
 // fresh read, though, since the replica may not have the latest state yet.
 func (s *KVStore) Update(ctx context.Context, aor string, change Change) ([]Binding, error) {
+	if err := checkAOR(aor); err != nil {
+		return nil, fmt.Errorf("update bindings: %w", err)
+	}
 	fromReplica := s.synced.Load()
 	for attempt := 1; ; attempt++ {
 		var (
@@ -192,6 +208,10 @@ func (s *KVStore) read(ctx context.Context, aor string) ([]Binding, uint64, erro
 // to the local replica so this replica reads its own write at once.
 func (s *KVStore) write(ctx context.Context, aor string, rev uint64, bindings []Binding, now time.Time) error {
 	key := recordKey(aor)
+	// Taken before the write: should a new watch begin meanwhile, the
+	// revision may be of the bucket it replaced, and the watch brings the
+	// write anyway.
+	epoch := s.local.current()
 	if len(bindings) == 0 {
 		if rev == 0 {
 			return nil
@@ -203,7 +223,7 @@ func (s *KVStore) write(ctx context.Context, aor string, rev uint64, bindings []
 		// rev, and no other write of the key comes between: rev+1 orders
 		// the tombstone after the record deleted and before any later
 		// one; the watcher then brings the marker's own.
-		s.local.set(aor, nil, rev+1, now)
+		s.local.set(aor, nil, rev+1, epoch, now)
 		return nil
 	}
 	data, err := encodeRecord(aor, bindings)
@@ -217,10 +237,10 @@ func (s *KVStore) write(ctx context.Context, aor string, rev uint64, bindings []
 		newRev, err = s.kv.Update(ctx, key, data, rev)
 	}
 	if err != nil {
-		return fmt.Errorf("write bindings of %s: %w", aor, classifyKVError(err))
+		return fmt.Errorf("write %d bindings of %s (%d bytes): %w", len(bindings), aor, len(data), classifyKVError(err))
 	}
 	// The replica keeps its own copy: Update hands bindings to its caller.
-	s.local.set(aor, slices.Clone(bindings), newRev, now)
+	s.local.set(aor, slices.Clone(bindings), newRev, epoch, now)
 	return nil
 }
 
@@ -231,6 +251,10 @@ var errRevisionConflict = errors.New("record changed since it was read")
 func classifyKVError(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
+		// The bus is there and will refuse the record however often the
+		// phone retries: not an outage to answer 503 for.
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		return fmt.Errorf("%w: %w", errRevisionConflict, err)
 	case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -259,63 +283,3 @@ func (s *KVStore) Count() int { return s.local.count(time.Now()) }
 
 // Synced reports whether the local replica has caught up with the bucket.
 func (s *KVStore) Synced() bool { return s.synced.Load() }
-
-// Run watches the bucket into the local replica and sweeps lapsed bindings
-// until ctx ends. It returns only after its goroutines have exited.
-func (s *KVStore) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	wg.Go(func() { s.sweepLoop(ctx) })
-	for ctx.Err() == nil {
-		if err := s.watch(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn().Err(err).Msg("location watch interrupted")
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(kvWatchRetry):
-		}
-	}
-	wg.Wait()
-	return nil
-}
-
-func (s *KVStore) watch(ctx context.Context) error {
-	w, err := s.kv.Watch(ctx, recordKeyPrefix+"*")
-	if err != nil {
-		return fmt.Errorf("watch location bucket: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case entry, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watcher closed")
-			}
-			s.apply(entry)
-		}
-	}
-}
-
-func (s *KVStore) apply(entry jetstream.KeyValueEntry) {
-	if entry == nil {
-		// The watcher delivers nil once it has replayed the current values.
-		s.synced.Store(true)
-		return
-	}
-	aor, ok := aorOfKey(entry.Key())
-	if !ok {
-		return
-	}
-	now := time.Now()
-	if entry.Operation() != jetstream.KeyValuePut {
-		s.local.set(aor, nil, entry.Revision(), now)
-		return
-	}
-	r, err := decodeRecord(entry.Value())
-	if err != nil {
-		s.log.Debug().Err(err).Str("key", entry.Key()).Msg("skip undecodable bindings")
-		return
-	}
-	s.local.set(aor, r.Bindings, entry.Revision(), now)
-}

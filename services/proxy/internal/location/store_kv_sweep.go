@@ -2,6 +2,7 @@ package location
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -22,9 +23,19 @@ func (s *KVStore) sweepLoop(ctx context.Context) {
 // replica may sweep: the rewrite is a compare-and-set on a fresh read, so
 // two sweeps, or a sweep and a refresh through another replica, never undo
 // each other.
+//
+// A bus that is away ends the pass: each further AOR would only wait out
+// its own request timeout, holding up the prune behind it for as long as
+// that takes over every lapsed AOR; the next pass retries them all.
 func (s *KVStore) Sweep(ctx context.Context) {
-	for _, aor := range s.local.lapsed(time.Now()) {
-		if err := s.dropLapsed(ctx, aor); err != nil {
+	lapsed := s.local.lapsed(time.Now())
+	for i, aor := range lapsed {
+		err := s.dropLapsed(ctx, aor)
+		if errors.Is(err, ErrUnavailable) {
+			s.log.Warn().Err(err).Int("aors_left", len(lapsed)-i).Msg("location sweep stopped")
+			break
+		}
+		if err != nil {
 			s.log.Debug().Err(err).Str("aor", aor).Msg("sweep bindings")
 		}
 	}

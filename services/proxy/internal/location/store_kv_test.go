@@ -15,7 +15,15 @@ import (
 
 func startNATS(t *testing.T) *server.Server {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	return startNATSWith(t, func(*server.Options) {})
+}
+
+// startNATSWith starts a server with the options edit makes of the defaults.
+func startNATSWith(t *testing.T, edit func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	edit(opts)
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

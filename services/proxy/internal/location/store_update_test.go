@@ -203,6 +203,7 @@ func TestKVUpdateDecidesOnFreshState(t *testing.T) {
 // TestReplicaKeepsLatestRevision: the watcher and the store's own writes
 // may bring one AOR's states out of order; the replica keeps the latest,
 // and an older state does not bring back bindings removed since.
+// Across watches the replay decides, whatever the revisions.
 func TestReplicaKeepsLatestRevision(t *testing.T) {
 	now := time.Now()
 	b := func(seq uint32) []Binding {
@@ -214,25 +215,44 @@ func TestReplicaKeepsLatestRevision(t *testing.T) {
 		want  []uint32 // CSeqs of the live bindings
 	}{
 		{name: "newer replaces", want: []uint32{2}, apply: func(r *replica) {
-			r.set("bob@localhost", b(1), 10, now)
-			r.set("bob@localhost", b(2), 11, now)
+			r.set("bob@localhost", b(1), 10, 0, now)
+			r.set("bob@localhost", b(2), 11, 0, now)
 		}},
 		{name: "older is ignored", want: []uint32{2}, apply: func(r *replica) {
-			r.set("bob@localhost", b(2), 11, now)
-			r.set("bob@localhost", b(1), 10, now)
+			r.set("bob@localhost", b(2), 11, 0, now)
+			r.set("bob@localhost", b(1), 10, 0, now)
 		}},
 		{name: "removal is not undone by an older state", want: nil, apply: func(r *replica) {
-			r.set("bob@localhost", nil, 12, now)
-			r.set("bob@localhost", b(2), 11, now)
+			r.set("bob@localhost", nil, 12, 0, now)
+			r.set("bob@localhost", b(2), 11, 0, now)
 		}},
 		{name: "a later state comes back after a removal", want: []uint32{3}, apply: func(r *replica) {
-			r.set("bob@localhost", nil, 12, now)
-			r.set("bob@localhost", b(3), 13, now)
+			r.set("bob@localhost", nil, 12, 0, now)
+			r.set("bob@localhost", b(3), 13, 0, now)
 		}},
 		{name: "tombstones are forgotten after a while", want: []uint32{1}, apply: func(r *replica) {
-			r.set("bob@localhost", nil, 12, now)
+			r.set("bob@localhost", nil, 12, 0, now)
 			r.prune(now.Add(2 * tombstoneLinger))
-			r.set("bob@localhost", b(1), 11, now)
+			r.set("bob@localhost", b(1), 11, 0, now)
+		}},
+		{name: "a new watch's state replaces a higher revision of the last", want: []uint32{2}, apply: func(r *replica) {
+			r.set("bob@localhost", b(1), 50, r.begin(), now)
+			r.set("bob@localhost", b(2), 3, r.begin(), now)
+		}},
+		{name: "what a new watch's replay did not bring is dropped", want: nil, apply: func(r *replica) {
+			r.set("bob@localhost", b(1), 50, r.begin(), now)
+			r.end(r.begin())
+		}},
+		{name: "a write from before a new watch is left to it", want: nil, apply: func(r *replica) {
+			before := r.current()
+			r.begin()
+			r.set("bob@localhost", b(1), 5, before, now)
+		}},
+		{name: "a write during the replay outlives its end", want: []uint32{3}, apply: func(r *replica) {
+			r.set("bob@localhost", b(1), 50, r.begin(), now)
+			epoch := r.begin()
+			r.set("bob@localhost", b(3), 4, epoch, now)
+			r.end(epoch)
 		}},
 	}
 	for _, tc := range tests {
