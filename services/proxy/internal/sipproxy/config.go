@@ -52,9 +52,22 @@ const (
 	DefaultGatewayTransport = "udp"
 	// DefaultTCPIdleTimeout suits phones that keep their connection with
 	// re-registrations (registrar.max_expires is 3600s too) and keep-alives.
-	DefaultTCPIdleTimeout   = time.Hour
-	defaultMaxForwardsAdded = 70
-	defaultConnectTimeout   = 5 * time.Second
+	DefaultTCPIdleTimeout = time.Hour
+	// DefaultTCPFirstMessageTimeout is ample for a phone's first REGISTER,
+	// TLS handshake included, even over a slow mobile link, and ends a
+	// connection that only holds a descriptor 180 times sooner than the
+	// idle timeout would.
+	DefaultTCPFirstMessageTimeout = 20 * time.Second
+	// DefaultCancelRelayTimeout is hundreds of bus round trips, and no
+	// longer than T1, when a caller on UDP sends its CANCEL again: a CANCEL
+	// nobody holds is answered 481 about then.
+	DefaultCancelRelayTimeout = 500 * time.Millisecond
+	// DefaultCancelRelayMaxPending CANCELs asking the other replicas at
+	// once bound what unmatched ones cost the fleet: at most
+	// max_pending / timeout of them a second per replica (128/s).
+	DefaultCancelRelayMaxPending = 64
+	defaultMaxForwardsAdded      = 70
+	defaultConnectTimeout        = 5 * time.Second
 	// udpSocketBuffer is the receive and send buffer asked for the UDP
 	// socket: about a second of messages at several thousand calls/s.
 	udpSocketBuffer = 4 << 20
@@ -147,6 +160,27 @@ type Config struct {
 	// called between re-registrations. It must exceed invite_timeout: while
 	// a callee rings, nothing crosses the caller's connection.
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
+	// TCPFirstMessageTimeout closes a TCP or TLS connection a peer opened
+	// when it has not delivered one complete SIP message this long after
+	// it was accepted, the TLS handshake included (default 20s; negative:
+	// never), so a peer cannot hold descriptors for the idle timeout by
+	// connecting and sending nothing, or never finishing its handshake:
+	// Kamailio's tls handshake and tcp_connect_timeout bounds. CRLF
+	// keep-alives are not a message, though they keep the idle timeout
+	// away. At least 100ms.
+	TCPFirstMessageTimeout time.Duration `yaml:"tcp_first_message_timeout"`
+	// CancelRelayTimeout bounds how long a replica that holds no
+	// transaction for a CANCEL waits for another replica, asked over the
+	// bus, to say it holds the INVITE and cancelled it: the CANCEL is then
+	// answered 200, and 481 when none did in time (default 500ms;
+	// negative: never ask, answer 481 at once; at most 5s). A load
+	// balancer may send the CANCEL to any replica (RFC 3261 16.10).
+	CancelRelayTimeout time.Duration `yaml:"cancel_relay_timeout"`
+	// CancelRelayMaxPending is how many CANCELs this replica may have
+	// asking the others at once (default 64); more are answered 481 at
+	// once, so a flood of CANCELs that match nothing costs every replica a
+	// bounded amount of work.
+	CancelRelayMaxPending int `yaml:"cancel_relay_max_pending"`
 
 	Auth      AuthConfig      `yaml:"auth"`
 	Registrar RegistrarConfig `yaml:"registrar"`
@@ -325,6 +359,9 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.DrainRetryAfter, DefaultDrainRetryAfter)
 	setDefault(&c.UserAgent, DefaultUserAgent)
 	setDefault(&c.TCPIdleTimeout, DefaultTCPIdleTimeout)
+	setDefault(&c.TCPFirstMessageTimeout, DefaultTCPFirstMessageTimeout)
+	setDefault(&c.CancelRelayTimeout, DefaultCancelRelayTimeout)
+	setDefault(&c.CancelRelayMaxPending, DefaultCancelRelayMaxPending)
 
 	setDefault(&c.Auth.Realm, DefaultRealm)
 	setDefault(&c.Auth.NonceTTL, DefaultNonceTTL)
@@ -428,6 +465,15 @@ func (c Config) Validate() error {
 	}
 	if c.TCPIdleTimeout > 0 && c.TCPIdleTimeout <= c.InviteTimeout {
 		bad("tcp_idle_timeout", "%v not above invite_timeout %v: a ringing call's caller connection carries nothing that long", c.TCPIdleTimeout, c.InviteTimeout)
+	}
+	if f := c.TCPFirstMessageTimeout; f > 0 && f < 100*time.Millisecond {
+		bad("tcp_first_message_timeout", "%v below 100ms", f)
+	}
+	if r := c.CancelRelayTimeout; r > 0 && (r < 10*time.Millisecond || r > maxCancelRelayTimeout) {
+		bad("cancel_relay_timeout", "%v outside 10ms..%v", r, maxCancelRelayTimeout)
+	}
+	if c.CancelRelayMaxPending < 1 {
+		bad("cancel_relay_max_pending", "%d below 1", c.CancelRelayMaxPending)
 	}
 	for i, a := range c.Auth.Algorithms {
 		if _, err := digestauth.ParseAlgorithm(a); err != nil {

@@ -150,6 +150,9 @@ func classifySIP(err error) (code int, phrase string, reason string) {
 		// Our registrar's failure, not an overload (a 503 would steer the
 		// phone to another server): it may retry shortly.
 		return sip.StatusInternalServerError, "Server Internal Error", "location_conflict"
+	case errors.Is(err, location.ErrTooLarge):
+		// No retry can store it: the AOR or its contacts are too long.
+		return sip.StatusRequestEntityTooLarge, "Request Entity Too Large", "registration_too_large"
 	case errors.Is(err, errNoRoute):
 		return sip.StatusNotFound, "Not Found", "no_route"
 	case errors.Is(err, errNoGateway):

@@ -404,6 +404,11 @@ func TestGatewayFailureInheritance(t *testing.T) {
 func TestOversizedRequestIsNoGatewayFailure(t *testing.T) {
 	first, second := newRawGateway(t, 200), newRawGateway(t, 200)
 	cfg := pstnConfig(PolicyRoundRobin, first, second)
+	// Gateways on UDP alone: one with no transport set would be tried over
+	// TCP at its UDP port number, where another test may be listening.
+	for i := range cfg.GatewayGroups[0].Gateways {
+		cfg.GatewayGroups[0].Gateways[i].Transport = "udp"
+	}
 	cfg.Transports = []string{"udp", "tcp"}
 	cfg.MaxMessageSize = 65535
 	p := startProxy(t, cfg)

@@ -10,6 +10,7 @@ import (
 	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
+	"callgrid.dev/services/proxy/internal/location"
 )
 
 func TestMediaSessionRoundTripsThroughRouteParams(t *testing.T) {
@@ -86,6 +87,7 @@ func TestClassifyMediaErrors(t *testing.T) {
 		{name: "draining proxy", err: errDraining, code: 503, reason: "draining", retryAfter: 5 * time.Second},
 		{name: "no offer for a service", err: errNoOffer, code: 488, reason: "no_offer"},
 		{name: "sip error unchanged", err: errNoRoute, code: 404, reason: "no_route"},
+		{name: "registration too large to store", err: fmt.Errorf("register: %w", location.ErrTooLarge), code: 413, reason: "registration_too_large"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,10 @@ type metrics struct {
 	mediaHangups    *prometheus.CounterVec
 	eventsDropped   *prometheus.CounterVec
 	udpMTUExceeded  *prometheus.CounterVec
+	udpMTUTCPSkips  prometheus.Counter
+	firstMsgClosed  *prometheus.CounterVec
+	cancelRelays    *prometheus.CounterVec
+	cancelsRelayed  *prometheus.CounterVec
 	registrationsFn func() int
 }
 
@@ -63,6 +67,22 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 			Name: "sip_proxy_udp_mtu_exceeded_total",
 			Help: "Requests larger than udp_mtu to UDP targets that take TCP, by the transport they went over (udp: no TCP connection could be made).",
 		}, []string{"sent_over"}),
+		udpMTUTCPSkips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sip_proxy_udp_mtu_tcp_skipped_total",
+			Help: "Requests larger than udp_mtu sent straight over UDP, without trying TCP, because a TCP connection to their target failed in the last minutes (also counted in sip_proxy_udp_mtu_exceeded_total{sent_over=\"udp\"}).",
+		}),
+		firstMsgClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_connections_first_message_timeout_total",
+			Help: "TCP and TLS connections closed because no complete SIP message (for TLS: no finished handshake either) came within tcp_first_message_timeout of their accept, by transport.",
+		}, []string{"transport"}),
+		cancelRelays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_cancel_relays_total",
+			Help: "CANCELs matching no transaction here that were offered to the other replicas, by result: accepted (a replica cancelled its INVITE; answered 200), unmatched (none did in time; 481), limited (too many pending; 481 without asking), unavailable (bus away; 481).",
+		}, []string{"result"}),
+		cancelsRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_cancels_relayed_in_total",
+			Help: "CANCELs other replicas offered to this one over the bus, by result: cancelled (it held the INVITE), unmatched, malformed.",
+		}, []string{"result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_dropped_total",
 			Help: "Messages dropped or rejected as malformed or unwanted, by reason.",
@@ -114,6 +134,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		m.rateLimited, m.dropped, m.gatewayUp, m.gatewayFailures, m.gatewayDowns,
 		m.idleClosed, m.forwardFailures, m.inflight,
 		m.mediaRequests, m.mediaHangups, m.eventsDropped, m.udpMTUExceeded,
+		m.udpMTUTCPSkips, m.firstMsgClosed, m.cancelRelays, m.cancelsRelayed,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -136,6 +157,13 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	}
 	for _, tp := range []string{"tcp", "tls"} {
 		m.idleClosed.WithLabelValues(tp)
+		m.firstMsgClosed.WithLabelValues(tp)
+	}
+	for _, result := range []string{cancelRelayAccepted, cancelRelayUnmatched, cancelRelayLimited, cancelRelayUnavailable} {
+		m.cancelRelays.WithLabelValues(result)
+	}
+	for _, result := range []string{cancelRelayCancelled, cancelRelayUnmatched, cancelRelayMalformed} {
+		m.cancelsRelayed.WithLabelValues(result)
 	}
 	for _, tp := range []string{"tcp", "udp"} {
 		m.udpMTUExceeded.WithLabelValues(tp)

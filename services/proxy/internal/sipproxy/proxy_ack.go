@@ -59,7 +59,7 @@ func (s *Server) trackInvite(tx sip.ServerTransaction) {
 		return
 	}
 	key := keyed.Key()
-	s.inviteTxs.Store(key, struct{}{})
+	s.inviteTxs.Store(key, tx)
 	if !tx.OnTerminate(func(string, error) { s.inviteTxs.Delete(key) }) {
 		s.inviteTxs.Delete(key)
 	}

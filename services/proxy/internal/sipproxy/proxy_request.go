@@ -123,8 +123,9 @@ func (s *Server) process(c *call) error {
 		// never sent statefully: nothing to do.
 		return nil
 	case sip.CANCEL:
-		// sipgo answers CANCELs matching a live INVITE transaction itself.
-		return errNoTransaction
+		// sipgo answers CANCELs matching a live INVITE transaction of this
+		// replica itself; another replica may hold this one's.
+		return s.cancelElsewhere(c)
 	}
 	if s.draining.Load() {
 		return errDraining

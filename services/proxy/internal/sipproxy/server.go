@@ -21,6 +21,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -66,9 +67,14 @@ type Server struct {
 	tpl    *sip.TransportLayer
 	txl    *sip.TransactionLayer
 	parser *sip.Parser
-	// inviteTxs holds the keys of sipgo's live INVITE server transactions,
-	// for takeACK: an ACK matching one belongs to that transaction.
+	// inviteTxs holds sipgo's live INVITE server transactions by key, for
+	// takeACK (an ACK matching one belongs to that transaction) and for the
+	// CANCELs other replicas offer (proxy_cancel_relay.go).
 	inviteTxs sync.Map
+	// replicaID names this replica on the CANCELs it offers the others.
+	replicaID string
+	// cancelSlots bounds the CANCELs offered to the others at once.
+	cancelSlots chan struct{}
 
 	loc      location.Store
 	auth     *authenticator
@@ -80,8 +86,8 @@ type Server struct {
 	flowKey  []byte // signs the flows the replicas relay for each other
 
 	udpConn  net.PacketConn
-	tcpLn    net.Listener
-	tlsLn    net.Listener
+	tcpLn    *streamListener
+	tlsLn    *streamListener
 	udpLaddr sip.Addr
 	ports    map[string]int // lower-case transport -> listening port
 
@@ -95,6 +101,8 @@ type Server struct {
 	// mtuTriesTCP: a request too large for UDP may go over TCP, which
 	// this replica serves (Config.UDPMTUTryProto).
 	mtuTriesTCP bool
+	// tcpFailures keeps such requests off TCP where it just failed.
+	tcpFailures *tcpFailures
 
 	draining atomic.Bool
 	active   activeTracker
@@ -122,6 +130,10 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		loc:      o.store,
 		ports:    make(map[string]int),
 		handlers: newHandlerPool(),
+
+		replicaID:   newReplicaID(),
+		tcpFailures: newTCPFailures(o.now),
+		cancelSlots: make(chan struct{}, cfg.CancelRelayMaxPending),
 	}
 	m, err := newMetrics(reg, s.loc.Count)
 	if err != nil {
@@ -183,6 +195,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 	s.tpl = s.ua.TransportLayer()
 	s.txl = s.ua.TransactionLayer()
 	s.srv.OnNoRoute(s.handleRequest)
+	s.tpl.OnMessage(s.noteStreamMessage)
 
 	if err := s.listenRetrying(); err != nil {
 		s.closeListeners()
@@ -263,16 +276,41 @@ func (s *Server) listen() error {
 }
 
 // streamListener wraps a TCP or TLS listener: connections idle for
-// tcp_idle_timeout are closed, and a shortage of descriptors does not end
-// the serving.
-func (s *Server) streamListener(ln net.Listener, transport string) net.Listener {
+// tcp_idle_timeout, or with no message within tcp_first_message_timeout,
+// are closed, and a shortage of descriptors does not end the serving.
+func (s *Server) streamListener(ln net.Listener, transport string) *streamListener {
 	idleClosed := s.m.idleClosed.WithLabelValues(transport)
-	onIdle := func(conn net.Conn) {
-		idleClosed.Inc()
-		s.log.Debug().Str("transport", transport).Str("remote", conn.RemoteAddr().String()).
-			Dur("idle", s.cfg.TCPIdleTimeout).Msg("closing idle connection")
+	firstMsgClosed := s.m.firstMsgClosed.WithLabelValues(transport)
+	return newStreamListener(ln, transport, streamTimeouts{
+		idle: s.cfg.TCPIdleTimeout,
+		onIdle: func(conn net.Conn) {
+			idleClosed.Inc()
+			s.log.Debug().Str("transport", transport).Str("remote", conn.RemoteAddr().String()).
+				Dur("idle", s.cfg.TCPIdleTimeout).Msg("closing idle connection")
+		},
+		firstMessage: s.cfg.TCPFirstMessageTimeout,
+		onNoFirstMessage: func(conn net.Conn) {
+			firstMsgClosed.Inc()
+			s.log.Debug().Str("transport", transport).Str("remote", conn.RemoteAddr().String()).
+				Dur("within", s.cfg.TCPFirstMessageTimeout).Msg("closing connection that sent no message")
+		},
+	}, s.log)
+}
+
+// noteStreamMessage is told of every message the transports parse, on the
+// goroutine that read it: one over a connection a peer opened lifts that
+// connection's first-message timeout.
+func (s *Server) noteStreamMessage(msg sip.Message) {
+	var ln *streamListener
+	switch msg.Transport() {
+	case "TCP":
+		ln = s.tcpLn
+	case "TLS":
+		ln = s.tlsLn
 	}
-	return newStreamListener(ln, transport, s.cfg.TCPIdleTimeout, onIdle, s.log)
+	if ln != nil {
+		ln.messageFrom(msg.Source())
+	}
 }
 
 // tcpListenAddr reuses the UDP port when the configured port is 0, so both
@@ -319,6 +357,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.bus != nil && s.media != nil {
 		var err error
 		if timeouts, err = s.openMediaTimeouts(ctx); err != nil {
+			s.closeListeners()
+			_ = s.ua.Close()
+			return err
+		}
+	}
+	var cancelSub *nats.Subscription
+	if s.relaysCancels() {
+		var err error
+		if cancelSub, err = s.subscribeCancelRelay(); err != nil {
 			s.closeListeners()
 			_ = s.ua.Close()
 			return err
@@ -380,6 +427,15 @@ func (s *Server) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	consumers.Wait()
+	if cancelSub != nil {
+		// Offers already taken are finished while transactions still live;
+		// no new one comes in.
+		dctx, dcancel := context.WithTimeout(context.Background(), cancelRelayDrain)
+		if err := bus.Drain(dctx, cancelSub); err != nil {
+			s.log.Debug().Err(err).Msg("drain the cancel relay subscription")
+		}
+		dcancel()
+	}
 	s.closeListeners()
 	// Closing the user agent terminates every transaction, which releases
 	// handlers waiting on a branch, and closes all connections.
@@ -423,6 +479,7 @@ func (s *Server) housekeeping(ctx context.Context) {
 				s.limiter.sweep()
 			}
 			s.auth.nonces.Prune()
+			s.tcpFailures.sweep()
 		}
 	}
 }

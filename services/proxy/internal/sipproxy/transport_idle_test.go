@@ -346,7 +346,7 @@ func TestAcceptRidesOutDescriptorShortage(t *testing.T) {
 	}
 	short := &shortListener{Listener: inner}
 	short.shortages.Store(3)
-	ln := newStreamListener(short, "tcp", time.Minute, func(net.Conn) {}, testLogger())
+	ln := newStreamListener(short, "tcp", streamTimeouts{idle: time.Minute, onIdle: func(net.Conn) {}}, testLogger())
 	ln.retryFirst = time.Millisecond
 	defer ln.Close()
 	client, err := net.Dial("tcp", inner.Addr().String())
@@ -387,7 +387,7 @@ func TestDescriptorShortageDoesNotStopReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := s.tcpLn.(*streamListener)
+	ln := s.tcpLn
 	short := &shortListener{Listener: ln.Listener}
 	short.shortages.Store(3)
 	ln.Listener, ln.retryFirst = short, time.Millisecond

@@ -19,27 +19,43 @@ const mtuTCPConnectTimeout = 2 * time.Second
 // address (RFC 3261 18.1.1, Kamailio's udp_mtu_try_proto): only its top
 // Via changes, while the Record-Route keeps the UDP entry it was built
 // with, so the dialog's later, smaller requests stay on UDP. When no TCP
-// connection can be made there, the request goes over UDP after all.
+// connection can be made there, the request goes over UDP after all, and
+// so do the target's next large requests for tcpFailureMemory.
 func (s *Server) sendBranch(c *call, out *sip.Request, t target) (sip.ClientTransaction, error) {
 	if s.triesTCPFor(out, t) {
-		viaOver(out, "TCP", s.port("TCP"))
-		out.SetTransport("TCP")
-		out.Laddr = sip.Addr{}
-		ctx, cancel := context.WithTimeout(context.Background(), mtuTCPConnectTimeout)
-		tx, err := s.txl.Request(ctx, out)
-		cancel()
-		if err == nil {
-			s.m.udpMTUExceeded.WithLabelValues("tcp").Inc()
+		if s.tcpFailures.recent(t.dest) {
+			s.m.udpMTUTCPSkips.Inc()
+			s.m.udpMTUExceeded.WithLabelValues("udp").Inc()
+		} else if tx, ok := s.sendOverTCP(c, out, t); ok {
 			return tx, nil
 		}
-		s.m.udpMTUExceeded.WithLabelValues("udp").Inc()
-		c.logger().Debug().Err(err).Str("dest", t.dest).Msg("no tcp connection for a request too large for udp, sending it over udp")
-		viaOver(out, "UDP", s.port("UDP"))
-		s.address(out, t)
 	}
 	ctx, cancel := sendContext(t)
 	defer cancel()
 	return s.txl.Request(ctx, out)
+}
+
+// sendOverTCP tries to send out, bound for t over UDP, over TCP instead;
+// when no connection can be made it puts out back as it was, for UDP, and
+// remembers the failure.
+func (s *Server) sendOverTCP(c *call, out *sip.Request, t target) (sip.ClientTransaction, bool) {
+	viaOver(out, "TCP", s.port("TCP"))
+	out.SetTransport("TCP")
+	out.Laddr = sip.Addr{}
+	ctx, cancel := context.WithTimeout(context.Background(), mtuTCPConnectTimeout)
+	tx, err := s.txl.Request(ctx, out)
+	cancel()
+	if err == nil {
+		s.m.udpMTUExceeded.WithLabelValues("tcp").Inc()
+		return tx, true
+	}
+	s.tcpFailures.failed(t.dest)
+	s.m.udpMTUExceeded.WithLabelValues("udp").Inc()
+	c.logger().Debug().Err(err).Str("dest", t.dest).Dur("udp_for", tcpFailureMemory).
+		Msg("no tcp connection for a request too large for udp, sending it and the next ones over udp")
+	viaOver(out, "UDP", s.port("UDP"))
+	s.address(out, t)
+	return nil, false
 }
 
 // triesTCPFor reports whether out, about to go to t over UDP, is larger

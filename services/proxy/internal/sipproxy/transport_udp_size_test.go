@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ type rawPeer struct {
 	port int
 	addr string
 	msgs chan rawMsg
+	// tcpHeld, without a TCP listener, is a TCP socket bound to the port
+	// and not listening: a connection to the port is refused, and no
+	// other test's listener can take the port number meanwhile.
+	tcpHeld int
 }
 
 // rawMsg is a message a rawPeer received and how to answer it.
@@ -36,13 +41,48 @@ type rawMsg struct {
 	reply func(m sip.Message) error
 }
 
+// bindPeerPorts binds a UDP socket on 127.0.0.1 and a TCP socket on the
+// same port number: a listener when withTCP, else a socket bound only (see
+// rawPeer.tcpHeld). A port free for UDP may be taken for TCP by another
+// test, so a few are tried.
+func bindPeerPorts(t *testing.T, withTCP bool) (conn *net.UDPConn, ln net.Listener, held int) {
+	t.Helper()
+	for range 20 {
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if withTCP {
+			if ln, err := net.Listen("tcp", conn.LocalAddr().String()); err == nil {
+				return conn, ln, -1
+			}
+		} else if fd, err := holdTCPPort(conn.LocalAddr().(*net.UDPAddr).Port); err == nil {
+			return conn, nil, fd
+		}
+		_ = conn.Close()
+	}
+	t.Fatal("no port free for both udp and tcp")
+	return nil, nil, -1
+}
+
+// holdTCPPort binds a TCP socket to 127.0.0.1:port without listening, and
+// without SO_REUSEADDR, so that nobody else can bind the port.
+func holdTCPPort(port int) (int, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		_ = syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
 func newRawPeer(t *testing.T, withTCP bool) *rawPeer {
 	t.Helper()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &rawPeer{conn: conn, port: conn.LocalAddr().(*net.UDPAddr).Port, msgs: make(chan rawMsg, 64)}
+	conn, ln, held := bindPeerPorts(t, withTCP)
+	p := &rawPeer{conn: conn, port: conn.LocalAddr().(*net.UDPAddr).Port, msgs: make(chan rawMsg, 64), tcpHeld: held}
 	p.addr = conn.LocalAddr().String()
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -62,11 +102,7 @@ func newRawPeer(t *testing.T, withTCP bool) *rawPeer {
 			}})
 		}
 	})
-	var ln net.Listener
-	if withTCP {
-		if ln, err = net.Listen("tcp", p.addr); err != nil {
-			t.Fatal(err)
-		}
+	if ln != nil {
 		var connsMu sync.Mutex
 		var conns []net.Conn
 		wg.Go(func() {
@@ -91,6 +127,9 @@ func newRawPeer(t *testing.T, withTCP bool) *rawPeer {
 		_ = conn.Close()
 		if ln != nil {
 			_ = ln.Close()
+		}
+		if held >= 0 {
+			_ = syscall.Close(held)
 		}
 		wg.Wait()
 	})

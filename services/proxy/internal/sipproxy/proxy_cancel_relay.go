@@ -1,0 +1,192 @@
+package sipproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/nats-io/nats.go"
+)
+
+// A CANCEL matches its INVITE's server transaction by the branch the caller
+// put in the INVITE's Via: nothing in it names the replica holding that
+// transaction, and the load balancer in front of the replicas may hand it
+// to any of them. A proxy that finds no transaction must still get the
+// CANCEL to the INVITE (RFC 3261 16.10). The flows relay (flows.go) cannot
+// carry it: it sends a request to a replica a signed alias names, and a
+// CANCEL names none. So the replica that got it offers it, as it came, to
+// every replica on the bus. Only the one holding the INVITE answers: it
+// cancels the transaction exactly as sipgo does a local CANCEL (487
+// upstream, the branches cancelled by forward), and once it says so the
+// asking replica answers the CANCEL 200, hop by hop. The others keep quiet,
+// so no replica waits for a count of refusals it cannot know; no answer
+// within cancel_relay_timeout means nobody holds the INVITE: 481. Nothing is
+// kept per call: the lookup is sipgo's own transaction, found by its key in
+// inviteTxs, which forgets it when it ends.
+//
+// What a flood of CANCELs matching nothing costs is bounded on both sides:
+// a replica has at most cancel_relay_max_pending of them asking at once, and
+// answers the rest 481 without asking; a replica handles the offers it gets
+// one at a time, from a queue of bounded length, which drops what overflows.
+
+// cancelRelaySubject is where the replicas offer each other CANCELs, in the
+// bus's subject scheme (callgrid.v1...). The payload is the CANCEL itself
+// in SIP's wire format, which every replica parses as it parses SIP from
+// the network; the reply of the replica holding the INVITE is
+// cancelRelayAccepted.
+const cancelRelaySubject = "callgrid.v1.proxy.cancel"
+
+// cancelRelayOrigin names, on an offered CANCEL, the replica that offered
+// it: the subscription of that replica gets the offer too, and skips it.
+const cancelRelayOrigin = "Callgrid-Origin"
+
+// maxCancelRelayTimeout keeps the wait well inside the caller's patience:
+// Timer F (32s) on the CANCEL, and a user who hung up.
+const maxCancelRelayTimeout = 5 * time.Second
+
+// cancelRelayDrain bounds, at shutdown, the wait for the offers already
+// queued: each is a map lookup.
+const cancelRelayDrain = time.Second
+
+// cancelRelayQueue is how many offered CANCELs a replica keeps waiting for
+// its handler; NATS drops what comes beyond (a slow consumer), and their
+// senders answer 481 once their wait ends.
+const cancelRelayQueue = 1024
+
+// Results of a CANCEL offered to the other replicas (cancelRelays) and of
+// one another replica offered (cancelsRelayed).
+const (
+	cancelRelayAccepted    = "accepted"
+	cancelRelayUnmatched   = "unmatched"
+	cancelRelayLimited     = "limited"
+	cancelRelayUnavailable = "unavailable"
+	cancelRelayCancelled   = "cancelled"
+	cancelRelayMalformed   = "malformed"
+)
+
+// newReplicaID names this replica on the offers it makes.
+func newReplicaID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// relaysCancels reports whether this replica offers the CANCELs it cannot
+// match to the others.
+func (s *Server) relaysCancels() bool { return s.bus != nil && s.cfg.CancelRelayTimeout > 0 }
+
+// cancelElsewhere handles a CANCEL that matched no INVITE transaction of
+// this replica: another replica may hold it. It answers 200 when one
+// cancelled it; an error (481) when none did in time, or when it was not
+// asked.
+func (s *Server) cancelElsewhere(c *call) error {
+	if !s.relaysCancels() {
+		return errNoTransaction
+	}
+	select {
+	case s.cancelSlots <- struct{}{}:
+		defer func() { <-s.cancelSlots }()
+	default:
+		s.m.cancelRelays.WithLabelValues(cancelRelayLimited).Inc()
+		return fmt.Errorf("offer cancel to the other replicas: %d pending already: %w", cap(s.cancelSlots), errNoTransaction)
+	}
+	nc := s.bus.Conn()
+	if !nc.IsConnected() {
+		s.m.cancelRelays.WithLabelValues(cancelRelayUnavailable).Inc()
+		return fmt.Errorf("offer cancel to the other replicas: bus away: %w", errNoTransaction)
+	}
+	msg := nats.NewMsg(cancelRelaySubject)
+	msg.Header.Set(cancelRelayOrigin, s.replicaID)
+	msg.Data = []byte(c.req.String())
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CancelRelayTimeout)
+	defer cancel()
+	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		// A timeout, or no responder at all: nobody holds the INVITE.
+		s.m.cancelRelays.WithLabelValues(cancelRelayUnmatched).Inc()
+		return fmt.Errorf("offer cancel to the other replicas: %w: %w", errNoTransaction, err)
+	}
+	if string(reply.Data) != cancelRelayAccepted {
+		s.m.cancelRelays.WithLabelValues(cancelRelayUnmatched).Inc()
+		return fmt.Errorf("offer cancel to the other replicas: reply %q: %w", reply.Data, errNoTransaction)
+	}
+	s.m.cancelRelays.WithLabelValues(cancelRelayAccepted).Inc()
+	c.logger().Debug().Msg("cancel taken by the replica holding the invite")
+	s.reply(c, sip.StatusOK, "OK")
+	return nil
+}
+
+// subscribeCancelRelay starts taking the CANCELs other replicas offer.
+func (s *Server) subscribeCancelRelay() (*nats.Subscription, error) {
+	sub, err := s.bus.Conn().Subscribe(cancelRelaySubject, s.takeOfferedCancel)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", cancelRelaySubject, err)
+	}
+	if err := sub.SetPendingLimits(cancelRelayQueue, cancelRelayQueue*s.cfg.MaxMessageSize); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("bound the queue of %s: %w", cancelRelaySubject, err)
+	}
+	return sub, nil
+}
+
+// takeOfferedCancel handles a CANCEL another replica offered: when this
+// replica holds its INVITE it cancels it and says so; otherwise it keeps
+// quiet. NATS runs it for one offer at a time.
+func (s *Server) takeOfferedCancel(msg *nats.Msg) {
+	if msg.Header.Get(cancelRelayOrigin) == s.replicaID {
+		return
+	}
+	parsed, err := s.parser.ParseSIP(msg.Data)
+	req, ok := parsed.(*sip.Request)
+	if err != nil || !ok || !req.IsCancel() || req.Via() == nil || req.CSeq() == nil {
+		s.m.cancelsRelayed.WithLabelValues(cancelRelayMalformed).Inc()
+		return
+	}
+	tx, ok := s.liveInvite(req)
+	if !ok {
+		s.m.cancelsRelayed.WithLabelValues(cancelRelayUnmatched).Inc()
+		return
+	}
+	log := s.log.With().Str("call_id", callIDOf(req)).Logger()
+	// What sipgo's transaction layer does with a CANCEL matching one of its
+	// INVITEs, but for the 200, which the replica that got the CANCEL sends:
+	// the transaction answers 487 and runs its OnCancel hooks.
+	if err := tx.Receive(req); err != nil {
+		s.m.cancelsRelayed.WithLabelValues(cancelRelayUnmatched).Inc()
+		log.Warn().Err(err).Msg("cancel an invite for another replica")
+		return
+	}
+	s.m.cancelsRelayed.WithLabelValues(cancelRelayCancelled).Inc()
+	if err := msg.Respond([]byte(cancelRelayAccepted)); err != nil {
+		// The caller gets its 487 all the same; its CANCEL is answered 481.
+		log.Debug().Err(err).Msg("tell the replica that got the cancel")
+		return
+	}
+	log.Debug().Msg("invite cancelled for another replica")
+}
+
+// cancellable is what of sipgo's server transaction takes a CANCEL.
+type cancellable interface {
+	Receive(req *sip.Request) error
+}
+
+// liveInvite finds the live INVITE server transaction a CANCEL cancels:
+// the one with the CANCEL's key taken as an INVITE's (RFC 3261 9.2).
+func (s *Server) liveInvite(cancel *sip.Request) (cancellable, bool) {
+	cseq := cancel.CSeq()
+	cseq.MethodName = sip.INVITE
+	key, err := sip.ServerTxKeyMake(cancel)
+	cseq.MethodName = sip.CANCEL
+	if err != nil {
+		return nil, false
+	}
+	v, ok := s.inviteTxs.Load(key)
+	if !ok {
+		return nil, false
+	}
+	tx, ok := v.(cancellable)
+	return tx, ok
+}

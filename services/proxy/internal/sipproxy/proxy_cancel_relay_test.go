@@ -1,0 +1,161 @@
+package sipproxy
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"callgrid.dev/pkg/bus"
+)
+
+// testCancelRelayTimeout keeps the wait for a CANCEL nobody holds short.
+const testCancelRelayTimeout = 300 * time.Millisecond
+
+// busReplica is a proxy replica on its own connection to the bus at url.
+func busReplica(t *testing.T, url string) *runningProxy {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client, err := bus.Connect(ctx, bus.Config{URL: url}, "proxy", testLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	cfg := trustedConfig()
+	cfg.CancelRelayTimeout = testCancelRelayTimeout
+	return startProxy(t, cfg, WithBus(client))
+}
+
+// cancelFor is the CANCEL a caller sends for invite (RFC 3261 9.1).
+func cancelFor(invite *sip.Request) *sip.Request {
+	req := sip.NewRequest(sip.CANCEL, invite.Recipient)
+	req.AppendHeader(invite.Via().Clone())
+	req.AppendHeader(sip.HeaderClone(invite.From()))
+	req.AppendHeader(sip.HeaderClone(invite.To()))
+	req.AppendHeader(sip.HeaderClone(invite.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: invite.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	return req
+}
+
+// A load balancer sends an INVITE to replica A and its CANCEL to replica
+// B, which holds no transaction for it: B offers the CANCEL over the bus,
+// A cancels the ringing callee and answers the caller 487, and B answers
+// the CANCEL 200.
+func TestCancelReachingAnotherReplica(t *testing.T) {
+	url := startNATS(t)
+	a, b := busReplica(t, url), busReplica(t, url)
+	bob := newCallee(t, -1)
+	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
+		t.Fatalf("register via a: %d", res.StatusCode)
+	}
+
+	caller := newPeer(t, "caller")
+	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	invite.SetDestination(a.Addr("udp"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := caller.cli.TransactionRequest(ctx, invite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	for ringing := false; !ringing; {
+		select {
+		case r := <-tx.Responses():
+			ringing = r.StatusCode == sip.StatusRinging
+		case <-ctx.Done():
+			t.Fatal("no 180 through replica a")
+		}
+	}
+	receive(t, "invite at bob", bob.invites)
+
+	if res := caller.do(t, b.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusOK {
+		t.Fatalf("cancel via b: %d, want 200", res.StatusCode)
+	}
+	receive(t, "cancel at bob", bob.cancels)
+	for final := 0; final == 0; {
+		select {
+		case r := <-tx.Responses():
+			if r.StatusCode >= 200 {
+				final = r.StatusCode
+			}
+		case <-ctx.Done():
+			t.Fatal("no final response to the invite after the cancel")
+		}
+		if final != 0 && final != sip.StatusRequestTerminated {
+			t.Fatalf("invite: %d, want 487", final)
+		}
+	}
+	if got := testutil.ToFloat64(b.m.cancelRelays.WithLabelValues(cancelRelayAccepted)); got != 1 {
+		t.Errorf("b: cancel relays accepted %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayCancelled)); got != 1 {
+		t.Errorf("a: relayed cancels taken %v, want 1", got)
+	}
+}
+
+// A CANCEL no replica holds the INVITE of is answered 481 once the wait
+// for one is over, and counted.
+func TestCancelMatchingNoReplica(t *testing.T) {
+	url := startNATS(t)
+	a, b := busReplica(t, url), busReplica(t, url)
+	caller := newPeer(t, "caller")
+	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	invite.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: caller.port,
+		Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})
+	invite.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+	cid := sip.CallIDHeader("no-such-invite@test")
+	invite.AppendHeader(&cid)
+
+	start := time.Now()
+	if res := caller.do(t, b.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusCallTransactionDoesNotExists {
+		t.Fatalf("cancel: %d, want 481", res.StatusCode)
+	}
+	if elapsed := time.Since(start); elapsed < testCancelRelayTimeout {
+		t.Errorf("answered after %v, before the wait of %v was over", elapsed, testCancelRelayTimeout)
+	}
+	if got := testutil.ToFloat64(b.m.cancelRelays.WithLabelValues(cancelRelayUnmatched)); got != 1 {
+		t.Errorf("b: unmatched cancel relays %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayUnmatched)); got != 1 {
+		t.Errorf("a: unmatched relayed cancels %v, want 1", got)
+	}
+}
+
+// A replica with cancel_relay_max_pending CANCELs asking the others
+// already answers the next one 481 at once, without asking.
+func TestCancelRelayIsBounded(t *testing.T) {
+	url := startNATS(t)
+	a, b := busReplica(t, url), busReplica(t, url)
+	for range cap(b.cancelSlots) {
+		b.cancelSlots <- struct{}{}
+	}
+	t.Cleanup(func() {
+		for range cap(b.cancelSlots) {
+			<-b.cancelSlots
+		}
+	})
+	caller := newPeer(t, "caller")
+	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	invite.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: caller.port,
+		Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})
+	invite.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+	cid := sip.CallIDHeader("flood@test")
+	invite.AppendHeader(&cid)
+
+	if res := caller.do(t, b.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusCallTransactionDoesNotExists {
+		t.Fatalf("cancel: %d, want 481", res.StatusCode)
+	}
+	if got := testutil.ToFloat64(b.m.cancelRelays.WithLabelValues(cancelRelayLimited)); got != 1 {
+		t.Errorf("b: limited cancel relays %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayUnmatched)); got != 0 {
+		t.Errorf("a: offered %v cancels, want none", got)
+	}
+}
