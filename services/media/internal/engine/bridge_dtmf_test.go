@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -93,7 +94,17 @@ func (rc *eventReceiver) take(i int, p rtp.Packet) {
 func receiveEvents(t *testing.T, ep *endpoint, prev rtp.Packet, eventPT, audioPT uint8) []receivedEvent {
 	t.Helper()
 	rc := &eventReceiver{t: t}
-	for i := 0; ; i++ {
+	rc.read(ep, &prev, eventPT, audioPT, -1)
+	return rc.events
+}
+
+// read takes what ep is sent after *prev, as receiveEvents does, until a
+// packet of audioPT arrives or, when n is not negative, n packets of
+// eventPT have; *prev is left at the last packet read.
+func (rc *eventReceiver) read(ep *endpoint, prev *rtp.Packet, eventPT, audioPT uint8, n int) {
+	t := rc.t
+	t.Helper()
+	for i := 0; i != n; i++ {
 		p, ok := ep.recv(2 * time.Second)
 		if !ok {
 			t.Fatalf("packet %d not delivered; events so far %+v", i, rc.events)
@@ -101,10 +112,10 @@ func receiveEvents(t *testing.T, ep *endpoint, prev rtp.Packet, eventPT, audioPT
 		if p.SequenceNumber != prev.SequenceNumber+1 || p.SSRC != prev.SSRC {
 			t.Fatalf("packet %d: seq %d ssrc %#x after seq %d ssrc %#x", i, p.SequenceNumber, p.SSRC, prev.SequenceNumber, prev.SSRC)
 		}
-		prev = p
+		*prev = p
 		switch p.PayloadType {
 		case audioPT:
-			return rc.events
+			return
 		case eventPT:
 			rc.take(i, p)
 		default:
@@ -355,4 +366,113 @@ func TestDigitFollowsTheAudioBeforeIt(t *testing.T) {
 		}
 	}
 	b.expectNothing(100 * time.Millisecond)
+}
+
+// A re-INVITE or UPDATE that changes nothing about how a digit is carried
+// (a session refresh, a new address, a changed packet time) while a key
+// is held past a segment of either clock leaves the digit as it was: the
+// far end goes on decoding one press, not a second one from segments laid
+// out anew or from a segment of the source taken for a new event.
+func TestLongDigitGoesOnAcrossAReInvite(t *testing.T) {
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	pcmuFrame := encodeTone(t, codec.PCMU, 8000, 1)[0]
+	opusFrame := encodeTone(t, codec.Opus, 48000, 1)[0]
+	tests := []struct {
+		name               string
+		fromSDP, toSDP     []string // the sender's (leg A when fromA) and the receiver's
+		fromA              bool
+		eventPT, wantPT    uint8
+		audioPT, wantAudio uint8
+		audio              []byte
+		press              []eventPacket
+		reInviteAfter      int // packets of the press sent before the re-INVITE
+		deliveredBefore    int // event packets the far end gets for them
+		wantLength         uint32
+		wantSegments       int
+	}{
+		{
+			name:    "8 kHz to 48 kHz, transcoded",
+			fromSDP: []string{"0 101", "a=rtpmap:101 telephone-event/8000"},
+			toSDP:   []string{"111 110", opus48, "a=rtpmap:110 telephone-event/48000"},
+			fromA:   true, eventPT: 101, wantPT: 110, audioPT: 0, wantAudio: 111, audio: pcmuFrame,
+			press:         segmented(4000, 8000, 12000, 16000),
+			reInviteAfter: 3, deliveredBefore: 4, // 72000 ticks at 48 kHz: the first segment ended, the second begun
+			wantLength: 96000, wantSegments: 2,
+		},
+		{
+			name:    "48 kHz to 8 kHz, transcoded",
+			fromSDP: []string{"111 110", opus48, "a=rtpmap:110 telephone-event/48000"},
+			toSDP:   []string{"0 101", "a=rtpmap:101 telephone-event/8000"},
+			eventPT: 110, wantPT: 101, audioPT: 111, wantAudio: 0, audio: opusFrame,
+			press:         segmented(24000, 48000, 78000, 96000),
+			reInviteAfter: 4, deliveredBefore: 4, // up to the first packet of the source's second segment
+			wantLength: 16000, wantSegments: 1,
+		},
+		{
+			name:    "8 kHz to 48 kHz, relayed",
+			fromSDP: []string{"111 101", opus48, "a=rtpmap:101 telephone-event/8000"},
+			toSDP:   []string{"111 96", opus48, "a=rtpmap:96 telephone-event/48000"},
+			fromA:   true, eventPT: 101, wantPT: 96, audioPT: 111, wantAudio: 111, audio: opusFrame,
+			press:         segmented(4000, 8000, 12000, 16000),
+			reInviteAfter: 3, deliveredBefore: 4,
+			wantLength: 96000, wantSegments: 2,
+		},
+		{
+			name:    "48 kHz to 8 kHz, relayed",
+			fromSDP: []string{"111 96", opus48, "a=rtpmap:96 telephone-event/48000"},
+			toSDP:   []string{"111 101", opus48, "a=rtpmap:101 telephone-event/8000"},
+			eventPT: 96, wantPT: 101, audioPT: 111, wantAudio: 111, audio: opusFrame,
+			press:         segmented(24000, 48000, 78000, 96000),
+			reInviteAfter: 4, deliveredBefore: 4,
+			wantLength: 16000, wantSegments: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			from, to := newEndpoint(t), newEndpoint(t)
+			fromSDP, toSDP := from.sdp(tc.fromSDP[0], tc.fromSDP[1:]...), to.sdp(tc.toSDP[0], tc.toSDP[1:]...)
+			aSDP, bSDP, node := toSDP, fromSDP, LegB
+			if tc.fromA {
+				aSDP, bSDP, node = fromSDP, toSDP, LegA
+			}
+			nodeA, nodeB, _ := bridge(t, e, "s1", aSDP, bSDP)
+			dst := nodeB
+			if node == LegA {
+				dst = nodeA
+			}
+			from.send(dst, rtp.Header{PayloadType: tc.audioPT, SequenceNumber: 100, Timestamp: 1000, SSRC: 7}, tc.audio)
+			before, ok := to.recv(2 * time.Second)
+			if !ok {
+				t.Fatal("audio before the digit not delivered")
+			}
+			seq := sendEvent(from, dst, tc.eventPT, 7, 101, 5000, 1, tc.press[:tc.reInviteAfter])
+			// What was sent so far has gone out under the route the
+			// re-INVITE replaces: the press spans it.
+			rc, prev := &eventReceiver{t: t}, before
+			rc.read(to, &prev, tc.wantPT, tc.wantAudio, tc.deliveredBefore)
+			// The caller refreshes the session with the SDP it had.
+			if _, _, err := e.Update(context.Background(), "s1", LegA, aSDP, false); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range tc.press[tc.reInviteAfter:] {
+				flags := byte(10)
+				if p.end {
+					flags |= eventEndBit
+				}
+				from.send(dst, rtp.Header{PayloadType: tc.eventPT, SequenceNumber: seq, Timestamp: 5000 + p.at, SSRC: 7},
+					[]byte{1, flags, byte(p.duration >> 8), byte(p.duration)})
+				seq++
+			}
+			from.send(dst, rtp.Header{PayloadType: tc.audioPT, SequenceNumber: seq, Timestamp: 900000, SSRC: 7}, tc.audio)
+			rc.read(to, &prev, tc.wantPT, tc.wantAudio, -1)
+			if len(rc.events) != 1 {
+				t.Fatalf("the far end decodes %d events, want one digit: %+v", len(rc.events), rc.events)
+			}
+			if ev := rc.events[0]; ev.code != 1 || ev.length != tc.wantLength || ev.segments != tc.wantSegments || ev.ends != 3 {
+				t.Fatalf("the far end decodes %+v; want digit 1 of %d ticks in %d segments, its end sent 3 times",
+					ev, tc.wantLength, tc.wantSegments)
+			}
+		})
+	}
 }

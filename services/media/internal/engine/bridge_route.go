@@ -310,11 +310,27 @@ func (d *direction) adopt(r *route) {
 		// re-INVITE); the transcoder is this reader's to change.
 		r.tc.usePacketTime(r.packetTime)
 	}
+	if d.cur == nil || !d.cur.carriesEventsAs(r) {
+		// The event being carried would be placed elsewhere now.
+		d.events.active = false
+	}
 	d.cur = r
 	d.mode, d.audioPT, d.outClock = r.mode, r.audioPT, r.outClock
 	d.hasKind = false
-	// The clocks an event was being carried between may have changed.
-	d.events.active = false
+}
+
+// carriesEventsAs reports whether an event goes to the same place on the
+// destination clock under route o as under r: the same telephone-event
+// clocks, and its timestamp mapped by the same transcoder, or relayed with
+// no clock change to re-base the stream. Most new routes (a session
+// refresh, a hold, a new address or packet time) change none of that, and
+// a key held across one must go on as the one event it is: begun anew,
+// its destination segments already ended would be laid out again, or a
+// later source segment taken for its start, and the far end would decode
+// a second key press.
+func (r *route) carriesEventsAs(o *route) bool {
+	return r.tc == o.tc && r.outClock == o.outClock &&
+		r.inEventClock == o.inEventClock && r.outEventClock == o.outEventClock
 }
 
 // late reports whether the packet in d.hdr is behind the newest one this

@@ -3,10 +3,12 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
 	"callgrid.dev/services/media/internal/codec"
+	"callgrid.dev/services/media/internal/dsp"
 )
 
 // The packet time media the node encodes goes out at: what the endpoint
@@ -167,5 +169,80 @@ func TestPacketizerPacksOpusFrames(t *testing.T) {
 	}
 	if got := takePacket(t, p); !bytes.Equal(got.payload, wb) || got.ts != 4800 || got.ticks != 960 {
 		t.Fatalf("the frame left, flushed: % x at %d lasting %d", got.payload, got.ts, got.ticks)
+	}
+}
+
+// What packOpusFrames makes is what a real decoder takes, and decodes to
+// the very audio of the frames decoded one by one: equal sizes (CBR),
+// sizes that differ (VBR) with lengths from 252 up in two bytes, and the
+// empty frames of DTX silence among them.
+func TestPackedOpusFramesDecodeAsTheFrames(t *testing.T) {
+	loud := codec.DefaultOpusOptions()
+	loud.BitrateBPS = 300000 // frames past 252 bytes at 16 kHz
+	dtx := codec.DefaultOpusOptions()
+	dtx.DTX = true
+	tests := []struct {
+		name string
+		rate int
+		opts codec.OpusOptions
+	}{
+		{name: "narrowband", rate: 8000, opts: codec.DefaultOpusOptions()},
+		{name: "wideband, long frames", rate: 16000, opts: loud},
+		{name: "with DTX", rate: 8000, opts: dtx},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			enc, err := codec.NewEncoder(codec.Opus, tc.rate, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer enc.Close()
+			packed, single := newTestDecoder(t, codec.Opus, 48000), newTestDecoder(t, codec.Opus, 48000)
+			tone := dsp.NewTone(ToneHz, float64(tc.rate), dsp.AmplitudeFromDBFS(-10))
+			pcm := make([]int16, codec.FrameSamplesAt(tc.rate))
+			out, got, want := make([]byte, maxPacket), make([]int16, 6000), make([]int16, 6000)
+			var long, vbr, empty bool
+			for i := range 40 {
+				frames := make([][]byte, 2+i%2) // 40 and 60 ms
+				for j := range frames {
+					if tc.opts.DTX && i%10 >= 5 {
+						clear(pcm) // silence: DTX frames
+					} else {
+						tone.Fill(pcm)
+					}
+					buf := make([]byte, codec.OpusMaxPacketBytes)
+					n, err := enc.Encode(pcm, buf)
+					if err != nil {
+						t.Fatal(err)
+					}
+					frames[j] = buf[:n]
+					long = long || n > opusShortLength
+					empty = empty || n <= 2 // a TOC and no more, or DTX's two bytes
+					vbr = vbr || n != len(frames[0])
+				}
+				n, err := packOpusFrames(out, frames)
+				if err != nil {
+					t.Fatalf("packet %d: %v", i, err)
+				}
+				total, err := packed.Decode(out[:n], got)
+				if err != nil || total != len(frames)*960 {
+					t.Fatalf("packet %d (% x…): %d samples, %v; want %d", i, out[:min(n, 4)], total, err, len(frames)*960)
+				}
+				at := 0
+				for _, f := range frames {
+					m, err := single.Decode(f, want[at:])
+					if err != nil {
+						t.Fatal(err)
+					}
+					at += m
+				}
+				if !slices.Equal(got[:total], want[:at]) {
+					t.Fatalf("packet %d decodes to other audio than its %d frames", i, len(frames))
+				}
+			}
+			if !vbr || (tc.opts.BitrateBPS > 100000 && !long) || (tc.opts.DTX && !empty) {
+				t.Fatalf("the case did not come up: frames of different sizes %v, past 252 bytes %v, DTX frames %v", vbr, long, empty)
+			}
+		})
 	}
 }

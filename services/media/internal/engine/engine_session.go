@@ -37,6 +37,10 @@ type session struct {
 	// the one replaced is closed only once nothing can be encoding with it.
 	tone   atomic.Pointer[toneSource]
 	toneMu sync.Mutex
+	// toneReleased, guarded by toneMu, is set once release closed the
+	// tone: a negotiation that took the session up before it ended and
+	// replaces the tone afterwards closes its own at once.
+	toneReleased bool
 
 	mu          sync.Mutex // serialises negotiation
 	offer       []byte     // the offer SDP, to recognise a retried request
@@ -130,7 +134,13 @@ func (s *session) release() {
 	for _, c := range closers {
 		c()
 	}
-	if t := s.tone.Load(); t != nil {
+	// Taken out under toneMu, so that a late replaceTone neither closes
+	// it a second time nor leaves its own tone open.
+	s.toneMu.Lock()
+	t := s.tone.Swap(nil)
+	s.toneReleased = true
+	s.toneMu.Unlock()
+	if t != nil {
 		t.close()
 	}
 	for _, l := range s.legs {
@@ -142,9 +152,15 @@ func (s *session) release() {
 
 // replaceTone makes t the tone played and closes the one it replaces: the
 // clock takes t up at its next tick, and cannot be encoding with the old
-// one once toneMu is had.
+// one once toneMu is had. Once the session released its tone, t is
+// closed instead: nothing will play it.
 func (s *session) replaceTone(t *toneSource) {
 	s.toneMu.Lock()
+	if s.toneReleased {
+		s.toneMu.Unlock()
+		t.close()
+		return
+	}
 	old := s.tone.Swap(t)
 	s.toneMu.Unlock()
 	if old != nil {

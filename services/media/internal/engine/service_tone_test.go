@@ -281,3 +281,26 @@ func TestReplacedToneIsClosed(t *testing.T) {
 		t.Fatalf("%d tone packets failed to encode", n)
 	}
 }
+
+// closeCounter is an encoder that only counts its Close calls.
+type closeCounter struct {
+	codec.Encoder
+	closes int
+}
+
+func (c *closeCounter) Close() { c.closes++ }
+
+// An Update that took the session up before a Delete ended it may replace
+// the tone after the session released its own: each tone is closed once,
+// the one replaced by the session's end and the one that came too late
+// alike, and never by both at once (two goroutines closing one encoder).
+func TestToneReplacedAfterReleaseIsClosedOnce(t *testing.T) {
+	s := &session{}
+	played, late := &closeCounter{}, &closeCounter{}
+	s.tone.Store(&toneSource{enc: played})
+	s.release()
+	s.replaceTone(&toneSource{enc: late})
+	if played.closes != 1 || late.closes != 1 {
+		t.Fatalf("the tone played closed %d times, the one replacing it after the session ended %d; want once each", played.closes, late.closes)
+	}
+}
