@@ -432,7 +432,7 @@ func TestOversizedRequestIsNoGatewayFailure(t *testing.T) {
 		res = phone.response("large@test")
 	}
 	if res.StatusCode != sip.StatusMessageTooLarge {
-		t.Fatalf("status %d, want 513: the request must be too large for UDP, or the test proves nothing", res.StatusCode)
+		t.Fatalf("status %d %s (%v), want 513: the request must be too large for UDP, or the test proves nothing", res.StatusCode, res.Reason, res.GetHeader("Warning"))
 	}
 	for _, name := range []string{"a", "b"} {
 		gw := gatewayMetrics{p: p, group: "pstn", gateway: name}

@@ -394,6 +394,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.udpConn != nil {
 		serve("udp", func() error { return s.srv.ServeUDP(s.udpConn) })
+		s.awaitUDPListener(ctx)
 	}
 	if s.tcpLn != nil {
 		serve("tcp", func() error { return s.srv.ServeTCP(s.tcpLn) })
@@ -546,4 +547,30 @@ func newAuthenticator(cfg AuthConfig, now func() time.Time) (*authenticator, err
 	a := &authenticator{algorithms: algs, nonces: nonces, users: users}
 	a.verifier = &digestauth.Verifier{Realm: cfg.Realm, Nonces: nonces, Users: a.ha1, Algorithms: algs}
 	return a, nil
+}
+
+// udpListenerWait bounds how long Run waits for sipgo to take up the UDP
+// socket; it does so at once, unless the machine is starved.
+const udpListenerWait = 5 * time.Second
+
+// awaitUDPListener returns once sipgo's transport layer holds the UDP
+// socket ServeUDP was given, which it records on its own goroutine. A
+// request that came in over TCP or TLS before then and goes on over UDP
+// finds no UDP connection of ours: sipgo then binds a new socket to our
+// port, which fails, and the call fails on a transport error that would
+// also take its gateway out of rotation. So the stream listeners start
+// serving only after it.
+func (s *Server) awaitUDPListener(ctx context.Context) {
+	addr := s.udpConn.LocalAddr().String()
+	deadline := time.Now().Add(udpListenerWait)
+	for {
+		if _, err := s.ua.TransportLayer().GetConnection("udp", addr); err == nil {
+			return
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			s.log.Warn().Str("addr", addr).Msg("udp listener not taken up by the sip stack in time")
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
