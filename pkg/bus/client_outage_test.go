@@ -107,7 +107,7 @@ func TestSilentServerIsDetected(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	hole := newBlackhole(t, srv.srv.Addr().String())
 	const ping = 50 * time.Millisecond
-	c, err := Connect(context.Background(), Config{URL: hole.url(), PingInterval: ping, ReconnectWait: ping}, "test", zerolog.Nop(), prometheus.NewRegistry())
+	c, err := Connect(context.Background(), Config{URL: hole.url(), PingInterval: ping, RequestTimeout: ping, ReconnectWait: ping}, "test", zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,6 +151,32 @@ func TestDrainTimeoutReachesTheConnection(t *testing.T) {
 			t.Cleanup(c.Close)
 			if got := c.Conn().Opts.DrainTimeout; got != tc.want {
 				t.Fatalf("connection drain timeout %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// A ping interval under which a pong may come later than a request's reply
+// may would drop live connections to a merely slow server: refused at start,
+// with the field named, rather than as a reconnect loop in production.
+func TestConfigRefusesPingIntervalShorterThanRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{name: "defaults", cfg: Config{}, ok: true},
+		{name: "bare yaml number is nanoseconds", cfg: Config{PingInterval: 2}},
+		{name: "pongs allowed less than the request timeout", cfg: Config{PingInterval: 100 * time.Millisecond, RequestTimeout: time.Second}},
+		{name: "pongs allowed the request timeout", cfg: Config{PingInterval: 250 * time.Millisecond, RequestTimeout: 500 * time.Millisecond}, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.ok && err != nil {
+				t.Fatalf("Validate() = %v, want nil", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "bus.ping_interval")) {
+				t.Fatalf("Validate() = %v, want an error naming bus.ping_interval", err)
 			}
 		})
 	}

@@ -93,6 +93,12 @@ func (c Config) Validate() error {
 	}
 	if c.PingInterval < 0 {
 		errs = append(errs, fmt.Errorf("bus.ping_interval: must not be negative, got %s", c.PingInterval))
+	} else if d := c.WithDefaults(); d.RequestTimeout > 0 && MaxPingsOut*d.PingInterval < d.RequestTimeout {
+		// NATS drops a connection whose pong is MaxPingsOut intervals
+		// late. Shorter than a request may wait for its reply, a server
+		// merely slow (or a bare number in YAML, read as nanoseconds)
+		// would have every connection dropped and every request failed.
+		errs = append(errs, fmt.Errorf("bus.ping_interval: %s gives the server %s to answer a ping, less than bus.request_timeout %s", d.PingInterval, MaxPingsOut*d.PingInterval, d.RequestTimeout))
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("bus.replicas: %d is not within 1-5", c.Replicas))

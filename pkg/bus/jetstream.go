@@ -17,7 +17,7 @@ const DefaultEventsMaxAge = 72 * time.Hour
 
 // eventsDuplicateWindow is how long the events stream remembers an event's
 // id to drop a retried copy of it.
-const eventsDuplicateWindow = 30 * time.Second
+const eventsDuplicateWindow = 2 * time.Minute
 
 // KeyValue opens the bucket described by cfg, creating it or bringing its
 // configuration up to date. Safe to call from many processes at once.
@@ -40,9 +40,10 @@ func (c *Client) EnsureEventsStream(ctx context.Context) (jetstream.Stream, erro
 		Discard:     jetstream.DiscardOld,
 		Replicas:    c.cfg.Replicas,
 		// PublishEvent's ids let a retry after a lost acknowledgement be
-		// stored once. The server keeps every id for this long: at
-		// thousands of calls a second the default two minutes would hold
-		// a million of them, while a retry comes within seconds.
+		// stored once. The node's writer retries for as long as the bus is
+		// away, so the window has to outlast a short outage; the server
+		// keeps every id for this long, about half a million at 2,000
+		// calls a second.
 		Duplicates: eventsDuplicateWindow,
 	})
 	if err != nil {

@@ -51,7 +51,7 @@ func (n *Node) handleOffer(ctx context.Context, req *callgridv1.OfferRequest) *c
 	}
 
 	log := n.log.With().Str("call_id", s.callID).Str("session_id", s.id).Logger()
-	sdp, err := n.media.Open(ctx, OpenParams{SessionID: s.id, CallID: s.callID, SDP: req.GetSdp(), Service: service})
+	sdp, err := n.openMedia(ctx, OpenParams{SessionID: s.id, CallID: s.callID, SDP: req.GetSdp(), Service: service})
 	if err != nil {
 		n.ledger.drop(s.id)
 		status := statusOf(err)
@@ -122,6 +122,20 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	n.metrics.transcoded.Add(float64(change))
 	n.writeCallRecord(s.id)
 	return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp, Transcoding: transcoding}
+}
+
+// openMedia has the engine open a reserved session. Should the engine
+// panic, the bus recovers it and the node serves on, so the reservation is
+// dropped first: a session left opening is never released, reaped or
+// closed, and its units would be lost until the process restarts.
+func (n *Node) openMedia(ctx context.Context, p OpenParams) ([]byte, error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n.ledger.drop(p.SessionID)
+			panic(r)
+		}
+	}()
+	return n.media.Open(ctx, p)
 }
 
 // writeCallRecord queues the call record of an answered session.
