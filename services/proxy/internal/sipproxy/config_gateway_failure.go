@@ -14,6 +14,10 @@ const (
 	DefaultGatewayHoldDown      = 30 * time.Second
 	DefaultGatewayMaxRetryAfter = 5 * time.Minute
 	minGatewayHoldDown          = 100 * time.Millisecond
+	// maxGatewayDownAfter keeps the count of consecutive failures, an
+	// int32, from wrapping: once wrapped, every failure would take the
+	// gateway out.
+	maxGatewayDownAfter = 1 << 20
 )
 
 // defaultGatewayFailureCodes counts 503 alone: RFC 3398 maps the ISDN
@@ -86,8 +90,8 @@ func (f GatewayFailure) over(global GatewayFailure) GatewayFailure {
 // accepted: in a group they inherit, and the global policy has its
 // defaults by now.
 func (f GatewayFailure) validate(field string, bad func(field, format string, args ...any)) {
-	if f.DownAfter < 0 {
-		bad(field+".down_after", "%d below 1", f.DownAfter)
+	if f.DownAfter < 0 || f.DownAfter > maxGatewayDownAfter {
+		bad(field+".down_after", "%d outside 1..%d", f.DownAfter, maxGatewayDownAfter)
 	}
 	if f.HoldDown < 0 || (f.HoldDown > 0 && f.HoldDown < minGatewayHoldDown) {
 		bad(field+".hold_down", "%v below %v", f.HoldDown, minGatewayHoldDown)

@@ -36,6 +36,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "failure code 2xx", cfg: Config{GatewayFailure: GatewayFailure{Codes: []int{503, 200}}}, wantErr: "gateway_failure.codes[1]"},
 		{name: "duplicate failure code", cfg: Config{GatewayFailure: GatewayFailure{Codes: []int{503, 503}}}, wantErr: "gateway_failure.codes[1]"},
 		{name: "negative down_after", cfg: Config{GatewayFailure: GatewayFailure{DownAfter: -1}}, wantErr: "gateway_failure.down_after"},
+		{name: "down_after past its counter", cfg: Config{GatewayFailure: GatewayFailure{DownAfter: 1 << 31}}, wantErr: "gateway_failure.down_after"},
 		{name: "hold-down too short", cfg: Config{GatewayFailure: GatewayFailure{HoldDown: 10 * time.Millisecond}}, wantErr: "gateway_failure.hold_down"},
 		{name: "retry-after cap below 1s", cfg: Config{GatewayFailure: GatewayFailure{MaxRetryAfter: 500 * time.Millisecond}}, wantErr: "gateway_failure.max_retry_after"},
 		{name: "group failure code of the callee", cfg: Config{GatewayGroups: []GatewayGroup{{Name: "g", Gateways: gw.Gateways, Failure: GatewayFailure{Codes: []int{404}}}}}, wantErr: "gateway_groups[0].failure.codes[0]"},

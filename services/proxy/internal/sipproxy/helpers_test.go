@@ -165,3 +165,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func prometheusRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+// cancelFor is the CANCEL a caller sends for invite (RFC 3261 9.1).
+func cancelFor(invite *sip.Request) *sip.Request {
+	req := sip.NewRequest(sip.CANCEL, invite.Recipient)
+	req.AppendHeader(invite.Via().Clone())
+	req.AppendHeader(sip.HeaderClone(invite.From()))
+	req.AppendHeader(sip.HeaderClone(invite.To()))
+	req.AppendHeader(sip.HeaderClone(invite.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: invite.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	return req
+}

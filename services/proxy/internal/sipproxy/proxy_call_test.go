@@ -181,14 +181,7 @@ func TestCancelBeforeAnswer(t *testing.T) {
 			t.Fatal("no 180")
 		}
 	}
-	cancelReq := sip.NewRequest(sip.CANCEL, invite.Recipient)
-	cancelReq.AppendHeader(invite.Via().Clone())
-	cancelReq.AppendHeader(sip.HeaderClone(invite.From()))
-	cancelReq.AppendHeader(sip.HeaderClone(invite.To()))
-	cancelReq.AppendHeader(sip.HeaderClone(invite.CallID()))
-	cancelReq.AppendHeader(&sip.CSeqHeader{SeqNo: invite.CSeq().SeqNo, MethodName: sip.CANCEL})
-	mf := sip.MaxForwardsHeader(70)
-	cancelReq.AppendHeader(&mf)
+	cancelReq := cancelFor(invite)
 	cancelReq.SetDestination(p.Addr("udp"))
 	if res := caller.do(t, p.Addr("udp"), cancelReq); res.StatusCode != 200 {
 		t.Fatalf("cancel: %d", res.StatusCode)

@@ -171,10 +171,16 @@ func (s *Server) takeOfferedCancel(msg *nats.Msg) {
 // cancellable is what of sipgo's server transaction takes a CANCEL.
 type cancellable interface {
 	Receive(req *sip.Request) error
+	Origin() *sip.Request
 }
 
 // liveInvite finds the live INVITE server transaction a CANCEL cancels:
-// the one with the CANCEL's key taken as an INVITE's (RFC 3261 9.2).
+// the one with the CANCEL's key taken as an INVITE's (RFC 3261 9.2), and
+// whose Request-URI, Call-ID, From tag and CSeq number the CANCEL repeats
+// (9.1). The key alone is the caller's branch and sent-by, which every
+// hop downstream reads in the Via of the INVITE we forwarded: a callee,
+// or a stranger it told, could otherwise cancel someone else's call
+// through any replica.
 func (s *Server) liveInvite(cancel *sip.Request) (cancellable, bool) {
 	cseq := cancel.CSeq()
 	cseq.MethodName = sip.INVITE
@@ -188,5 +194,28 @@ func (s *Server) liveInvite(cancel *sip.Request) (cancellable, bool) {
 		return nil, false
 	}
 	tx, ok := v.(cancellable)
-	return tx, ok
+	if !ok || !cancelsInvite(cancel, tx.Origin()) {
+		return nil, false
+	}
+	return tx, true
+}
+
+// cancelsInvite reports whether cancel repeats what RFC 3261 9.1 has a
+// CANCEL copy from the INVITE it cancels, but for the To header, whose tag
+// some user agents copy from a provisional response.
+func cancelsInvite(cancel, invite *sip.Request) bool {
+	if invite == nil || invite.CSeq() == nil || cancel.CSeq().SeqNo != invite.CSeq().SeqNo {
+		return false
+	}
+	cid, icid := cancel.CallID(), invite.CallID()
+	if cid == nil || icid == nil || *cid != *icid {
+		return false
+	}
+	from, ifrom := cancel.From(), invite.From()
+	if from == nil || ifrom == nil {
+		return false
+	}
+	tag, _ := from.Params.Get("tag")
+	itag, _ := ifrom.Params.Get("tag")
+	return tag == itag && cancel.Recipient.String() == invite.Recipient.String()
 }

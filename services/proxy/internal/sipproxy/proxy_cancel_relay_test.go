@@ -30,19 +30,6 @@ func busReplica(t *testing.T, url string) *runningProxy {
 	return startProxy(t, cfg, WithBus(client))
 }
 
-// cancelFor is the CANCEL a caller sends for invite (RFC 3261 9.1).
-func cancelFor(invite *sip.Request) *sip.Request {
-	req := sip.NewRequest(sip.CANCEL, invite.Recipient)
-	req.AppendHeader(invite.Via().Clone())
-	req.AppendHeader(sip.HeaderClone(invite.From()))
-	req.AppendHeader(sip.HeaderClone(invite.To()))
-	req.AppendHeader(sip.HeaderClone(invite.CallID()))
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: invite.CSeq().SeqNo, MethodName: sip.CANCEL})
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
-	return req
-}
-
 // A load balancer sends an INVITE to replica A and its CANCEL to replica
 // B, which holds no transaction for it: B offers the CANCEL over the bus,
 // A cancels the ringing callee and answers the caller 487, and B answers
@@ -157,5 +144,101 @@ func TestCancelRelayIsBounded(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayUnmatched)); got != 0 {
 		t.Errorf("a: offered %v cancels, want none", got)
+	}
+}
+
+// A CANCEL that carries the branch and sent-by of a ringing INVITE, which
+// every hop downstream reads in its Via, but not its Request-URI, Call-ID,
+// From tag or CSeq number, is not that INVITE's CANCEL (RFC 3261 9.1): the
+// replica holding the INVITE keeps it ringing, and the CANCEL gets 481. The
+// caller's own CANCEL still cancels it afterwards.
+func TestCancelRelayMatchesTheWholeInvite(t *testing.T) {
+	url := startNATS(t)
+	a, b := busReplica(t, url), busReplica(t, url)
+	bob := newCallee(t, -1)
+	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
+		t.Fatalf("register via a: %d", res.StatusCode)
+	}
+
+	caller := newPeer(t, "caller")
+	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	invite.SetDestination(a.Addr("udp"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tx, err := caller.cli.TransactionRequest(ctx, invite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	for ringing := false; !ringing; {
+		select {
+		case r := <-tx.Responses():
+			ringing = r.StatusCode == sip.StatusRinging
+		case <-ctx.Done():
+			t.Fatal("no 180 through replica a")
+		}
+	}
+	receive(t, "invite at bob", bob.invites)
+
+	cases := []struct {
+		name  string
+		alter func(req *sip.Request)
+	}{
+		{"other call-id", func(req *sip.Request) {
+			cid := sip.CallIDHeader("someone-else@test")
+			req.ReplaceHeader(&cid)
+		}},
+		{"other from tag", func(req *sip.Request) {
+			from := sip.HeaderClone(req.From()).(*sip.FromHeader)
+			from.Params.Add("tag", "stranger")
+			req.ReplaceHeader(from)
+		}},
+		{"other cseq number", func(req *sip.Request) {
+			req.ReplaceHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo + 1, MethodName: sip.CANCEL})
+		}},
+		{"other request-uri", func(req *sip.Request) {
+			req.Recipient = sip.Uri{Scheme: "sip", User: "carol", Host: "localhost"}
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			forged := cancelFor(invite)
+			tc.alter(forged)
+			if res := caller.do(t, b.Addr("udp"), forged); res.StatusCode != sip.StatusCallTransactionDoesNotExists {
+				t.Fatalf("cancel via b: %d, want 481", res.StatusCode)
+			}
+			// Replica a may take the offer after b gave up waiting.
+			waitFor(t, "replica a to refuse the cancel", func() bool {
+				return testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayUnmatched)) == float64(i+1)
+			})
+		})
+	}
+	select {
+	case r := <-tx.Responses():
+		if r.StatusCode >= 200 {
+			t.Fatalf("invite ended %d by a cancel of another call", r.StatusCode)
+		}
+	default:
+	}
+	if got := testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayCancelled)); got != 0 {
+		t.Fatalf("a: cancelled %v invites for cancels of other calls", got)
+	}
+
+	if res := caller.do(t, b.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusOK {
+		t.Fatalf("the caller's own cancel via b: %d, want 200", res.StatusCode)
+	}
+	receive(t, "cancel at bob", bob.cancels)
+	for final := 0; final == 0; {
+		select {
+		case r := <-tx.Responses():
+			if r.StatusCode >= 200 {
+				final = r.StatusCode
+			}
+		case <-ctx.Done():
+			t.Fatal("no final response to the invite after the cancel")
+		}
+		if final != 0 && final != sip.StatusRequestTerminated {
+			t.Fatalf("invite: %d, want 487", final)
+		}
 	}
 }

@@ -503,12 +503,7 @@ func TestCancelFollowsALargeInviteOverTCP(t *testing.T) {
 		return ok && res.StatusCode == sip.StatusRinging
 	})
 
-	cancel := sip.NewRequest(sip.CANCEL, invite.Recipient)
-	for _, name := range []string{"Via", "Max-Forwards", "From", "To", "Call-ID"} {
-		cancel.AppendHeader(sip.HeaderClone(invite.GetHeader(name)))
-	}
-	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.CANCEL})
-	cancel.SetBody(nil)
+	cancel := cancelFor(invite)
 	caller.send(t, p.Addr("udp"), cancel)
 	if got := callee.next(t, "cancel at the callee", isRequest(sip.CANCEL)); got.transport != "TCP" {
 		t.Fatalf("cancel over %s, want TCP with its invite", got.transport)
