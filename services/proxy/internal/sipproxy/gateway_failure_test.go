@@ -2,7 +2,6 @@ package sipproxy
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"net"
 	"strconv"
@@ -288,22 +287,7 @@ func TestCancelledCallIsNoGatewayFailure(t *testing.T) {
 // response want arrives, and returns the INVITE's final status.
 func inviteThenCancel(t *testing.T, p *runningProxy, caller *peer, invite *sip.Request, want int) int {
 	t.Helper()
-	invite.SetDestination(p.Addr("udp"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tx, err := caller.cli.TransactionRequest(ctx, invite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	for seen := false; !seen; {
-		select {
-		case r := <-tx.Responses():
-			seen = r.StatusCode == want
-		case <-ctx.Done():
-			t.Fatalf("no %d before cancelling", want)
-		}
-	}
+	tx, done := inviteUntil(t, caller, p.Addr("udp"), invite, want)
 	cancelReq := cancelFor(invite)
 	if res := caller.do(t, p.Addr("udp"), cancelReq); res.StatusCode != 200 {
 		t.Fatalf("cancel: %d", res.StatusCode)
@@ -314,7 +298,7 @@ func inviteThenCancel(t *testing.T, p *runningProxy, caller *peer, invite *sip.R
 			if r.StatusCode >= 200 {
 				return r.StatusCode
 			}
-		case <-ctx.Done():
+		case <-done:
 			t.Fatal("no final response after cancel")
 		}
 	}

@@ -178,3 +178,28 @@ func cancelFor(invite *sip.Request) *sip.Request {
 	req.AppendHeader(&mf)
 	return req
 }
+
+// inviteUntil sends invite to addr and returns its client transaction once
+// the response want (a 180, say) has come back, with the channel that closes
+// when the test has waited for the INVITE too long.
+func inviteUntil(t *testing.T, caller *peer, addr string, invite *sip.Request, want int) (sip.ClientTransaction, <-chan struct{}) {
+	t.Helper()
+	invite.SetDestination(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	tx, err := caller.cli.TransactionRequest(ctx, invite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tx.Terminate)
+	for {
+		select {
+		case r := <-tx.Responses():
+			if r.StatusCode == want {
+				return tx, ctx.Done()
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %d for the invite to %s", want, addr)
+		}
+	}
+}

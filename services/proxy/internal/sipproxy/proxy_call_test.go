@@ -1,7 +1,6 @@
 package sipproxy
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -164,23 +163,8 @@ func TestCancelBeforeAnswer(t *testing.T) {
 	}
 	caller := newPeer(t, "caller")
 	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
-	invite.SetDestination(p.Addr("udp"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tx, err := caller.cli.TransactionRequest(ctx, invite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	// Wait for ringing before cancelling, as a phone would.
-	for ringing := false; !ringing; {
-		select {
-		case r := <-tx.Responses():
-			ringing = r.StatusCode == 180
-		case <-ctx.Done():
-			t.Fatal("no 180")
-		}
-	}
+	// Ringing before cancelling, as a phone would.
+	tx, done := inviteUntil(t, caller, p.Addr("udp"), invite, sip.StatusRinging)
 	cancelReq := cancelFor(invite)
 	cancelReq.SetDestination(p.Addr("udp"))
 	if res := caller.do(t, p.Addr("udp"), cancelReq); res.StatusCode != 200 {
@@ -197,7 +181,7 @@ func TestCancelBeforeAnswer(t *testing.T) {
 			}
 			receive(t, "cancel at callee", bob.cancels)
 			return
-		case <-ctx.Done():
+		case <-done:
 			t.Fatal("no final response after cancel")
 		}
 	}

@@ -44,22 +44,7 @@ func TestCancelReachingAnotherReplica(t *testing.T) {
 
 	caller := newPeer(t, "caller")
 	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
-	invite.SetDestination(a.Addr("udp"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tx, err := caller.cli.TransactionRequest(ctx, invite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	for ringing := false; !ringing; {
-		select {
-		case r := <-tx.Responses():
-			ringing = r.StatusCode == sip.StatusRinging
-		case <-ctx.Done():
-			t.Fatal("no 180 through replica a")
-		}
-	}
+	tx, done := inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
 	receive(t, "invite at bob", bob.invites)
 
 	if res := caller.do(t, b.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusOK {
@@ -72,7 +57,7 @@ func TestCancelReachingAnotherReplica(t *testing.T) {
 			if r.StatusCode >= 200 {
 				final = r.StatusCode
 			}
-		case <-ctx.Done():
+		case <-done:
 			t.Fatal("no final response to the invite after the cancel")
 		}
 		if final != 0 && final != sip.StatusRequestTerminated {
@@ -162,22 +147,7 @@ func TestCancelRelayMatchesTheWholeInvite(t *testing.T) {
 
 	caller := newPeer(t, "caller")
 	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
-	invite.SetDestination(a.Addr("udp"))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	tx, err := caller.cli.TransactionRequest(ctx, invite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	for ringing := false; !ringing; {
-		select {
-		case r := <-tx.Responses():
-			ringing = r.StatusCode == sip.StatusRinging
-		case <-ctx.Done():
-			t.Fatal("no 180 through replica a")
-		}
-	}
+	tx, done := inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
 	receive(t, "invite at bob", bob.invites)
 
 	cases := []struct {
@@ -234,7 +204,7 @@ func TestCancelRelayMatchesTheWholeInvite(t *testing.T) {
 			if r.StatusCode >= 200 {
 				final = r.StatusCode
 			}
-		case <-ctx.Done():
+		case <-done:
 			t.Fatal("no final response to the invite after the cancel")
 		}
 		if final != 0 && final != sip.StatusRequestTerminated {
