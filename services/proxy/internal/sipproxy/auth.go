@@ -97,7 +97,7 @@ func authFailureReason(err error) string {
 // names: the same user at a domain we serve. Users are not kept per domain,
 // so any of our domains will do; a foreign one never does.
 func (s *Server) ownAOR(uri sip.Uri, user string) bool {
-	return uri.User == user && s.self.isLocalDomain(uri.Host)
+	return uriUser(uri) == user && s.self.isLocalDomain(uri.Host)
 }
 
 // challengeHeaders returns one challenge per offered algorithm, preferred

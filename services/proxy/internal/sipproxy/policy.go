@@ -3,6 +3,7 @@ package sipproxy
 import (
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -93,7 +94,20 @@ func (m selfMatcher) aor(uri sip.Uri) string {
 	if !m.domains[host] {
 		host = m.canonical
 	}
-	return uri.User + "@" + host
+	return uriUser(uri) + "@" + host
+}
+
+// uriUser is a URI's user part with its escapes decoded: RFC 3261 19.1.4
+// compares "%62ob" and "bob" as the same user, and a phone may write
+// either. A malformed escape is kept as written.
+func uriUser(uri sip.Uri) string {
+	if !strings.Contains(uri.User, "%") {
+		return uri.User
+	}
+	if user, err := url.PathUnescape(uri.User); err == nil {
+		return user
+	}
+	return uri.User
 }
 
 // isTrusted reports whether the source address belongs to a trusted network.

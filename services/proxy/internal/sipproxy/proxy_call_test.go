@@ -186,3 +186,22 @@ func TestCancelBeforeAnswer(t *testing.T) {
 		}
 	}
 }
+
+// RFC 3261 19.1.4: an escaped character in a user part is the character
+// itself, so a call to sip:%62ob@localhost reaches the phone registered as
+// bob, and one with a malformed escape reaches nobody rather than failing.
+func TestEscapedUserIsTheSameUser(t *testing.T) {
+	p := startProxy(t, trustedConfig())
+	bob := newCallee(t, 20*time.Millisecond)
+	if res := bob.register(t, p.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
+		t.Fatalf("register: %d", res.StatusCode)
+	}
+	caller := newPeer(t, "caller")
+	if res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:%62ob@localhost", "alice")); res.StatusCode != 200 {
+		t.Fatalf("invite to %%62ob: %d, want 200 from bob", res.StatusCode)
+	}
+	receive(t, "invite at bob", bob.invites)
+	if res := caller.do(t, p.Addr("udp"), caller.request(sip.INVITE, "sip:b%zzob@localhost", "alice")); res.StatusCode != 404 {
+		t.Fatalf("invite to a malformed escape: %d, want 404", res.StatusCode)
+	}
+}
