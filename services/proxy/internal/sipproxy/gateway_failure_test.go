@@ -292,16 +292,7 @@ func inviteThenCancel(t *testing.T, p *runningProxy, caller *peer, invite *sip.R
 	if res := caller.do(t, p.Addr("udp"), cancelReq); res.StatusCode != 200 {
 		t.Fatalf("cancel: %d", res.StatusCode)
 	}
-	for {
-		select {
-		case r := <-tx.Responses():
-			if r.StatusCode >= 200 {
-				return r.StatusCode
-			}
-		case <-done:
-			t.Fatal("no final response after cancel")
-		}
-	}
+	return finalStatus(t, tx, done)
 }
 
 func TestBranchVerdict(t *testing.T) {

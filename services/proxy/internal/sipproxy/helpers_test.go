@@ -203,3 +203,19 @@ func inviteUntil(t *testing.T, caller *peer, addr string, invite *sip.Request, w
 		}
 	}
 }
+
+// finalStatus waits for the final response of the INVITE transaction tx,
+// until done (inviteUntil's) closes.
+func finalStatus(t *testing.T, tx sip.ClientTransaction, done <-chan struct{}) int {
+	t.Helper()
+	for {
+		select {
+		case r := <-tx.Responses():
+			if r.StatusCode >= 200 {
+				return r.StatusCode
+			}
+		case <-done:
+			t.Fatal("no final response to the invite")
+		}
+	}
+}

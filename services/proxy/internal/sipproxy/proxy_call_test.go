@@ -170,21 +170,10 @@ func TestCancelBeforeAnswer(t *testing.T) {
 	if res := caller.do(t, p.Addr("udp"), cancelReq); res.StatusCode != 200 {
 		t.Fatalf("cancel: %d", res.StatusCode)
 	}
-	for {
-		select {
-		case r := <-tx.Responses():
-			if r.StatusCode < 200 {
-				continue
-			}
-			if r.StatusCode != sip.StatusRequestTerminated {
-				t.Fatalf("caller got %d, want 487", r.StatusCode)
-			}
-			receive(t, "cancel at callee", bob.cancels)
-			return
-		case <-done:
-			t.Fatal("no final response after cancel")
-		}
+	if final := finalStatus(t, tx, done); final != sip.StatusRequestTerminated {
+		t.Fatalf("caller got %d, want 487", final)
 	}
+	receive(t, "cancel at callee", bob.cancels)
 }
 
 // RFC 3261 19.1.4: an escaped character in a user part is the character

@@ -51,18 +51,8 @@ func TestCancelReachingAnotherReplica(t *testing.T) {
 		t.Fatalf("cancel via b: %d, want 200", res.StatusCode)
 	}
 	receive(t, "cancel at bob", bob.cancels)
-	for final := 0; final == 0; {
-		select {
-		case r := <-tx.Responses():
-			if r.StatusCode >= 200 {
-				final = r.StatusCode
-			}
-		case <-done:
-			t.Fatal("no final response to the invite after the cancel")
-		}
-		if final != 0 && final != sip.StatusRequestTerminated {
-			t.Fatalf("invite: %d, want 487", final)
-		}
+	if final := finalStatus(t, tx, done); final != sip.StatusRequestTerminated {
+		t.Fatalf("invite: %d, want 487", final)
 	}
 	if got := testutil.ToFloat64(b.m.cancelRelays.WithLabelValues(cancelRelayAccepted)); got != 1 {
 		t.Errorf("b: cancel relays accepted %v, want 1", got)
@@ -198,17 +188,7 @@ func TestCancelRelayMatchesTheWholeInvite(t *testing.T) {
 		t.Fatalf("the caller's own cancel via b: %d, want 200", res.StatusCode)
 	}
 	receive(t, "cancel at bob", bob.cancels)
-	for final := 0; final == 0; {
-		select {
-		case r := <-tx.Responses():
-			if r.StatusCode >= 200 {
-				final = r.StatusCode
-			}
-		case <-done:
-			t.Fatal("no final response to the invite after the cancel")
-		}
-		if final != 0 && final != sip.StatusRequestTerminated {
-			t.Fatalf("invite: %d, want 487", final)
-		}
+	if final := finalStatus(t, tx, done); final != sip.StatusRequestTerminated {
+		t.Fatalf("invite: %d, want 487", final)
 	}
 }
