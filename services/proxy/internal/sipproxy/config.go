@@ -237,7 +237,10 @@ type RegistrarConfig struct {
 	MaxExpires int `yaml:"max_expires"`
 	// DefaultExpires applies when the REGISTER names none (default 3600).
 	DefaultExpires int `yaml:"default_expires"`
-	// MaxContacts per AOR; the oldest is dropped beyond it (default 10).
+	// MaxContacts is how many contacts an AOR may have bound (default 10).
+	// A REGISTER whose own contacts are more is refused whole with 503;
+	// one that fits but would take the AOR past it evicts the AOR's other
+	// bindings, least recently registered first.
 	MaxContacts int `yaml:"max_contacts"`
 }
 
@@ -503,6 +506,9 @@ func (c Config) Validate() error {
 	r := c.Registrar
 	if r.MinExpires > r.MaxExpires {
 		bad("registrar.min_expires", "%d above max_expires %d", r.MinExpires, r.MaxExpires)
+	}
+	if r.MaxContacts < 1 {
+		bad("registrar.max_contacts", "%d below 1", r.MaxContacts)
 	}
 	if c.RateLimit.RequestsPerSecond < 0 || c.RateLimit.Burst < 1 {
 		bad("rate_limit", "requests_per_second must be >= 0 and burst >= 1")

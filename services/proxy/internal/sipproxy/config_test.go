@@ -21,6 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "short md5 ha1", cfg: Config{Auth: AuthConfig{Users: []User{{Username: "bob", HA1MD5: "abc"}}}}, wantErr: "auth.users[0].ha1_md5"},
 		{name: "unknown algorithm", cfg: Config{Auth: AuthConfig{Algorithms: []string{"SHA-1"}}}, wantErr: "auth.algorithms[0]"},
 		{name: "min above max expires", cfg: Config{Registrar: RegistrarConfig{MinExpires: 7200}}, wantErr: "registrar.min_expires"},
+		{name: "no contacts allowed", cfg: Config{Registrar: RegistrarConfig{MaxContacts: -1}}, wantErr: "registrar.max_contacts"},
 		{name: "rule to unknown group", cfg: Config{Dialplan: []DialplanRule{{Prefix: "1", Group: "x"}}}, wantErr: "dialplan[0].group"},
 		{name: "rule with prefix and regex", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Prefix: "1", Regex: "1", Group: "pstn"}}}, wantErr: "dialplan[0]"},
 		{name: "bad regex", cfg: Config{GatewayGroups: []GatewayGroup{gw}, Dialplan: []DialplanRule{{Regex: "(", Group: "pstn"}}}, wantErr: "dialplan[0].regex"},

@@ -27,6 +27,7 @@ var (
 	errMalformed        = errors.New("malformed request")
 	errNotOurRoute      = errors.New("in-dialog request without our route")
 	errNoTransaction    = errors.New("no transaction to cancel")
+	errTooManyContacts  = errors.New("more contacts than registrar.max_contacts")
 	errBranchTimeout    = errors.New("branch sent no response")
 	errInviteTimeout    = errors.New("timer c expired while ringing")
 	errBlockedAgent     = errors.New("user agent blocklisted")
@@ -76,6 +77,8 @@ func (s *Server) classify(err error) failure {
 		f.retryAfter = s.cfg.DrainRetryAfter
 	case f.reason == "location_conflict":
 		f.retryAfter = registerConflictRetryAfter
+	case f.reason == "too_many_contacts":
+		// The same REGISTER fails again however long the phone waits.
 	case f.code == sip.StatusServiceUnavailable && s.media != nil:
 		f.retryAfter = s.media.RetryAfter
 	case f.code == sip.StatusServiceUnavailable:
@@ -153,6 +156,10 @@ func classifySIP(err error) (code int, phrase string, reason string) {
 	case errors.Is(err, location.ErrTooLarge):
 		// No retry can store it: the AOR or its contacts are too long.
 		return sip.StatusRequestEntityTooLarge, "Request Entity Too Large", "registration_too_large"
+	case errors.Is(err, errTooManyContacts):
+		// Kamailio's status. Kamailio keeps the phrase generic and says why
+		// in a P-Registrar-Error header; phones show the phrase, not that.
+		return sip.StatusServiceUnavailable, "Too Many Registered Contacts", "too_many_contacts"
 	case errors.Is(err, errNoRoute):
 		return sip.StatusNotFound, "Not Found", "no_route"
 	case errors.Is(err, errNoGateway):

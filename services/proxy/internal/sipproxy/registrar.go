@@ -54,6 +54,9 @@ func (s *Server) register(c *call) error {
 			updates = append(updates, bindingUpdate{contact: contactKey(ct), expires: expires})
 		}
 	}
+	if n := contactsKept(updates); n > s.cfg.Registrar.MaxContacts {
+		return fmt.Errorf("register %d contacts for %s, %d allowed: %w", n, aor, s.cfg.Registrar.MaxContacts, errTooManyContacts)
+	}
 
 	now := s.now()
 	binding := s.newBinding(req, aor, now)
@@ -115,27 +118,52 @@ func (s *Server) newBinding(req *sip.Request, aor string, now time.Time) locatio
 }
 
 // applyBindingUpdates returns live with the REGISTER's contacts applied:
-// an expiry of 0 removes a contact, any other adds or refreshes it. Beyond
-// max_contacts the oldest bindings go (RFC 3261 leaves the limit to the
-// registrar), so the set written never exceeds it.
+// an expiry of 0 removes a contact, any other adds or refreshes it. RFC 3261
+// leaves the limit to the registrar. Kamailio refuses any REGISTER that
+// would take the AOR past max_contacts; here only one whose own contacts
+// exceed it is refused (register), and one that fits evicts the AOR's
+// other bindings, least recently registered first. Refusing it would lock
+// a phone whose address changed out until its stale bindings expire, up to
+// max_expires later; the price is that a phone registering rarely can be
+// pushed out by others registering often, which a max_contacts above the
+// devices a user has avoids. The REGISTER's own bindings are never the
+// ones evicted, whatever the clocks of the replicas that wrote the others.
 func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingUpdate, made location.Binding) []location.Binding {
-	next := live
+	others := live
+	var own []location.Binding
 	for _, u := range updates {
 		// A contact listed twice takes its last expiry, as if refreshed.
-		next = slices.DeleteFunc(next, func(b location.Binding) bool { return b.Contact == u.contact })
+		sameContact := func(b location.Binding) bool { return b.Contact == u.contact }
+		others = slices.DeleteFunc(others, sameContact)
+		own = slices.DeleteFunc(own, sameContact)
 		if u.expires == 0 {
 			continue
 		}
 		b := made
 		b.Contact = u.contact
 		b.Expires = made.UpdatedAt.Add(time.Duration(u.expires) * time.Second)
-		next = append(next, b)
+		own = append(own, b)
 	}
+	location.SortNewestFirst(others)
+	next := append(own, others[:min(len(others), s.cfg.Registrar.MaxContacts-len(own))]...)
 	location.SortNewestFirst(next)
-	if len(next) > s.cfg.Registrar.MaxContacts {
-		next = next[:s.cfg.Registrar.MaxContacts]
-	}
 	return next
+}
+
+// contactsKept is how many bindings a REGISTER's contacts leave: each
+// contact once, unless its last expiry is 0.
+func contactsKept(updates []bindingUpdate) int {
+	last := make(map[string]int, len(updates))
+	for _, u := range updates {
+		last[u.contact] = u.expires
+	}
+	n := 0
+	for _, expires := range last {
+		if expires > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // bindingUpdate is one Contact of a REGISTER, checked and not yet applied.
