@@ -77,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		}, []string{"transport"}),
 		cancelRelays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_cancel_relays_total",
-			Help: "CANCELs matching no transaction here that were offered to the other replicas, by result: accepted (a replica cancelled its INVITE; answered 200), unmatched (none did in time; 481), limited (too many pending; 481 without asking), unavailable (bus away; 481).",
+			Help: "CANCELs matching no transaction here that were offered to the other replicas, by result: accepted (a replica cancelled its INVITE; answered 200), unmatched (none did in time, or no other replica listens; 481), limited (too many pending; 481 without asking), unavailable (bus away; 481), repeated (a retransmission of one offered, answered as it was without asking again).",
 		}, []string{"result"}),
 		cancelsRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_cancels_relayed_in_total",
@@ -159,7 +159,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		m.idleClosed.WithLabelValues(tp)
 		m.firstMsgClosed.WithLabelValues(tp)
 	}
-	for _, result := range []string{cancelRelayAccepted, cancelRelayUnmatched, cancelRelayLimited, cancelRelayUnavailable} {
+	for _, result := range []string{cancelRelayAccepted, cancelRelayUnmatched, cancelRelayLimited, cancelRelayUnavailable, cancelRelayRepeated} {
 		m.cancelRelays.WithLabelValues(result)
 	}
 	for _, result := range []string{cancelRelayCancelled, cancelRelayUnmatched, cancelRelayMalformed} {

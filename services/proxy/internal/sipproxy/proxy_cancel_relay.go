@@ -2,8 +2,6 @@ package sipproxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -25,7 +23,14 @@ import (
 // so no replica waits for a count of refusals it cannot know; no answer
 // within cancel_relay_timeout means nobody holds the INVITE: 481. Nothing is
 // kept per call: the lookup is sipgo's own transaction, found by its key in
-// inviteTxs, which forgets it when it ends.
+// inviteTxs, which forgets it when it ends. Only the answers to the CANCELs
+// offered are kept, for a transaction linger, so that retransmissions get
+// the same (proxy_cancel_answers.go).
+//
+// Each replica offers and takes CANCELs over a connection of its own that
+// the server echoes nothing back to: a replica is then no listener to its
+// own offers, and one that no other replica listens to is told so by the
+// server at once (no responders) and answers 481 without waiting.
 //
 // What a flood of CANCELs matching nothing costs is bounded on both sides:
 // a replica has at most cancel_relay_max_pending of them asking at once, and
@@ -38,10 +43,6 @@ import (
 // the network; the reply of the replica holding the INVITE is
 // cancelRelayAccepted.
 const cancelRelaySubject = "callgrid.v1.proxy.cancel"
-
-// cancelRelayOrigin names, on an offered CANCEL, the replica that offered
-// it: the subscription of that replica gets the offer too, and skips it.
-const cancelRelayOrigin = "Callgrid-Origin"
 
 // maxCancelRelayTimeout keeps the wait well inside the caller's patience:
 // Timer F (32s) on the CANCEL, and a user who hung up.
@@ -65,14 +66,8 @@ const (
 	cancelRelayUnavailable = "unavailable"
 	cancelRelayCancelled   = "cancelled"
 	cancelRelayMalformed   = "malformed"
+	cancelRelayRepeated    = "repeated"
 )
-
-// newReplicaID names this replica on the offers it makes.
-func newReplicaID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // relaysCancels reports whether this replica offers the CANCELs it cannot
 // match to the others.
@@ -81,10 +76,20 @@ func (s *Server) relaysCancels() bool { return s.bus != nil && s.cfg.CancelRelay
 // cancelElsewhere handles a CANCEL that matched no INVITE transaction of
 // this replica: another replica may hold it. It answers 200 when one
 // cancelled it; an error (481) when none did in time, or when it was not
-// asked.
+// asked. A retransmission of a CANCEL it asked about gets the same answer
+// without asking again.
 func (s *Server) cancelElsewhere(c *call) error {
 	if !s.relaysCancels() {
 		return errNoTransaction
+	}
+	key := cancelKey(c.req)
+	if accepted, ok := s.cancelAnswers.lookup(key); ok {
+		s.m.cancelRelays.WithLabelValues(cancelRelayRepeated).Inc()
+		if !accepted {
+			return fmt.Errorf("offer cancel to the other replicas: answered so before: %w", errNoTransaction)
+		}
+		s.reply(c, sip.StatusOK, "OK")
+		return nil
 	}
 	select {
 	case s.cancelSlots <- struct{}{}:
@@ -93,25 +98,18 @@ func (s *Server) cancelElsewhere(c *call) error {
 		s.m.cancelRelays.WithLabelValues(cancelRelayLimited).Inc()
 		return fmt.Errorf("offer cancel to the other replicas: %d pending already: %w", cap(s.cancelSlots), errNoTransaction)
 	}
-	nc := s.bus.Conn()
-	if !nc.IsConnected() {
+	if !s.cancelConn.IsConnected() {
 		s.m.cancelRelays.WithLabelValues(cancelRelayUnavailable).Inc()
 		return fmt.Errorf("offer cancel to the other replicas: bus away: %w", errNoTransaction)
 	}
-	msg := nats.NewMsg(cancelRelaySubject)
-	msg.Header.Set(cancelRelayOrigin, s.replicaID)
-	msg.Data = []byte(c.req.String())
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CancelRelayTimeout)
-	defer cancel()
-	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	err := s.offerCancel(c.req)
+	if !sip.IsReliable(c.req.Transport()) {
+		// Before the answer leaves, so a retransmission it crosses finds it.
+		s.cancelAnswers.remember(key, err == nil)
+	}
 	if err != nil {
-		// A timeout, or no responder at all: nobody holds the INVITE.
 		s.m.cancelRelays.WithLabelValues(cancelRelayUnmatched).Inc()
 		return fmt.Errorf("offer cancel to the other replicas: %w: %w", errNoTransaction, err)
-	}
-	if string(reply.Data) != cancelRelayAccepted {
-		s.m.cancelRelays.WithLabelValues(cancelRelayUnmatched).Inc()
-		return fmt.Errorf("offer cancel to the other replicas: reply %q: %w", reply.Data, errNoTransaction)
 	}
 	s.m.cancelRelays.WithLabelValues(cancelRelayAccepted).Inc()
 	c.logger().Debug().Msg("cancel taken by the replica holding the invite")
@@ -119,26 +117,61 @@ func (s *Server) cancelElsewhere(c *call) error {
 	return nil
 }
 
-// subscribeCancelRelay starts taking the CANCELs other replicas offer.
-func (s *Server) subscribeCancelRelay() (*nats.Subscription, error) {
-	sub, err := s.bus.Conn().Subscribe(cancelRelaySubject, s.takeOfferedCancel)
+// offerCancel asks the other replicas to cancel the INVITE req cancels; it
+// returns nil once one did, and why none did otherwise.
+func (s *Server) offerCancel(req *sip.Request) error {
+	msg := nats.NewMsg(cancelRelaySubject)
+	msg.Data = []byte(req.String())
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CancelRelayTimeout)
+	defer cancel()
+	reply, err := s.cancelConn.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", cancelRelaySubject, err)
+		// A timeout, or no other replica listening: nobody holds the INVITE.
+		return err
+	}
+	if string(reply.Data) != cancelRelayAccepted {
+		return fmt.Errorf("reply %q", reply.Data)
+	}
+	return nil
+}
+
+// openCancelRelay opens the connection the CANCEL relay goes over and
+// subscribes it to the CANCELs other replicas offer. The connection is the
+// bus client's, cloned with echo off (the package comment says why), and
+// without the bus client's handlers, which keep the state of its own.
+func (s *Server) openCancelRelay() (*nats.Conn, *nats.Subscription, error) {
+	opts := s.bus.Conn().Opts
+	opts.Name += " cancel relay"
+	opts.NoEcho = true
+	// The bus client's connection is up; should this one not come up at
+	// once, CANCELs are answered 481 until it does rather than the replica
+	// failing to start.
+	opts.RetryOnFailedConnect = true
+	opts.ClosedCB, opts.ConnectedCB, opts.DisconnectedCB, opts.ReconnectedCB, opts.DiscoveredServersCB, opts.LameDuckModeHandler = nil, nil, nil, nil, nil, nil
+	opts.DisconnectedErrCB, opts.ReconnectErrCB = nil, nil
+	opts.AsyncErrorCB = func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		s.log.Warn().Err(err).Str("subject", cancelRelaySubject).Msg("cancel relay connection")
+	}
+	nc, err := opts.Connect()
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect the cancel relay: %w", err)
+	}
+	sub, err := nc.Subscribe(cancelRelaySubject, s.takeOfferedCancel)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("subscribe %s: %w", cancelRelaySubject, err)
 	}
 	if err := sub.SetPendingLimits(cancelRelayQueue, cancelRelayQueue*s.cfg.MaxMessageSize); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("bound the queue of %s: %w", cancelRelaySubject, err)
+		nc.Close()
+		return nil, nil, fmt.Errorf("bound the queue of %s: %w", cancelRelaySubject, err)
 	}
-	return sub, nil
+	return nc, sub, nil
 }
 
 // takeOfferedCancel handles a CANCEL another replica offered: when this
 // replica holds its INVITE it cancels it and says so; otherwise it keeps
 // quiet. NATS runs it for one offer at a time.
 func (s *Server) takeOfferedCancel(msg *nats.Msg) {
-	if msg.Header.Get(cancelRelayOrigin) == s.replicaID {
-		return
-	}
 	parsed, err := s.parser.ParseSIP(msg.Data)
 	req, ok := parsed.(*sip.Request)
 	if err != nil || !ok || !req.IsCancel() || req.Via() == nil || req.CSeq() == nil {

@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -18,6 +19,13 @@ const testCancelRelayTimeout = 300 * time.Millisecond
 // busReplica is a proxy replica on its own connection to the bus at url.
 func busReplica(t *testing.T, url string) *runningProxy {
 	t.Helper()
+	cfg := trustedConfig()
+	cfg.CancelRelayTimeout = testCancelRelayTimeout
+	return busReplicaWith(t, url, cfg)
+}
+
+func busReplicaWith(t *testing.T, url string, cfg Config) *runningProxy {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	client, err := bus.Connect(ctx, bus.Config{URL: url}, "proxy", testLogger(), prometheus.NewRegistry())
@@ -25,8 +33,6 @@ func busReplica(t *testing.T, url string) *runningProxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(client.Close)
-	cfg := trustedConfig()
-	cfg.CancelRelayTimeout = testCancelRelayTimeout
 	return startProxy(t, cfg, WithBus(client))
 }
 
@@ -190,5 +196,93 @@ func TestCancelRelayMatchesTheWholeInvite(t *testing.T) {
 	receive(t, "cancel at bob", bob.cancels)
 	if final := finalStatus(t, tx, done); final != sip.StatusRequestTerminated {
 		t.Fatalf("invite: %d, want 487", final)
+	}
+}
+
+// retransmitUntilAnswered sends req over conn to addr, again each second as
+// a UDP client retransmits, until a response comes, and returns it.
+func retransmitUntilAnswered(t *testing.T, conn *net.UDPConn, addr string, req *sip.Request) *sip.Response {
+	t.Helper()
+	wire := []byte(req.String())
+	for range 10 {
+		answer := exchange(t, conn, addr, wire, time.Second)
+		if answer == nil {
+			continue
+		}
+		msg, err := sip.ParseMessage(append([]byte(nil), answer...))
+		if err != nil {
+			t.Fatalf("unparsable answer: %v", err)
+		}
+		if res, ok := msg.(*sip.Response); ok {
+			return res
+		}
+	}
+	t.Fatalf("no answer to the %s from %s", req.Method, addr)
+	return nil
+}
+
+// A CANCEL sent again over UDP, its 200 lost on the way, is a
+// retransmission: the replica that relayed it answers it as before,
+// without offering it to the others again.
+func TestCancelRetransmissionRelayedOnce(t *testing.T) {
+	url := startNATS(t)
+	a, b := busReplica(t, url), busReplica(t, url)
+	bob := newCallee(t, -1)
+	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
+		t.Fatalf("register via a: %d", res.StatusCode)
+	}
+	caller := newPeer(t, "caller")
+	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	tx, done := inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
+	receive(t, "invite at bob", bob.invites)
+
+	cancel := cancelFor(invite)
+	cl := sip.ContentLengthHeader(0)
+	cancel.AppendHeader(&cl)
+	conn := rawUDP(t)
+	for i := range 2 {
+		if res := retransmitUntilAnswered(t, conn, b.Addr("udp"), cancel); res.StatusCode != sip.StatusOK {
+			t.Fatalf("cancel %d via b: %d, want 200", i+1, res.StatusCode)
+		}
+	}
+	if final := finalStatus(t, tx, done); final != sip.StatusRequestTerminated {
+		t.Fatalf("invite: %d, want 487", final)
+	}
+	if got := testutil.ToFloat64(b.m.cancelRelays.WithLabelValues(cancelRelayAccepted)); got != 1 {
+		t.Errorf("b: cancel relays accepted %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(b.m.cancelRelays.WithLabelValues(cancelRelayRepeated)); got < 1 {
+		t.Errorf("b: retransmissions answered from memory %v, want at least 1", got)
+	}
+	if got := testutil.ToFloat64(a.m.cancelsRelayed.WithLabelValues(cancelRelayCancelled)); got != 1 {
+		t.Errorf("a: relayed cancels taken %v, want 1", got)
+	}
+}
+
+// A replica no other replica listens to answers a CANCEL it holds no
+// INVITE for 481 at once, not after waiting cancel_relay_timeout for
+// answers that cannot come; itself it does not count as a listener.
+func TestCancelOnLoneReplicaAnsweredAtOnce(t *testing.T) {
+	url := startNATS(t)
+	cfg := trustedConfig()
+	cfg.CancelRelayTimeout = maxCancelRelayTimeout
+	alone := busReplicaWith(t, url, cfg)
+	caller := newPeer(t, "caller")
+	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	invite.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: caller.port,
+		Params: sip.HeaderParams{{K: "branch", V: sip.GenerateBranch()}}})
+	invite.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+	cid := sip.CallIDHeader("alone@test")
+	invite.AppendHeader(&cid)
+
+	start := time.Now()
+	if res := caller.do(t, alone.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusCallTransactionDoesNotExists {
+		t.Fatalf("cancel: %d, want 481", res.StatusCode)
+	}
+	if elapsed := time.Since(start); elapsed >= cfg.CancelRelayTimeout {
+		t.Errorf("answered after %v, the whole wait for other replicas", elapsed)
+	}
+	if got := testutil.ToFloat64(alone.m.cancelRelays.WithLabelValues(cancelRelayUnmatched)); got != 1 {
+		t.Errorf("unmatched cancel relays %v, want 1", got)
 	}
 }

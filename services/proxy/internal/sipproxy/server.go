@@ -71,10 +71,13 @@ type Server struct {
 	// takeACK (an ACK matching one belongs to that transaction) and for the
 	// CANCELs other replicas offer (proxy_cancel_relay.go).
 	inviteTxs sync.Map
-	// replicaID names this replica on the CANCELs it offers the others.
-	replicaID string
+	// cancelConn carries the CANCELs offered to and by the other replicas,
+	// once Run opened it (proxy_cancel_relay.go).
+	cancelConn *nats.Conn
 	// cancelSlots bounds the CANCELs offered to the others at once.
 	cancelSlots chan struct{}
+	// cancelAnswers answers retransmissions of the CANCELs offered.
+	cancelAnswers *cancelAnswers
 
 	loc      location.Store
 	auth     *authenticator
@@ -131,9 +134,9 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		ports:    make(map[string]int),
 		handlers: newHandlerPool(),
 
-		replicaID:   newReplicaID(),
-		tcpFailures: newTCPFailures(o.now),
-		cancelSlots: make(chan struct{}, cfg.CancelRelayMaxPending),
+		tcpFailures:   newTCPFailures(o.now),
+		cancelSlots:   make(chan struct{}, cfg.CancelRelayMaxPending),
+		cancelAnswers: newCancelAnswers(cfg.TransactionLinger, o.now),
 	}
 	m, err := newMetrics(reg, s.loc.Count)
 	if err != nil {
@@ -359,13 +362,17 @@ func (s *Server) Run(ctx context.Context) error {
 		if timeouts, err = s.openMediaTimeouts(ctx); err != nil {
 			s.closeListeners()
 			_ = s.ua.Close()
+			if ctx.Err() != nil {
+				// Stopped while starting: a clean stop, not a failure.
+				return nil
+			}
 			return err
 		}
 	}
 	var cancelSub *nats.Subscription
 	if s.relaysCancels() {
 		var err error
-		if cancelSub, err = s.subscribeCancelRelay(); err != nil {
+		if s.cancelConn, cancelSub, err = s.openCancelRelay(); err != nil {
 			s.closeListeners()
 			_ = s.ua.Close()
 			return err
@@ -445,6 +452,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.active.closeAndWait()
 	s.handlers.close()
+	if s.cancelConn != nil {
+		// After the handlers, which may still be offering a CANCEL.
+		s.cancelConn.Close()
+	}
 	wg.Wait()
 	s.stopHoldDowns()
 	// A handler still running during the first close may have opened a
