@@ -45,7 +45,7 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	if _, err := client.EnsureEventsStream(setup); err != nil {
 		return err
 	}
-	store, err := location.NewKVStore(setup, client.JetStream(), cfg.Location, log)
+	store, err := location.NewKVStore(setup, client.JetStream(), cfg.Location, log, location.WithRegisterer(reg))
 	if err != nil {
 		return err
 	}

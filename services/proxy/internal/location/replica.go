@@ -119,17 +119,27 @@ func (r *replica) lookup(aor string, now time.Time) []Binding {
 }
 
 func (r *replica) count(now time.Time) int {
-	n := 0
+	_, contacts := r.totals(now)
+	return contacts
+}
+
+// totals counts the AORs with a live binding at now, and those bindings.
+func (r *replica) totals(now time.Time) (aors, contacts int) {
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	for _, e := range r.aors {
+		live := 0
 		for _, b := range e.bindings {
 			if !b.Expired(now) {
-				n++
+				live++
 			}
 		}
+		if live > 0 {
+			aors++
+			contacts += live
+		}
 	}
-	r.mu.RUnlock()
-	return n
+	return aors, contacts
 }
 
 // lapsed returns the AORs holding a binding that has lapsed at now.

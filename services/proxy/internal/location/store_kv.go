@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -78,23 +79,50 @@ type KVStore struct {
 	cfg   KVConfig
 	log   zerolog.Logger
 	local *replica
+	m     *kvMetrics
 
 	synced atomic.Bool
 }
 
+// KVOption is an optional knob of NewKVStore.
+type KVOption func(*kvOptions)
+
+type kvOptions struct {
+	reg prometheus.Registerer
+}
+
+// WithRegisterer registers the store's metrics (sip_proxy_location_*) with
+// reg, once per store: a second store on one registry fails. Without it the
+// store counts all the same, unseen.
+func WithRegisterer(reg prometheus.Registerer) KVOption {
+	return func(o *kvOptions) { o.reg = reg }
+}
+
 // NewKVStore creates (or opens) the bucket.
-func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig, log zerolog.Logger) (*KVStore, error) {
+func NewKVStore(ctx context.Context, js jetstream.JetStream, cfg KVConfig, log zerolog.Logger, opts ...KVOption) (*KVStore, error) {
+	var o kvOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg = cfg.WithDefaults()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg.bucketConfig())
 	if err != nil {
 		return nil, fmt.Errorf("open location bucket %q: %w", cfg.Bucket, err)
+	}
+	local := newReplica()
+	m := newKVMetrics(local)
+	if o.reg != nil {
+		if err := m.register(o.reg); err != nil {
+			return nil, err
+		}
 	}
 	return &KVStore{
 		js:    js,
 		kv:    kv,
 		cfg:   cfg,
 		log:   log.With().Str("component", "location").Str("bucket", cfg.Bucket).Logger(),
-		local: newReplica(),
+		local: local,
+		m:     m,
 	}, nil
 }
 
@@ -173,8 +201,10 @@ func (s *KVStore) Update(ctx context.Context, aor string, change Change) ([]Bind
 			return nil, err
 		}
 		if attempt == updateAttempts {
+			s.m.conflictGaveUp.Inc()
 			return nil, fmt.Errorf("update %s after %d attempts: %w", aor, attempt, ErrConflict)
 		}
+		s.m.conflictRetried.Inc()
 		fromReplica = false
 		if err := pause(ctx, rand.N(updateBackoff<<(attempt-1))); err != nil {
 			return nil, fmt.Errorf("update %s: %w: %w", aor, ErrUnavailable, err)
@@ -190,6 +220,7 @@ func (s *KVStore) read(ctx context.Context, aor string) ([]Binding, uint64, erro
 		return nil, 0, nil
 	}
 	if err != nil {
+		s.m.readErrors.Inc()
 		return nil, 0, fmt.Errorf("get bindings of %s: %w: %w", aor, ErrUnavailable, err)
 	}
 	r, err := decodeRecord(entry.Value())
@@ -217,7 +248,7 @@ func (s *KVStore) write(ctx context.Context, aor string, rev uint64, bindings []
 			return nil
 		}
 		if err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
-			return fmt.Errorf("delete bindings of %s: %w", aor, classifyKVError(err))
+			return fmt.Errorf("delete bindings of %s: %w", aor, s.classifyWriteError(err))
 		}
 		// The delete marker's revision is not returned, but it is above
 		// rev, and no other write of the key comes between: rev+1 orders
@@ -237,7 +268,7 @@ func (s *KVStore) write(ctx context.Context, aor string, rev uint64, bindings []
 		newRev, err = s.kv.Update(ctx, key, data, rev)
 	}
 	if err != nil {
-		return fmt.Errorf("write %d bindings of %s (%d bytes): %w", len(bindings), aor, len(data), classifyKVError(err))
+		return fmt.Errorf("write %d bindings of %s (%d bytes): %w", len(bindings), aor, len(data), s.classifyWriteError(err))
 	}
 	// The replica keeps its own copy: Update hands bindings to its caller.
 	s.local.set(aor, slices.Clone(bindings), newRev, epoch, now)
@@ -263,6 +294,15 @@ func classifyKVError(err error) error {
 		return fmt.Errorf("%w: %w", errRevisionConflict, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// classifyWriteError classifies a failed write and counts a bus error.
+func (s *KVStore) classifyWriteError(err error) error {
+	err = classifyKVError(err)
+	if errors.Is(err, ErrUnavailable) {
+		s.m.writeErrors.Inc()
+	}
+	return err
 }
 
 func isRevisionConflict(err error) bool { return errors.Is(err, errRevisionConflict) }

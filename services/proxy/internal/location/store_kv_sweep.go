@@ -58,8 +58,13 @@ func (s *KVStore) dropLapsed(ctx context.Context, aor string) error {
 			// lapsed here only, prune drops from memory.
 			return nil
 		}
-		err = s.write(ctx, aor, rev, liveBindings(stored, now), now)
-		if err == nil || !isRevisionConflict(err) {
+		live := liveBindings(stored, now)
+		err = s.write(ctx, aor, rev, live, now)
+		if err == nil {
+			s.m.expired.Add(float64(len(stored) - len(live)))
+			return nil
+		}
+		if !isRevisionConflict(err) {
 			return err
 		}
 	}

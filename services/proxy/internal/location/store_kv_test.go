@@ -38,9 +38,14 @@ func startNATSWith(t *testing.T, edit func(*server.Options)) *server.Server {
 	return srv
 }
 
-func newKVStore(t *testing.T, url string) *KVStore {
+func newKVStore(t *testing.T, url string, opts ...KVOption) *KVStore {
 	t.Helper()
-	s := openKVStore(t, url)
+	return runKVStore(t, openKVStore(t, url, opts...))
+}
+
+// runKVStore runs s's watcher and sweeper until the test ends.
+func runKVStore(t *testing.T, s *KVStore) *KVStore {
+	t.Helper()
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -56,7 +61,7 @@ func newKVStore(t *testing.T, url string) *KVStore {
 
 // openKVStore opens the bucket without running the watcher, so the local
 // replica holds only what this store wrote itself.
-func openKVStore(t *testing.T, url string) *KVStore {
+func openKVStore(t *testing.T, url string, opts ...KVOption) *KVStore {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -69,7 +74,7 @@ func openKVStore(t *testing.T, url string) *KVStore {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := NewKVStore(ctx, js, KVConfig{SweepInterval: 50 * time.Millisecond}, zerolog.New(io.Discard))
+	s, err := NewKVStore(ctx, js, KVConfig{SweepInterval: 50 * time.Millisecond}, zerolog.New(io.Discard), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,7 @@ func (s *KVStore) watch(ctx context.Context) error {
 	epoch := s.local.begin()
 	w, err := s.kv.Watch(ctx, recordKeyPrefix+"*")
 	if err != nil {
+		s.m.watchErrors.Inc()
 		return fmt.Errorf("watch location bucket: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
@@ -73,6 +74,7 @@ func (s *KVStore) watch(ctx context.Context) error {
 			return nil
 		case entry, ok := <-w.Updates():
 			if !ok {
+				s.m.resyncWatcherClosed.Inc()
 				return errWatcherClosed
 			}
 			s.apply(entry, epoch)
@@ -80,10 +82,12 @@ func (s *KVStore) watch(ctx context.Context) error {
 			now, err := s.bucketCreated(ctx)
 			switch {
 			case errors.Is(err, errBucketMissing):
+				s.m.resyncBucketMissing.Inc()
 				return err
 			case err != nil:
 				// The bus is away; the watcher carries on once it is back.
 			case !now.Equal(created):
+				s.m.resyncBucketReplaced.Inc()
 				return fmt.Errorf("%w: created %s, watched since its creation %s", errBucketReplaced,
 					now.Format(time.RFC3339Nano), created.Format(time.RFC3339Nano))
 			}
@@ -101,6 +105,7 @@ func (s *KVStore) bucketCreated(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%w: %w", errBucketMissing, err)
 	}
 	if err != nil {
+		s.m.statusErrors.Inc()
 		return time.Time{}, fmt.Errorf("location bucket status: %w", err)
 	}
 	info, ok := st.(interface{ StreamInfo() *jetstream.StreamInfo })
@@ -116,9 +121,11 @@ func (s *KVStore) recreate(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, kvCheckTimeout)
 	defer cancel()
 	if _, err := s.js.CreateOrUpdateKeyValue(ctx, s.cfg.bucketConfig()); err != nil {
+		s.m.recreateErrors.Inc()
 		s.log.Warn().Err(err).Msg("recreate location bucket")
 		return
 	}
+	s.m.recreations.Inc()
 	s.log.Warn().Msg("location bucket recreated")
 }
 
