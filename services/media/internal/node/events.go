@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,9 +21,9 @@ import (
 const busQueueSize = 4096
 
 // writesPerSession is the most one session puts in the queue at once: its
-// call record, then at its end the record's removal, a hang-up request and
-// its end event.
-const writesPerSession = 4
+// call record, then at its end a hang-up request and its end event with the
+// record's removal.
+const writesPerSession = 3
 
 // maxSessions is more sessions than one node can hold: each holds at least
 // an RTP port pair. It keeps a capacity configured far beyond the ports
@@ -52,7 +53,7 @@ const (
 	writeUnknown busWriteKind = iota
 	writeEvent
 	writeRecord
-	writeForget
+	writeEnd
 )
 
 type busWrite struct {
@@ -92,8 +93,13 @@ func (w *busWriter) record(key string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeRecord, label: "call_record", key: key, msg: msg})
 }
 
-func (w *busWriter) forget(key string) {
-	w.enqueue(busWrite{kind: writeForget, label: "call_record_delete", key: key})
+// callEnded removes the call record under key and then publishes the
+// call's end event, and only then: a record left behind has the node's
+// next run publish the end of the call as it hands the call over, so a
+// call whose record could not be removed would be ended twice. The end of
+// a call goes out exactly once, from whichever run removes its record.
+func (w *busWriter) callEnded(key, subject string, msg proto.Message) {
+	w.enqueue(busWrite{kind: writeEnd, label: "call_ended", subject: subject, key: key, msg: msg})
 }
 
 // run writes until ctx ends, then flushes what is queued, once each.
@@ -163,10 +169,17 @@ func (w *busWriter) write(op busWrite) error {
 			_, err = w.calls.Put(ctx, op.key, data)
 			cancel()
 		}
-	case writeForget:
+	case writeEnd:
 		ctx, cancel := context.WithTimeout(context.Background(), kvWriteTimeout)
 		err = w.calls.Delete(ctx, op.key)
 		cancel()
+		if err != nil {
+			return fmt.Errorf("remove call record before its end event: %w", err)
+		}
+		// A retry after a failed publish removes the record again, which
+		// does no harm, and publishes the same bytes, which the stream
+		// takes once.
+		err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg)
 	}
 	return err
 }

@@ -262,7 +262,6 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 				CallId: s.callID, SessionId: s.id, NodeId: n.cfg.ID, Dialog: s.dialog, Quality: q, UnixMs: time.Now().UnixMilli(),
 			})
 		}
-		n.writer.forget(fleet.CallKey(n.cfg.ID, s.id))
 	}
 	n.metrics.sessions.Dec()
 	if s.transcoding {
@@ -270,9 +269,15 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 	}
 	n.metrics.ended.WithLabelValues(causeLabel(cause)).Inc()
 	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Str("cause", cause).Float64("duration_s", duration).Msg("session ended")
-	n.writer.event("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
+	ended := &callgridv1.CallEnded{
 		CallId: s.callID, SessionId: s.id, NodeId: n.cfg.ID, DurationSeconds: duration, Cause: cause, Quality: q, UnixMs: time.Now().UnixMilli(),
-	})
+	}
+	if s.answered.IsZero() {
+		// No record was written for it.
+		n.writer.event("call_ended", bus.SubjectCallEnded, ended)
+		return
+	}
+	n.writer.callEnded(fleet.CallKey(n.cfg.ID, s.id), bus.SubjectCallEnded, ended)
 }
 
 // causeLabel keeps the metric's label set small: SIP status codes collapse

@@ -69,7 +69,7 @@ func TestRefusedAnswerLeavesTheCallUnanswered(t *testing.T) {
 			if ev, ok := op.msg.(*callgridv1.CallEnded); ok && ev.GetDurationSeconds() != 0 {
 				t.Fatalf("the refused call ended after %v s of talk", ev.GetDurationSeconds())
 			}
-		case writeForget:
+		case writeEnd:
 			t.Fatalf("removal of a call record never written: %s", op.key)
 		}
 	}
@@ -108,7 +108,7 @@ func TestCallRecordNeverOutlivesItsRemoval(t *testing.T) {
 		removed := false
 		for _, op := range queuedWrites(n) {
 			switch op.kind {
-			case writeForget:
+			case writeEnd:
 				removed = true
 			case writeRecord:
 				if removed {
