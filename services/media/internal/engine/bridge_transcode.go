@@ -32,7 +32,7 @@ type transcoder struct {
 	to  codec.Info       // the destination's codec
 
 	inClock, outClock int    // RTP clocks
-	encRate           int    // PCM rate fed to the encoder
+	decRate, encRate  int    // PCM rates out of the decoder and into the encoder
 	frame             int    // encoder frame, samples at encRate
 	frameTicks        uint32 // one frame in destination clock ticks
 
@@ -43,6 +43,15 @@ type transcoder struct {
 	// packets holds the frames encoded and not yet sent, which follow on
 	// from one another and end where the fifo starts.
 	packets *packetizer
+	// tail wakes the reader once the source stopped with a packet held
+	// back (bridge_transcode_tail.go); nil for none. tailDue is when what
+	// is queued then is a talkspurt's tail, zero while the timer is unset;
+	// tailSent says the tail went out, so the next audio is checked for
+	// following on from it.
+	tail      *time.Timer
+	tailGrace time.Duration // Engine.talkspurtGrace
+	tailDue   time.Time
+	tailSent  bool
 
 	started bool
 	inSSRC  uint32
@@ -86,6 +95,7 @@ func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, er
 		to:         to,
 		inClock:    from.ClockRate,
 		outClock:   to.ClockRate,
+		decRate:    decRate,
 		encRate:    encRate,
 		frame:      codec.FrameSamplesAt(encRate),
 		frameTicks: to.TimestampStep(),
@@ -106,6 +116,9 @@ func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, er
 }
 
 func (t *transcoder) close() {
+	if t.tail != nil {
+		t.tail.Stop()
+	}
 	t.dec.Close()
 	t.enc.Close()
 }
@@ -126,6 +139,7 @@ func (t *transcoder) halt() {
 	t.started = false
 	t.fifoLen = 0
 	t.packets.reset()
+	t.tailSent = false
 }
 
 // begin starts mapping a (new) source stream onto the destination stream,
@@ -140,6 +154,7 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 	t.outBase = d.out.resumeTS(t.outClock, now)
 	t.fifoLen = 0
 	t.packets.reset()
+	t.tailSent = false
 	t.marker = true
 	d.avoidCollisionAhead(now)
 }
@@ -221,6 +236,7 @@ func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time
 		return false
 	}
 	t.push(d, r, t.decoded[:n], t.mapTS(d.hdr.timestamp), now)
+	t.awaitTail(now, time.Duration(n)*time.Second/time.Duration(t.decRate))
 	return true
 }
 
@@ -231,12 +247,13 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 	if t.res != nil {
 		pcm = t.resampled[:t.res.Process(pcm, t.resampled)]
 	}
-	if t.fifoLen > 0 || t.packets.pending() {
+	if t.fifoLen > 0 || t.packets.pending() || t.tailSent {
 		if off := int32(ts - t.queuedEnd()); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
 			// A gap or overlap in the source: what is queued belongs to
 			// a finished talkspurt and is dropped.
 			t.dropQueued()
 		}
+		t.tailSent = false
 	}
 	if t.fifoLen == 0 && !t.packets.pending() {
 		t.fifoTS = ts

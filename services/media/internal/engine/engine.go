@@ -182,6 +182,11 @@ type Engine struct {
 	bind          netip.Addr
 	caps          []sdpneg.Capability
 	rtcpEvery     time.Duration
+	// talkspurtGrace is how long past due a transcoded source's next
+	// packet may be before the audio queued of it is sent as the tail of a
+	// talkspurt, if longer than the source's packet time; tests that send
+	// bursts, which a stall of theirs would cut, lengthen it.
+	talkspurtGrace time.Duration
 
 	mu       sync.Mutex
 	sessions map[string]*session

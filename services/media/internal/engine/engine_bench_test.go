@@ -62,6 +62,7 @@ func newRig(tb testing.TB, from, to codec.Info) *rig {
 			tb.Fatal(err)
 		}
 		r.mode, r.tc, r.audioPT = routeTranscode, tc, 111
+		tc.wakeTailsVia(legs[0].pair.RTCP, selfAddr(netip.MustParseAddr("127.0.0.1"), legs[0].pair.Port+1), 0)
 	}
 	d := newDirection(legs[0], legs[1], true)
 	d.route.Store(r)

@@ -47,6 +47,9 @@ func newTestEngineLogging(t *testing.T, mutate func(*Config), logs io.Writer, op
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A test's packets come in bursts, not paced talkspurts: a stall of
+	// the test or of the loop within one must not end it.
+	e.talkspurtGrace = time.Minute
 	t.Cleanup(func() {
 		e.Close()
 		if n := e.pool.InUse(); n != 0 {

@@ -1,0 +1,87 @@
+package engine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"callgrid.dev/services/media/internal/codec"
+)
+
+// The audio a transcoder holds back for a 40 or 60 ms packet when the
+// source stops (DTX, voice activity detection, a hold) goes out as the
+// talkspurt's last packet, shorter than the others, numbered and
+// timestamped on from them; the next talkspurt starts with a marker after
+// it.
+func TestTalkspurtTailIsSent(t *testing.T) {
+	tests := []struct {
+		name  string
+		bSDP  []string
+		codec codec.Name
+		rate  int // decoded at
+	}{
+		{name: "PCMU to PCMA in 40 ms", bSDP: []string{"8", "a=ptime:40"}, codec: codec.PCMA, rate: 8000},
+		{name: "PCMU to Opus in 60 ms", bSDP: []string{"111", "a=rtpmap:111 opus/48000/2", "a=ptime:60"}, codec: codec.Opus, rate: 48000},
+	}
+	const (
+		frames = 5 // 100 ms: a 20 or 40 ms tail
+		spurt  = frames * frameDuration
+	)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			e.talkspurtGrace = 0 // as configured outside tests
+			a, b := newEndpoint(t), newEndpoint(t)
+			nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp(tc.bSDP[0], tc.bSDP[1:]...))
+			tone := encodeTone(t, codec.PCMU, 8000, 2*frames)
+			talk := func(seq uint16, ts uint32, frames [][]byte) {
+				for i, payload := range frames {
+					a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: seq + uint16(i), Timestamp: ts + uint32(i*160), SSRC: 7, Marker: i == 0}, payload)
+				}
+			}
+			talk(100, 5000, tone[:frames])
+
+			// However a stall of the test cut the talkspurt, all of it
+			// arrives, each packet following on from the one before.
+			info, _ := codec.Lookup(string(tc.codec))
+			dec := newTestDecoder(t, tc.codec, tc.rate)
+			pcm := make([]int16, 6000)
+			var (
+				got  time.Duration
+				last rtp.Packet
+				end  uint32 // the timestamp after the last packet
+			)
+			for i := 0; got < spurt; i++ {
+				p, ok := b.recv(2 * time.Second)
+				if !ok {
+					t.Fatalf("%v of the %v talkspurt arrived", got, spurt)
+				}
+				if p.Marker != (i == 0) {
+					t.Fatalf("packet %d: marker %v", i, p.Marker)
+				}
+				if i > 0 && (p.SequenceNumber != last.SequenceNumber+1 || p.Timestamp != end) {
+					t.Fatalf("packet %d: seq %d ts %d after seq %d ending at %d", i, p.SequenceNumber, p.Timestamp, last.SequenceNumber, end)
+				}
+				n, err := dec.Decode(p.Payload, pcm)
+				if err != nil {
+					t.Fatalf("packet %d: %v", i, err)
+				}
+				got += time.Duration(n) * time.Second / time.Duration(tc.rate)
+				last, end = p, p.Timestamp+uint32(n*info.ClockRate/tc.rate)
+			}
+			if got != spurt {
+				t.Fatalf("%v of audio for a %v talkspurt", got, spurt)
+			}
+
+			talk(100+frames, 5000+8000, tone[frames:])
+			p, ok := b.recv(2 * time.Second)
+			if !ok {
+				t.Fatal("the next talkspurt did not arrive")
+			}
+			if !p.Marker || p.SequenceNumber != last.SequenceNumber+1 || int32(p.Timestamp-end) < 0 {
+				t.Fatalf("next talkspurt: seq %d ts %d marker %v, after seq %d ending at %d", p.SequenceNumber, p.Timestamp, p.Marker, last.SequenceNumber, end)
+			}
+		})
+	}
+}
