@@ -199,9 +199,13 @@ func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time)
 // whether to send it. Between different event clocks its event is placed
 // on the destination clock; each segment end that the source never sent
 // takes a sequence number of its own, and the relay's numbering moves on
-// by one for it, so that the packets after it keep their order.
+// by one for it, so that the packets after it keep their order; one from
+// before it that comes late keeps the number it had (outStream.shift).
 func (d *direction) rewriteEvent(r *route, pkt, payload []byte, now time.Time) bool {
-	seq, ts, rebased := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
+	seq, ts, rebased, ok := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
+	if !ok {
+		return false
+	}
 	marker := rebased || d.hdr.marker
 	if segmentable(payload, r.inEventClock, r.outEventClock) {
 		p := d.events.place(payload, d.hdr.timestamp, ts, marker, r.inEventClock, r.outEventClock)
@@ -211,8 +215,7 @@ func (d *direction) rewriteEvent(r *route, pkt, payload []byte, now time.Time) b
 		// Only the newest packet can make room in the numbering: one
 		// reordered behind audio already sent has no free number before it.
 		if n := p.closeTo - p.closeFrom; n > 0 && seq == d.out.seq {
-			d.out.seqDelta += uint16(n)
-			d.out.seq += uint16(n)
+			d.out.shift(d.hdr.seq, uint16(n))
 			for seg := p.closeFrom; seg < p.closeTo; seg++ {
 				d.send(d.segmentEnd(r.eventPT, payload, seq, d.events.dstStart+seg*maxEventDuration, marker))
 				seq++

@@ -476,3 +476,70 @@ func TestLongDigitGoesOnAcrossAReInvite(t *testing.T) {
 		})
 	}
 }
+
+// A packet from before an event segment end the relay inserted that comes
+// late, reordered behind it, goes out with a number of its own, not one
+// the stream sent already.
+func TestLateAudioAfterAnInsertedSegmentEndHasANumberOfItsOwn(t *testing.T) {
+	const opus48 = "a=rtpmap:111 opus/48000/2"
+	opusFrame := encodeTone(t, codec.Opus, 48000, 1)[0]
+	e, _ := newTestEngine(t, nil)
+	from, to := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", from.sdp("111 101", opus48, "a=rtpmap:101 telephone-event/8000"), to.sdp("111 96", opus48, "a=rtpmap:96 telephone-event/48000"))
+	from.send(nodeA, rtp.Header{PayloadType: 111, SequenceNumber: 100, Timestamp: 1000, SSRC: 7}, opusFrame)
+	// 101 is held back; 12000 ticks at 8 kHz are past a 48 kHz segment.
+	seq := sendEvent(from, nodeA, 101, 7, 102, 5000, 1, segmented(4000, 8000, 12000, 16000))
+	from.send(nodeA, rtp.Header{PayloadType: 111, SequenceNumber: 101, Timestamp: 1960, SSRC: 7}, opusFrame)
+	from.send(nodeA, rtp.Header{PayloadType: 111, SequenceNumber: seq, Timestamp: 900000, SSRC: 7}, opusFrame)
+
+	// Two audio packets, the six event packets, the segment end inserted
+	// and the late audio.
+	const want = 10
+	sent := map[uint16]uint8{}
+	for i := range want {
+		p, ok := to.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("%d packets relayed, want %d", i, want)
+		}
+		if pt, dup := sent[p.SequenceNumber]; dup {
+			t.Fatalf("sequence number %d sent twice: payload types %d and %d", p.SequenceNumber, pt, p.PayloadType)
+		}
+		sent[p.SequenceNumber] = p.PayloadType
+	}
+}
+
+// The relay's numbering after event segment ends it inserted: a late
+// packet from before one keeps its number from before it, and one older
+// than the move before that, whose number is not kept, is not sent.
+func TestRelayNumbersLatePacketsAcrossShifts(t *testing.T) {
+	o := newOutStream(true)
+	now := time.Now()
+	relay := func(seq uint16) (uint16, bool) {
+		out, _, _, ok := o.relay(9, seq, uint32(seq)*160, 8000, now)
+		return out, ok
+	}
+	relay(10)
+	relay(11)
+	o.shift(11, 1) // after 11's event packet went out as 11, its segment end as 12
+	relay(12)      // as 13
+	relay(14)
+	o.shift(14, 2)
+	tests := []struct {
+		name string
+		seq  uint16
+		want uint16
+		ok   bool
+	}{
+		{name: "after the last move", seq: 15, want: 18, ok: true},
+		{name: "between the moves", seq: 13, want: 14, ok: true},
+		{name: "before both", seq: 9, ok: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := relay(tc.seq)
+			if ok != tc.ok || (ok && got != tc.want) {
+				t.Fatalf("source %d numbered %d (sent %v), want %d (sent %v)", tc.seq, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}

@@ -72,17 +72,19 @@ type route struct {
 // packet visits is a memory stall that costs more than the work done there.
 //
 // A direction is also the handler of its source leg's RTP socket, so the
-// object a packet is delivered to is the one it needs first.
+// object a packet is delivered to is the one it needs first. It is 256
+// bytes: objects of that size class start on a cache line, so its fields
+// keep the lines they were placed on.
 type direction struct {
 	from, to *leg
 	route    atomic.Pointer[route]
 	cur      *route
 	hdr      rtpHeader
-	srcSSRC  uint32 // last SSRC seen from the source
 	// Copied from cur, so relaying an audio packet does not visit the route.
 	mode     routeMode
 	audioPT  uint8
 	outClock int
+	srcSSRC  heardSSRC // the last SSRC seen from the source
 	// The kind of the payload type last seen, while hasKind.
 	lastPT   uint8
 	lastKind ptKind
@@ -96,10 +98,6 @@ type direction struct {
 
 	// The event being carried between different telephone-event clocks.
 	events eventTrack
-
-	// To 256 bytes: objects of that size class start on a cache line, so
-	// the fields above keep the lines they were placed on.
-	_ [8]byte
 }
 
 // destination caches where the destination leg's RTP goes, computed from
@@ -181,7 +179,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		return
 	}
 	l.received(len(pkt), stamp)
-	if d.hdr.ssrc != d.srcSSRC {
+	if heard(d.hdr.ssrc) != d.srcSSRC {
 		d.newSource(src, now)
 	}
 	r := d.route.Load()
@@ -246,12 +244,12 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 // Only a change of SSRC comes here, so a steady stream pays nothing for it.
 func (d *direction) newSource(src netip.AddrPort, now time.Time) {
 	l := d.from
-	d.srcSSRC = d.hdr.ssrc
-	l.remoteSSRC.Store(d.srcSSRC)
+	d.srcSSRC = heard(d.hdr.ssrc)
+	l.remoteSSRC.Store(uint64(d.srcSSRC))
 	l.newSource()
 	d.events.active = false
 	if o := d.streamToSource(); o != nil {
-		d.s.avoidCollision(l, o, d.srcSSRC, src, now)
+		d.s.avoidCollision(l, o, d.hdr.ssrc, src, now)
 	}
 }
 
@@ -387,7 +385,10 @@ func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time
 	if kind == ptEvent {
 		return d.rewriteEvent(r, pkt, payload, now)
 	}
-	seq, ts, marker := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
+	seq, ts, marker, ok := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
+	if !ok {
+		return false
+	}
 	writeHeaderFields(pkt, d.audioPT, marker || d.hdr.marker, seq, ts, d.out.ssrc)
 	return true
 }

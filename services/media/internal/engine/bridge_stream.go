@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,14 @@ type outStream struct {
 	seqDelta uint16
 	tsDelta  uint32
 	rebase   bool // next relayed packet starts a new mapping
+
+	// The mapping's last move for event segment ends the node inserted
+	// (rewriteEvent): from source sequence number shiftFrom on it numbers
+	// shiftBy further on, so the shiftSpan packets before shiftFrom, should
+	// they come late, keep the numbers they had before it. Older ones are
+	// not sent: the moves before are not kept, and the mapping now would
+	// give them numbers already sent. shiftBy is 0 for none.
+	shiftFrom, shiftBy, shiftSpan uint16
 }
 
 func newOutStream(transparent bool) outStream {
@@ -139,8 +148,9 @@ func (r *streamReport) rtpTime(now time.Time, clock int) uint32 {
 
 // relay maps a relayed packet's numbering onto the stream. marker is true
 // for the first packet after the source changed, which starts a talkspurt
-// for the receiver.
-func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now time.Time) (outSeq uint16, outTS uint32, marker bool) {
+// for the receiver. ok is false for a late packet from before the moves
+// of the mapping the stream keeps (shift): it is not to be sent.
+func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now time.Time) (outSeq uint16, outTS uint32, marker, ok bool) {
 	if !o.started || ssrc != o.inSSRC || o.rebase {
 		switch {
 		case !o.started && o.transparent:
@@ -155,11 +165,11 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 			o.tsDelta = o.resumeTS(clock, now) - ts
 			marker = true
 		}
-		o.inSSRC, o.rebase, o.spanMs = ssrc, false, 0
+		o.inSSRC, o.rebase, o.spanMs, o.shiftBy = ssrc, false, 0, 0
 		outSeq, outTS = seq+o.seqDelta, ts+o.tsDelta
 		o.started, o.seq, o.ts, o.at = true, outSeq, outTS, now
 		o.publishRelayed()
-		return outSeq, outTS, marker
+		return outSeq, outTS, marker, true
 	}
 	outSeq, outTS = seq+o.seqDelta, ts+o.tsDelta
 	// Late (reordered) packets keep their place; only newer ones move the
@@ -167,8 +177,27 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 	if int16(outSeq-o.seq) > 0 {
 		o.seq, o.ts, o.at = outSeq, outTS, now
 		o.publishRelayed()
+		return outSeq, outTS, false, true
 	}
-	return outSeq, outTS, false
+	if behind := o.shiftFrom - seq; o.shiftBy != 0 && int16(behind) > 0 {
+		if behind > o.shiftSpan {
+			return 0, 0, false, false
+		}
+		outSeq -= o.shiftBy
+	}
+	return outSeq, outTS, false, true
+}
+
+// shift moves the mapping by n numbers from source sequence number from
+// on, the newest relayed, for packets the node inserts after that one's.
+func (o *outStream) shift(from, n uint16) {
+	span := uint16(math.MaxUint16)
+	if o.shiftBy != 0 {
+		span = from - o.shiftFrom
+	}
+	o.shiftFrom, o.shiftBy, o.shiftSpan = from, n, span
+	o.seqDelta += n
+	o.seq += n
 }
 
 // publishRelayed publishes a relayed packet's numbering when this node is

@@ -86,7 +86,7 @@ type leg struct {
 	// block's LSR must come from its own source's SR.
 	lastSR     atomic.Uint64
 	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
-	remoteSSRC atomic.Uint32 // SSRC of the endpoint's stream
+	remoteSSRC atomic.Uint64 // a heardSSRC: that of the endpoint's stream
 	// conflict is the last collision of the endpoint's SSRC with the
 	// node's stream to it, owned by whatever feeds that stream: the
 	// session's event loop, or the clock for the tone.

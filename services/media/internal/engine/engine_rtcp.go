@@ -251,8 +251,8 @@ func (l *leg) report(ours *streamReport, clock int, sender, bye bool, now time.T
 // its source is known and past probation.
 func (l *leg) receptionReports(now time.Duration) []rtcp.ReceptionReport {
 	rx := l.rx.Load()
-	remote := l.remoteSSRC.Load()
-	if remote == 0 || rx == nil {
+	remote, ok := l.remote()
+	if !ok || rx == nil {
 		return nil
 	}
 	st := rx.Snapshot()

@@ -93,10 +93,14 @@ func TestReceiverReportsWhenTerminating(t *testing.T) {
 		name    string
 		service Service
 		answer  []string // B's answer formats and attributes; empty for a service
+		ssrc    uint32   // A's
 	}{
-		{name: "echo", service: ServiceEcho},
-		{name: "tone", service: ServiceTone},
-		{name: "transcoding bridge", answer: []string{"111", "a=rtpmap:111 opus/48000/2"}},
+		{name: "echo", service: ServiceEcho, ssrc: 42},
+		{name: "tone", service: ServiceTone, ssrc: 42},
+		{name: "transcoding bridge", answer: []string{"111", "a=rtpmap:111 opus/48000/2"}, ssrc: 42},
+		// 0 is an SSRC like any other (RFC 3550 §5.1).
+		{name: "echo of SSRC 0", service: ServiceEcho, ssrc: 0},
+		{name: "transcoding bridge from SSRC 0", answer: []string{"111", "a=rtpmap:111 opus/48000/2"}, ssrc: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,7 +122,7 @@ func TestReceiverReportsWhenTerminating(t *testing.T) {
 				if i == 10 {
 					continue // one lost packet, to see it reported
 				}
-				a.send(d.Audio().RTP(), rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 42}, pcmuPayload(0xff))
+				a.send(d.Audio().RTP(), rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: tc.ssrc}, pcmuPayload(0xff))
 			}
 			// Reports are periodic: wait for one that covers every packet.
 			deadline := time.Now().Add(2 * time.Second)
@@ -126,7 +130,7 @@ func TestReceiverReportsWhenTerminating(t *testing.T) {
 			for block.LastSequenceNumber < 19 && time.Now().Before(deadline) {
 				block = a.recvReport(time.Until(deadline))
 			}
-			if block.SSRC != 42 || block.LastSequenceNumber != 19 || block.TotalLost != 1 {
+			if block.SSRC != tc.ssrc || block.LastSequenceNumber != 19 || block.TotalLost != 1 {
 				t.Fatalf("report block = %+v", block)
 			}
 		})
@@ -496,7 +500,7 @@ func TestDelaySinceLastSRIsNeverNegative(t *testing.T) {
 		rx.Update(uint16(i), uint32(i*160), now)
 	}
 	l.rx.Store(rx)
-	l.remoteSSRC.Store(42)
+	l.remoteSSRC.Store(uint64(heard(42)))
 	l.lastSR.Store(42<<32 | 0x12345678)
 	at := stampOf(now)
 	l.lastSRAt.Store(int64(at + time.Millisecond))

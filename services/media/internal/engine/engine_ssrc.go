@@ -18,16 +18,33 @@ type ssrcConflict struct {
 	at   time.Duration // Engine.now() of it
 }
 
+// heardSSRC is an SSRC heard from an endpoint with a bit above its 32 set,
+// so that its zero value is none heard yet: RFC 3550 §8 lets a source take
+// any 32-bit value, 0 included. Compared whole, it costs a packet no more
+// than the bare SSRC would.
+type heardSSRC uint64
+
+const ssrcHeardBit heardSSRC = 1 << 32
+
+// heard is ssrc as one heard.
+func heard(ssrc uint32) heardSSRC { return ssrcHeardBit | heardSSRC(ssrc) }
+
+// get returns the SSRC, and false when none was heard.
+func (h heardSSRC) get() (ssrc uint32, ok bool) { return uint32(h), h&ssrcHeardBit != 0 }
+
+// remote returns the SSRC of the endpoint's stream, and false while the
+// leg has not heard from it. Safe from any goroutine.
+func (l *leg) remote() (ssrc uint32, ok bool) { return heardSSRC(l.remoteSSRC.Load()).get() }
+
 // avoidCollision gives stream o, which the node sends leg l's endpoint, a
 // new SSRC when that endpoint turns out to send with the same one (remote,
 // its packets coming from from). RFC 3550 §8.2 has the party that finds
 // its own SSRC taken leave with an RTCP BYE for it and go on with a new
 // random one. A second collision from the same address within the memory
 // is the node's own stream looped back to it, which a new SSRC would only
-// be chased by: it is let be. 0 is what a leg not yet heard from reads,
-// and is no collision.
+// be chased by: it is let be.
 func (s *session) avoidCollision(l *leg, o *outStream, remote uint32, from netip.AddrPort, now time.Time) {
-	if remote == 0 || remote != o.ssrc {
+	if remote != o.ssrc {
 		return
 	}
 	at := stampOf(now)
@@ -75,7 +92,9 @@ func (d *direction) avoidCollisionAhead(now time.Time) {
 	if d.s == nil || d.to == nil {
 		return
 	}
-	d.s.avoidCollision(d.to, &d.out, d.to.remoteSSRC.Load(), d.to.rtpSource(), now)
+	if remote, ok := d.to.remote(); ok {
+		d.s.avoidCollision(d.to, &d.out, remote, d.to.rtpSource(), now)
+	}
 }
 
 // rtpSource is the address the leg takes its endpoint's RTP from: the one

@@ -206,3 +206,19 @@ func TestSenderReportCountsStartOverWithANewSSRC(t *testing.T) {
 		return
 	}
 }
+
+// An endpoint sending with SSRC 0 is heard like any other: when the node's
+// own stream to it has SSRC 0 too, that is a collision.
+func TestSSRCZeroCollidesLikeAnyOther(t *testing.T) {
+	fx := newRTCPFixture(t, ServiceEcho)
+	d := fx.s.dirs[0]
+	d.out.ssrc = 0
+	pkt, err := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: 1, SSRC: 0}, Payload: pcmuPayload(1)}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.HandleDatagram(pkt, fx.src, time.Now())
+	if d.out.ssrc == 0 {
+		t.Fatal("the caller sends with SSRC 0 and the echo to it still has SSRC 0")
+	}
+}

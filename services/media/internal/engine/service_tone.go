@@ -162,7 +162,7 @@ type tonePlayer struct {
 	sent   int
 	marker bool
 	// checked is the caller's SSRC last checked against the tone's.
-	checked uint32
+	checked heardSSRC
 }
 
 func newTonePlayer() *tonePlayer {
@@ -194,11 +194,13 @@ func (p *tonePlayer) tick(s *session, now time.Time) {
 		p.baseTS = p.out.resumeTS(src.info.ClockRate, now)
 	}
 	a := s.legs[0]
-	if remote := a.remoteSSRC.Load(); remote != p.checked {
+	if remote := heardSSRC(a.remoteSSRC.Load()); remote != p.checked {
 		// The leg's reader notes the caller's SSRC; the tone's stream is
 		// this goroutine's to renumber.
 		p.checked = remote
-		s.avoidCollision(a, &p.out, remote, a.rtpSource(), now)
+		if ssrc, ok := remote.get(); ok {
+			s.avoidCollision(a, &p.out, ssrc, a.rtpSource(), now)
+		}
 	}
 	every := src.packetTime
 	// A packet is due at the tick nearest its time, not the first one at
