@@ -93,11 +93,14 @@ func (w *busWriter) record(key string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeRecord, label: "call_record", key: key, msg: msg})
 }
 
-// callEnded removes the call record under key and then publishes the
-// call's end event, and only then: a record left behind has the node's
-// next run publish the end of the call as it hands the call over, so a
-// call whose record could not be removed would be ended twice. The end of
-// a call goes out exactly once, from whichever run removes its record.
+// callEnded publishes the call's end event and then removes its call
+// record under key, in that order and as one write: a record is only
+// removed once the end is out, so a call whose end could not be published
+// (the bus gone as the node stops) keeps its record, and the node's next
+// run publishes the end as it hands the call over. An end is thus never
+// lost; it goes out twice when the publish went through and the removal
+// did not (the calls bucket failing while the stream works), and
+// consumers key ends on session_id.
 func (w *busWriter) callEnded(key, subject string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeEnd, label: "call_ended", subject: subject, key: key, msg: msg})
 }
@@ -170,16 +173,17 @@ func (w *busWriter) write(op busWrite) error {
 			cancel()
 		}
 	case writeEnd:
+		if err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg); err != nil {
+			return err
+		}
+		// A retry after a failed removal publishes the same bytes again,
+		// which the stream takes once (its duplicate window).
 		ctx, cancel := context.WithTimeout(context.Background(), kvWriteTimeout)
 		err = w.calls.Delete(ctx, op.key)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("remove call record before its end event: %w", err)
+			return fmt.Errorf("remove call record after its end event: %w", err)
 		}
-		// A retry after a failed publish removes the record again, which
-		// does no harm, and publishes the same bytes, which the stream
-		// takes once.
-		err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg)
 	}
 	return err
 }
