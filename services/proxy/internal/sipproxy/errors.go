@@ -157,8 +157,12 @@ func classifySIP(err error) (code int, phrase string, reason string) {
 		// No retry can store it: the AOR or its contacts are too long.
 		return sip.StatusRequestEntityTooLarge, "Request Entity Too Large", "registration_too_large"
 	case errors.Is(err, errTooManyContacts):
-		// Kamailio's status. Kamailio keeps the phrase generic and says why
-		// in a P-Registrar-Error header; phones show the phrase, not that.
+		// Kamailio's status and, capitalised, its words: its registrar
+		// answers 503 "Service Unavailable" with "P-Registrar-Error: Too
+		// many registered contacts" (registrar module, reply.c, R_TOO_MANY)
+		// and Retry-After only if retry_after is set, 0 by default. Here
+		// the reason is the phrase, which phones show and that header they
+		// do not; never a Retry-After (classify).
 		return sip.StatusServiceUnavailable, "Too Many Registered Contacts", "too_many_contacts"
 	case errors.Is(err, errNoRoute):
 		return sip.StatusNotFound, "Not Found", "no_route"

@@ -66,12 +66,19 @@ func (s *Server) register(c *call) error {
 	// The whole check-and-apply runs inside the store's atomic update, on
 	// the bindings as they are when it writes: a REGISTER racing this one
 	// through any replica is ordered before or after it, never between.
+	query := !wildcard && len(updates) == 0
 	bindings, err := s.loc.Update(ctx, aor, func(live []location.Binding) ([]location.Binding, error) {
 		repeated = false
-		switch registerOrder(live, updates, wildcard, binding.CallID, binding.CSeq) {
+		if query {
+			// No Contact: the REGISTER only asks for the bindings (step 8)
+			// and changes nothing, so no order applies and nothing is written.
+			return nil, location.ErrUnchanged
+		}
+		switch registerOrder(live, binding.CallID, binding.CSeq) {
 		case orderOlder:
-			// An older REGISTER overtaking a newer one must not undo it: the
-			// update is aborted and the request fails (steps 6 and 7).
+			// An older REGISTER overtaking a newer one must not undo it, nor
+			// evict what the newer one bound: the update is aborted and the
+			// request fails (steps 6 and 7).
 			return nil, fmt.Errorf("register cseq %d not above a binding's of call-id %q: %w", binding.CSeq, binding.CallID, errMalformed)
 		case orderRepeated:
 			// The same request again, arriving after its transaction was
@@ -88,6 +95,8 @@ func (s *Server) register(c *call) error {
 		return fmt.Errorf("register %s: %w", aor, err)
 	}
 	switch {
+	case query:
+		c.logger().Debug().Int("contacts", len(bindings)).Msg("bindings queried")
 	case repeated:
 		c.logger().Debug().Msg("repeated register answered with the current bindings")
 	case wildcard:
@@ -121,14 +130,25 @@ func (s *Server) newBinding(req *sip.Request, aor string, now time.Time) locatio
 // an expiry of 0 removes a contact, any other adds or refreshes it. RFC 3261
 // leaves the limit to the registrar. Kamailio refuses any REGISTER that
 // would take the AOR past max_contacts; here only one whose own contacts
-// exceed it is refused (register), and one that fits evicts the AOR's
-// other bindings, least recently registered first. Refusing it would lock
-// a phone whose address changed out until its stale bindings expire, up to
-// max_expires later; the price is that a phone registering rarely can be
-// pushed out by others registering often, which a max_contacts above the
-// devices a user has avoids. The REGISTER's own bindings are never the
-// ones evicted, whatever the clocks of the replicas that wrote the others.
+// exceed it is refused (register), and one that fits makes room for the
+// contacts it newly binds by evicting the AOR's other bindings, least
+// recently registered first. Refusing it would lock a phone whose address
+// changed out until its stale bindings expire, up to max_expires later; the
+// price is that a phone registering rarely can be pushed out by others
+// registering often, which a max_contacts above the devices a user has
+// avoids. The REGISTER's own bindings are never the ones evicted, whatever
+// the clocks of the replicas that wrote the others, and it evicts no more
+// bindings than it adds: a refresh or a removal evicts none, even when the
+// AOR holds more than this replica's max_contacts (written under a higher
+// limit, by this replica before a restart or by another configured higher),
+// so replicas that disagree on the limit do not cut each other's bindings
+// back on every REGISTER. A binding written by a newer REGISTER of the same
+// Call-ID is never among the others: registerOrder refuses the request.
 func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingUpdate, made location.Binding) []location.Binding {
+	bound := make(map[string]bool, len(live))
+	for _, b := range live {
+		bound[b.Contact] = true
+	}
 	others := live
 	var own []location.Binding
 	for _, u := range updates {
@@ -144,8 +164,18 @@ func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingU
 		b.Expires = made.UpdatedAt.Add(time.Duration(u.expires) * time.Second)
 		own = append(own, b)
 	}
+	added := 0
+	for _, b := range own {
+		if !bound[b.Contact] {
+			added++
+		}
+	}
+	// register refused more own contacts than max_contacts, so the excess
+	// never exceeds len(others).
+	excess := len(own) + len(others) - s.cfg.Registrar.MaxContacts
+	evict := min(max(excess, 0), added)
 	location.SortNewestFirst(others)
-	next := append(own, others[:min(len(others), s.cfg.Registrar.MaxContacts-len(own))]...)
+	next := append(own, others[:len(others)-evict]...)
 	location.SortNewestFirst(next)
 	return next
 }
@@ -190,29 +220,33 @@ func wildcardContact(req *sip.Request, contacts []*sip.ContactHeader) (bool, err
 	return false, nil
 }
 
-// registerOrdering says how a REGISTER stands to the bindings it touches.
+// registerOrdering says how a REGISTER stands to the bindings of its AOR.
 type registerOrdering int
 
 const (
-	// orderNew: no touched binding has the request's Call-ID with a CSeq
-	// at or above the request's.
+	// orderNew: no binding has the request's Call-ID with a CSeq at or
+	// above the request's.
 	orderNew registerOrdering = iota
-	// orderRepeated: a touched binding was made by this very request.
+	// orderRepeated: a binding was made by this very request.
 	orderRepeated
-	// orderOlder: a touched binding was made by a later request.
+	// orderOlder: a binding was made by a later request.
 	orderOlder
 )
 
-// registerOrder compares the request's Call-ID and CSeq with those of the
-// bindings it would change: all of them for a wildcard, else those of its
-// contacts (RFC 3261 10.3 steps 6 and 7).
-func registerOrder(current []location.Binding, updates []bindingUpdate, wildcard bool, callID string, seq uint32) registerOrdering {
+// registerOrder compares the request's Call-ID and CSeq with those of all
+// the AOR's bindings, not only those of its contacts. RFC 3261 10.3 step 7
+// compares them per contact, but a UA uses one Call-ID for all its
+// registrations to a registrar, raises the CSeq by one for each, and sends
+// the next only once the previous one is answered or timed out (10.2): a
+// REGISTER below any binding of its Call-ID was overtaken by one its UA sent
+// after giving up on it, and applying any of it (a contact the UA has
+// since moved from, a removal, an eviction to make room) would leave what
+// the UA no longer means. Equal is this request again: a UA never sends
+// two REGISTERs with one Call-ID and CSeq.
+func registerOrder(current []location.Binding, callID string, seq uint32) registerOrdering {
 	order := orderNew
 	for _, b := range current {
 		if b.CallID != callID || b.CSeq < seq {
-			continue
-		}
-		if !wildcard && !slices.ContainsFunc(updates, func(u bindingUpdate) bool { return u.contact == b.Contact }) {
 			continue
 		}
 		if b.CSeq > seq {
