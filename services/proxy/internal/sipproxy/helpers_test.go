@@ -44,8 +44,14 @@ type runningProxy struct {
 
 func startProxy(t *testing.T, cfg Config, opts ...Option) *runningProxy {
 	t.Helper()
+	return startProxyLogged(t, cfg, testLogger(), opts...)
+}
+
+// startProxyLogged is startProxy logging to log.
+func startProxyLogged(t *testing.T, cfg Config, log zerolog.Logger, opts ...Option) *runningProxy {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := New(cfg, testLogger(), reg, opts...)
+	s, err := New(cfg, log, reg, opts...)
 	if err != nil {
 		t.Fatalf("new proxy: %v", err)
 	}

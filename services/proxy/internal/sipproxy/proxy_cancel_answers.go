@@ -1,8 +1,10 @@
 package sipproxy
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,8 +14,11 @@ import (
 // cancelAnswersKept bounds how many answers to relayed CANCELs a replica
 // remembers: many times what it answers within a transaction linger at the
 // rate the relay allows (cancel_relay_max_pending per relay timeout, 128/s
-// by default), some hundred kilobytes. Past it the oldest is forgotten,
-// which only costs its retransmission a second offer.
+// by default). Each is kept as a fixed-size digest of the CANCEL (cancelID)
+// with its answer and deadline, in the map and in the ring, so a full memory
+// stays under a megabyte (about 850 KB) however long the Call-IDs and URIs.
+// Past it the oldest is forgotten, which only costs its retransmission a
+// second offer.
 const cancelAnswersKept = 4096
 
 // cancelAnswers remembers how the CANCELs this replica relayed over UDP
@@ -28,7 +33,7 @@ type cancelAnswers struct {
 	now func() time.Time
 
 	mu    sync.Mutex
-	byKey map[string]cancelAnswer
+	byKey map[cancelID]cancelAnswer
 	// ring holds the keys in the order remembered, oldest at head, so the
 	// expired and the overflowing go first.
 	ring []rememberedCancel
@@ -45,17 +50,17 @@ type cancelAnswer struct {
 }
 
 type rememberedCancel struct {
-	key   string
+	key   cancelID
 	until time.Time
 	seq   uint64
 }
 
 func newCancelAnswers(ttl time.Duration, now func() time.Time) *cancelAnswers {
-	return &cancelAnswers{ttl: ttl, now: now, byKey: make(map[string]cancelAnswer), ring: make([]rememberedCancel, cancelAnswersKept)}
+	return &cancelAnswers{ttl: ttl, now: now, byKey: make(map[cancelID]cancelAnswer), ring: make([]rememberedCancel, cancelAnswersKept)}
 }
 
 // lookup reports how the CANCEL with key was answered, if it was lately.
-func (a *cancelAnswers) lookup(key string) (accepted, ok bool) {
+func (a *cancelAnswers) lookup(key cancelID) (accepted, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ans, ok := a.byKey[key]
@@ -66,7 +71,7 @@ func (a *cancelAnswers) lookup(key string) (accepted, ok bool) {
 }
 
 // remember records the answer to the CANCEL with key.
-func (a *cancelAnswers) remember(key string, accepted bool) {
+func (a *cancelAnswers) remember(key cancelID, accepted bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
@@ -91,21 +96,30 @@ func (a *cancelAnswers) forgetOldest() {
 	a.n--
 }
 
+// cancelID is the SHA-256 of a CANCEL's cancelKey parts: what the memory
+// keeps of each instead of the parts themselves, which a Call-ID or
+// Request-URI of kilobytes would make up to several kilobytes long.
+type cancelID [sha256.Size]byte
+
 // cancelKey names a CANCEL and its retransmissions: what of it the replica
 // holding the INVITE matches on (liveInvite), and where it came from, so
 // that a CANCEL forged from what hops downstream read cannot stand in for
-// the caller's own.
-func cancelKey(req *sip.Request) string {
-	var b strings.Builder
+// the caller's own. Each part goes into the digest after its length, so
+// no choice of bytes in one part can shift the boundary with the next.
+func cancelKey(req *sip.Request) cancelID {
 	via := req.Via()
 	branch, _ := via.Params.Get("branch")
 	tag, _ := req.From().Params.Get("tag")
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
 	for _, part := range []string{
 		req.Source(), branch, via.Host, strconv.Itoa(via.Port),
 		req.CallID().Value(), tag, strconv.FormatUint(uint64(req.CSeq().SeqNo), 10), req.Recipient.String(),
 	} {
-		b.WriteString(part)
-		b.WriteByte('\n')
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(part)))])
+		io.WriteString(h, part)
 	}
-	return b.String()
+	var id cancelID
+	h.Sum(id[:0])
+	return id
 }

@@ -138,7 +138,9 @@ func (s *Server) offerCancel(req *sip.Request) error {
 // openCancelRelay opens the connection the CANCEL relay goes over and
 // subscribes it to the CANCELs other replicas offer. The connection is the
 // bus client's, cloned with echo off (the package comment says why), and
-// without the bus client's handlers, which keep the state of its own.
+// with handlers of its own instead of the bus client's, which keep the
+// client's state: while it is away every CANCEL this replica cannot match
+// is answered 481 (cancelRelayUnavailable), so its losses are logged here.
 func (s *Server) openCancelRelay() (*nats.Conn, *nats.Subscription, error) {
 	opts := s.bus.Conn().Opts
 	opts.Name += " cancel relay"
@@ -149,8 +151,30 @@ func (s *Server) openCancelRelay() (*nats.Conn, *nats.Subscription, error) {
 	opts.RetryOnFailedConnect = true
 	opts.ClosedCB, opts.ConnectedCB, opts.DisconnectedCB, opts.ReconnectedCB, opts.DiscoveredServersCB, opts.LameDuckModeHandler = nil, nil, nil, nil, nil, nil
 	opts.DisconnectedErrCB, opts.ReconnectErrCB = nil, nil
+	log := s.log.With().Str("subject", cancelRelaySubject).Logger()
 	opts.AsyncErrorCB = func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		s.log.Warn().Err(err).Str("subject", cancelRelaySubject).Msg("cancel relay connection")
+		log.Warn().Err(err).Msg("cancel relay connection")
+	}
+	opts.DisconnectedErrCB = func(_ *nats.Conn, err error) {
+		// NATS reports our own Close as a disconnect too.
+		if s.cancelConnClosing.Load() {
+			return
+		}
+		log.Warn().Err(err).Msg("cancel relay disconnected, cancels for other replicas answered 481 until it reconnects")
+	}
+	// Also the first connection when the one at start failed
+	// (RetryOnFailedConnect).
+	opts.ReconnectedCB = func(nc *nats.Conn) {
+		log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("cancel relay reconnected")
+	}
+	opts.ClosedCB = func(nc *nats.Conn) {
+		if s.cancelConnClosing.Load() {
+			log.Debug().Msg("cancel relay closed")
+			return
+		}
+		// NATS gave up reconnecting, or the server refused the connection
+		// for good: no CANCEL reaches another replica until a restart.
+		log.Warn().Err(nc.LastError()).Msg("cancel relay closed, cancels for other replicas answered 481 until restart")
 	}
 	nc, err := opts.Connect()
 	if err != nil {
@@ -158,14 +182,21 @@ func (s *Server) openCancelRelay() (*nats.Conn, *nats.Subscription, error) {
 	}
 	sub, err := nc.Subscribe(cancelRelaySubject, s.takeOfferedCancel)
 	if err != nil {
-		nc.Close()
+		s.closeCancelRelay(nc)
 		return nil, nil, fmt.Errorf("subscribe %s: %w", cancelRelaySubject, err)
 	}
 	if err := sub.SetPendingLimits(cancelRelayQueue, cancelRelayQueue*s.cfg.MaxMessageSize); err != nil {
-		nc.Close()
+		s.closeCancelRelay(nc)
 		return nil, nil, fmt.Errorf("bound the queue of %s: %w", cancelRelaySubject, err)
 	}
 	return nc, sub, nil
+}
+
+// closeCancelRelay closes the relay's connection as this replica means to,
+// which its handlers then do not report as a loss.
+func (s *Server) closeCancelRelay(nc *nats.Conn) {
+	s.cancelConnClosing.Store(true)
+	nc.Close()
 }
 
 // takeOfferedCancel handles a CANCEL another replica offered: when this

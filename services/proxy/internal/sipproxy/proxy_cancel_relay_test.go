@@ -2,13 +2,17 @@ package sipproxy
 
 import (
 	"context"
+	"encoding/json"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
 
 	"callgrid.dev/pkg/bus"
 )
@@ -26,6 +30,12 @@ func busReplica(t *testing.T, url string) *runningProxy {
 
 func busReplicaWith(t *testing.T, url string, cfg Config) *runningProxy {
 	t.Helper()
+	return busReplicaLogged(t, url, cfg, testLogger())
+}
+
+// busReplicaLogged is busReplicaWith with the proxy logging to log.
+func busReplicaLogged(t *testing.T, url string, cfg Config, log zerolog.Logger) *runningProxy {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	client, err := bus.Connect(ctx, bus.Config{URL: url}, "proxy", testLogger(), prometheus.NewRegistry())
@@ -33,7 +43,7 @@ func busReplicaWith(t *testing.T, url string, cfg Config) *runningProxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(client.Close)
-	return startProxy(t, cfg, WithBus(client))
+	return startProxyLogged(t, cfg, log, WithBus(client))
 }
 
 // A load balancer sends an INVITE to replica A and its CANCEL to replica
@@ -285,4 +295,89 @@ func TestCancelOnLoneReplicaAnsweredAtOnce(t *testing.T) {
 	if got := testutil.ToFloat64(alone.m.cancelRelays.WithLabelValues(cancelRelayUnmatched)); got != 1 {
 		t.Errorf("unmatched cancel relays %v, want 1", got)
 	}
+}
+
+// logLines is a zerolog writer a test reads back: zerolog writes each
+// event, a JSON object, in one call.
+type logLines struct {
+	mu     sync.Mutex
+	events []map[string]any
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	var ev map[string]any
+	if err := json.Unmarshal(p, &ev); err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, ev)
+	return len(p), nil
+}
+
+// find returns the first event at level whose message starts with msg.
+func (l *logLines) find(level, msg string) (map[string]any, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ev := range l.events {
+		if m, _ := ev["message"].(string); ev["level"] == level && strings.HasPrefix(m, msg) {
+			return ev, true
+		}
+	}
+	return nil, false
+}
+
+// await waits for an event at level whose message starts with msg and
+// returns it.
+func (l *logLines) await(t *testing.T, level, msg string) map[string]any {
+	t.Helper()
+	var ev map[string]any
+	waitFor(t, level+" log "+msg, func() bool {
+		var ok bool
+		ev, ok = l.find(level, msg)
+		return ok
+	})
+	return ev
+}
+
+// While the cancel relay's connection is away every CANCEL this replica
+// cannot match gets 481, so its disconnects, reconnects and a close it did
+// not ask for are logged, with the subject it serves; its close at stop is
+// not a warning.
+func TestCancelRelayConnectionStateLogged(t *testing.T) {
+	cfg := trustedConfig()
+	cfg.CancelRelayTimeout = testCancelRelayTimeout
+	t.Run("lost and regained", func(t *testing.T) {
+		logs := &logLines{}
+		p := busReplicaLogged(t, startNATS(t), cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
+		// Logged after Run opened the relay; the log's lock orders the read.
+		logs.await(t, "info", "sip proxy serving")
+		nc := p.cancelConn
+		if err := nc.ForceReconnect(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range []map[string]any{
+			logs.await(t, "warn", "cancel relay disconnected"),
+			logs.await(t, "info", "cancel relay reconnected"),
+		} {
+			if ev["component"] != "sipproxy" || ev["subject"] != cancelRelaySubject {
+				t.Errorf("logged without the relay's fields: %v", ev)
+			}
+		}
+		// What NATS does when it gives up reconnecting.
+		nc.Close()
+		logs.await(t, "warn", "cancel relay closed")
+	})
+	t.Run("closed at stop", func(t *testing.T) {
+		logs := &logLines{}
+		p := busReplicaLogged(t, startNATS(t), cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
+		logs.await(t, "info", "sip proxy serving")
+		p.stop()
+		logs.await(t, "debug", "cancel relay closed")
+		for _, msg := range []string{"cancel relay closed", "cancel relay disconnected"} {
+			if ev, ok := logs.find("warn", msg); ok {
+				t.Errorf("stopping warned: %v", ev)
+			}
+		}
+	})
 }

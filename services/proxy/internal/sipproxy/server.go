@@ -74,6 +74,9 @@ type Server struct {
 	// cancelConn carries the CANCELs offered to and by the other replicas,
 	// once Run opened it (proxy_cancel_relay.go).
 	cancelConn *nats.Conn
+	// cancelConnClosing is set once this replica closes cancelConn itself,
+	// so its handlers do not report that as a loss of the relay.
+	cancelConnClosing atomic.Bool
 	// cancelSlots bounds the CANCELs offered to the others at once.
 	cancelSlots chan struct{}
 	// cancelAnswers answers retransmissions of the CANCELs offered.
@@ -454,7 +457,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.handlers.close()
 	if s.cancelConn != nil {
 		// After the handlers, which may still be offering a CANCEL.
-		s.cancelConn.Close()
+		s.closeCancelRelay(s.cancelConn)
 	}
 	wg.Wait()
 	s.stopHoldDowns()
