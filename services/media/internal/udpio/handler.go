@@ -9,8 +9,9 @@ import (
 // buffer: valid only during the call, and the handler may rewrite it in
 // place (a relay forwards it with a new header). at is when the loop read
 // it, to within the batch of datagrams read after one wait. The handlers
-// of a loop run one at a time, so a handler holds up every other socket of
-// the loop while it runs.
+// of a loop run one at a time, and one at a time with the tasks posted to
+// it (Loop.Post), so a handler holds up every other socket of the loop
+// while it runs.
 //
 // An interface rather than a function, so that the object a socket's
 // packets are handed to can be one the handler needs anyway: a function

@@ -26,11 +26,14 @@ type Loop struct {
 
 	mu        sync.Mutex
 	changes   []*change
+	tasks     []task // posted, to run at the next wake-up
 	closed    bool
 	closeOnce sync.Once
 
 	// Owned by the loop goroutine: what each descriptor is, by number.
 	entries  []entry
+	ran      []task  // the tasks last run, emptied, for Post to fill next
+	drained  [8]byte // where the eventfd is read, not on the stack (see wakeOne)
 	readErrs func(error)
 	touched  uintptr // what Prefetch returned, kept so the loads stay
 
@@ -41,6 +44,12 @@ type entry struct {
 	sock     *Socket
 	handler  Handler
 	prefetch Prefetcher // the handler, when it is one
+}
+
+// task is a function posted for a socket.
+type task struct {
+	sock *Socket
+	run  func()
 }
 
 type change struct {
@@ -130,6 +139,35 @@ func (l *Loop) Remove(socks ...*Socket) {
 	<-c.applied
 }
 
+// Post has f run on the loop's goroutine, one at a time with the loop's
+// handlers and other tasks, provided s is added to the loop when Post is
+// called and still is when f's turn comes: once Remove(s) has returned, no
+// task posted for s is running or will run, even if s is added again. Post
+// does not wait, and may be called from any goroutine, a handler or a task
+// included; after Close it does nothing. Tasks run in the order posted.
+//
+// It is how code outside the loop (a timer) gets to touch state that only
+// s's handler owns. f should be a function value kept for reuse: a
+// closure made for each call would allocate, where Post itself does not
+// once its queue has grown to the tasks pending at a time.
+func (l *Loop) Post(s *Socket, f func()) {
+	if s.loop.Load() != l {
+		return // not added here: the loop owns nothing of s's
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.tasks = append(l.tasks, task{sock: s, run: f})
+	// A task queued before this one has woken the loop already, and it
+	// takes every task queued by the time it looks. Woken with the lock
+	// held, as submit does.
+	if len(l.tasks) == 1 {
+		l.signal()
+	}
+}
+
 // testHookQueued, when set, runs once a change is queued and before the
 // loop is woken for it.
 var testHookQueued func()
@@ -151,11 +189,15 @@ func (l *Loop) submit(c *change) error {
 	return nil
 }
 
+// wakeOne is what signal adds to the eventfd's counter. Kept here, and
+// only ever read, rather than on signal's stack: the race detector's
+// instrumentation of the write would move it to the heap on every call.
+var wakeOne = [8]byte{1}
+
 // signal interrupts the loop's wait. The eventfd's counter only fails to
 // take a write when it is full, which already means a wake-up is pending.
 func (l *Loop) signal() {
-	one := [8]byte{1}
-	_, _ = unix.Write(l.wake, one[:])
+	_, _ = unix.Write(l.wake, wakeOne[:])
 }
 
 // Close stops the loop and waits for it. Sockets still added are not
@@ -179,6 +221,7 @@ func (l *Loop) stopped() {
 	l.closed = true
 	pending := l.changes
 	l.changes = nil
+	l.tasks = nil
 	l.mu.Unlock()
 	// The sockets it read may go to another loop now.
 	for fd := range l.entries {
@@ -275,13 +318,15 @@ func epollWaitNow(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
 	return int(n), errno
 }
 
-// apply takes the queued changes; it reports false when the loop must stop.
+// apply makes the queued changes, then runs the tasks posted; it reports
+// false when the loop must stop.
 func (l *Loop) apply() bool {
-	var drained [8]byte
-	_, _ = unix.Read(l.wake, drained[:])
+	_, _ = unix.Read(l.wake, l.drained[:])
 	l.mu.Lock()
 	changes := l.changes
 	l.changes = nil
+	tasks := l.tasks
+	l.tasks = l.ran
 	closed := l.closed
 	l.mu.Unlock()
 	for _, c := range changes {
@@ -299,7 +344,23 @@ func (l *Loop) apply() bool {
 		}
 		close(c.applied)
 	}
+	// After the changes: a Remove that came with these tasks is about to
+	// return, and its sockets' tasks must not run. One that comes later
+	// waits for them to have run. Either way, a task queued before a
+	// Remove returned cannot meet its socket added again.
+	for i := range tasks {
+		if t := &tasks[i]; !closed && l.reads(t.sock) {
+			t.run()
+		}
+	}
+	clear(tasks) // lets go of the functions and sockets
+	l.ran = tasks[:0]
 	return !closed
+}
+
+// reads reports whether the loop reads s.
+func (l *Loop) reads(s *Socket) bool {
+	return s.fd < len(l.entries) && l.entries[s.fd].sock == s
 }
 
 func (l *Loop) register(s *Socket, h Handler) error {

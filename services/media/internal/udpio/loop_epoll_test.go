@@ -178,3 +178,21 @@ func TestStaleEventOfARemovedDescriptorIsSkipped(t *testing.T) {
 		t.Fatal("the new socket's datagram was not handled")
 	}
 }
+
+// removalQueued reports whether the loop has a Remove of s to make, or
+// made it: the test's way to know a Remove called elsewhere got as far.
+func removalQueued(l *Loop, s *Socket) bool {
+	if s.loop.Load() != l {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.changes {
+		for _, r := range c.remove {
+			if r == s {
+				return true
+			}
+		}
+	}
+	return false
+}

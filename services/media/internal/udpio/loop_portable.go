@@ -14,21 +14,36 @@ import (
 
 // Loop serves the sockets added to it, one handler at a time. Each socket
 // is read by a goroutine of its own, and the goroutines take turns to run
-// their handlers.
+// their handlers, with one more that runs the tasks posted (Post).
 type Loop struct {
 	readErr func(error)
 
-	// Held while a handler or readErr runs. Callers keep the state that
-	// the handlers of a loop share unlocked, as on Linux, where one
-	// goroutine runs them all.
+	// Held while a handler, a task or readErr runs. Callers keep the
+	// state that the handlers of a loop share unlocked, as on Linux,
+	// where one goroutine runs them all.
 	handling sync.Mutex
 
 	mu        sync.Mutex
 	readers   map[*Socket]*reader
+	tasks     []task // posted, for the task goroutine to run
 	closed    bool
 	closeOnce sync.Once
 
+	// The goroutine that runs the tasks posted: woken by posted, stopped
+	// by quit, tasksEnded once it has.
+	posted     chan struct{}
+	quit       chan struct{}
+	tasksEnded chan struct{}
+	ran        []task // the tasks it last ran, emptied, for Post to fill next
+
 	done chan struct{} // closed once Close has stopped every reader
+}
+
+// task is a function posted for a socket, with the reader of the socket
+// it was posted under: a task outlives neither.
+type task struct {
+	r   *reader
+	run func()
 }
 
 // reader is the goroutine that reads one socket of a loop.
@@ -45,7 +60,16 @@ func NewLoop(readErr func(error)) (*Loop, error) {
 	if readErr == nil {
 		readErr = func(error) {}
 	}
-	return &Loop{readErr: readErr, readers: map[*Socket]*reader{}, done: make(chan struct{})}, nil
+	l := &Loop{
+		readErr:    readErr,
+		readers:    map[*Socket]*reader{},
+		posted:     make(chan struct{}, 1),
+		quit:       make(chan struct{}),
+		tasksEnded: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	go l.runTasks()
+	return l, nil
 }
 
 // Add starts delivering s's datagrams to h. A socket is read by one loop
@@ -99,6 +123,13 @@ func (l *Loop) Remove(socks ...*Socket) {
 	}
 	l.mu.Unlock()
 	stop(removing)
+	if len(removing) > 0 {
+		// A task of theirs that took the loop before they were marked
+		// removed may still be running, and Remove returns only after it;
+		// any task later finds them removed.
+		l.handling.Lock()
+		l.handling.Unlock()
+	}
 	l.mu.Lock()
 	for _, r := range removing {
 		if l.readers[r.sock] == r {
@@ -119,10 +150,64 @@ func (l *Loop) Close() {
 			readers = append(readers, r)
 		}
 		l.readers = nil
+		l.tasks = nil
 		l.mu.Unlock()
 		stop(readers)
+		close(l.quit)
+		<-l.tasksEnded
 		close(l.done)
 	})
+}
+
+// Post has f run on the loop, one at a time with the loop's handlers and
+// other tasks, provided s is added to the loop when Post is called and
+// still is when f's turn comes: once Remove(s) has returned, no task
+// posted for s is running or will run, even if s is added again. Post
+// does not wait, and may be called from any goroutine, a handler or a task
+// included; after Close it does nothing. Tasks run in the order posted.
+//
+// It is how code outside the loop (a timer) gets to touch state that only
+// s's handler owns. f should be a function value kept for reuse: a
+// closure made for each call would allocate, where Post itself does not
+// once its queue has grown to the tasks pending at a time.
+func (l *Loop) Post(s *Socket, f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.readers[s] // nil once closed
+	if r == nil || r.removed.Load() {
+		return
+	}
+	l.tasks = append(l.tasks, task{r: r, run: f})
+	select {
+	case l.posted <- struct{}{}:
+	default: // a wake-up is pending, and takes this task too
+	}
+}
+
+// runTasks runs what is posted, each holding the loop as a handler does.
+func (l *Loop) runTasks() {
+	defer close(l.tasksEnded)
+	for {
+		select {
+		case <-l.quit:
+			return
+		case <-l.posted:
+		}
+		l.mu.Lock()
+		tasks := l.tasks
+		l.tasks = l.ran
+		l.mu.Unlock()
+		for i := range tasks {
+			l.handling.Lock()
+			// Remove marks a reader removed before it waits for the loop.
+			if t := &tasks[i]; !t.r.removed.Load() {
+				t.run()
+			}
+			l.handling.Unlock()
+		}
+		clear(tasks) // lets go of the functions and readers
+		l.ran = tasks[:0]
+	}
 }
 
 // stop ends the readers and waits for them.
