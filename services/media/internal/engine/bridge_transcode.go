@@ -43,8 +43,8 @@ type transcoder struct {
 	// packets holds the frames encoded and not yet sent, which follow on
 	// from one another and end where the fifo starts.
 	packets *packetizer
-	// tail wakes the reader once the source stopped with a packet held
-	// back (bridge_transcode_tail.go); nil for none. tailDue is when what
+	// tail flushes what the source left held back once it stopped
+	// (bridge_transcode_tail.go); nil for none. tailDue is when what
 	// is queued then is a talkspurt's tail, zero while the timer is unset;
 	// tailSent says the tail went out, so the next audio is checked for
 	// following on from it.
@@ -139,6 +139,7 @@ func (t *transcoder) halt() {
 	t.started = false
 	t.fifoLen = 0
 	t.packets.reset()
+	t.stopTail()
 	t.tailSent = false
 }
 
@@ -154,6 +155,7 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 	t.outBase = d.out.resumeTS(t.outClock, now)
 	t.fifoLen = 0
 	t.packets.reset()
+	t.stopTail()
 	t.tailSent = false
 	t.marker = true
 	d.avoidCollisionAhead(now)

@@ -31,7 +31,7 @@ func TestTalkspurtTailIsSent(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newTestEngine(t, nil)
-			e.talkspurtGrace = 0 // as configured outside tests
+			e.talkspurtGrace = defaultTalkspurtGrace // as configured outside tests
 			a, b := newEndpoint(t), newEndpoint(t)
 			nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp(tc.bSDP[0], tc.bSDP[1:]...))
 			tone := encodeTone(t, codec.PCMU, 8000, 2*frames)
@@ -81,6 +81,55 @@ func TestTalkspurtTailIsSent(t *testing.T) {
 			}
 			if !p.Marker || p.SequenceNumber != last.SequenceNumber+1 || int32(p.Timestamp-end) < 0 {
 				t.Fatalf("next talkspurt: seq %d ts %d marker %v, after seq %d ending at %d", p.SequenceNumber, p.Timestamp, p.Marker, last.SequenceNumber, end)
+			}
+		})
+	}
+}
+
+// The source is taken to have stopped once its next packet is a packet
+// time and the grace late, whatever its packet time.
+func TestTailWaitsAPacketTimeAndTheGracePastDue(t *testing.T) {
+	tests := []struct {
+		name        string
+		span, grace time.Duration
+		want        time.Duration
+	}{
+		{name: "20 ms source", span: 20 * time.Millisecond, grace: defaultTalkspurtGrace, want: 60 * time.Millisecond},
+		{name: "60 ms source", span: 60 * time.Millisecond, grace: defaultTalkspurtGrace, want: 140 * time.Millisecond},
+		{name: "no grace", span: 20 * time.Millisecond, want: 40 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tailWait(tc.span, tc.grace); got != tc.want {
+				t.Fatalf("tailWait(%v, %v) = %v, want %v", tc.span, tc.grace, got, tc.want)
+			}
+		})
+	}
+}
+
+// A transcoder that starts a stream anew, or stops carrying one, has no
+// tail due and its timer unset: what it held is gone, and a wake-up for it
+// would find nothing of the stream it was set for.
+func TestStreamStartOrHaltForgetsTheTail(t *testing.T) {
+	tests := []struct {
+		name  string
+		reset func(tc *transcoder, d *direction)
+	}{
+		{name: "halt", reset: func(tc *transcoder, _ *direction) { tc.halt() }},
+		{name: "begin", reset: func(tc *transcoder, d *direction) { tc.begin(d, time.Now()) }},
+	}
+	for _, c := range tests {
+		t.Run(c.name, func(t *testing.T) {
+			g := newRig(t, pcmu(), opus())
+			tc := g.r.tc
+			tc.tailDue = time.Now().Add(time.Hour)
+			tc.tail.Reset(time.Hour)
+			c.reset(tc, g.d)
+			if !tc.tailDue.IsZero() {
+				t.Fatalf("tail still due at %v", tc.tailDue)
+			}
+			if tc.tail.Stop() {
+				t.Fatal("tail timer still set")
 			}
 		})
 	}

@@ -182,9 +182,9 @@ type Engine struct {
 	bind          netip.Addr
 	caps          []sdpneg.Capability
 	rtcpEvery     time.Duration
-	// talkspurtGrace is how long past due a transcoded source's next
-	// packet may be before the audio queued of it is sent as the tail of a
-	// talkspurt, if longer than the source's packet time; tests that send
+	// talkspurtGrace is how much later than a packet time a transcoded
+	// source's next packet may be before the audio queued of it is sent as
+	// the tail of a talkspurt: defaultTalkspurtGrace; tests that send
 	// bursts, which a stall of theirs would cut, lengthen it.
 	talkspurtGrace time.Duration
 
@@ -223,18 +223,19 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		return nil, fmt.Errorf("media event loops: %w", err)
 	}
 	e := &Engine{
-		cfg:       cfg,
-		log:       log,
-		pool:      pool,
-		loops:     loops,
-		metrics:   m,
-		advertise: netip.MustParseAddr(cfg.AdvertiseIP).Unmap(),
-		bind:      netip.MustParseAddr(cfg.BindIP).Unmap(),
-		rtcpEvery: rtcpInterval,
-		sessions:  map[string]*session{},
-		expiring:  map[string]*expiry{},
-		stopSweep: make(chan struct{}),
-		sweepDone: make(chan struct{}),
+		cfg:            cfg,
+		log:            log,
+		pool:           pool,
+		loops:          loops,
+		metrics:        m,
+		advertise:      netip.MustParseAddr(cfg.AdvertiseIP).Unmap(),
+		bind:           netip.MustParseAddr(cfg.BindIP).Unmap(),
+		rtcpEvery:      rtcpInterval,
+		talkspurtGrace: defaultTalkspurtGrace,
+		sessions:       map[string]*session{},
+		expiring:       map[string]*expiry{},
+		stopSweep:      make(chan struct{}),
+		sweepDone:      make(chan struct{}),
 	}
 	for _, name := range cfg.Codecs {
 		info, _ := codec.Lookup(string(name))

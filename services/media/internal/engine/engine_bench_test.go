@@ -13,6 +13,7 @@ import (
 	"callgrid.dev/services/media/internal/codec"
 	"callgrid.dev/services/media/internal/portpool"
 	"callgrid.dev/services/media/internal/sdpneg"
+	"callgrid.dev/services/media/internal/udpio"
 )
 
 // rig is a direction outside any session, for driving the packet path
@@ -62,14 +63,24 @@ func newRig(tb testing.TB, from, to codec.Info) *rig {
 			tb.Fatal(err)
 		}
 		r.mode, r.tc, r.audioPT = routeTranscode, tc, 111
-		tc.wakeTailsVia(legs[0].pair.RTCP, selfAddr(netip.MustParseAddr("127.0.0.1"), legs[0].pair.Port+1), 0)
 	}
 	d := newDirection(legs[0], legs[1], true)
 	d.route.Store(r)
+	// The timer is set and reset as in a session, and what it posts is
+	// dropped: the loop does not read the socket, whose handler the test
+	// calls itself.
+	loop, err := udpio.NewLoop(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if tc != nil {
+		tc.flushTailsOn(loop, legs[0].pair.RTP, d, defaultTalkspurtGrace)
+	}
 	tb.Cleanup(func() {
 		if tc != nil {
 			tc.close()
 		}
+		loop.Close()
 		for _, l := range legs {
 			l.pair.Release()
 		}

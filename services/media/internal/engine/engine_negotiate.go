@@ -627,7 +627,7 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedCodec, err)
 	}
-	tc.wakeTailsVia(from.pair.RTCP, selfAddr(s.e.bind, from.pair.Port+1), s.e.talkspurtGrace)
+	tc.flushTailsOn(s.e.loops.At(s.loop), from.pair.RTP, d, s.e.talkspurtGrace)
 	s.closers = append(s.closers, tc.close)
 	if s.transcoders == nil {
 		s.transcoders = map[transcoderKey]*transcoder{}

@@ -93,7 +93,7 @@ func (s *session) start() error {
 		if err := loop.Add(l.pair.RTP, d); err != nil {
 			return fmt.Errorf("read rtp socket: %w", err)
 		}
-		if err := loop.Add(l.pair.RTCP, rtcpPort{s: s, l: l, self: selfAddr(s.e.bind, l.pair.Port+1)}); err != nil {
+		if err := loop.Add(l.pair.RTCP, rtcpPort{s: s, l: l}); err != nil {
 			return fmt.Errorf("read rtcp socket: %w", err)
 		}
 	}
@@ -172,17 +172,9 @@ func (s *session) replaceTone(t *toneSource) {
 type rtcpPort struct {
 	s *session
 	l *leg
-	// self is where the socket gets what it sends itself: the wake-up for
-	// the tail of the leg's talkspurt (bridge_transcode_tail.go), never
-	// RTCP.
-	self netip.AddrPort
 }
 
 func (p rtcpPort) HandleDatagram(pkt []byte, src netip.AddrPort, now time.Time) {
-	if src == p.self {
-		p.s.dirs[p.l.side.index()].sendTail(now)
-		return
-	}
 	if len(pkt) > maxPacket {
 		p.l.drop(dropMalformed)
 		return
