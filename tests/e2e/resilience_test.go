@@ -52,10 +52,15 @@ func TestDeadNodeCallsAreHungUp(t *testing.T) {
 		t.Fatal("calls did not land one per node")
 	}
 
+	ended := n.callEnded(t)
 	killed := time.Now()
 	nodeA.kill()
 	receiveWithin(t, "bye at the caller of the dead node's call", onA.caller.byes, 8*time.Second)
 	receiveWithin(t, "bye at the callee of the dead node's call", onA.callee.byes, 8*time.Second)
+	// The proxy that hung the call up ends it on the bus for the dead node.
+	if ev := receiveWithin(t, "call_ended for the dead node's call", ended, 8*time.Second); ev.GetNodeId() != "media-a" || ev.GetCause() != "node_down" || ev.GetDurationSeconds() <= 0 {
+		t.Fatalf("call_ended %v, want node media-a, cause node_down and a duration", ev)
+	}
 	t.Logf("dead node's call hung up %v after the kill", time.Since(killed).Round(10*time.Millisecond))
 	stillTalking(t, onB)
 

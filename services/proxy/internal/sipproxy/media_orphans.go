@@ -5,7 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
+	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
 
 const (
@@ -93,7 +95,24 @@ func (s *Server) reapNode(ctx context.Context, nodeID string) {
 	if len(records) > 0 {
 		log.Info().Int("calls", len(records)).Msg("media node died, hanging up its calls")
 	}
+	now := s.now()
 	for _, rec := range records {
 		s.hangUpDialog(log.With().Str("call_id", rec.GetCallId()).Str("session_id", rec.GetSessionId()).Logger(), rec.GetDialog(), "node_down")
+		s.publishOrphanEnded(nodeID, rec, now)
 	}
+}
+
+// publishOrphanEnded publishes the end of a dead node's call on its
+// behalf: the node that carried it can no longer, and the record this
+// replica claimed was the last trace of the call on the bus.
+func (s *Server) publishOrphanEnded(nodeID string, rec *callgridv1.CallRecord, now time.Time) {
+	var talked float64
+	if at := rec.GetAnsweredUnixMs(); at > 0 {
+		// Never negative, should the clocks disagree.
+		talked = max(float64(now.UnixMilli()-at)/1000, 0)
+	}
+	s.publish("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
+		CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: nodeID,
+		DurationSeconds: talked, Cause: "node_down", UnixMs: now.UnixMilli(),
+	})
 }
