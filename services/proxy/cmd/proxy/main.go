@@ -13,6 +13,7 @@ import (
 	"callgrid.dev/pkg/lifecycle"
 	"callgrid.dev/pkg/obs"
 	"callgrid.dev/services/proxy/internal/app"
+	"callgrid.dev/services/proxy/internal/sipproxy"
 )
 
 func main() {
@@ -30,6 +31,7 @@ func main() {
 		return
 	}
 	log := obs.NewLogger(cfg.Log, "proxy", os.Stderr)
+	sipproxy.RouteSipgoDefaultLogs(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 )
 
@@ -12,10 +14,20 @@ import (
 // transports log every unparsable datagram at Error with the raw bytes; that
 // would let anyone flood our logs, so those records are counted and demoted.
 // So are the reports of a stream connection our read filter ended (a source
-// over its rate, counted there): one per connection the source opens.
+// over its rate, counted there): one per connection the source opens, and
+// sipgo's notes that a connection's reference count went below zero, which
+// it then treats as zero: its own bookkeeping, nothing an operator can act on.
 type sipgoLogHandler struct {
 	slog.Handler
 	onParseFailure func()
+}
+
+// RouteSipgoDefaultLogs sends what sipgo logs outside any user agent (its
+// connection bookkeeping logs through a process-wide default, slog's own
+// unless set) into log, as the rest of sipgo's output goes. For main, before
+// anything starts: the default is a global sipgo reads unguarded.
+func RouteSipgoDefaultLogs(log zerolog.Logger) {
+	sip.SetDefaultLogger(newSipgoLogger(log, func() {}))
 }
 
 func newSipgoLogger(log zerolog.Logger, onParseFailure func()) *slog.Logger {
@@ -38,7 +50,8 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return h.Handler.Handle(ctx, demoted)
 	}
-	if r.Message == "Read filter error" && r.Level > slog.LevelDebug && rateLimitedStream(r) {
+	if r.Level > slog.LevelDebug && (strings.Contains(r.Message, "ref went negative") ||
+		r.Message == "Read filter error" && rateLimitedStream(r)) {
 		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}

@@ -9,5 +9,6 @@ import (
 // does before it serves (app.Run), with the default configuration.
 func TestMain(m *testing.M) {
 	ApplyUDPLimits(Config{})
+	RouteSipgoDefaultLogs(testLogger())
 	os.Exit(m.Run())
 }
