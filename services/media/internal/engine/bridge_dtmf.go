@@ -204,6 +204,7 @@ func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time)
 func (d *direction) rewriteEvent(r *route, pkt, payload []byte, now time.Time) bool {
 	seq, ts, rebased, ok := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
 	if !ok {
+		d.from.drop(dropTooLate)
 		return false
 	}
 	marker := rebased || d.hdr.marker

@@ -543,3 +543,23 @@ func TestRelayNumbersLatePacketsAcrossShifts(t *testing.T) {
 		})
 	}
 }
+
+// A relayed packet too old to be given a number of its own is dropped and
+// counted as such on its leg.
+func TestAudioTooLateForANumberIsCountedDropped(t *testing.T) {
+	g := newRig(t, pcmu(), pcmu())
+	packet := func(seq uint16) []byte {
+		pkt, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 9}, Payload: make([]byte, 160)}).Marshal()
+		return pkt
+	}
+	for _, seq := range []uint16{10, 11} {
+		g.d.handleRTP(packet(seq), g.src, time.Now(), 0)
+	}
+	g.d.out.shift(11, 1)
+	g.d.handleRTP(packet(14), g.src, time.Now(), 0)
+	g.d.out.shift(14, 1)
+	g.d.handleRTP(packet(9), g.src, time.Now(), 0)
+	if got := g.d.from.drops[dropTooLate].Load(); got != 1 {
+		t.Fatalf("%d packets counted too late, want 1", got)
+	}
+}

@@ -209,6 +209,7 @@ func TestWrongSourceIsDroppedAndCounted(t *testing.T) {
 media_dropped_packets_total{reason="codec_error"} 0
 media_dropped_packets_total{reason="malformed"} 0
 media_dropped_packets_total{reason="no_destination"} 0
+media_dropped_packets_total{reason="too_late"} 0
 media_dropped_packets_total{reason="unknown_payload_type"} 0
 media_dropped_packets_total{reason="wrong_source"} 1
 `

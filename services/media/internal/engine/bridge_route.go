@@ -387,6 +387,7 @@ func (d *direction) rewrite(r *route, pkt, payload []byte, kind ptKind, now time
 	}
 	seq, ts, marker, ok := d.out.relay(d.hdr.ssrc, d.hdr.seq, d.hdr.timestamp, d.outClock, now)
 	if !ok {
+		d.from.drop(dropTooLate)
 		return false
 	}
 	writeHeaderFields(pkt, d.audioPT, marker || d.hdr.marker, seq, ts, d.out.ssrc)

@@ -20,6 +20,7 @@ const (
 	dropUnknownPayloadType
 	dropNoDestination
 	dropCodecError
+	dropTooLate
 	numDropReasons
 )
 
@@ -29,6 +30,7 @@ var dropReasonLabels = [numDropReasons]string{
 	dropUnknownPayloadType: "unknown_payload_type",
 	dropNoDestination:      "no_destination",
 	dropCodecError:         "codec_error",
+	dropTooLate:            "too_late",
 }
 
 type metrics struct {

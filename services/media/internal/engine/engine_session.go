@@ -252,6 +252,7 @@ func (l *leg) quality() LegQuality {
 			UnknownPayloadType: l.drops[dropUnknownPayloadType].Load(),
 			NoDestination:      l.drops[dropNoDestination].Load(),
 			CodecError:         l.drops[dropCodecError].Load(),
+			TooLate:            l.drops[dropTooLate].Load(),
 		},
 	}
 	if rx := l.rx.Load(); rx != nil {

@@ -96,4 +96,7 @@ type Drops struct {
 	NoDestination uint64
 	// CodecError: transcoding could not decode or encode it.
 	CodecError uint64
+	// TooLate: relayed audio that came so late, behind event segment ends
+	// the node inserted, that no sequence number of its own was left.
+	TooLate uint64
 }
