@@ -96,7 +96,7 @@ type leg struct {
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
 
-	_ [24]byte // to a whole number of cache lines, like direction
+	_ [16]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {
