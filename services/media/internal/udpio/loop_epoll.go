@@ -156,7 +156,10 @@ func (l *Loop) Post(s *Socket, f func()) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
+	// Again under the lock: apply takes the tasks under it only after it
+	// made the changes, so a task let in here meets any Remove of s
+	// before it runs, and one posted after that Remove sees it here.
+	if l.closed || s.loop.Load() != l {
 		return
 	}
 	l.tasks = append(l.tasks, task{sock: s, run: f})
@@ -325,8 +328,6 @@ func (l *Loop) apply() bool {
 	l.mu.Lock()
 	changes := l.changes
 	l.changes = nil
-	tasks := l.tasks
-	l.tasks = l.ran
 	closed := l.closed
 	l.mu.Unlock()
 	for _, c := range changes {
@@ -344,10 +345,14 @@ func (l *Loop) apply() bool {
 		}
 		close(c.applied)
 	}
-	// After the changes: a Remove that came with these tasks is about to
-	// return, and its sockets' tasks must not run. One that comes later
-	// waits for them to have run. Either way, a task queued before a
-	// Remove returned cannot meet its socket added again.
+	// Taken after the changes are made: a task queued before a Remove was
+	// made is checked against it here, and no Add can come in between, so
+	// a task never meets its socket added again. A Remove queued later
+	// waits for these to have run.
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks = l.ran
+	l.mu.Unlock()
 	for i := range tasks {
 		if t := &tasks[i]; !closed && l.reads(t.sock) {
 			t.run()
