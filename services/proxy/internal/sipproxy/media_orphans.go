@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
@@ -97,22 +99,53 @@ func (s *Server) reapNode(ctx context.Context, nodeID string) {
 	}
 	now := s.now()
 	for _, rec := range records {
-		s.hangUpDialog(log.With().Str("call_id", rec.GetCallId()).Str("session_id", rec.GetSessionId()).Logger(), rec.GetDialog(), "node_down")
-		s.publishOrphanEnded(nodeID, rec, now)
+		callLog := log.With().Str("call_id", rec.GetCallId()).Str("session_id", rec.GetSessionId()).Logger()
+		s.hangUpDialog(callLog, rec.GetDialog(), "node_down")
+		s.publishOrphanEnded(ctx, callLog, nodeID, rec, now)
 	}
 }
 
+// orphanEndAttempts and orphanEndRetry bound how long the reaper keeps
+// trying to publish one dead node's call end while the stream refuses it.
+const (
+	orphanEndAttempts = 5
+	orphanEndRetry    = 200 * time.Millisecond
+)
+
 // publishOrphanEnded publishes the end of a dead node's call on its
 // behalf: the node that carried it can no longer, and the record this
-// replica claimed was the last trace of the call on the bus.
-func (s *Server) publishOrphanEnded(nodeID string, rec *callgridv1.CallRecord, now time.Time) {
+// replica claimed was the last trace of the call on the bus. It publishes
+// at once, retrying, rather than through the event queue, which drops
+// when full: a node carrying thousands of calls dies with all of them.
+func (s *Server) publishOrphanEnded(ctx context.Context, log zerolog.Logger, nodeID string, rec *callgridv1.CallRecord, now time.Time) {
+	if s.bus == nil {
+		return
+	}
 	var talked float64
 	if at := rec.GetAnsweredUnixMs(); at > 0 {
 		// Never negative, should the clocks disagree.
 		talked = max(float64(now.UnixMilli()-at)/1000, 0)
 	}
-	s.publish("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
+	ended := &callgridv1.CallEnded{
 		CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: nodeID,
 		DurationSeconds: talked, Cause: "node_down", UnixMs: now.UnixMilli(),
-	})
+	}
+	var err error
+	for attempt := range orphanEndAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(orphanEndRetry << (attempt - 1)):
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, eventPublishTimeout)
+		// The same bytes each time, which the stream takes once.
+		err = s.bus.PublishEvent(pctx, "call_ended", bus.SubjectCallEnded, ended)
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+	log.Warn().Err(err).Msg("end of a dead node's call not published")
 }
