@@ -46,6 +46,21 @@ func busReplicaLogged(t *testing.T, url string, cfg Config, log zerolog.Logger) 
 	return startProxyLogged(t, cfg, log, WithBus(client))
 }
 
+// ringingThrough has bob register through replica a and a caller's INVITE
+// to him ring through a: the call a CANCEL test then cancels elsewhere.
+func ringingThrough(t *testing.T, a *runningProxy) (bob *callee, caller *peer, invite *sip.Request, tx sip.ClientTransaction, done <-chan struct{}) {
+	t.Helper()
+	bob = newCallee(t, -1)
+	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
+		t.Fatalf("register via a: %d", res.StatusCode)
+	}
+	caller = newPeer(t, "caller")
+	invite = caller.request(sip.INVITE, "sip:bob@localhost", "alice")
+	tx, done = inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
+	receive(t, "invite at bob", bob.invites)
+	return bob, caller, invite, tx, done
+}
+
 // A load balancer sends an INVITE to replica A and its CANCEL to replica
 // B, which holds no transaction for it: B offers the CANCEL over the bus,
 // A cancels the ringing callee and answers the caller 487, and B answers
@@ -53,15 +68,7 @@ func busReplicaLogged(t *testing.T, url string, cfg Config, log zerolog.Logger) 
 func TestCancelReachingAnotherReplica(t *testing.T) {
 	url := startNATS(t)
 	a, b := busReplica(t, url), busReplica(t, url)
-	bob := newCallee(t, -1)
-	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
-		t.Fatalf("register via a: %d", res.StatusCode)
-	}
-
-	caller := newPeer(t, "caller")
-	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
-	tx, done := inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
-	receive(t, "invite at bob", bob.invites)
+	bob, caller, invite, tx, done := ringingThrough(t, a)
 
 	if res := caller.do(t, b.Addr("udp"), cancelFor(invite)); res.StatusCode != sip.StatusOK {
 		t.Fatalf("cancel via b: %d, want 200", res.StatusCode)
@@ -146,15 +153,7 @@ func TestCancelRelayIsBounded(t *testing.T) {
 func TestCancelRelayMatchesTheWholeInvite(t *testing.T) {
 	url := startNATS(t)
 	a, b := busReplica(t, url), busReplica(t, url)
-	bob := newCallee(t, -1)
-	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
-		t.Fatalf("register via a: %d", res.StatusCode)
-	}
-
-	caller := newPeer(t, "caller")
-	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
-	tx, done := inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
-	receive(t, "invite at bob", bob.invites)
+	bob, caller, invite, tx, done := ringingThrough(t, a)
 
 	cases := []struct {
 		name  string
@@ -237,14 +236,7 @@ func retransmitUntilAnswered(t *testing.T, conn *net.UDPConn, addr string, req *
 func TestCancelRetransmissionRelayedOnce(t *testing.T) {
 	url := startNATS(t)
 	a, b := busReplica(t, url), busReplica(t, url)
-	bob := newCallee(t, -1)
-	if res := bob.register(t, a.Addr("udp"), bob.registerReq("bob", 600), testPassword); res.StatusCode != 200 {
-		t.Fatalf("register via a: %d", res.StatusCode)
-	}
-	caller := newPeer(t, "caller")
-	invite := caller.request(sip.INVITE, "sip:bob@localhost", "alice")
-	tx, done := inviteUntil(t, caller, a.Addr("udp"), invite, sip.StatusRinging)
-	receive(t, "invite at bob", bob.invites)
+	_, _, invite, tx, done := ringingThrough(t, a)
 
 	cancel := cancelFor(invite)
 	cl := sip.ContentLengthHeader(0)
