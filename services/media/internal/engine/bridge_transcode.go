@@ -43,13 +43,20 @@ type transcoder struct {
 	// packets holds the frames encoded and not yet sent, which follow on
 	// from one another and end where the fifo starts.
 	packets *packetizer
-	// tail flushes what the source left held back once it stopped
-	// (bridge_transcode_tail.go); nil for none. tailDue is when what
-	// is queued then is a talkspurt's tail, zero while the timer is unset;
-	// tailSent says the tail went out, so the next audio is checked for
-	// following on from it.
-	tail      *time.Timer
+	// packetTime is what each packet sent holds (route.packetTime, as
+	// the codec allows).
+	packetTime time.Duration
+	// timer wakes the reader to send what waits for later
+	// (bridge_transcode_timer.go); nil for none. timerSet says it may be
+	// set. pacedDue is when the next of the packets paced out of a frame
+	// is due (bridge_transcode_pace.go), zero while none waits. tailDue is
+	// when what is queued then is a talkspurt's tail
+	// (bridge_transcode_tail.go), zero for none; tailSent says the tail
+	// went out, so the next audio is checked for following on from it.
+	timer     *time.Timer
+	timerSet  bool
 	tailGrace time.Duration // Engine.talkspurtGrace
+	pacedDue  time.Time
 	tailDue   time.Time
 	tailSent  bool
 
@@ -101,6 +108,7 @@ func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, er
 		frameTicks: to.TimestampStep(),
 		decoded:    make([]int16, maxDecodedSamples),
 		packets:    newPacketizer(to),
+		packetTime: frameDuration,
 	}
 	resampledLen := maxDecodedSamples
 	if decRate != encRate {
@@ -116,8 +124,8 @@ func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, er
 }
 
 func (t *transcoder) close() {
-	if t.tail != nil {
-		t.tail.Stop()
+	if t.timer != nil {
+		t.timer.Stop()
 	}
 	t.dec.Close()
 	t.enc.Close()
@@ -130,22 +138,26 @@ func (t *transcoder) usePacketTime(every time.Duration) {
 	if !packetizable(t.to, every) {
 		every = frameDuration
 	}
+	t.packetTime = every
 	t.packets.setPacketTime(every)
 }
 
 // halt forgets the stream the transcoder carried, and what it queued of
-// it: the next packet begins a stream anew.
+// it, paced packets included: the next packet begins a stream anew.
 func (t *transcoder) halt() {
 	t.started = false
 	t.fifoLen = 0
 	t.packets.reset()
-	t.stopTail()
+	t.disarm()
 	t.tailSent = false
 }
 
 // begin starts mapping a (new) source stream onto the destination stream,
-// continuing the destination's timestamps from where they stand now.
+// continuing the destination's timestamps from where they stand now. The
+// packets paced out of the old stream's last frame go first: they are
+// whole, and would be out by now at a frame's packet time.
 func (t *transcoder) begin(d *direction, now time.Time) {
+	t.sendPaced(d, d.audioPT, now)
 	t.started = true
 	t.restartPending = false
 	t.inSSRC = d.hdr.ssrc
@@ -155,7 +167,7 @@ func (t *transcoder) begin(d *direction, now time.Time) {
 	t.outBase = d.out.resumeTS(t.outClock, now)
 	t.fifoLen = 0
 	t.packets.reset()
-	t.stopTail()
+	t.disarm()
 	t.tailSent = false
 	t.marker = true
 	d.avoidCollisionAhead(now)
@@ -213,6 +225,9 @@ func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time
 	if !ok {
 		return true
 	}
+	// What waits goes ahead of this packet's audio, as it was (a marker
+	// this packet carries is its own).
+	t.sendPaced(d, r.audioPT, now)
 	if d.hdr.marker {
 		t.marker = true
 	}
@@ -235,6 +250,7 @@ func (t *transcoder) audio(d *direction, r *route, payload []byte, now time.Time
 	t.lastTS = d.hdr.timestamp
 	n, err := t.dec.Decode(payload, t.decoded)
 	if err != nil {
+		t.arm(now) // for what the concealed frames left paced
 		return false
 	}
 	t.push(d, r, t.decoded[:n], t.mapTS(d.hdr.timestamp), now)
@@ -249,6 +265,8 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 	if t.res != nil {
 		pcm = t.resampled[:t.res.Process(pcm, t.resampled)]
 	}
+	// A concealed frame's paced packets go ahead of what follows it.
+	t.sendPaced(d, r.audioPT, now)
 	if t.fifoLen > 0 || t.packets.pending() || t.tailSent {
 		if off := int32(ts - t.queuedEnd()); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
 			// A gap or overlap in the source: what is queued belongs to
@@ -268,14 +286,14 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 	t.fifoLen += copy(t.fifo[t.fifoLen:], pcm)
 	done := 0
 	for t.fifoLen-done >= t.frame {
-		t.encodeFrame(d, t.fifo[done:done+t.frame])
+		t.makeRoom(d, r.audioPT, now)
+		t.encodeFrame(d, r.audioPT, t.fifo[done:done+t.frame], now)
 		t.fifoTS += t.frameTicks
 		done += t.frame
-		// Sent as soon as whole, so that the packetizer never holds
-		// more than a packet and the frame that completes it.
-		for t.packets.ready() {
-			t.sendNext(d, r.audioPT, now)
-		}
+		// Sent as soon as whole, or paced, so that the packetizer never
+		// holds more than a packet and the frame that completes it, or
+		// the packets paced out of this source packet's frames.
+		t.sendReady(d, r.audioPT, now)
 	}
 	t.fifoLen = copy(t.fifo, t.fifo[done:t.fifoLen])
 }
@@ -286,19 +304,23 @@ func (t *transcoder) queuedEnd() uint32 {
 	return t.fifoTS + uint32(int64(t.fifoLen)*int64(t.outClock)/int64(t.encRate))
 }
 
-// dropQueued drops the audio queued; what comes next starts a talkspurt.
+// dropQueued drops the audio queued, paced packets included; what comes
+// next starts a talkspurt.
 func (t *transcoder) dropQueued() {
 	t.fifoLen = 0
 	t.packets.reset()
+	t.pacedDue = time.Time{}
 	t.marker = true
 }
 
 // encodeFrame encodes the frame of PCM at t.fifoTS into the packets.
-func (t *transcoder) encodeFrame(d *direction, pcm []int16) {
+func (t *transcoder) encodeFrame(d *direction, pt uint8, pcm []int16, now time.Time) {
 	n, err := t.enc.Encode(pcm, t.packets.space())
 	if err != nil {
 		d.from.drop(dropCodecError)
-		// A packet cannot hold a hole: the frames before it go too.
+		// A packet cannot hold a hole: the frames before it go too,
+		// but for the whole packets paced out of them.
+		t.sendPaced(d, pt, now)
 		t.packets.reset()
 		return
 	}
@@ -322,6 +344,7 @@ func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) {
 // or not at all. Audio that ended before a pause ended a talkspurt, and is
 // dropped as the audio path would drop it.
 func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) {
+	t.sendPaced(d, pt, now) // whole packets, and before the event whatever its time
 	if !t.packets.pending() {
 		return
 	}

@@ -122,14 +122,16 @@ func TestStreamStartOrHaltForgetsTheTail(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			g := newRig(t, pcmu(), opus())
 			tc := g.r.tc
-			tc.tailDue = time.Now().Add(time.Hour)
-			tc.tail.Reset(time.Hour)
+			now := time.Now()
+			tc.packets.add(copy(tc.packets.space(), make([]byte, 40)), 0) // something queued, for the tail to be
+			tc.tailDue = now.Add(time.Hour)
+			tc.arm(now)
 			c.reset(tc, g.d)
-			if !tc.tailDue.IsZero() {
-				t.Fatalf("tail still due at %v", tc.tailDue)
+			if !tc.tailDue.IsZero() || tc.pacing() {
+				t.Fatalf("tail still due at %v, paced at %v", tc.tailDue, tc.pacedDue)
 			}
-			if tc.tail.Stop() {
-				t.Fatal("tail timer still set")
+			if tc.timer.Stop() {
+				t.Fatal("timer still set")
 			}
 		})
 	}

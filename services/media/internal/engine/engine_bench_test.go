@@ -74,7 +74,7 @@ func newRig(tb testing.TB, from, to codec.Info) *rig {
 		tb.Fatal(err)
 	}
 	if tc != nil {
-		tc.flushTailsOn(loop, legs[0].pair.RTP, d, defaultTalkspurtGrace)
+		tc.setTimerOn(loop, legs[0].pair.RTP, d, defaultTalkspurtGrace)
 	}
 	tb.Cleanup(func() {
 		if tc != nil {

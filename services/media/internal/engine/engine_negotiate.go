@@ -627,7 +627,7 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedCodec, err)
 	}
-	tc.flushTailsOn(s.e.loops.At(s.loop), from.pair.RTP, d, s.e.talkspurtGrace)
+	tc.setTimerOn(s.e.loops.At(s.loop), from.pair.RTP, d, s.e.talkspurtGrace)
 	s.closers = append(s.closers, tc.close)
 	if s.transcoders == nil {
 		s.transcoders = map[transcoderKey]*transcoder{}

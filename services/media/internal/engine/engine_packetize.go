@@ -86,7 +86,10 @@ type packetizer struct {
 // newPacketizer makes a packetizer for the codec, at first at 20 ms. Its
 // buffer takes the longest packet any packet time makes and the frame that
 // completes it, or all the frames of the longest Opus packet: anything
-// more would not fit the datagram it goes in.
+// more would not fit the datagram it goes in. Packets shorter than a
+// frame, which a transcoder paces, take what a source datagram held, or
+// nearly: the transcoder sends them early rather than overflow it
+// (transcoder.makeRoom).
 func newPacketizer(info codec.Info) *packetizer {
 	p := &packetizer{
 		opus:       info.Name == codec.Opus,
