@@ -39,6 +39,14 @@ func (t *transcoder) sendReady(d *direction, pt uint8, now time.Time) {
 	}
 }
 
+// While packets wait, all the packetizer holds is whole packets of the
+// packet time they were cut for: a frame makes whole ones, and what is
+// left of a source packet stays in the fifo. So the waiting ones are
+// drained by what is queued, not by what fills a packet: should a
+// re-INVITE have grown the packet time since, each goes out as a shorter
+// packet at its time, rather than staying queued and putting every later
+// packet of the talkspurt across two frames.
+
 // sendPaced sends the packets waiting for their due time now, as payload
 // type pt: what comes next follows them.
 func (t *transcoder) sendPaced(d *direction, pt uint8, now time.Time) {
@@ -46,25 +54,23 @@ func (t *transcoder) sendPaced(d *direction, pt uint8, now time.Time) {
 		return
 	}
 	t.pacedDue = time.Time{}
-	for t.packets.ready() {
+	for t.packets.pending() {
 		t.sendNext(d, pt, now)
 	}
 }
 
 // sendDue sends the paced packets due by now, as payload type pt, and
-// makes the next one due a packet time after the last. Audio queued that
-// is not a whole packet (the packet time grew since) waits for the next
-// source packet or the tail.
+// makes the next one due a packet time after the last.
 func (t *transcoder) sendDue(d *direction, pt uint8, now time.Time) {
 	for t.pacedIsDue(now) {
-		if !t.packets.ready() {
+		if !t.packets.pending() {
 			t.pacedDue = time.Time{}
 			return
 		}
 		t.sendNext(d, pt, now)
 		t.pacedDue = t.pacedDue.Add(t.packetTime)
 	}
-	if !t.packets.ready() {
+	if !t.packets.pending() {
 		t.pacedDue = time.Time{}
 	}
 }
