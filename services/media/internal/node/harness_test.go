@@ -187,8 +187,13 @@ func startProxy(t testing.TB, tb *testBus, name string, cfg fleet.ClaimConfig) *
 	t.Helper()
 	c := connect(t, tb, name)
 	ctx, cancel := context.WithCancel(context.Background())
-	kv, err := fleet.OpenBucket(ctx, c, testInterval, 0)
+	// Longer than JetStream's default 5 s: the embedded server, under the
+	// race detector on a loaded machine, has once taken that long.
+	opening, opened := context.WithTimeout(ctx, 30*time.Second)
+	kv, err := fleet.OpenBucket(opening, c, testInterval, 0)
+	opened()
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
