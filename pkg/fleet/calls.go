@@ -52,6 +52,21 @@ func OpenCallsBucket(ctx context.Context, c *bus.Client, replicas int) (jetstrea
 // CallKey is the calls-bucket key of one session.
 func CallKey(nodeID, sessionID string) string { return nodeID + "." + sessionID }
 
+// NodeDownEnd is the end of the call rec recorded, ended at now because
+// the node that carried it went down: what that node's next run or the
+// proxy reaping it publishes on its behalf. Its duration is the talk time
+// since the answer, never negative should a clock have stepped back.
+func NodeDownEnd(rec *callgridv1.CallRecord, now time.Time) *callgridv1.CallEnded {
+	var talked float64
+	if at := rec.GetAnsweredUnixMs(); at > 0 {
+		talked = max(float64(now.UnixMilli()-at)/1000, 0)
+	}
+	return &callgridv1.CallEnded{
+		CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: rec.GetNodeId(),
+		DurationSeconds: talked, Cause: "node_down", UnixMs: now.UnixMilli(),
+	}
+}
+
 // ClaimOrphans takes the call records of a node that left the fleet. Exactly
 // one caller among the proxy replicas gets them (the others get none); the
 // records are removed from the bucket as they are taken, so the calls are

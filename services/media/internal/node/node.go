@@ -196,22 +196,19 @@ func (n *Node) handOverPreviousCalls(ctx context.Context) {
 		return
 	}
 	n.log.Warn().Int("calls", len(records)).Msg("calls of a previous run of this node: handed to the proxies to hang up")
-	now := time.Now().UnixMilli()
+	now := time.Now()
 	for _, rec := range records {
 		n.writer.event("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
-			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now,
+			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now.UnixMilli(),
 		})
-		var talked float64
-		if at := rec.GetAnsweredUnixMs(); at > 0 {
-			// Never negative, should the clock have stepped back.
-			talked = max(float64(now-at)/1000, 0)
+		ended := fleet.NodeDownEnd(rec, now)
+		ended.NodeId = n.cfg.ID
+		if rec.GetAnsweredUnixMs() > 0 {
 			// The run that carried the call died before it could count
 			// it; it is counted here, once, as the record goes.
-			n.metrics.observeCall("node_down", talked)
+			n.metrics.observeCall("node_down", ended.GetDurationSeconds())
 		}
-		n.writer.event("call_ended", bus.SubjectCallEnded, &callgridv1.CallEnded{
-			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Cause: "node_down", DurationSeconds: talked, UnixMs: now,
-		})
+		n.writer.event("call_ended", bus.SubjectCallEnded, ended)
 	}
 }
 

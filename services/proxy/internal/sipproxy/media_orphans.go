@@ -121,15 +121,8 @@ func (s *Server) publishOrphanEnded(ctx context.Context, log zerolog.Logger, nod
 	if s.bus == nil {
 		return
 	}
-	var talked float64
-	if at := rec.GetAnsweredUnixMs(); at > 0 {
-		// Never negative, should the clocks disagree.
-		talked = max(float64(now.UnixMilli()-at)/1000, 0)
-	}
-	ended := &callgridv1.CallEnded{
-		CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: nodeID,
-		DurationSeconds: talked, Cause: "node_down", UnixMs: now.UnixMilli(),
-	}
+	ended := fleet.NodeDownEnd(rec, now)
+	ended.NodeId = nodeID
 	var err error
 	for attempt := range orphanEndAttempts {
 		if attempt > 0 {
