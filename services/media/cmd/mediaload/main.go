@@ -44,13 +44,14 @@ type options struct {
 	maxTime          time.Duration
 	headroom         float64
 	retries          int
+	nodeCPUs         string
 }
 
 func parseFlags() (options, error) {
 	var o options
 	modes := flag.String("modes", "passthrough,transcode", "modes to run, in order")
-	pass := flag.String("passthrough-steps", "100,250,500,750,1000,1250,1500,2000,2500,3000", "call counts of the passthrough steps")
-	trans := flag.String("transcode-steps", "25,50,100,150,200,250,300,400", "call counts of the transcode steps")
+	pass := flag.String("passthrough-steps", "100,250,500,750,1000,1250,1500,1750,2000,2500,3000", "call counts of the passthrough steps")
+	trans := flag.String("transcode-steps", "25,50,75,100,125,150,200,250,300,400", "call counts of the transcode steps")
 	flag.StringVar(&o.node, "node", "", "media node binary (built with -tags nolibopusfile)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "traffic before each measured window")
 	flag.DurationVar(&o.window, "window", 10*time.Second, "measured window of each step")
@@ -65,6 +66,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.maxTime, "max-time", 7*time.Minute, "hard bound of the whole run")
 	flag.Float64Var(&o.headroom, "headroom", 0.7, "fraction of measured capacity the suggested defaults use")
 	flag.IntVar(&o.retries, "retries", 1, "repeats per mode of a step that failed on latency alone")
+	flag.StringVar(&o.nodeCPUs, "node-cpus", "auto", `CPUs of the node under test, the generator getting the others: "auto" (the first CPU, when there are two or more), "none" (both share every CPU) or a list such as "0" or "0-1"`)
 	flag.Parse()
 	if o.node == "" {
 		return o, fmt.Errorf("-node: the media node binary is required")
@@ -117,6 +119,7 @@ type generator struct {
 	socks     []*endpointSocket
 	receivers []*receiver
 	pacer     *pacer
+	cpus      cpuPlan
 	byPort    [65536]atomic.Pointer[stream]
 	measuring atomic.Bool
 	dir       string
@@ -127,6 +130,16 @@ func run(o options) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.maxTime)
 	defer cancel()
+
+	// Pinned before the server and the sockets start their threads, which
+	// inherit the mask.
+	cpus, err := planCPUs(o.nodeCPUs)
+	if err != nil {
+		return err
+	}
+	if err := cpus.pinGenerator(); err != nil {
+		return err
+	}
 
 	dir, err := os.MkdirTemp("", "mediaload-")
 	if err != nil {
@@ -150,7 +163,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	g := &generator{natsURL: nats.URL(), dir: dir, pacer: newPacer(o.slot)}
+	g := &generator{natsURL: nats.URL(), dir: dir, pacer: newPacer(o.slot), cpus: cpus}
 	g.view = fleet.NewView(client, kv, 0, log, reg)
 	g.claimer = fleet.NewClaimer(client, g.view, fleet.ClaimConfig{AttemptTimeout: 2 * time.Second}, log, reg)
 
@@ -160,12 +173,16 @@ func run(o options) error {
 		return err
 	}
 
-	rep := &report{opts: o, opus: opus, started: time.Now()}
+	rep := &report{opts: o, opus: opus, cpus: cpus, started: time.Now()}
 	rep.machine()
 	for _, m := range o.modes {
 		if m == modeTranscode {
 			fmt.Fprintln(os.Stderr, "measuring codec-only cost of a transcoded call")
-			co, err := measureCodecOnly(g.media, opus, 1, 5, 1000)
+			var co codecOnly
+			err := cpus.onNodeCPUs(func() (err error) {
+				co, err = measureCodecOnly(g.media, opus, 1, 5, 1000)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -221,7 +238,11 @@ func run(o options) error {
 func (g *generator) runMode(ctx context.Context, o options, m mode) (*modeResult, error) {
 	res := &modeResult{mode: m}
 	id := "mediaload-" + m.String()
-	node, err := startNode(ctx, nodeSettings{binary: o.node, id: id, natsURL: g.natsURL, portMin: o.portMin, portMax: o.portMax, dir: g.dir})
+	var node *nodeProcess
+	err := g.cpus.onNodeCPUs(func() (err error) {
+		node, err = startNode(ctx, nodeSettings{binary: o.node, id: id, natsURL: g.natsURL, portMin: o.portMin, portMax: o.portMax, dir: g.dir})
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
@@ -373,7 +394,10 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 	if cs.mode == modeTranscode {
 		go func() {
 			defer close(codecDone)
-			during, duringErr = sampleCodecDuring(g.media, g.opus, codecSampleInterval, stopCodec)
+			duringErr = g.cpus.onNodeCPUs(func() (err error) {
+				during, err = sampleCodecDuring(g.media, g.opus, codecSampleInterval, stopCodec)
+				return err
+			})
 		}()
 	} else {
 		close(codecDone)
@@ -463,13 +487,15 @@ const codecSampleInterval = 500 * time.Millisecond
 // calls as the step holds.
 type codecAround struct{ hot, all codecOnly }
 
-func (g *generator) measureCodecAround(calls int) (codecAround, error) {
-	hot, err := measureCodecOnly(g.media, g.opus, 1, codecRoundsPerStep, codecFramesPerRound)
-	if err != nil {
-		return codecAround{}, err
-	}
-	all, err := measureCodecOnly(g.media, g.opus, calls, codecRoundsPerStep, codecFramesPerRound)
-	return codecAround{hot: hot, all: all}, err
+func (g *generator) measureCodecAround(calls int) (c codecAround, err error) {
+	err = g.cpus.onNodeCPUs(func() error {
+		if c.hot, err = measureCodecOnly(g.media, g.opus, 1, codecRoundsPerStep, codecFramesPerRound); err != nil {
+			return err
+		}
+		c.all, err = measureCodecOnly(g.media, g.opus, calls, codecRoundsPerStep, codecFramesPerRound)
+		return err
+	})
+	return c, err
 }
 
 // rtcpReportInterval is how often the node reports on a stream it

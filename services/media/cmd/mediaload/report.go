@@ -201,6 +201,7 @@ type report struct {
 	modes             []*modeResult
 	started, finished time.Time
 	cpuModel, load    string
+	cpus              cpuPlan
 }
 
 func (r *report) machine() {
@@ -225,6 +226,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "# media node load, %s\n\n", r.started.UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "machine: %d cores (%s), load average at start %s; run took %s\n",
 		runtime.NumCPU(), r.cpuModel, r.load, r.finished.Sub(r.started).Round(time.Second))
+	fmt.Fprintf(w, "CPUs: %s\n", r.cpus)
 	fmt.Fprintf(w, "steps: %s warm-up + %s measured each; pass = zero loss and p99 ≤ %s; latency goal %s\n",
 		o.warmup, o.window, o.maxP99, o.goalP99)
 	fmt.Fprintf(w, "opus encoder: complexity %d, %d bps, fec %v, loss %d%%, dtx %v (the node's defaults)\n\n",
