@@ -59,6 +59,81 @@ type failure struct {
 	retryAfter time.Duration
 	// warning, when set, is a Warning header's code and text (RFC 3261 20.43).
 	warning string
+	// registrarError, when set, goes out as P-Registrar-Error: the
+	// registrar's reason for refusing a REGISTER.
+	registrarError string
+}
+
+// Reasons the registrar's refusals give in P-Registrar-Error. Kamailio's
+// registrar sends that header on every refusal (registrar module, reply.c)
+// with a short text, and operators and phones' logs read it to tell one
+// 400 or 503 from another; these follow its wording where it has one.
+const (
+	regErrTooManyContacts = "Too many registered contacts"
+	regErrOutOfOrder      = "Out of order CSeq"
+	regErrTooBrief        = "Expires below the minimum"
+	regErrStarExpires     = "Invalid expires with * contact"
+	regErrStarWithOthers  = "* contact among others"
+	regErrContactParse    = "Contact parse error"
+	regErrUnavailable     = "Location service unavailable"
+	regErrConflict        = "Concurrent registrations, retry"
+	regErrTooLarge        = "Registration too large to store"
+	regErrDomain          = "Domain not served here"
+	regErrIdentity        = "AOR not of the authenticated user"
+	regErrMalformed       = "Malformed request"
+	regErrInternal        = "Internal registrar error"
+)
+
+// registrarError is the registrar's refusal of a REGISTER: the error that
+// sets the status, with the reason for P-Registrar-Error. Where one error
+// stands for several refusals (errMalformed), the registrar names the
+// reason where it refuses; otherwise registrarReason derives it.
+type registrarError struct {
+	reason string
+	err    error
+}
+
+func (e *registrarError) Error() string { return e.err.Error() }
+func (e *registrarError) Unwrap() error { return e.err }
+
+// registrarRefusal marks err as the registrar's refusal for reason.
+func registrarRefusal(reason string, err error) error {
+	return &registrarError{reason: reason, err: err}
+}
+
+// asRegistrarRefusal marks any error of the registrar as its refusal,
+// keeping the reason of one already marked.
+func asRegistrarRefusal(err error) error {
+	var re *registrarError
+	if errors.As(err, &re) {
+		return err
+	}
+	return registrarRefusal(registrarReason(err), err)
+}
+
+// registrarReason is the P-Registrar-Error reason of a registrar error
+// marked without one.
+func registrarReason(err error) string {
+	var brief *intervalTooBriefError
+	switch {
+	case errors.As(err, &brief):
+		return regErrTooBrief
+	case errors.Is(err, errTooManyContacts):
+		return regErrTooManyContacts
+	case errors.Is(err, location.ErrUnavailable):
+		return regErrUnavailable
+	case errors.Is(err, location.ErrConflict):
+		return regErrConflict
+	case errors.Is(err, location.ErrTooLarge):
+		return regErrTooLarge
+	case errors.Is(err, errNoRoute):
+		return regErrDomain
+	case errors.Is(err, errIdentityMismatch):
+		return regErrIdentity
+	case errors.Is(err, errMalformed):
+		return regErrMalformed
+	}
+	return regErrInternal
 }
 
 // intervalTooBriefError carries the Min-Expires value for the 423 response.
@@ -72,6 +147,10 @@ func (e *intervalTooBriefError) Error() string {
 // and headers: the one place the proxy picks a status for its own answers.
 func (s *Server) classify(err error) failure {
 	f := classifyStatus(err)
+	var re *registrarError
+	if errors.As(err, &re) {
+		f.registrarError = re.reason
+	}
 	switch {
 	case f.reason == "draining":
 		f.retryAfter = s.cfg.DrainRetryAfter
@@ -161,8 +240,9 @@ func classifySIP(err error) (code int, phrase string, reason string) {
 		// answers 503 "Service Unavailable" with "P-Registrar-Error: Too
 		// many registered contacts" (registrar module, reply.c, R_TOO_MANY)
 		// and Retry-After only if retry_after is set, 0 by default. Here
-		// the reason is the phrase, which phones show and that header they
-		// do not; never a Retry-After (classify).
+		// the reason is also the phrase, which phones show where they do
+		// not show that header (sent too: registrarReason); never a
+		// Retry-After (classify).
 		return sip.StatusServiceUnavailable, "Too Many Registered Contacts", "too_many_contacts"
 	case errors.Is(err, errNoRoute):
 		return sip.StatusNotFound, "Not Found", "no_route"

@@ -297,6 +297,9 @@ func (s *Server) fail(c *call, err error) {
 	if f.warning != "" {
 		hdrs = append(hdrs, sip.NewHeader("Warning", f.warning))
 	}
+	if f.registrarError != "" {
+		hdrs = append(hdrs, sip.NewHeader("P-Registrar-Error", f.registrarError))
+	}
 	var brief *intervalTooBriefError
 	if asIntervalTooBrief(err, &brief) {
 		hdrs = append(hdrs, sip.NewHeader("Min-Expires", strconv.Itoa(brief.min)))

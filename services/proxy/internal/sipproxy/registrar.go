@@ -13,10 +13,19 @@ import (
 	"callgrid.dev/services/proxy/internal/location"
 )
 
-// register implements the registrar (RFC 3261 10.3) for local domains. Every
-// Contact is checked before any binding changes, so a refused REGISTER
-// leaves the bindings as they were (steps 6 and 7 commit all or nothing).
+// register implements the registrar (RFC 3261 10.3) for local domains. Its
+// refusals say why in P-Registrar-Error.
 func (s *Server) register(c *call) error {
+	if err := s.registerBindings(c); err != nil {
+		return asRegistrarRefusal(err)
+	}
+	return nil
+}
+
+// registerBindings applies a REGISTER. Every Contact is checked before any
+// binding changes, so a refused REGISTER leaves the bindings as they were
+// (steps 6 and 7 commit all or nothing).
+func (s *Server) registerBindings(c *call) error {
 	req := c.req
 	out := s.auth.check(req, false)
 	if !out.ok {
@@ -54,7 +63,7 @@ func (s *Server) register(c *call) error {
 			updates = append(updates, bindingUpdate{contact: contactKey(ct), expires: expires})
 		}
 	}
-	if n := contactsKept(updates); n > s.cfg.Registrar.MaxContacts {
+	if n := contactsKept(updates, contactURIs{}); n > s.cfg.Registrar.MaxContacts {
 		return fmt.Errorf("register %d contacts for %s, %d allowed: %w", n, aor, s.cfg.Registrar.MaxContacts, errTooManyContacts)
 	}
 
@@ -79,7 +88,8 @@ func (s *Server) register(c *call) error {
 			// An older REGISTER overtaking a newer one must not undo it, nor
 			// evict what the newer one bound: the update is aborted and the
 			// request fails (steps 6 and 7).
-			return nil, fmt.Errorf("register cseq %d not above a binding's of call-id %q: %w", binding.CSeq, binding.CallID, errMalformed)
+			return nil, registrarRefusal(regErrOutOfOrder,
+				fmt.Errorf("register cseq %d not above a binding's of call-id %q: %w", binding.CSeq, binding.CallID, errMalformed))
 		case orderRepeated:
 			// The same request again, arriving after its transaction was
 			// forgotten: it was applied once, so answer with what is bound.
@@ -145,15 +155,17 @@ func (s *Server) newBinding(req *sip.Request, aor string, now time.Time) locatio
 // back on every REGISTER. A binding written by a newer REGISTER of the same
 // Call-ID is never among the others: registerOrder refuses the request.
 func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingUpdate, made location.Binding) []location.Binding {
-	bound := make(map[string]bool, len(live))
-	for _, b := range live {
-		bound[b.Contact] = true
-	}
+	uris := contactURIs{}
+	// Bound before this REGISTER: own contacts equal to one (RFC 3261
+	// 19.1.4) refresh it, however the phone writes them now.
+	bound := slices.Clone(live)
 	others := live
 	var own []location.Binding
 	for _, u := range updates {
 		// A contact listed twice takes its last expiry, as if refreshed.
-		sameContact := func(b location.Binding) bool { return b.Contact == u.contact }
+		// One written otherwise replaces the binding, which then keeps the
+		// Contact as the phone last wrote it.
+		sameContact := func(b location.Binding) bool { return uris.same(b.Contact, u.contact) }
 		others = slices.DeleteFunc(others, sameContact)
 		own = slices.DeleteFunc(own, sameContact)
 		if u.expires == 0 {
@@ -166,7 +178,7 @@ func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingU
 	}
 	added := 0
 	for _, b := range own {
-		if !bound[b.Contact] {
+		if !slices.ContainsFunc(bound, func(l location.Binding) bool { return uris.same(l.Contact, b.Contact) }) {
 			added++
 		}
 	}
@@ -181,15 +193,12 @@ func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingU
 }
 
 // contactsKept is how many bindings a REGISTER's contacts leave: each
-// contact once, unless its last expiry is 0.
-func contactsKept(updates []bindingUpdate) int {
-	last := make(map[string]int, len(updates))
-	for _, u := range updates {
-		last[u.contact] = u.expires
-	}
+// contact once, by URI equality, unless its last expiry is 0.
+func contactsKept(updates []bindingUpdate, uris contactURIs) int {
 	n := 0
-	for _, expires := range last {
-		if expires > 0 {
+	for i, u := range updates {
+		later := func(v bindingUpdate) bool { return uris.same(u.contact, v.contact) }
+		if u.expires > 0 && !slices.ContainsFunc(updates[i+1:], later) {
 			n++
 		}
 	}
@@ -210,10 +219,10 @@ func wildcardContact(req *sip.Request, contacts []*sip.ContactHeader) (bool, err
 			continue
 		}
 		if len(contacts) > 1 {
-			return false, fmt.Errorf("wildcard contact among others: %w", errMalformed)
+			return false, registrarRefusal(regErrStarWithOthers, fmt.Errorf("wildcard contact among others: %w", errMalformed))
 		}
 		if expiresHeader(req) != 0 {
-			return false, fmt.Errorf("wildcard contact needs expires 0: %w", errMalformed)
+			return false, registrarRefusal(regErrStarExpires, fmt.Errorf("wildcard contact needs expires 0: %w", errMalformed))
 		}
 		return true, nil
 	}
@@ -277,19 +286,11 @@ func registerContacts(req *sip.Request) ([]*sip.ContactHeader, error) {
 	for _, h := range req.GetHeaders("Contact") {
 		ct, ok := h.(*sip.ContactHeader)
 		if !ok {
-			return nil, fmt.Errorf("unparsable contact: %w", errMalformed)
+			return nil, registrarRefusal(regErrContactParse, fmt.Errorf("unparsable contact: %w", errMalformed))
 		}
 		out = append(out, ct)
 	}
 	return out, nil
-}
-
-// contactKey is the contact URI as stored: without our NAT alias, which is
-// about the path, not the binding.
-func contactKey(ct *sip.ContactHeader) string {
-	uri := ct.Address.Clone()
-	uri.UriParams.Remove(aliasParam)
-	return uri.String()
 }
 
 // grantedExpires applies RFC 3261 10.3 step 7: the contact's expires

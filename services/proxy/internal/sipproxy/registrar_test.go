@@ -253,21 +253,15 @@ func TestRegisterCSeqOrdering(t *testing.T) {
 		{name: "older wildcard", seqDelta: -1, wantStatus: 400, wantBound: 1, build: wildcardReq},
 		{name: "newer wildcard", seqDelta: 1, wantStatus: 200, wantBound: 0, build: wildcardReq},
 		{name: "older with a new contact", seqDelta: -1, wantStatus: 400, wantBound: 1, build: func(p *peer) *sip.Request {
-			req := p.registerReq("bob", 600)
-			req.AppendHeader(p.contact("bob", "b", 600))
-			return req
+			return devicesReq(p, "a", "b")
 		}},
 		// Equal is the same request again, a retransmission arriving after
 		// the transaction was forgotten: it gets 200 and changes nothing.
 		{name: "same cseq with a new contact", seqDelta: 0, wantStatus: 200, wantBound: 1, build: func(p *peer) *sip.Request {
-			req := p.registerReq("bob", 600)
-			req.AppendHeader(p.contact("bob", "b", 600))
-			return req
+			return devicesReq(p, "a", "b")
 		}},
 		{name: "newer with a new contact", seqDelta: 1, wantStatus: 200, wantBound: 2, build: func(p *peer) *sip.Request {
-			req := p.registerReq("bob", 600)
-			req.AppendHeader(p.contact("bob", "b", 600))
-			return req
+			return devicesReq(p, "a", "b")
 		}},
 	}
 	for _, tc := range tests {
@@ -276,7 +270,7 @@ func TestRegisterCSeqOrdering(t *testing.T) {
 			cfg.Auth = authConfig("bob")
 			p := startProxy(t, cfg)
 			phone := newPeer(t, "phone")
-			first := phone.registerReq("bob", 600)
+			first := devicesReq(phone, "a")
 			first.AppendHeader(&sip.CSeqHeader{SeqNo: 10, MethodName: sip.REGISTER})
 			if res := phone.register(t, p.Addr("udp"), first, testPassword); res.StatusCode != 200 {
 				t.Fatalf("register: %d", res.StatusCode)
@@ -296,6 +290,18 @@ func TestRegisterCSeqOrdering(t *testing.T) {
 			}
 		})
 	}
+}
+
+// devicesReq is a REGISTER of bob's devices devs, one Contact each. A
+// Contact without the dev parameter would equal all of them (RFC 3261
+// 19.1.4 ignores a parameter only one URI has).
+func devicesReq(p *peer, devs ...string) *sip.Request {
+	req := p.registerReq("bob", 600)
+	req.RemoveHeader("Contact")
+	for _, dev := range devs {
+		req.AppendHeader(p.contact("bob", dev, 600))
+	}
+	return req
 }
 
 func wildcardReq(p *peer) *sip.Request {
