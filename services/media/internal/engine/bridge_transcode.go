@@ -49,16 +49,22 @@ type transcoder struct {
 	// timer wakes the reader to send what waits for later
 	// (bridge_transcode_timer.go); nil for none. timerSet says it may be
 	// set. pacedDue is when the next of the packets paced out of a frame
-	// is due (bridge_transcode_pace.go), zero while none waits. tailDue is
+	// or a source packet's frames is due (bridge_transcode_pace.go), zero
+	// while none waits, and pacedTicks how long those waiting last, in
+	// destination clock ticks (meaningful only while pacing). tailDue is
 	// when what is queued then is a talkspurt's tail
 	// (bridge_transcode_tail.go), zero for none; tailSent says the tail
-	// went out, so the next audio is checked for following on from it.
-	timer     *time.Timer
-	timerSet  bool
-	tailGrace time.Duration // Engine.talkspurtGrace
-	pacedDue  time.Time
-	tailDue   time.Time
-	tailSent  bool
+	// went out, so the next audio is checked for following on from it,
+	// and tailPad how much silence, in destination clock ticks, it was
+	// padded with to a frame.
+	timer      *time.Timer
+	timerSet   bool
+	tailGrace  time.Duration // Engine.talkspurtGrace
+	pacedDue   time.Time
+	pacedTicks uint32
+	tailDue    time.Time
+	tailSent   bool
+	tailPad    uint32
 
 	started bool
 	inSSRC  uint32
@@ -154,8 +160,8 @@ func (t *transcoder) halt() {
 
 // begin starts mapping a (new) source stream onto the destination stream,
 // continuing the destination's timestamps from where they stand now. The
-// packets paced out of the old stream's last frame go first: they are
-// whole, and would be out by now at a frame's packet time.
+// packets paced out of the old stream's last source packet go first: they
+// are whole, and the new stream's audio follows them.
 func (t *transcoder) begin(d *direction, now time.Time) {
 	t.sendPaced(d, d.audioPT, now)
 	t.started = true
@@ -268,6 +274,7 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 	// A concealed frame's paced packets go ahead of what follows it.
 	t.sendPaced(d, r.audioPT, now)
 	if t.fifoLen > 0 || t.packets.pending() || t.tailSent {
+		ts = t.afterPaddedTail(ts)
 		if off := int32(ts - t.queuedEnd()); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
 			// A gap or overlap in the source: what is queued belongs to
 			// a finished talkspurt and is dropped.
@@ -285,6 +292,7 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 	}
 	t.fifoLen += copy(t.fifo[t.fifoLen:], pcm)
 	done := 0
+	first := true
 	for t.fifoLen-done >= t.frame {
 		t.makeRoom(d, r.audioPT, now)
 		t.encodeFrame(d, r.audioPT, t.fifo[done:done+t.frame], now)
@@ -292,8 +300,9 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 		done += t.frame
 		// Sent as soon as whole, or paced, so that the packetizer never
 		// holds more than a packet and the frame that completes it, or
-		// the packets paced out of this source packet's frames.
-		t.sendReady(d, r.audioPT, now)
+		// the packets paced out of this PCM's frames and the start of
+		// the next.
+		first = t.sendReady(d, r.audioPT, first, now)
 	}
 	t.fifoLen = copy(t.fifo, t.fifo[done:t.fifoLen])
 }
@@ -327,15 +336,18 @@ func (t *transcoder) encodeFrame(d *direction, pt uint8, pcm []int16, now time.T
 	t.packets.add(n, t.fifoTS)
 }
 
-// sendNext sends the next packet of what is encoded, as payload type pt.
-func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) {
+// sendNext sends the next packet of what is encoded, as payload type pt,
+// and returns how long it lasts in clock ticks: 0 when it could not be
+// made, and what was encoded is dropped.
+func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) uint32 {
 	n, ts, ticks, err := t.packets.next(d.buf[rtpHeaderLen:])
 	if err != nil {
 		d.from.drop(dropCodecError)
-		return
+		return 0
 	}
 	d.emit(pt, ts, t.marker, n, t.packets.duration(ticks), now)
 	t.marker = false
+	return ticks
 }
 
 // flushBefore sends what is encoded and not yet sent ahead of an event

@@ -9,9 +9,10 @@ import (
 // The transcoder's timer. A transcoder sends some of what it encodes
 // later than the source packet that brought it: the packets after the
 // first that a 20 ms frame makes for a destination that asked for shorter
-// ones, each at its due time (bridge_transcode_pace.go), and the tail of
-// a talkspurt once the source stopped (bridge_transcode_tail.go). One
-// timer serves both, set for whichever is due first.
+// ones, or that a source packet of several frames makes, each at its due
+// time (bridge_transcode_pace.go), and the tail of a talkspurt once the
+// source stopped (bridge_transcode_tail.go). One timer serves both, set
+// for whichever is due first.
 //
 // The transcoder is the source leg's reader's alone, and the reader runs
 // on the session's event loop, which has no timers. So the timer posts
@@ -20,8 +21,8 @@ import (
 // all once the session has taken its sockets out of the loop, which drops
 // whatever is still waiting with the session. Only a transcoder that
 // holds a packet back sets the timer, so neither the relay's packet path
-// nor transcoding into 20 ms packets ever does, and into 40 or 60 ms ones
-// only for the tail.
+// nor transcoding 20 ms source packets into 20 ms packets ever does, and
+// into 40 or 60 ms ones only for the tail.
 
 // setTimerOn has the transcoder's timer wake direction d's reader on
 // loop, which reads the source leg's RTP socket sock; grace is
@@ -42,7 +43,7 @@ func (t *transcoder) arm(now time.Time) {
 	if t.timer == nil {
 		return
 	}
-	if !t.packets.pending() {
+	if !t.audioQueued() {
 		t.tailDue = time.Time{}
 	}
 	due := t.tailDue

@@ -83,9 +83,12 @@ type leg struct {
 	// the leg's stream.
 	// lastSR is the sender SSRC of the endpoint's last SR (high 32 bits)
 	// and the middle 32 bits of its NTP time (low 32 bits): a report
-	// block's LSR must come from its own source's SR.
+	// block's LSR must come from its own source's SR. Any value is an
+	// SR's (SSRC 0 with middle bits 0 too), so lastSRAt says whether
+	// there is one: it is Engine.now() when that SR arrived, never 0
+	// (srStamp), and 0 while none did.
 	lastSR     atomic.Uint64
-	lastSRAt   atomic.Int64  // Engine.now() when that SR arrived
+	lastSRAt   atomic.Int64
 	remoteSSRC atomic.Uint64 // a heardSSRC: that of the endpoint's stream
 	// conflict is the last collision of the endpoint's SSRC with the
 	// node's stream to it, owned by whatever feeds that stream: the

@@ -151,6 +151,13 @@ func (p *packetizer) queuedTicks() uint32 {
 	return uint32(p.queued)
 }
 
+// readyTicks is how long the whole packets queued last, in clock ticks:
+// what is queued but the start of a packet yet to be completed.
+func (p *packetizer) readyTicks() uint32 {
+	q := p.queuedTicks()
+	return q - q%p.packetTicks
+}
+
 // ready reports whether a whole packet is queued.
 func (p *packetizer) ready() bool { return p.queuedTicks() >= p.packetTicks }
 

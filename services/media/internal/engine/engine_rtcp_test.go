@@ -512,6 +512,31 @@ func TestDelaySinceLastSRIsNeverNegative(t *testing.T) {
 	}
 }
 
+// An SR is remembered whatever its sender SSRC and NTP time: one from SSRC
+// 0 whose NTP middle bits are 0 (a clock 65536 s past an era, or an
+// endpoint that sends no wall clock) still gives its block a DLSR, its LSR
+// being those bits, 0.
+func TestSRFromSSRCZeroWithZeroMiddleBitsIsRemembered(t *testing.T) {
+	fx := newRTCPFixture(t, ServiceTone)
+	a := fx.s.legs[0]
+	rx := quality.NewReceiver(8000)
+	now := time.Now()
+	for i := range 5 {
+		rx.Update(uint16(i), uint32(i*160), now)
+	}
+	a.rx.Store(rx)
+	a.remoteSSRC.Store(uint64(heard(0)))
+	sr, err := rtcp.Marshal([]rtcp.Packet{&rtcp.SenderReport{SSRC: 0, NTPTime: 0x1234_0000_0000_5678, RTPTime: 800, PacketCount: 5, OctetCount: 800}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtcpPort{s: fx.s, l: a}.HandleDatagram(sr, fx.srcRTCP, now)
+	blocks := a.receptionReports(stampOf(now.Add(500 * time.Millisecond)))
+	if len(blocks) != 1 || blocks[0].SSRC != 0 || blocks[0].LastSenderReport != 0 || blocks[0].Delay != 65536/2 {
+		t.Fatalf("blocks %+v, want one about SSRC 0 with LSR 0 and DLSR %d (half a second)", blocks, 65536/2)
+	}
+}
+
 // A report block relayed back to a source whose numbering the relay moved
 // keeps an extended highest sequence number that counts the source's own
 // wraps: as the far end's count goes up by one, so does the source's, and
