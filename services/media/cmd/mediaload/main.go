@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,13 @@ func run(o options) error {
 	}
 	if err := cpus.pinGenerator(); err != nil {
 		return err
+	}
+	if cpus.pinned {
+		// The runtime counted this process's CPUs before they were cut
+		// down: with more processors than CPUs, the pacer's thread is
+		// preempted by the receivers' between the clock read that stamps
+		// a send and the send, which the stamps would count as the node's.
+		runtime.GOMAXPROCS(cpus.gen.Count())
 	}
 
 	dir, err := os.MkdirTemp("", "mediaload-")
