@@ -14,8 +14,10 @@ import (
 // TestRefusedReinviteAnswerKeepsTheCall: the callee answers a hold
 // re-INVITE with a 200 whose SDP the node cannot take (a codec it lacks),
 // and retransmits it. Neither the 200 nor its retransmission hands the
-// caller the callee's own address, and the node goes back to the session
-// it had: audio still flows both ways.
+// caller the callee's own address; both answer its offer with the SDP it
+// was answered with before, version and all, which keeps its session as
+// it was (RFC 3264 §8); and the node goes back to the session it had:
+// audio still flows both ways.
 func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
 	s := startStack(t, proxyOpts{}, mediaOpts{})
 	caller := newPhone(t, alice, pcmuCodec(), 0, 101, callerHz)
@@ -68,8 +70,16 @@ func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
 	if leaks(first) {
 		t.Fatalf("the 200 carries the callee's own SDP:\n%s", first.Body())
 	}
-	if again := receiveWithin(t, "the retransmitted 200 at the caller", retransmitted, 3*time.Second); leaks(again) {
+	before := string(c.out.InviteResponse.Body())
+	if string(first.Body()) != before {
+		t.Fatalf("the 200 answers the caller's offer with\n%s\nwant its previous answer\n%s", first.Body(), before)
+	}
+	again := receiveWithin(t, "the retransmitted 200 at the caller", retransmitted, 3*time.Second)
+	if leaks(again) {
 		t.Fatalf("the retransmitted 200 carries the callee's own SDP:\n%s", again.Body())
+	}
+	if string(again.Body()) != before {
+		t.Fatalf("the retransmitted 200 answers the caller's offer with\n%s\nwant its previous answer\n%s", again.Body(), before)
 	}
 	stillTalking(t, c)
 }

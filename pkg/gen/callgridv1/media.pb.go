@@ -441,8 +441,8 @@ type UpdateRequest struct {
 	// offer's direction (RFC 3264 §6.1).
 	Answer bool `protobuf:"varint,4,opt,name=answer,proto3" json:"answer,omitempty"`
 	// The leg's last offer was rejected (a non-2xx to its re-INVITE or
-	// UPDATE): the node puts the session back as it was before it (RFC 3264
-	// §8) and sdp is empty.
+	// UPDATE, or a 2xx whose answer the node refused): the node puts the
+	// session back as it was before it (RFC 3264 §8), and sdp is empty.
 	Rollback      bool `protobuf:"varint,5,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -514,10 +514,15 @@ func (x *UpdateRequest) GetRollback() bool {
 }
 
 type UpdateReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=callgrid.v1.Status" json:"status,omitempty"`
-	Detail        string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
-	Sdp           []byte                 `protobuf:"bytes,3,opt,name=sdp,proto3" json:"sdp,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=callgrid.v1.Status" json:"status,omitempty"`
+	Detail string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// For an offer, the node's SDP for the other leg; for an answer, its
+	// answer for the leg that offered. For a rollback, the SDP the node
+	// last sent the rolled-back leg, unchanged down to its origin version:
+	// the answer that keeps its session as it was, for a 2xx whose own
+	// answer the node refused.
+	Sdp           []byte `protobuf:"bytes,3,opt,name=sdp,proto3" json:"sdp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -33,9 +33,9 @@ func (m engineMedia) Update(ctx context.Context, id string, leg callgridv1.Leg, 
 	return out, transcoding, classify(err)
 }
 
-func (m engineMedia) Rollback(ctx context.Context, id string, leg callgridv1.Leg) (bool, error) {
-	transcoding, err := m.eng.Rollback(ctx, id, engineLeg(leg))
-	return transcoding, classify(err)
+func (m engineMedia) Rollback(ctx context.Context, id string, leg callgridv1.Leg) ([]byte, bool, error) {
+	sdp, transcoding, err := m.eng.Rollback(ctx, id, engineLeg(leg))
+	return sdp, transcoding, classify(err)
 }
 
 func engineLeg(leg callgridv1.Leg) engine.Leg {

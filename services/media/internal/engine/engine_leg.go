@@ -115,6 +115,15 @@ func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching b
 	}
 }
 
+// lastSDP is the SDP the node last sent the leg's endpoint, nil for a leg
+// not yet made or sent none.
+func (l *leg) lastSDP() []byte {
+	if l == nil {
+		return nil
+	}
+	return l.builder.Last()
+}
+
 // setPeer applies the endpoint's SDP: new address, direction, a fresh latch.
 func (l *leg) setPeer(m *sdpneg.Media, now time.Duration) {
 	l.peer.Store(&peer{rtp: m.RTP(), rtcp: m.RTCP, mux: m.RTCPMux, direction: m.Direction})

@@ -291,19 +291,27 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 // it, and the other to the direction it was told before. Each leg's offer
 // is undone on its own, so when both cross (glare) and both are rejected
 // the session is back where it started. Without such an offer it changes
-// nothing. It reports whether the session transcodes.
-func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (bool, error) {
+// nothing. It returns the SDP the node last sent the leg, nil if none:
+// when the far side's answer was what the node refused, the leg's
+// re-INVITE is still owed an answer, and that SDP, unchanged down to its
+// version, is the one that keeps the session as it was. And it reports
+// whether the session transcodes.
+func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return nil, false, err
 	}
 	s, err := e.lookup(sessionID)
 	if err != nil {
-		return false, fmt.Errorf("rollback: %w", err)
+		return nil, false, fmt.Errorf("rollback: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.service.terminates() || (which != LegA && which != LegB) || s.pending[which.index()] == nil {
-		return s.transcoding, nil
+	if which != LegA && which != LegB {
+		return nil, s.transcoding, nil
+	}
+	last := s.legs[which.index()].lastSDP()
+	if s.service.terminates() || s.pending[which.index()] == nil {
+		return last, s.transcoding, nil
 	}
 	p := s.pending[which.index()]
 	s.pending[which.index()] = nil
@@ -314,10 +322,10 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) (boo
 	}
 	other.told.Store(int32(p.otherTold))
 	if err := s.reroute(); err != nil {
-		return s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
+		return nil, s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Msg("media session offer rolled back")
-	return s.transcoding, nil
+	return last, s.transcoding, nil
 }
 
 // Delete ends a session and returns its quality.

@@ -166,17 +166,50 @@ func TestRejectedReOfferIsRolledBack(t *testing.T) {
 	}
 	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
 	a.expectNothing(150 * time.Millisecond)
-	transcoding, err := e.Rollback(ctx, "s1", LegA)
+	_, transcoding, err := e.Rollback(ctx, "s1", LegA)
 	if err != nil || transcoding {
 		t.Fatalf("rollback: transcoding %v, %v", transcoding, err)
 	}
 	relays(t, "B to A after the rollback", b, nodeB, 2, a)
 	relays(t, "A to B after the rollback", a, nodeA, 3, b)
 	// Nothing is pending any more: a second rollback changes nothing.
-	if _, err := e.Rollback(ctx, "s1", LegA); err != nil {
+	if _, _, err := e.Rollback(ctx, "s1", LegA); err != nil {
 		t.Fatal(err)
 	}
 	relays(t, "B to A after a second rollback", b, nodeB, 4, a)
+}
+
+// A re-offer whose answer the node refuses (the callee answered with a
+// codec nobody offered) is rolled back, and the rollback hands back the SDP
+// the offerer last got, byte for byte: its re-INVITE is still owed an
+// answer, and only that one, same version and all, keeps its session as
+// it was.
+func TestRollbackReturnsTheOfferersLastAnswer(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0 8")}); err != nil {
+		t.Fatal(err)
+	}
+	answerToA, _, err := e.Answer(ctx, "s1", b.sdp("0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeA := nodeAddr(t, answerToA)
+	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("8 0"), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("99"), true); err == nil {
+		t.Fatal("an answer in a codec nobody offered was taken")
+	}
+	last, _, err := e.Rollback(ctx, "s1", LegA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(last, answerToA) {
+		t.Fatalf("rollback returned\n%s\nwant A's last answer\n%s", last, answerToA)
+	}
+	relays(t, "A to B after the rollback", a, nodeA, 1, b)
 }
 
 // Offers that cross (glare) and are both rejected (491 each way) leave
@@ -196,7 +229,7 @@ func TestCrossedOffersBothRolledBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, leg := range order {
-				if _, err := e.Rollback(ctx, "s1", leg); err != nil {
+				if _, _, err := e.Rollback(ctx, "s1", leg); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -220,7 +253,7 @@ func TestRejectedReOfferUndoesItsEarlyAnswer(t *testing.T) {
 	if _, _, err := e.Update(ctx, "s1", LegB, bEarly.sdp("0"), true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Rollback(ctx, "s1", LegA); err != nil {
+	if _, _, err := e.Rollback(ctx, "s1", LegA); err != nil {
 		t.Fatal(err)
 	}
 	relays(t, "A to B's first address after the rollback", a, nodeA, 1, b)

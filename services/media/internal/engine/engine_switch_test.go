@@ -194,7 +194,7 @@ func TestReOfferRetiresTheAnswersOtherCodecs(t *testing.T) {
 	b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 2, Timestamp: 160, SSRC: 4}, pcmu)
 	a.expectNothing(150 * time.Millisecond)
 
-	if _, err := e.Rollback(ctx, "s1", LegB); err != nil {
+	if _, _, err := e.Rollback(ctx, "s1", LegB); err != nil {
 		t.Fatal(err)
 	}
 	b.send(nodeB, rtp.Header{PayloadType: 8, SequenceNumber: 3, Timestamp: 320, SSRC: 4}, pcma)
@@ -373,7 +373,7 @@ func TestEveryTranscodingChangeIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("a hold that keeps the codecs", transcoding, true, false, true)
-	if transcoding, err = e.Rollback(ctx, "s1", LegB); err != nil {
+	if _, transcoding, err = e.Rollback(ctx, "s1", LegB); err != nil {
 		t.Fatal(err)
 	}
 	check("the hold rolled back", transcoding, true, false, true)
@@ -381,7 +381,7 @@ func TestEveryTranscodingChangeIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("the caller moving to the callee's codec", transcoding, true, false, true, false)
-	if transcoding, err = e.Rollback(ctx, "s1", LegA); err != nil {
+	if _, transcoding, err = e.Rollback(ctx, "s1", LegA); err != nil {
 		t.Fatal(err)
 	}
 	check("that offer rolled back", transcoding, true, false, true, false, true)

@@ -165,7 +165,7 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	wasTranscoding, switches := n.ledger.transcodingNow(s.id)
 	switch {
 	case req.GetRollback():
-		transcoding, err = n.media.Rollback(ctx, s.id, req.GetLeg())
+		sdp, transcoding, err = n.media.Rollback(ctx, s.id, req.GetLeg())
 	case len(req.GetSdp()) == 0:
 		return &callgridv1.UpdateReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "update carries no sdp"}
 	default:

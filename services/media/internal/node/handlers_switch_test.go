@@ -95,14 +95,14 @@ func (m *switchingMedia) Update(_ context.Context, id string, _ callgridv1.Leg, 
 
 // Rollback puts the session back on one codec, as the test's rejected
 // offers found it.
-func (m *switchingMedia) Rollback(_ context.Context, id string, _ callgridv1.Leg) (bool, error) {
+func (m *switchingMedia) Rollback(_ context.Context, id string, _ callgridv1.Leg) ([]byte, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.switchNow(id, &m.switchBefore)
 	m.set(id, false)
 	reply := m.transcoding[id]
 	m.switchNow(id, &m.switchAfter)
-	return reply, nil
+	return []byte("answer"), reply, nil
 }
 
 func (m *switchingMedia) engineTranscodes(id string) bool {

@@ -60,14 +60,14 @@ func (f *fakeMedia) Update(_ context.Context, id string, _ callgridv1.Leg, _ []b
 	return []byte("update"), f.updateTranscodes, nil
 }
 
-func (f *fakeMedia) Rollback(_ context.Context, id string, _ callgridv1.Leg) (bool, error) {
+func (f *fakeMedia) Rollback(_ context.Context, id string, _ callgridv1.Leg) ([]byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.open[id] {
-		return false, ErrUnknownSession
+		return nil, false, ErrUnknownSession
 	}
 	f.updateTranscodes = false
-	return false, nil
+	return []byte("answer"), false, nil
 }
 
 func (f *fakeMedia) Close(id string) (*callgridv1.MediaQuality, error) {

@@ -31,8 +31,10 @@ type Media interface {
 	// the other leg and whether the legs are now on different codecs.
 	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte, answer bool) (out []byte, transcoding bool, err error)
 	// Rollback undoes leg's last in-dialog offer, which the other side
-	// rejected, and reports whether the legs are on different codecs.
-	Rollback(ctx context.Context, sessionID string, leg callgridv1.Leg) (transcoding bool, err error)
+	// rejected, and returns the SDP last sent to leg (its answer still, if
+	// the refusal was the node's own) and whether the legs are on
+	// different codecs.
+	Rollback(ctx context.Context, sessionID string, leg callgridv1.Leg) (sdp []byte, transcoding bool, err error)
 	// Close ends a session, frees its ports and returns its quality.
 	Close(sessionID string) (*callgridv1.MediaQuality, error)
 	// Shutdown ends every session.

@@ -202,15 +202,18 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 			// The dialog is up either way; a failed re-negotiation keeps
 			// the media as it was, which is what a 488 would do too: the
 			// node forgets the offer it took, and neither this 2xx nor its
-			// retransmissions carry the callee's SDP past it.
-			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored")
-			dropBody(up)
-			m.sent2xx.Store(&rewritten2xx{})
-			if m.offered {
-				if err := s.rollback(m.sess, m.reqLeg); err != nil {
-					c.logger().Warn().Err(err).Msg("refused answer's offer not rolled back")
-				}
+			// retransmissions carry the callee's SDP past it. The offerer
+			// is still owed an answer (RFC 3261 13.2.1, a 2xx to an offer
+			// carries one): the node's last SDP to it, unchanged down to
+			// its version, says the session stays as it was (RFC 3264 §8).
+			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored; the offerer keeps its session")
+			answer := s.refusedAnswerRollback(c, m)
+			if answer == nil {
+				dropBody(up)
+			} else {
+				setSDPBody(up, answer)
 			}
+			m.sent2xx.Store(&rewritten2xx{body: answer})
 			return nil
 		}
 		setSDPBody(up, out)
@@ -281,6 +284,22 @@ func (s *Server) addNodeToRecordRoute(up *sip.Response, sess mediaSession) {
 	}
 }
 
+// refusedAnswerRollback rolls the session back after the node refused the
+// answer to the in-dialog offer of m, and returns the SDP that answers the
+// offerer anew; nil when there was no offer (a 2xx's offer the node
+// refused, which the caller is sent without) or the rollback failed.
+func (s *Server) refusedAnswerRollback(c *call, m *callMedia) []byte {
+	if !m.offered {
+		return nil
+	}
+	last, err := s.rollback(m.sess, m.reqLeg)
+	if err != nil {
+		c.logger().Warn().Err(err).Msg("refused answer's offer not rolled back")
+		return nil
+	}
+	return last
+}
+
 // rejectedOffer rolls the node's session back when an in-dialog request's
 // offer got no 2xx: the dialog goes on with the session it had (RFC 3264
 // §8), and so must the node, or a refused hold would leave it holding.
@@ -289,7 +308,7 @@ func (s *Server) rejectedOffer(c *call, outcome forwardOutcome) {
 	if m == nil || m.phase != phaseUpdate || !m.offered || outcome.answered {
 		return
 	}
-	if err := s.rollback(m.sess, m.reqLeg); err != nil {
+	if _, err := s.rollback(m.sess, m.reqLeg); err != nil {
 		c.logger().Warn().Err(err).Msg("rejected offer not rolled back")
 	}
 }

@@ -70,17 +70,23 @@ func (s *Server) update(sess mediaSession, leg callgridv1.Leg, sdp []byte, answe
 }
 
 // rollback tells the session's node that leg's last in-dialog offer was
-// rejected, so the node puts the session back as it was before it.
-func (s *Server) rollback(sess mediaSession, leg callgridv1.Leg) error {
+// rejected, so the node puts the session back as it was before it. It
+// returns the SDP the node last sent leg, which answers the offer anew
+// when the rejection was the node's own.
+func (s *Server) rollback(sess mediaSession, leg callgridv1.Leg) ([]byte, error) {
+	var last []byte
 	err := s.onSessionNode(sess, func(ctx context.Context, node string) error {
-		_, err := s.media.Control.Update(ctx, node, &callgridv1.UpdateRequest{SessionId: sess.session, Leg: leg, Rollback: true})
+		reply, err := s.media.Control.Update(ctx, node, &callgridv1.UpdateRequest{SessionId: sess.session, Leg: leg, Rollback: true})
+		if err == nil {
+			last = reply.GetSdp()
+		}
 		return err
 	})
 	s.countMedia("rollback", err)
 	if err != nil {
-		return fmt.Errorf("roll back session %s leg %s: %w", sess.session, leg, err)
+		return nil, fmt.Errorf("roll back session %s leg %s: %w", sess.session, leg, err)
 	}
-	return nil
+	return last, nil
 }
 
 // release ends a session; cause is the SIP reason ("bye", "cancel", a
