@@ -207,7 +207,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 			return
 		}
 		r = d.route.Load()
-		d.sendPacedAcrossSwitch(r, now)
+		d.sendQueuedAcrossSwitch(r, now)
 		d.adopt(r)
 		kind = d.kind(d.hdr.payloadType)
 	}

@@ -9,9 +9,12 @@ import (
 	"time"
 )
 
-// frameDuration is the packet interval of generated media, and the least a
-// resumed stream's timestamp advances.
+// frameDuration is the packet interval of generated media, and how long a
+// relayed packet, whose length the node does not know, is taken to last.
 const frameDuration = 20 * time.Millisecond
+
+// spanUnknown is outStream.spanMs for a relayed packet.
+const spanUnknown = math.MaxUint16
 
 // outStream is the RTP stream this node sends to one endpoint. Whatever
 // feeds it (a relayed source that changes SSRC after a re-INVITE, a
@@ -27,9 +30,11 @@ type outStream struct {
 	ssrc        uint32
 	report      *streamReport // for the RTCP reporter on another goroutine
 	seq         uint16        // highest sent
-	// spanMs is how long the newest generated packet lasts, in ms (0
-	// for a relayed one, whose length the node does not know): a stream
-	// resumed after it starts no sooner than its end.
+	// spanMs is how long the newest packet lasts, in ms: a stream
+	// resumed after it starts no sooner than its end. It is 0 for an
+	// event packet (the stream's timestamp is moved to the event's end,
+	// coverEvent), and spanUnknown for a relayed one, whose length the
+	// node does not know.
 	spanMs uint16
 	ts     uint32 // timestamp of the highest sent
 	at     time.Time
@@ -165,7 +170,7 @@ func (o *outStream) relay(ssrc uint32, seq uint16, ts uint32, clock int, now tim
 			o.tsDelta = o.resumeTS(clock, now) - ts
 			marker = true
 		}
-		o.inSSRC, o.rebase, o.spanMs, o.shiftBy = ssrc, false, 0, 0
+		o.inSSRC, o.rebase, o.spanMs, o.shiftBy = ssrc, false, spanUnknown, 0
 		outSeq, outTS = seq+o.seqDelta, ts+o.tsDelta
 		o.started, o.seq, o.ts, o.at = true, outSeq, outTS, now
 		o.publishRelayed()
@@ -223,12 +228,22 @@ func (o *outStream) next(ts uint32, now time.Time, span time.Duration) uint16 {
 }
 
 // resumeTS is the timestamp that continues the stream now: the last one
-// plus the time since it was sent, at least one frame and at least that
-// packet's length (a 60 ms packet ends 60 ms on), in clock ticks.
+// plus the time since it was sent, and at least that packet's length (a
+// 10 ms packet ends 10 ms on, a 60 ms one 60 ms on), in clock ticks: a
+// stream resumed at once after a 10 ms packet follows it seamlessly. A
+// relayed packet's length is not known (it could be read from the
+// payload, at a cost to every relayed packet for the rare new source), so
+// it is taken to last a frame, the packet time most endpoints send; a
+// new source's first packet comes a packet time after the old source's
+// last anyway, which the time since covers.
 func (o *outStream) resumeTS(clock int, now time.Time) uint32 {
 	if !o.started {
 		return o.ts
 	}
-	gap := max(now.Sub(o.at), frameDuration, time.Duration(o.spanMs)*time.Millisecond)
+	span := time.Duration(o.spanMs) * time.Millisecond
+	if o.spanMs == spanUnknown {
+		span = frameDuration
+	}
+	gap := max(now.Sub(o.at), span)
 	return o.ts + uint32(int64(gap)*int64(clock)/int64(time.Second))
 }

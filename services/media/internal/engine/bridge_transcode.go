@@ -350,21 +350,32 @@ func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) uint32 {
 	return ticks
 }
 
-// flushBefore sends what is encoded and not yet sent ahead of an event
-// packet at destination timestamp ts, in a shorter packet if it is not a
-// whole one: the audio before a digit goes before it, rather than after it
-// or not at all. Audio that ended before a pause ended a talkspurt, and is
-// dropped as the audio path would drop it.
-func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) {
+// flushBefore sends what is queued ahead of an event packet at
+// destination timestamp ts, and returns the timestamp the packet goes out
+// at. What is queued is the packets encoded and not yet sent, sent in a
+// shorter one if not a whole one, and PCM short of a frame in the fifo,
+// padded with silence to a frame as a talkspurt's tail is (flushFrame):
+// the audio before a digit goes before it, rather than after it or not at
+// all (left in the fifo, the audio after the digit, which does not follow
+// on from it, dropped it). Audio that ended before a pause ended a
+// talkspurt, and is dropped as the audio path would drop it.
+//
+// An event that starts where the audio sent before it ended, padding
+// included or not, is moved past the padding, and the mapping of source
+// timestamps with it, as audio that follows a tail is (afterPaddedTail):
+// it would otherwise start inside the packet just sent, and what comes
+// after it keeps to the timeline the padding moved. The event's later
+// packets map to the moved timestamp by themselves.
+func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) uint32 {
 	t.sendPaced(d, pt, now) // whole packets, and before the event whatever its time
-	if !t.packets.pending() {
-		return
+	if t.audioQueued() {
+		if int32(ts-t.queuedEnd()) > int32(t.frameTicks/2) {
+			t.dropQueued()
+			t.arm(now) // no tail left to wait for
+			return ts
+		}
+		t.sendTail(d, pt, now)
+		t.arm(now)
 	}
-	if int32(ts-t.queuedEnd()) > int32(t.frameTicks/2) {
-		t.dropQueued()
-		return
-	}
-	for t.packets.pending() {
-		t.sendNext(d, pt, now)
-	}
+	return t.afterPaddedTail(ts)
 }

@@ -21,7 +21,8 @@ import "time"
 // before an event, a new stream's) it sends the paced packets first, due
 // or not. What drops the audio queued (a new route without the
 // transcoder, a hold, a halt) drops them with it, as it does a tail, but
-// for the source switching codec (sendPacedAcrossSwitch).
+// for the source switching codec, which sends them and the tail with them
+// (sendQueuedAcrossSwitch).
 
 // pacing reports whether packets wait for their due time.
 func (t *transcoder) pacing() bool { return !t.pacedDue.IsZero() }
@@ -97,27 +98,31 @@ func (t *transcoder) makeRoom(d *direction, pt uint8, now time.Time) {
 	}
 }
 
-// sendPacedAcrossSwitch sends the packets paced out of the old codec's
-// last source packet when the source switches codec (RFC 3264 §6.1),
-// before the reader takes up next, the route for the new one. The new
-// codec has another transcoder (or none, relayed), which would leave them
-// to be dropped as a new route's are; but the destination is sent the
-// same codec and payload type as before, so they are as good as they
-// were, and due before the new codec's first audio, whose stream begins
-// after them. A switch that changes what the destination is sent drops
-// them, as any new route does.
-func (d *direction) sendPacedAcrossSwitch(next *route, now time.Time) {
+// sendQueuedAcrossSwitch sends what the old codec's transcoder queued when
+// the source switches codec (RFC 3264 §6.1), before the reader takes up
+// next, the route for the new one: the packets paced out of its last
+// source packet, and the audio held back toward a packet not yet whole
+// (a frame of a 40 or 60 ms packet, PCM short of a frame in the fifo).
+// The new codec has another transcoder (or none, relayed), which would
+// leave them to be dropped as a new route's are, up to 40 ms of speech;
+// but the destination is sent the same codec and payload type as before,
+// so they are as good as they were, and due before the new codec's first
+// audio, whose stream begins after them. What is held back goes as a
+// talkspurt's tail does (sendTail): the rest of its packet is in the new
+// codec's stream, which cannot be packed with it. A switch that changes
+// what the destination is sent drops them, as any new route does.
+func (d *direction) sendQueuedAcrossSwitch(next *route, now time.Time) {
 	old := d.cur
-	if old == nil || old.tc == nil || next == nil || next.tc == old.tc || !old.tc.pacing() {
+	if old == nil || old.tc == nil || next == nil || next.tc == old.tc || !old.tc.audioQueued() {
 		return
 	}
 	if next.audioPT != old.audioPT || next.outClock != old.outClock {
 		return
 	}
 	if _, ok := d.rtpDestination(); ok {
-		old.tc.sendPaced(d, old.audioPT, now)
+		old.tc.sendTail(d, old.audioPT, now)
 	} else {
 		old.tc.dropQueued() // on hold: the next talkspurt would find them too old
 	}
-	old.tc.arm(now) // nothing paced left to wake for
+	old.tc.arm(now) // nothing left to wake for
 }

@@ -44,3 +44,77 @@ func TestCodecSwitchSendsThePacedPacket(t *testing.T) {
 		}
 	}
 }
+
+// An answerer that switches codec while its old codec's transcoder holds
+// audio toward a packet not yet whole has that audio sent, as a shorter
+// packet like a talkspurt's tail, ahead of the new codec's first audio,
+// numbered and timestamped on from the packets before it: the frame held
+// for a 40 ms packet, or the 10 ms short of a frame left in the fifo
+// (padded to a frame with silence). Dropped, it was up to 40 ms of speech.
+func TestCodecSwitchSendsTheAudioHeldBack(t *testing.T) {
+	type source struct {
+		pt      uint8
+		ts      uint32
+		payload []byte
+	}
+	type sent struct {
+		octets int  // of 16 kHz G.722: 160 for 20 ms
+		marker bool // starts a talkspurt
+	}
+	pcmu, pcma := encodeTone(t, codec.PCMU, 8000, 2), encodeTone(t, codec.PCMA, 8000, 2)
+	tests := []struct {
+		name string
+		aSDP []string
+		srcs []source
+		want []sent
+		// want[short] is the audio held back, sent short: it and the
+		// packets before it follow on exactly, those after it no sooner.
+		short int
+	}{
+		{
+			name: "frame held for a 40 ms packet",
+			aSDP: []string{"9", "a=ptime:40"},
+			srcs: []source{{0, 5000, pcmu[0]}, {8, 5160, pcma[0]}, {8, 5320, pcma[1]}},
+			want: []sent{{160, true}, {320, true}},
+		},
+		{
+			name:  "half a frame in the fifo",
+			aSDP:  []string{"9"},
+			srcs:  []source{{0, 5000, pcmu[0][:80]}, {0, 5080, pcmu[0][80:]}, {0, 5160, pcmu[1][:80]}, {8, 5240, pcma[0]}},
+			want:  []sent{{160, true}, {160, false}, {160, true}},
+			short: 1,
+		},
+	}
+	for _, c := range tests {
+		t.Run(c.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			_, nodeB, transcoding := bridge(t, e, "s1", a.sdp(c.aSDP[0], c.aSDP[1:]...), b.sdp("0 8"))
+			if !transcoding {
+				t.Fatal("PCMU to G.722 does not transcode")
+			}
+			for i, s := range c.srcs {
+				b.send(nodeB, rtp.Header{PayloadType: s.pt, SequenceNumber: uint16(100 + i), Timestamp: s.ts, SSRC: 21, Marker: i == 0}, s.payload)
+			}
+			got := receivePackets(t, a, len(c.want))
+			a.expectNothing(100 * time.Millisecond)
+			for i, p := range got {
+				w := c.want[i]
+				if p.PayloadType != 9 || len(p.Payload) != w.octets || p.Marker != w.marker {
+					t.Fatalf("packet %d: payload type %d, %d octets, marker %v; want 9, %d, %v", i, p.PayloadType, len(p.Payload), p.Marker, w.octets, w.marker)
+				}
+				if i == 0 {
+					continue
+				}
+				prev := got[i-1]
+				if p.SequenceNumber != prev.SequenceNumber+1 {
+					t.Fatalf("packet %d: seq %d after %d", i, p.SequenceNumber, prev.SequenceNumber)
+				}
+				// G.722's RTP clock is 8 kHz: an octet a tick.
+				if end := prev.Timestamp + uint32(len(prev.Payload)); i <= c.short && p.Timestamp != end || int32(p.Timestamp-end) < 0 {
+					t.Fatalf("packet %d: ts %d after ts %d of %d octets", i, p.Timestamp, prev.Timestamp, len(prev.Payload))
+				}
+			}
+		})
+	}
+}

@@ -17,6 +17,11 @@ import "time"
 // it keeps is its filter's history, the few ms of group delay every frame
 // is delayed by). It goes out with the tail, as one more frame padded
 // with silence (flushFrame).
+//
+// What a tail is made of goes out the same way, at once, ahead of a digit
+// (flushBefore) and of a new codec's first audio when the source switches
+// codec (sendQueuedAcrossSwitch): the audio after either cannot complete
+// the packet it was held back for.
 
 // defaultTalkspurtGrace is Engine.talkspurtGrace outside tests: how much
 // later than a packet time a source's next packet may be before what is

@@ -81,14 +81,8 @@ type leg struct {
 
 	// RTCP bookkeeping for the reports this node sends when it terminates
 	// the leg's stream.
-	// lastSR is the sender SSRC of the endpoint's last SR (high 32 bits)
-	// and the middle 32 bits of its NTP time (low 32 bits): a report
-	// block's LSR must come from its own source's SR. Any value is an
-	// SR's (SSRC 0 with middle bits 0 too), so lastSRAt says whether
-	// there is one: it is Engine.now() when that SR arrived, never 0
-	// (srStamp), and 0 while none did.
-	lastSR     atomic.Uint64
-	lastSRAt   atomic.Int64
+	// lastSR is the endpoint's last SR: a report block's LSR and DLSR.
+	lastSR     srRecord
 	remoteSSRC atomic.Uint64 // a heardSSRC: that of the endpoint's stream
 	// conflict is the last collision of the endpoint's SSRC with the
 	// node's stream to it, owned by whatever feeds that stream: the
@@ -98,8 +92,8 @@ type leg struct {
 	// told is the sdpneg.Direction of the node's last SDP to the
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
-
-	_ [16]byte // to a whole number of cache lines, like direction
+	// The leg is a whole number of cache lines, like direction, with
+	// no padding needed: TestHotStructsStartOnCacheLines checks it.
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {

@@ -107,12 +107,11 @@ func (s *session) handleRTCP(l *leg, pkt []byte, src netip.AddrPort, muxed bool,
 	// A sender report (validRTCP made sure the first packet holds one
 	// whole): remember whose it is and its NTP time, for LSR/DLSR in ours.
 	if pkt[1] == rtcpSR {
-		l.lastSR.Store(uint64(binary.BigEndian.Uint32(pkt[4:]))<<32 | uint64(binary.BigEndian.Uint32(pkt[10:])))
-		l.lastSRAt.Store(int64(srStamp(now)))
+		l.lastSR.store(binary.BigEndian.Uint32(pkt[4:]), binary.BigEndian.Uint32(pkt[10:]), srStamp(now))
 	}
 }
 
-// srStamp is when an SR arrived at now, as leg.lastSRAt keeps it: its
+// srStamp is when an SR arrived at now, as srRecord keeps it: its
 // activity stamp, but never 0, which says no SR arrived. Only an SR read
 // at the epoch itself moves, by a nanosecond, far below DLSR's 1/65536 s.
 func srStamp(now time.Time) time.Duration {
@@ -276,11 +275,11 @@ func (l *leg) receptionReports(now time.Duration) []rtcp.ReceptionReport {
 	// LSR and DLSR (RFC 3550 §6.4.1) are about the SR of this very
 	// source: one from a source the endpoint has since replaced would
 	// give it a round trip measured against another stream's clock.
-	if at, sr := l.lastSRAt.Load(), l.lastSR.Load(); at != 0 && uint32(sr>>32) == remote {
-		block.LastSenderReport = uint32(sr)
+	if ssrc, lsr, at, ok := l.lastSR.load(); ok && ssrc == remote {
+		block.LastSenderReport = lsr
 		// In units of 1/65536 s; an SR read after this report's time
 		// was taken is no delay at all, not a wrapped one.
-		delay := max(now-time.Duration(at), 0)
+		delay := max(now-at, 0)
 		block.Delay = uint32(delay * 65536 / time.Second)
 	}
 	return []rtcp.ReceptionReport{block}

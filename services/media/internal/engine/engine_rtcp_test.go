@@ -503,9 +503,8 @@ func TestDelaySinceLastSRIsNeverNegative(t *testing.T) {
 	}
 	l.rx.Store(rx)
 	l.remoteSSRC.Store(uint64(heard(42)))
-	l.lastSR.Store(42<<32 | 0x12345678)
 	at := stampOf(now)
-	l.lastSRAt.Store(int64(at + time.Millisecond))
+	l.lastSR.store(42, 0x12345678, at+time.Millisecond)
 	blocks := l.receptionReports(at)
 	if len(blocks) != 1 || blocks[0].LastSenderReport != 0x12345678 || blocks[0].Delay != 0 {
 		t.Fatalf("blocks %+v, want LSR 0x12345678 with no delay", blocks)
@@ -663,8 +662,7 @@ func (fx *rtcpFixture) reset() {
 	a.latchedFor = nil
 	a.rx.Store(quality.NewReceiver(8000))
 	a.remoteSSRC.Store(0)
-	a.lastSR.Store(0)
-	a.lastSRAt.Store(0)
+	a.lastSR.store(0, 0, 0)
 	r := &route{mode: routeSink, inClock: 8000, outClock: 8000}
 	r.kinds[0] = ptAudio
 	if fx.s.service.terminates() {
