@@ -169,7 +169,8 @@ func (d *direction) segmentEnd(pt uint8, block []byte, seq uint16, ts uint32, ma
 // destination stream, its event placed on the destination clock (its
 // start mapped the way the audio is) and its segments laid out there.
 func (d *direction) transcodeEvent(r *route, pkt, payload []byte, now time.Time) {
-	ts := r.tc.flushBefore(d, r.audioPT, r.tc.eventTimestamp(d, now), now)
+	ts := r.tc.eventTimestamp(d, now)
+	r.tc.flushBefore(d, r.audioPT, ts, now)
 	marker := d.hdr.marker
 	if segmentable(payload, r.inEventClock, r.outEventClock) {
 		p := d.events.place(payload, d.hdr.timestamp, ts, marker, r.inEventClock, r.outEventClock)

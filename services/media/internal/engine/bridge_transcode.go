@@ -54,9 +54,7 @@ type transcoder struct {
 	// destination clock ticks (meaningful only while pacing). tailDue is
 	// when what is queued then is a talkspurt's tail
 	// (bridge_transcode_tail.go), zero for none; tailSent says the tail
-	// went out, so the next audio is checked for following on from it,
-	// and tailPad how much silence, in destination clock ticks, it was
-	// padded with to a frame.
+	// went out, so the next audio is checked for following on from it.
 	timer      *time.Timer
 	timerSet   bool
 	tailGrace  time.Duration // Engine.talkspurtGrace
@@ -64,7 +62,6 @@ type transcoder struct {
 	pacedTicks uint32
 	tailDue    time.Time
 	tailSent   bool
-	tailPad    uint32
 
 	started bool
 	inSSRC  uint32
@@ -274,7 +271,6 @@ func (t *transcoder) push(d *direction, r *route, pcm []int16, ts uint32, now ti
 	// A concealed frame's paced packets go ahead of what follows it.
 	t.sendPaced(d, r.audioPT, now)
 	if t.fifoLen > 0 || t.packets.pending() || t.tailSent {
-		ts = t.afterPaddedTail(ts)
 		if off := int32(ts - t.queuedEnd()); off > int32(t.frameTicks/2) || off < -int32(t.frameTicks/2) {
 			// A gap or overlap in the source: what is queued belongs to
 			// a finished talkspurt and is dropped.
@@ -350,32 +346,25 @@ func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) uint32 {
 	return ticks
 }
 
-// flushBefore sends what is queued ahead of an event packet at
-// destination timestamp ts, and returns the timestamp the packet goes out
-// at. What is queued is the packets encoded and not yet sent, sent in a
-// shorter one if not a whole one, and PCM short of a frame in the fifo,
-// padded with silence to a frame as a talkspurt's tail is (flushFrame):
-// the audio before a digit goes before it, rather than after it or not at
-// all (left in the fifo, the audio after the digit, which does not follow
-// on from it, dropped it). Audio that ended before a pause ended a
-// talkspurt, and is dropped as the audio path would drop it.
-//
-// An event that starts where the audio sent before it ended, padding
-// included or not, is moved past the padding, and the mapping of source
-// timestamps with it, as audio that follows a tail is (afterPaddedTail):
-// it would otherwise start inside the packet just sent, and what comes
-// after it keeps to the timeline the padding moved. The event's later
-// packets map to the moved timestamp by themselves.
-func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) uint32 {
+// flushBefore sends what is encoded and not yet sent ahead of an event
+// packet at destination timestamp ts, in a shorter packet if it is not a
+// whole one, as a talkspurt's tail is sent: the audio before a digit goes
+// before it, rather than after it or not at all. Audio that ended before
+// a pause ended a talkspurt, and is dropped as the audio path would drop
+// it. PCM short of a frame in the fifo stays there, and the audio after
+// the digit, which does not follow on from it, drops it: padded with
+// silence to a frame it could be sent, but the event's start, and all
+// after it, would then have to move past the padding, off the source's
+// clock (bridge_transcode_tail.go).
+func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) {
 	t.sendPaced(d, pt, now) // whole packets, and before the event whatever its time
-	if t.audioQueued() {
-		if int32(ts-t.queuedEnd()) > int32(t.frameTicks/2) {
-			t.dropQueued()
-			t.arm(now) // no tail left to wait for
-			return ts
-		}
-		t.sendTail(d, pt, now)
-		t.arm(now)
+	if !t.packets.pending() {
+		return
 	}
-	return t.afterPaddedTail(ts)
+	if int32(ts-t.queuedEnd()) > int32(t.frameTicks/2) {
+		t.dropQueued()
+	} else {
+		t.sendTail(d, pt, now)
+	}
+	t.arm(now) // no tail left to wait for
 }

@@ -101,19 +101,21 @@ func (t *transcoder) makeRoom(d *direction, pt uint8, now time.Time) {
 // sendQueuedAcrossSwitch sends what the old codec's transcoder queued when
 // the source switches codec (RFC 3264 §6.1), before the reader takes up
 // next, the route for the new one: the packets paced out of its last
-// source packet, and the audio held back toward a packet not yet whole
-// (a frame of a 40 or 60 ms packet, PCM short of a frame in the fifo).
-// The new codec has another transcoder (or none, relayed), which would
-// leave them to be dropped as a new route's are, up to 40 ms of speech;
-// but the destination is sent the same codec and payload type as before,
-// so they are as good as they were, and due before the new codec's first
-// audio, whose stream begins after them. What is held back goes as a
-// talkspurt's tail does (sendTail): the rest of its packet is in the new
-// codec's stream, which cannot be packed with it. A switch that changes
-// what the destination is sent drops them, as any new route does.
+// source packet, and the audio encoded toward a packet not yet whole (a
+// frame of a 40 or 60 ms packet). The new codec has another transcoder
+// (or none, relayed), which would leave them to be dropped as a new
+// route's are, up to 40 ms of speech; but the destination is sent the
+// same codec and payload type as before, so they are as good as they
+// were, and due before the new codec's first audio, whose stream begins
+// after them. What is held back goes as a talkspurt's tail does
+// (sendTail): the rest of its packet is in the new codec's stream, which
+// cannot be packed with it. PCM short of a frame in the fifo goes with the
+// old stream, as it does at a talkspurt's end (bridge_transcode_tail.go).
+// A switch that changes what the destination is sent drops them all, as
+// any new route does.
 func (d *direction) sendQueuedAcrossSwitch(next *route, now time.Time) {
 	old := d.cur
-	if old == nil || old.tc == nil || next == nil || next.tc == old.tc || !old.tc.audioQueued() {
+	if old == nil || old.tc == nil || next == nil || next.tc == old.tc || !old.tc.packets.pending() {
 		return
 	}
 	if next.audioPT != old.audioPT || next.outClock != old.outClock {

@@ -34,17 +34,16 @@ func rms(pcm []int16) float64 {
 }
 
 // A talkspurt of 10 ms source packets that ends on an odd one leaves half
-// a frame of PCM short of the encoder's 20 ms, resampled or not. It goes
-// out with the tail, padded with silence to a frame, numbered and
-// timestamped on from the packets before; a source that then goes on from
-// where its audio ended (it was late, not stopped) has its audio follow
-// the padded frame, not overlap it.
-func TestTailFlushesWhatIsLeftOfAFrame(t *testing.T) {
+// a frame of PCM short of the encoder's 20 ms, resampled or not. It is no
+// tail: no timer is set for it and nothing goes out. A source that then
+// goes on from where its audio ended (it was late, not stopped) completes
+// the frame with it, a frame on from the packet before, audio throughout.
+func TestTailLeavesWhatIsShortOfAFrame(t *testing.T) {
 	tests := []struct {
 		name     string
 		from, to codec.Info
-		// heard is the tail's PCM as the destination decodes it, nil
-		// for a codec whose delay smears the audio into the padding.
+		// heard is the frame's PCM as the destination decodes it, nil
+		// for a codec whose delay smears the audio across frames.
 		heard func(t *testing.T, payload []byte) []int16
 	}{
 		{name: "PCMU to PCMA", from: pcmu(), to: pcma(), heard: decodeWith(codec.PCMA, 8000)},
@@ -69,43 +68,89 @@ func TestTailFlushesWhatIsLeftOfAFrame(t *testing.T) {
 				t.Fatalf("%d packets for a frame and a half, want one", len(got))
 			}
 			first := got[0]
-			due := at(2).Add(tailWait(10*time.Millisecond, defaultTalkspurtGrace))
-			if !tc.timerSet || !tc.tailDue.Equal(due) {
-				t.Fatalf("tail due at %v (timer set %v), want at %v: the half frame left has no tail", tc.tailDue, tc.timerSet, due)
+			if tc.timerSet || !tc.tailDue.IsZero() || tc.fifoLen == 0 {
+				t.Fatalf("timer set %v, tail due at %v, %d samples in the fifo: want the half frame left in the fifo, and no tail",
+					tc.timerSet, tc.tailDue, tc.fifoLen)
 			}
-			g.d.wake(tc, due)
-			got = g.sent()
-			if len(got) != 1 {
-				t.Fatalf("the tail: %d packets, want one", len(got))
-			}
-			tail := got[0]
-			if tail.Marker || tail.SequenceNumber != first.SequenceNumber+1 || tail.Timestamp != first.Timestamp+step {
-				t.Fatalf("tail %+v after %+v, want it a frame on", tail.Header, first.Header)
-			}
-			if c.heard != nil {
-				pcm := c.heard(t, tail.Payload)
-				if len(pcm) != 160 {
-					t.Fatalf("tail of %d samples, want a frame", len(pcm))
-				}
-				if audio, pad := rms(pcm[:70]), rms(pcm[90:]); audio < 1000 || pad > 100 {
-					t.Fatalf("tail: audio at %.0f rms, padding at %.0f rms, want the half frame's tone then silence", audio, pad)
-				}
-			}
-			if tc.timerSet || tc.packets.pending() || tc.fifoLen != 0 {
-				t.Fatalf("after the tail: timer set %v, pending %v, %d samples in the fifo", tc.timerSet, tc.packets.pending(), tc.fifoLen)
+			late := at(2).Add(tailWait(10*time.Millisecond, defaultTalkspurtGrace) + time.Millisecond)
+			g.d.wake(tc, late)
+			if got := g.sent(); len(got) != 0 {
+				t.Fatalf("%d packets sent for the half frame, want none", len(got))
 			}
 
-			late := due.Add(time.Millisecond)
 			g.sendAt(103, 5000+3*80, halves[3], late)
-			g.sendAt(104, 5000+4*80, halves[4], late.Add(10*time.Millisecond))
 			got = g.sent()
 			if len(got) != 1 {
 				t.Fatalf("the late source's frame: %d packets, want one", len(got))
 			}
-			if next := got[0]; next.SequenceNumber != tail.SequenceNumber+1 || next.Timestamp != tail.Timestamp+step {
-				t.Fatalf("after the tail %+v: %+v, want it a frame on", tail.Header, next.Header)
+			next := got[0]
+			if next.Marker || next.SequenceNumber != first.SequenceNumber+1 || next.Timestamp != first.Timestamp+step {
+				t.Fatalf("after %+v: %+v, want it a frame on", first.Header, next.Header)
+			}
+			if c.heard != nil {
+				pcm := c.heard(t, next.Payload)
+				if len(pcm) != 160 {
+					t.Fatalf("frame of %d samples, want 160", len(pcm))
+				}
+				if held, late := rms(pcm[10:70]), rms(pcm[90:150]); held < 1000 || late < 1000 {
+					t.Fatalf("frame: the half held at %.0f rms, the late half at %.0f rms, want the tone throughout", held, late)
+				}
 			}
 		})
+	}
+}
+
+// A source of 10 ms packets whose talkspurts end on an odd packet, and
+// that is late after each by more than the talkspurt grace before going on
+// from where its audio ended, keeps the destination on its clock: every
+// talkspurt starts where the source's does, within a frame, however many
+// came before. Moving each late source's audio past silence sent for the
+// half frame, the destination ran 10 ms further ahead at every one.
+func TestLateTalkspurtEndsKeepToTheSourceClock(t *testing.T) {
+	g := newPacedRig(t, frameDuration)
+	tc := g.r.tc
+	var halves [][]byte // 10 ms PCMU payloads
+	for _, f := range g.tone[:3] {
+		halves = append(halves, f[:80], f[80:])
+	}
+	start := time.Now()
+	seq := uint16(100)
+	var firstTS uint32
+	const talkspurts = 10
+	drift := make([]int32, 0, talkspurts)
+	for k := range talkspurts {
+		base := 5000 + uint32(k)*8000 // a second apart: a second of silence between
+		now := start.Add(time.Duration(k) * time.Second)
+		at := func(i int) time.Time { return now.Add(time.Duration(i) * 10 * time.Millisecond) }
+		for i := range 3 {
+			g.sendAt(seq, base+uint32(i*80), halves[i], at(i))
+			seq++
+		}
+		got := g.sent()
+		if len(got) != 1 {
+			t.Fatalf("talkspurt %d: %d packets for a frame and a half, want one", k, len(got))
+		}
+		if k == 0 {
+			firstTS = got[0].Timestamp
+		}
+		drift = append(drift, int32(got[0].Timestamp-(firstTS+base-5000)))
+		// The source is late by more than a tail waits for.
+		late := at(2).Add(tailWait(10*time.Millisecond, defaultTalkspurtGrace) + time.Millisecond)
+		g.d.wake(tc, late)
+		if got := g.sent(); len(got) != 0 {
+			t.Fatalf("talkspurt %d: %d packets for the half frame left, want none", k, len(got))
+		}
+		// Its audio goes on from where it ended, and the talkspurt ends.
+		g.sendAt(seq, base+240, halves[3], late)
+		g.sendAt(seq+1, base+320, halves[4], late.Add(10*time.Millisecond))
+		seq += 2
+		if got := g.sent(); len(got) != 1 {
+			t.Fatalf("talkspurt %d: the late audio made %d packets, want one", k, len(got))
+		}
+	}
+	if last := drift[len(drift)-1]; last > int32(tc.frameTicks) || last < -int32(tc.frameTicks) {
+		t.Fatalf("talkspurts start %v ticks off the source's clock: after %d late talkspurt ends the destination runs %v ahead, want within a frame",
+			drift, talkspurts-1, time.Duration(last)*time.Second/8000)
 	}
 }
 

@@ -43,7 +43,7 @@ func (t *transcoder) arm(now time.Time) {
 	if t.timer == nil {
 		return
 	}
-	if !t.audioQueued() {
+	if !t.packets.pending() {
 		t.tailDue = time.Time{}
 	}
 	due := t.tailDue

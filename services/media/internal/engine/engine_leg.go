@@ -79,6 +79,14 @@ type leg struct {
 
 	offeredEvents []sdpneg.Codec // DTMF formats we offered this leg
 
+	// inForce is the node's SDP in force for the endpoint: the last it
+	// sent it that was accepted, an answer (in force once sent) or an
+	// offer the endpoint answered. offer is the node's last offer to the
+	// endpoint, in force once the endpoint answers it. Nil for none.
+	// The last SDP built for the endpoint is neither when it was an
+	// early answer that a rollback undid, or an offer it rejected.
+	inForce, offer []byte
+
 	// RTCP bookkeeping for the reports this node sends when it terminates
 	// the leg's stream.
 	// lastSR is the endpoint's last SR: a report block's LSR and DLSR.
@@ -92,8 +100,8 @@ type leg struct {
 	// told is the sdpneg.Direction of the node's last SDP to the
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
-	// The leg is a whole number of cache lines, like direction, with
-	// no padding needed: TestHotStructsStartOnCacheLines checks it.
+
+	_ [16]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {
@@ -107,15 +115,6 @@ func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching b
 		builder:      sdpneg.NewBuilder(),
 		dropCounters: drops,
 	}
-}
-
-// lastSDP is the SDP the node last sent the leg's endpoint, nil for a leg
-// not yet made or sent none.
-func (l *leg) lastSDP() []byte {
-	if l == nil {
-		return nil
-	}
-	return l.builder.Last()
 }
 
 // setPeer applies the endpoint's SDP: new address, direction, a fresh latch.

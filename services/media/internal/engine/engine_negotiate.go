@@ -198,6 +198,7 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 	if err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
+	a.inForce, b.inForce = reply, b.offer
 	s.answer, s.answerReply = sdpB, reply
 	s.log.Info().Str("codec_a", a.codec.Name).Str("codec_b", b.codec.Name).Bool("transcoding", s.transcoding).Msg("media session answered")
 	return reply, s.transcoding, nil
@@ -263,6 +264,9 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 			return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 		}
 		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
+		if err == nil {
+			l.inForce = out
+		}
 		return out, s.transcoding, err
 	}
 	dir := desc.Audio().Direction
@@ -282,6 +286,14 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	}
 	s.log.Info().Stringer("leg", which).Bool("answer", answer).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
 	out, err := other.builder.Build(other.localSDP(dir, desc.Audio(), l.hasEvent))
+	switch {
+	case err != nil:
+	case answer:
+		// l took the offer the node sent it, and other is answered.
+		l.inForce, other.inForce = l.offer, out
+	default:
+		other.offer = out
+	}
 	return out, s.transcoding, err
 }
 
@@ -291,11 +303,13 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 // it, and the other to the direction it was told before. Each leg's offer
 // is undone on its own, so when both cross (glare) and both are rejected
 // the session is back where it started. Without such an offer it changes
-// nothing. It returns the SDP the node last sent the leg, nil if none:
-// when the far side's answer was what the node refused, the leg's
-// re-INVITE is still owed an answer, and that SDP, unchanged down to its
-// version, is the one that keeps the session as it was. And it reports
-// whether the session transcodes.
+// nothing. It returns the node's SDP in force for the leg once the offer
+// is undone (leg.inForce), nil if none: when the far side's answer was
+// what the node refused, the leg's re-INVITE is still owed an answer, and
+// that SDP, unchanged down to its version, is the one that keeps the
+// session as it was. It is not the last SDP built for the leg, which may
+// be an early answer to the offer undone, or an offer the leg rejected.
+// And it reports whether the session transcodes.
 func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
@@ -306,16 +320,16 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) ([]b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if which != LegA && which != LegB {
+	if which != LegA && which != LegB || s.legs[which.index()] == nil {
 		return nil, s.transcoding, nil
 	}
-	last := s.legs[which.index()].lastSDP()
+	l := s.legs[which.index()]
 	if s.service.terminates() || s.pending[which.index()] == nil {
-		return last, s.transcoding, nil
+		return l.inForce, s.transcoding, nil
 	}
 	p := s.pending[which.index()]
 	s.pending[which.index()] = nil
-	s.legs[which.index()].restore(p.offerer, e)
+	l.restore(p.offerer, e)
 	other := s.legs[1-which.index()]
 	if p.answerer != nil {
 		other.restore(*p.answerer, e)
@@ -325,7 +339,7 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) ([]b
 		return nil, s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Msg("media session offer rolled back")
-	return last, s.transcoding, nil
+	return l.inForce, s.transcoding, nil
 }
 
 // Delete ends a session and returns its quality.
@@ -391,7 +405,7 @@ func (s *session) offerCallee(desc *sdpneg.Description, supported []sdpneg.Codec
 	}
 	b.offered, b.offeredEvents = offer, events
 	b.told.Store(int32(audio.Direction))
-	return b.builder.Build(sdpneg.Local{
+	out, err := b.builder.Build(sdpneg.Local{
 		Addr:            b.local.Addr(),
 		Port:            int(b.local.Port()),
 		Codecs:          offer,
@@ -402,6 +416,8 @@ func (s *session) offerCallee(desc *sdpneg.Description, supported []sdpneg.Codec
 		Ptime:    audio.Ptime,
 		MaxPtime: audio.MaxPtime,
 	})
+	b.offer = out
+	return out, err
 }
 
 // answerCaller sets up a service session and returns its answer to leg A.
@@ -419,7 +435,9 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 		return nil, err
 	}
 	s.established.Store(true)
-	return a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
+	out, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
+	a.inForce = out
+	return out, err
 }
 
 // pendingOffer is what an in-dialog offer changed: the offering leg, the
@@ -433,21 +451,25 @@ type pendingOffer struct {
 	answerer  *legState
 }
 
-// legState is what an offer changes on a leg.
+// legState is what an offer and its answer change on a leg: the
+// endpoint's SDP and codec, the direction it is told, and the node's SDP
+// in force for it, which an answer replaces (an early one too).
 type legState struct {
-	desc  *sdpneg.Description
-	codec sdpneg.Codec
-	told  sdpneg.Direction
+	desc    *sdpneg.Description
+	codec   sdpneg.Codec
+	told    sdpneg.Direction
+	inForce []byte
 }
 
 func (l *leg) state() legState {
-	return legState{desc: l.desc, codec: l.codec, told: sdpneg.Direction(l.told.Load())}
+	return legState{desc: l.desc, codec: l.codec, told: sdpneg.Direction(l.told.Load()), inForce: l.inForce}
 }
 
 // restore puts a leg back as st recorded it.
 func (l *leg) restore(st legState, e *Engine) {
 	l.setDescription(st.desc, st.codec, e)
 	l.told.Store(int32(st.told))
+	l.inForce = st.inForce
 }
 
 // setDescription records an endpoint's SDP and the codec chosen for it.

@@ -212,6 +212,97 @@ func TestRollbackReturnsTheOfferersLastAnswer(t *testing.T) {
 	relays(t, "A to B after the rollback", a, nodeA, 1, b)
 }
 
+// A re-offer answered early (a 183 to the re-INVITE, which the node takes
+// and answers the offerer from) and then in its 2xx with an answer the
+// node refuses is rolled back, the early answer with it. The SDP the
+// rollback hands back is what the offerer's 2xx carries: it must describe
+// the session the node has gone back to, as the answer before the offer
+// does, not the early answer just undone (the last SDP built for A).
+func TestRollbackAfterEarlyAnswerReturnsTheAnswerBeforeIt(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0")}); err != nil {
+		t.Fatal(err)
+	}
+	answerToA, _, err := e.Answer(ctx, "s1", b.sdp("0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeA := nodeAddr(t, answerToA)
+	// A puts B on hold; B's 183 answers it, and the node answers A so.
+	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("0", "a=sendonly"), false); err != nil {
+		t.Fatal(err)
+	}
+	early, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=recvonly"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(early, []byte("a=recvonly\r\n")) {
+		t.Fatalf("early answer to A:\n%s", early)
+	}
+	// B's 2xx answers in a codec nobody offered: refused, rolled back.
+	if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("99"), true); err == nil {
+		t.Fatal("an answer in a codec nobody offered was taken")
+	}
+	last, _, err := e.Rollback(ctx, "s1", LegA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session is back as it was: B's audio reaches A.
+	relays(t, "A to B after the rollback", a, nodeA, 1, b)
+	if !bytes.Equal(last, answerToA) {
+		t.Fatalf("rollback returned\n%s\nwant the answer A had before its offer, which the session is back to\n%s", last, answerToA)
+	}
+}
+
+// The rollback of A's re-offer, whose answer the node refused, hands back
+// the SDP in force for A, not the last one built for it. Here that last
+// one is an offer A rejected (B held the call, A answered 488, B's offer
+// was rolled back): answering A's own re-INVITE with it would send A a
+// higher version than its session, saying recvonly though the node has
+// put the session back to sendrecv. A's session in force is the answer
+// it last got.
+func TestRollbackAnswersWithTheSDPInForce(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0 8")}); err != nil {
+		t.Fatal(err)
+	}
+	answerToA, _, err := e.Answer(ctx, "s1", b.sdp("0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B puts A on hold; A refuses the re-INVITE (488) and B's offer is
+	// rolled back: A's session is still answerToA.
+	holdToA, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=sendonly"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(holdToA, answerToA) {
+		t.Fatalf("B's hold reached A unchanged:\n%s", holdToA)
+	}
+	if _, _, err := e.Rollback(ctx, "s1", LegB); err != nil {
+		t.Fatal(err)
+	}
+	// A re-offers; B's answer is refused; A's offer is rolled back and its
+	// re-INVITE answered with what the rollback returns.
+	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("8 0"), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("99"), true); err == nil {
+		t.Fatal("an answer in a codec nobody offered was taken")
+	}
+	last, _, err := e.Rollback(ctx, "s1", LegA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(last, answerToA) {
+		t.Fatalf("rollback answers A's re-INVITE with\n%s\nwant the answer A's session is on\n%s", last, answerToA)
+	}
+}
+
 // Offers that cross (glare) and are both rejected (491 each way) leave
 // the session as it was before either, in whichever order the rejections
 // come.

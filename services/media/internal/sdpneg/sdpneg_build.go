@@ -38,7 +38,6 @@ type Builder struct {
 	sessionID uint64
 	version   uint64
 	last      []byte // the previous SDP with the origin version left out
-	lastSDP   []byte // the previous SDP as built
 }
 
 // NewBuilder returns a builder with a random origin session id.
@@ -72,17 +71,8 @@ func (b *Builder) Build(l Local) ([]byte, error) {
 		b.version++
 	}
 	b.last = content
-	out, err := marshal(l, b.sessionID, b.version)
-	if err == nil {
-		b.lastSDP = out
-	}
-	return out, err
+	return marshal(l, b.sessionID, b.version)
 }
-
-// Last returns the SDP last built, nil before the first. A leg whose new
-// offer is refused is answered with it: its version unchanged, the SDP
-// says the session stays as it was (RFC 3264 §8).
-func (b *Builder) Last() []byte { return b.lastSDP }
 
 func marshal(l Local, sessionID, version uint64) ([]byte, error) {
 	addrType := "IP4"
