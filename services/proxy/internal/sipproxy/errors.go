@@ -80,6 +80,7 @@ const (
 	regErrTooLarge        = "Registration too large to store"
 	regErrDomain          = "Domain not served here"
 	regErrIdentity        = "AOR not of the authenticated user"
+	regErrDigestURI       = "Digest URI not the Request-URI"
 	regErrMalformed       = "Malformed request"
 	regErrInternal        = "Internal registrar error"
 )

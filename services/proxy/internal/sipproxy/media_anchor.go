@@ -37,6 +37,11 @@ type callMedia struct {
 	// earlyAnswer is the callee's SDP of the last provisional response the
 	// node took: the answer itself when the 2xx carries none (RFC 3262).
 	earlyAnswer []byte
+	// earlyRefused: the node refused the answer of an in-dialog offer that
+	// came in a provisional response, and took none since. A 2xx without
+	// SDP then answers nothing (RFC 3262: the answer was that reliable
+	// provisional's), so the offer is rolled back at the 2xx.
+	earlyRefused bool
 	// answered: a 2xx passed through the node, so the session lives on
 	// after the transaction.
 	answered bool
@@ -127,9 +132,11 @@ func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) 
 	case phaseUpdate:
 		var sdp []byte
 		if sdp, err = s.update(m.sess, otherLeg(m.reqLeg), sdpBody(res), m.offered); err == nil {
+			m.earlyRefused = false
 			setSDPBody(up, sdp)
 			return
 		}
+		m.earlyRefused = m.offered
 	}
 	if err != nil {
 		c.logger().Warn().Err(err).Int("status", res.StatusCode).Msg("early media not anchored")
@@ -195,6 +202,16 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		s.publishCallAnswered(m.sess, d.GetCallId(), false)
 	case phaseUpdate:
 		if sdp == nil {
+			if m.earlyRefused {
+				// The answer in a reliable provisional the node refused
+				// is the only one: the offerer gets back its session.
+				c.logger().Warn().Msg("in-dialog early answer not anchored; the offerer keeps its session")
+				answer := s.refusedAnswerRollback(c, m)
+				if answer != nil {
+					setSDPBody(up, answer)
+				}
+				m.sent2xx.Store(&rewritten2xx{body: answer})
+			}
 			return nil
 		}
 		out, err := s.update(m.sess, otherLeg(m.reqLeg), sdp, m.offered)

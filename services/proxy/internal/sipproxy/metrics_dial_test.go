@@ -1,6 +1,7 @@
 package sipproxy
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -61,8 +62,13 @@ func TestPostDialDelayIsTimedOncePerCall(t *testing.T) {
 		t.Fatalf("invite to nobody: %d, want 404", res.StatusCode)
 	}
 
-	counts, sum := postDialCounts(t, p)
+	// Observed once the response is sent, so the caller may read it first.
 	want := map[string]uint64{dialProgress: 1, dialAnswered: 0, dialFailed: 1}
+	counts, sum := postDialCounts(t, p)
+	for deadline := time.Now().Add(2 * time.Second); !maps.Equal(counts, want) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		counts, sum = postDialCounts(t, p)
+	}
 	for outcome, n := range want {
 		if counts[outcome] != n {
 			t.Errorf("%s: %d calls timed, want %d (all: %v)", outcome, counts[outcome], n, counts)

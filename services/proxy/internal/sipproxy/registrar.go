@@ -176,11 +176,26 @@ func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingU
 		b.Expires = made.UpdatedAt.Add(time.Duration(u.expires) * time.Second)
 		own = append(own, b)
 	}
+	// Each binding bound before refreshes one own contact at most: 19.1.4
+	// equality is not transitive (a parameter in one URI only is ignored),
+	// so two contacts that differ can both equal one binding, and then one
+	// of them is new. Counted otherwise, a phone could split its bindings
+	// past max_contacts with refreshes.
+	refreshed := make([]bool, len(bound))
 	added := 0
 	for _, b := range own {
-		if !slices.ContainsFunc(bound, func(l location.Binding) bool { return uris.same(l.Contact, b.Contact) }) {
-			added++
+		match := -1
+		for i, l := range bound {
+			if !refreshed[i] && uris.same(l.Contact, b.Contact) {
+				match = i
+				break
+			}
 		}
+		if match < 0 {
+			added++
+			continue
+		}
+		refreshed[match] = true
 	}
 	// register refused more own contacts than max_contacts, so the excess
 	// never exceeds len(others).

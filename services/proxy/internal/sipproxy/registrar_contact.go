@@ -153,13 +153,13 @@ func uriHeadersEqual(a, b sip.HeaderParams) bool {
 func foldedParams(p sip.HeaderParams, foldValues bool) map[string]string {
 	m := make(map[string]string, len(p))
 	for _, kv := range p {
-		name := strings.ToLower(unescapeURI(kv.K))
+		name := asciiLower(unescapeURI(kv.K))
 		if _, dup := m[name]; dup {
 			continue
 		}
 		v := unescapeURI(kv.V)
 		if foldValues {
-			v = strings.ToLower(v)
+			v = asciiLower(v)
 		}
 		m[name] = v
 	}
@@ -189,7 +189,9 @@ func unescapeURI(s string) string {
 			continue
 		}
 		c := hi<<4 | lo
-		if strings.IndexByte(reservedURIChars, c) >= 0 {
+		// An escaped % stays escaped too: decoded, the characters after
+		// it would read as an escape of their own.
+		if c == '%' || strings.IndexByte(reservedURIChars, c) >= 0 {
 			b.WriteByte('%')
 			b.WriteByte(upperHex[hi])
 			b.WriteByte(upperHex[lo])
@@ -199,6 +201,24 @@ func unescapeURI(s string) string {
 		i += 2
 	}
 	return b.String()
+}
+
+// asciiLower folds the ASCII letters of s only: a decoded value may hold
+// any octet, and Unicode folding would turn every invalid one into the
+// same replacement character, making %FE equal %FF.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // reservedURIChars is RFC 2396's reserved set.

@@ -92,7 +92,11 @@ func (s *Server) challenge(c *call, proxy bool, out authOutcome) {
 		c.logger().Info().Str("reason", out.failure).Msg("authentication failed")
 	}
 	if out.uriMismatch && !out.stale {
-		s.reply(c, sip.StatusBadRequest, "Digest URI Mismatch")
+		var hdrs []sip.Header
+		if c.req.Method == sip.REGISTER {
+			hdrs = append(hdrs, sip.NewHeader("P-Registrar-Error", regErrDigestURI))
+		}
+		s.reply(c, sip.StatusBadRequest, "Digest URI Mismatch", hdrs...)
 		return
 	}
 	code, phrase := sip.StatusUnauthorized, "Unauthorized"
