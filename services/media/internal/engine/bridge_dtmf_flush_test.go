@@ -207,3 +207,34 @@ func TestDigitsKeepToTheSourceClock(t *testing.T) {
 			drift, digits-1, time.Duration(last)*time.Second/8000)
 	}
 }
+
+// Into 40 ms packets, the first frame of the audio that resumes after a
+// digit waits for the second. An end packet retransmitted between them
+// (RFC 4733 §2.5.1.4) belongs to the digit before that audio: it must not
+// send the waiting frame early as a short packet, which would break the
+// 40 ms packets the destination asked for.
+func TestDigitEndRetransmittedKeepsTheNextPacketWhole(t *testing.T) {
+	g := newPacedRig(t, 40*time.Millisecond)
+	now := time.Now()
+	at := func(ms int) time.Time { return now.Add(time.Duration(ms) * time.Millisecond) }
+	g.sendAt(100, 5000, g.tone[0], at(0))
+	g.sendAt(101, 5160, g.tone[1], at(20))
+	g.digitAt(102, 5320, true, false, 160, at(40))
+	g.digitAt(103, 5320, false, true, 480, at(80))
+	const resume = 5320 + 480
+	g.sendAt(104, resume, g.tone[2], at(100))
+	g.digitAt(105, 5320, false, true, 480, at(105))
+	g.sendAt(106, resume+160, g.tone[3], at(120))
+	var audio []rtp.Packet
+	for _, p := range g.sent() {
+		if p.PayloadType == g.r.audioPT {
+			audio = append(audio, p)
+		}
+	}
+	if len(audio) != 2 {
+		t.Fatalf("%d audio packets, want the 40 ms before the digit and the 40 ms after it", len(audio))
+	}
+	if got := len(audio[1].Payload); got != 320 {
+		t.Fatalf("the audio after the digit went out with %d octets, want one 40 ms packet of 320", got)
+	}
+}

@@ -349,7 +349,8 @@ func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) uint32 {
 // flushBefore sends what is encoded and not yet sent ahead of an event
 // packet at destination timestamp ts, in a shorter packet if it is not a
 // whole one, as a talkspurt's tail is sent: the audio before a digit goes
-// before it, rather than after it or not at all. Audio that ended before
+// before it, rather than after it or not at all. Audio queued from the
+// event's start on is after it, and stays queued. Audio that ended before
 // a pause ended a talkspurt, and is dropped as the audio path would drop
 // it. PCM short of a frame in the fifo stays there, and the audio after
 // the digit, which does not follow on from it, drops it: padded with
@@ -358,7 +359,10 @@ func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) uint32 {
 // clock (bridge_transcode_tail.go).
 func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) {
 	t.sendPaced(d, pt, now) // whole packets, and before the event whatever its time
-	if !t.packets.pending() {
+	if !t.packets.pending() || int32(t.packets.ts-ts) >= 0 {
+		// Nothing is queued, or what is follows the event: audio that
+		// resumed while its end is retransmitted, and waits for its
+		// packet to fill as any audio does.
 		return
 	}
 	if int32(ts-t.queuedEnd()) > int32(t.frameTicks/2) {
