@@ -7,7 +7,6 @@ import (
 	"github.com/pion/rtp"
 
 	"callgrid.dev/services/media/internal/codec"
-	"callgrid.dev/services/media/internal/sdpneg"
 )
 
 // A transcoding bridge from an endpoint sending 60 ms packets to one that
@@ -153,17 +152,13 @@ func TestMultiFramePacedPacketsFollowTheRoute(t *testing.T) {
 		sent   int // of the two paced packets
 	}{
 		{name: "unchanged", change: func(*pacedRig) {}, sent: 2},
-		{name: "route without the transcoder", change: func(g *pacedRig) {
-			r := *g.r
-			r.mode, r.tc = routePassthrough, nil
-			g.d.route.Store(&r)
-		}},
-		{name: "hold", change: func(g *pacedRig) {
-			p := *g.d.to.peer.Load()
-			p.direction = sdpneg.SendOnly
-			g.d.to.peer.Store(&p)
-		}},
-		{name: "halt", change: func(g *pacedRig) { g.r.tc.halt() }},
+	}
+	for _, c := range queueDroppingChanges {
+		tests = append(tests, struct {
+			name   string
+			change func(g *pacedRig)
+			sent   int
+		}{name: c.name, change: c.change})
 	}
 	for _, c := range tests {
 		t.Run(c.name, func(t *testing.T) {

@@ -216,6 +216,27 @@ func TestPacedPacketsGoBeforeWhatFollows(t *testing.T) {
 	}
 }
 
+// queueDroppingChanges are what drops the audio a transcoder holds
+// back, paced packets included, rather than send it: a route without the
+// transcoder, none, a hold, a halt.
+var queueDroppingChanges = []struct {
+	name   string
+	change func(g *pacedRig)
+}{
+	{name: "route without the transcoder", change: func(g *pacedRig) {
+		r := *g.r
+		r.mode, r.tc = routePassthrough, nil
+		g.d.route.Store(&r)
+	}},
+	{name: "no route", change: func(g *pacedRig) { g.d.route.Store(nil) }},
+	{name: "hold", change: func(g *pacedRig) {
+		p := *g.d.to.peer.Load()
+		p.direction = sdpneg.SendOnly
+		g.d.to.peer.Store(&p)
+	}},
+	{name: "halt", change: func(g *pacedRig) { g.r.tc.halt() }},
+}
+
 // A paced packet goes out only under the route and transcoder that paced
 // it, as a tail does: a new route keeping the transcoder is taken up, and
 // the packet goes out as it says; a route without it, a hold, a halt
@@ -232,18 +253,13 @@ func TestPacedPacketFollowsTheRoute(t *testing.T) {
 			r.audioPT = 112
 			g.d.route.Store(&r)
 		}, pt: 112},
-		{name: "route without the transcoder", change: func(g *pacedRig) {
-			r := *g.r
-			r.mode, r.tc = routePassthrough, nil
-			g.d.route.Store(&r)
-		}},
-		{name: "no route", change: func(g *pacedRig) { g.d.route.Store(nil) }},
-		{name: "hold", change: func(g *pacedRig) {
-			p := *g.d.to.peer.Load()
-			p.direction = sdpneg.SendOnly
-			g.d.to.peer.Store(&p)
-		}},
-		{name: "halt", change: func(g *pacedRig) { g.r.tc.halt() }},
+	}
+	for _, c := range queueDroppingChanges {
+		tests = append(tests, struct {
+			name   string
+			change func(g *pacedRig)
+			pt     uint8
+		}{name: c.name, change: c.change})
 	}
 	for _, c := range tests {
 		t.Run(c.name, func(t *testing.T) {

@@ -179,6 +179,20 @@ func TestRejectedReOfferIsRolledBack(t *testing.T) {
 	relays(t, "B to A after a second rollback", b, nodeB, 4, a)
 }
 
+// answered offers session s1 with aSDP and answers it with bSDP, and
+// returns the answer the node sent A.
+func answered(t *testing.T, e *Engine, aSDP, bSDP []byte) []byte {
+	t.Helper()
+	if _, err := e.Offer(t.Context(), OfferParams{SessionID: "s1", CallID: "call-s1", SDP: aSDP}); err != nil {
+		t.Fatal(err)
+	}
+	answer, _, err := e.Answer(t.Context(), "s1", bSDP, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer
+}
+
 // A re-offer whose answer the node refuses (the callee answered with a
 // codec nobody offered) is rolled back, and the rollback hands back the SDP
 // the offerer last got, byte for byte: its re-INVITE is still owed an
@@ -188,13 +202,7 @@ func TestRollbackReturnsTheOfferersLastAnswer(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
 	ctx := t.Context()
-	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0 8")}); err != nil {
-		t.Fatal(err)
-	}
-	answerToA, _, err := e.Answer(ctx, "s1", b.sdp("0"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	answerToA := answered(t, e, a.sdp("0 8"), b.sdp("0"))
 	nodeA := nodeAddr(t, answerToA)
 	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("8 0"), false); err != nil {
 		t.Fatal(err)
@@ -222,13 +230,7 @@ func TestRollbackAfterEarlyAnswerReturnsTheAnswerBeforeIt(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
 	ctx := t.Context()
-	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0")}); err != nil {
-		t.Fatal(err)
-	}
-	answerToA, _, err := e.Answer(ctx, "s1", b.sdp("0"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	answerToA := answered(t, e, a.sdp("0"), b.sdp("0"))
 	nodeA := nodeAddr(t, answerToA)
 	// A puts B on hold; B's 183 answers it, and the node answers A so.
 	if _, _, err := e.Update(ctx, "s1", LegA, a.sdp("0", "a=sendonly"), false); err != nil {
@@ -267,13 +269,7 @@ func TestRollbackAnswersWithTheSDPInForce(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
 	ctx := t.Context()
-	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", CallID: "call-s1", SDP: a.sdp("0 8")}); err != nil {
-		t.Fatal(err)
-	}
-	answerToA, _, err := e.Answer(ctx, "s1", b.sdp("0"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	answerToA := answered(t, e, a.sdp("0 8"), b.sdp("0"))
 	// B puts A on hold; A refuses the re-INVITE (488) and B's offer is
 	// rolled back: A's session is still answerToA.
 	holdToA, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=sendonly"), false)
