@@ -96,6 +96,10 @@ type testBus struct {
 	srv      *bus.EmbeddedServer
 	storeDir string
 	port     int
+	// interval is the heartbeat interval of the nodes and views started
+	// on the bus, testInterval unless a test needs nodes to stay in view
+	// through a machine too loaded to heartbeat every 100 ms.
+	interval time.Duration
 }
 
 func startBus(t testing.TB) *testBus {
@@ -105,7 +109,7 @@ func startBus(t testing.TB) *testBus {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb := &testBus{srv: srv, storeDir: dir, port: srv.Port()}
+	tb := &testBus{srv: srv, storeDir: dir, port: srv.Port(), interval: testInterval}
 	t.Cleanup(func() { tb.srv.Shutdown() })
 	return tb
 }
@@ -124,7 +128,19 @@ func (tb *testBus) restart(t testing.TB) {
 
 func connect(t testing.TB, tb *testBus, name string) *bus.Client {
 	t.Helper()
-	c, err := bus.Connect(context.Background(), bus.Config{URL: tb.url(), ReconnectWait: 50 * time.Millisecond}, name, zerolog.Nop(), prometheus.NewRegistry())
+	return connectWaiting(t, tb, name, 0)
+}
+
+// connectWaiting connects with requests bounded by requestTimeout, the
+// bus's default when 0.
+func connectWaiting(t testing.TB, tb *testBus, name string, requestTimeout time.Duration) *bus.Client {
+	t.Helper()
+	cfg := bus.Config{URL: tb.url(), ReconnectWait: 50 * time.Millisecond, RequestTimeout: requestTimeout}
+	if requestTimeout > 0 {
+		// The connection must outlive the longest request (Config.Validate).
+		cfg.PingInterval = max(requestTimeout/bus.MaxPingsOut, bus.DefaultPingInterval)
+	}
+	c, err := bus.Connect(context.Background(), cfg, name, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +168,7 @@ func startNode(t testing.TB, tb *testBus, id string, units int) *testNode {
 func startNodeOn(t testing.TB, tb *testBus, id string, units int, m Media) *testNode {
 	t.Helper()
 	c := connect(t, tb, "media-"+id)
-	n, err := New(Config{ID: id, AdvertiseAddress: "127.0.0.1", CapacityUnits: units, HeartbeatInterval: testInterval, DrainGrace: 5 * time.Second},
+	n, err := New(Config{ID: id, AdvertiseAddress: "127.0.0.1", CapacityUnits: units, HeartbeatInterval: tb.interval, DrainGrace: 5 * time.Second},
 		testLogger(t), prometheus.NewRegistry(), c, m)
 	if err != nil {
 		t.Fatal(err)
@@ -185,12 +201,14 @@ type testProxy struct {
 
 func startProxy(t testing.TB, tb *testBus, name string, cfg fleet.ClaimConfig) *testProxy {
 	t.Helper()
-	c := connect(t, tb, name)
+	// A request waits no longer than the client's request timeout, so an
+	// attempt timeout longer than the bus's default needs one as long.
+	c := connectWaiting(t, tb, name, max(cfg.AttemptTimeout, 0))
 	ctx, cancel := context.WithCancel(context.Background())
 	// Longer than JetStream's default 5 s: the embedded server, under the
 	// race detector on a loaded machine, has once taken that long.
 	opening, opened := context.WithTimeout(ctx, 30*time.Second)
-	kv, err := fleet.OpenBucket(opening, c, testInterval, 0)
+	kv, err := fleet.OpenBucket(opening, c, tb.interval, 0)
 	opened()
 	if err != nil {
 		cancel()
@@ -198,7 +216,7 @@ func startProxy(t testing.TB, tb *testBus, name string, cfg fleet.ClaimConfig) *
 	}
 	reg := prometheus.NewRegistry()
 	left := make(chan string, 16)
-	v := fleet.NewView(c, kv, testInterval, testLogger(t), reg, fleet.WithLeaveHandler(func(id string) {
+	v := fleet.NewView(c, kv, tb.interval, testLogger(t), reg, fleet.WithLeaveHandler(func(id string) {
 		select {
 		case left <- id:
 		default:
