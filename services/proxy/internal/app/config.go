@@ -133,6 +133,12 @@ func (c Config) Validate() error {
 	if c.Media.Claim.AttemptTimeout < 0 || c.Media.Claim.MaxAttempts < 0 || c.Media.Claim.Units < 0 {
 		errs = append(errs, errors.New("media.claim: attempt_timeout, max_attempts and units must not be negative"))
 	}
+	// A request waits no longer than the bus's request timeout: a longer
+	// attempt would be cut short without a word, and the node it gave up
+	// on would keep the units of an offer that came back too late.
+	if attempt, request := c.Media.Claim.AttemptTimeout, c.Bus.WithDefaults().RequestTimeout; attempt > request {
+		errs = append(errs, fmt.Errorf("media.claim.attempt_timeout: %v exceeds bus.request_timeout %v, which bounds each attempt", attempt, request))
+	}
 	return errors.Join(errs...)
 }
 

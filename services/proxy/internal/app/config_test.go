@@ -156,6 +156,7 @@ func TestLoadRejects(t *testing.T) {
 		{name: "gateway failure code of the callee", file: "sip:\n  gateway_failure:\n    codes: [486]\n", want: []string{"gateway_failure.codes[0]"}},
 		{name: "location max age not above the registrar's max expires", file: "location:\n  max_age: 1h\n", want: []string{"location.max_age", "sip.registrar.max_expires"}},
 		{name: "registrar max expires reaching location max age", env: map[string]string{"PROXY_SIP_REGISTRAR_MAX_EXPIRES": "7200"}, want: []string{"location.max_age", "sip.registrar.max_expires"}},
+		{name: "claim attempt longer than a bus request", file: "media:\n  claim:\n    attempt_timeout: 2s\n", want: []string{"media.claim.attempt_timeout", "bus.request_timeout"}},
 		{name: "gateway failure codes from the environment", env: map[string]string{"PROXY_SIP_GATEWAY_FAILURE_CODES": "503"}, want: []string{"sip.gateway_failure.codes"}},
 	}
 	for _, tc := range tests {
