@@ -43,10 +43,7 @@ func TestDigitLeavesWhatIsShortOfAFrameBeforeIt(t *testing.T) {
 	for _, c := range tests {
 		t.Run(c.name, func(t *testing.T) {
 			g := newPacedRig(t, frameDuration)
-			var halves [][]byte // 10 ms PCMU payloads
-			for _, f := range g.tone[:3] {
-				halves = append(halves, f[:80], f[80:])
-			}
+			halves := tenMillisecondHalves(g.tone[:3])
 			now := time.Now()
 			at := func(i int) time.Time { return now.Add(time.Duration(i) * 10 * time.Millisecond) }
 			for i := range 3 {
@@ -103,10 +100,7 @@ func TestDigitLeavesWhatIsShortOfAFrameBeforeIt(t *testing.T) {
 // half a frame in the fifo when the next end packet comes.
 func TestDigitEndRetransmittedAfterAudioResumes(t *testing.T) {
 	g := newPacedRig(t, frameDuration)
-	var halves [][]byte // 10 ms PCMU payloads
-	for _, f := range g.tone[:4] {
-		halves = append(halves, f[:80], f[80:])
-	}
+	halves := tenMillisecondHalves(g.tone[:4])
 	now := time.Now()
 	at := func(ms int) time.Time { return now.Add(time.Duration(ms) * time.Millisecond) }
 	for i := range 3 {
@@ -167,10 +161,7 @@ func TestDigitEndRetransmittedAfterAudioResumes(t *testing.T) {
 func TestDigitsKeepToTheSourceClock(t *testing.T) {
 	g := newPacedRig(t, frameDuration)
 	tc := g.r.tc
-	var halves [][]byte // 10 ms PCMU payloads
-	for _, f := range g.tone[:3] {
-		halves = append(halves, f[:80], f[80:])
-	}
+	halves := tenMillisecondHalves(g.tone[:3])
 	start := time.Now()
 	seq := uint16(100)
 	var firstTS uint32

@@ -24,6 +24,16 @@ func (g *pacedRig) sendAt(seq uint16, ts uint32, payload []byte, now time.Time) 
 	g.d.handleRTP(g.pkt[:n], g.src, now, 0)
 }
 
+// tenMillisecondHalves cuts 20 ms payloads of a sample codec (G.711,
+// G.722) into the 10 ms payloads of a source sending a=ptime:10.
+func tenMillisecondHalves(frames [][]byte) [][]byte {
+	halves := make([][]byte, 0, 2*len(frames))
+	for _, f := range frames {
+		halves = append(halves, f[:len(f)/2], f[len(f)/2:])
+	}
+	return halves
+}
+
 // rms is the root mean square of pcm.
 func rms(pcm []int16) float64 {
 	var sum float64
@@ -54,10 +64,7 @@ func TestTailLeavesWhatIsShortOfAFrame(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			g := &pacedRig{rig: newRig(t, c.from, c.to), t: t, pkt: make([]byte, maxPacket), buf: make([]byte, maxPacket)}
 			tc, step := g.r.tc, c.to.TimestampStep()
-			var halves [][]byte // 10 ms source payloads
-			for _, f := range encodeTone(t, c.from.Name, c.from.SampleRate, 3) {
-				halves = append(halves, f[:len(f)/2], f[len(f)/2:])
-			}
+			halves := tenMillisecondHalves(encodeTone(t, c.from.Name, c.from.SampleRate, 3))
 			now := time.Now()
 			at := func(i int) time.Time { return now.Add(time.Duration(i) * 10 * time.Millisecond) }
 			for i := range 3 {
@@ -109,10 +116,7 @@ func TestTailLeavesWhatIsShortOfAFrame(t *testing.T) {
 func TestLateTalkspurtEndsKeepToTheSourceClock(t *testing.T) {
 	g := newPacedRig(t, frameDuration)
 	tc := g.r.tc
-	var halves [][]byte // 10 ms PCMU payloads
-	for _, f := range g.tone[:3] {
-		halves = append(halves, f[:80], f[80:])
-	}
+	halves := tenMillisecondHalves(g.tone[:3])
 	start := time.Now()
 	seq := uint16(100)
 	var firstTS uint32
