@@ -206,11 +206,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 				// The answer in a reliable provisional the node refused
 				// is the only one: the offerer gets back its session.
 				c.logger().Warn().Msg("in-dialog early answer not anchored; the offerer keeps its session")
-				answer := s.refusedAnswerRollback(c, m)
-				if answer != nil {
-					setSDPBody(up, answer)
-				}
-				m.sent2xx.Store(&rewritten2xx{body: answer})
+				s.answerWithSessionKept(c, m, up)
 			}
 			return nil
 		}
@@ -224,13 +220,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 			// carries one): the node's last SDP to it, unchanged down to
 			// its version, says the session stays as it was (RFC 3264 §8).
 			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored; the offerer keeps its session")
-			answer := s.refusedAnswerRollback(c, m)
-			if answer == nil {
-				dropBody(up)
-			} else {
-				setSDPBody(up, answer)
-			}
-			m.sent2xx.Store(&rewritten2xx{body: answer})
+			s.answerWithSessionKept(c, m, up)
 			return nil
 		}
 		setSDPBody(up, out)
@@ -301,20 +291,26 @@ func (s *Server) addNodeToRecordRoute(up *sip.Response, sess mediaSession) {
 	}
 }
 
-// refusedAnswerRollback rolls the session back after the node refused the
-// answer to the in-dialog offer of m, and returns the SDP that answers the
-// offerer anew; nil when there was no offer (a 2xx's offer the node
-// refused, which the caller is sent without) or the rollback failed.
-func (s *Server) refusedAnswerRollback(c *call, m *callMedia) []byte {
-	if !m.offered {
-		return nil
+// answerWithSessionKept rolls the session back after the node refused the
+// answer to the in-dialog offer of m, and has up, the 2xx to the offerer,
+// and its retransmissions carry the SDP that answers it anew. Without an
+// offer (a 2xx's offer the node refused), or when the rollback fails, up
+// goes without SDP.
+func (s *Server) answerWithSessionKept(c *call, m *callMedia, up *sip.Response) {
+	var answer []byte
+	if m.offered {
+		last, err := s.rollback(m.sess, m.reqLeg)
+		if err != nil {
+			c.logger().Warn().Err(err).Msg("refused answer's offer not rolled back")
+		}
+		answer = last
 	}
-	last, err := s.rollback(m.sess, m.reqLeg)
-	if err != nil {
-		c.logger().Warn().Err(err).Msg("refused answer's offer not rolled back")
-		return nil
+	if answer == nil {
+		dropBody(up)
+	} else {
+		setSDPBody(up, answer)
 	}
-	return last
+	m.sent2xx.Store(&rewritten2xx{body: answer})
 }
 
 // rejectedOffer rolls the node's session back when an in-dialog request's
