@@ -352,11 +352,8 @@ func (t *transcoder) sendNext(d *direction, pt uint8, now time.Time) uint32 {
 // before it, rather than after it or not at all. Audio queued from the
 // event's start on is after it, and stays queued. Audio that ended before
 // a pause ended a talkspurt, and is dropped as the audio path would drop
-// it. PCM short of a frame in the fifo stays there, and the audio after
-// the digit, which does not follow on from it, drops it: padded with
-// silence to a frame it could be sent, but the event's start, and all
-// after it, would then have to move past the padding, off the source's
-// clock (bridge_transcode_tail.go).
+// it. PCM short of a frame in the fifo stays there, as at a talkspurt's
+// end (bridge_transcode_tail.go).
 func (t *transcoder) flushBefore(d *direction, pt uint8, ts uint32, now time.Time) {
 	t.sendPaced(d, pt, now) // whole packets, and before the event whatever its time
 	if !t.packets.pending() || int32(t.packets.ts-ts) >= 0 {

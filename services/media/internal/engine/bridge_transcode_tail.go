@@ -12,13 +12,12 @@ import "time"
 //
 // Only encoded audio makes a tail. A source that does not send whole
 // frames (10 ms packets, 30 ms ones) may leave PCM short of the encoder's
-// 20 ms frame in the fifo at a talkspurt's end; it stays there, for a
-// source that was only late to complete the frame with audio that follows
-// on, and is dropped by the next talkspurt's audio otherwise, as is what
-// of a frame precedes a digit. Padded with silence to a frame and sent, it moved the
-// destination's timeline a part frame ahead of the source's whenever the
-// source was late rather than stopped (its audio overlapping the padding
-// already sent), and nothing brought it back.
+// 20 ms frame in the fifo at a talkspurt's end, or before a digit; it
+// stays there, for a source that was only late to complete the frame with
+// the audio that follows, and the next talkspurt's audio drops it
+// otherwise. The encoders take whole frames only, and padding it with
+// silence would put the destination's timeline a part frame ahead of the
+// source's whenever the source was late rather than stopped.
 //
 // What a tail is made of goes out the same way, at once, ahead of a digit
 // (flushBefore) and of a new codec's first audio when the source switches

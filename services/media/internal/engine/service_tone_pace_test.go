@@ -14,8 +14,9 @@ import (
 )
 
 // toneSession is a tone session's leg A, sending to endpoint a, playing a
-// PCMU tone in packets of every; it has no event loop and no clock.
-func toneSession(t *testing.T, a *endpoint, every time.Duration) *session {
+// tone in codecName in packets of every; it has no event loop and no
+// clock.
+func toneSession(t *testing.T, a *endpoint, codecName string, every time.Duration) *session {
 	t.Helper()
 	pool, err := portpool.New("127.0.0.1", testPortMin+100, testPortMax)
 	if err != nil {
@@ -33,7 +34,7 @@ func toneSession(t *testing.T, a *endpoint, every time.Duration) *session {
 	s := &session{e: &Engine{metrics: m, rtcpEvery: time.Hour}, service: ServiceTone, done: make(chan struct{})}
 	s.legs[0] = newLeg(LegA, pair, netip.MustParseAddr("127.0.0.1"), false, 0, &m.drops)
 	s.legs[0].peer.Store(&peer{rtp: a.addr(), direction: sdpneg.SendRecv})
-	info, _ := codec.Lookup("PCMU")
+	info, _ := codec.Lookup(codecName)
 	src, err := newToneSource(info, 0, every, codec.DefaultOpusOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +54,7 @@ func toneSession(t *testing.T, a *endpoint, every time.Duration) *session {
 func TestTenMillisecondToneIsSentAPacketAtATime(t *testing.T) {
 	a := newEndpoint(t)
 	synctest.Test(t, func(t *testing.T) {
-		s := toneSession(t, a, 10*time.Millisecond)
+		s := toneSession(t, a, "PCMU", 10*time.Millisecond)
 		l := s.legs[0]
 		s.wg.Add(1)
 		go s.clock()
@@ -76,7 +77,7 @@ func TestTenMillisecondToneIsSentAPacketAtATime(t *testing.T) {
 
 // Playing the tone allocates nothing a packet, 10 ms ones included.
 func TestTonePacketAllocatesNothing(t *testing.T) {
-	s := toneSession(t, newEndpoint(t), 10*time.Millisecond)
+	s := toneSession(t, newEndpoint(t), "PCMU", 10*time.Millisecond)
 	p := newTonePlayer()
 	clock := newToneClock(p)
 	defer clock.stop()

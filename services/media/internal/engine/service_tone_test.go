@@ -5,16 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"callgrid.dev/services/media/internal/codec"
-	"callgrid.dev/services/media/internal/portpool"
-	"callgrid.dev/services/media/internal/sdpneg"
 )
 
 // The tone goes out at the packet time the caller's SDP asks for when its
@@ -131,19 +127,6 @@ func TestToneFollowsAReInvitesPacketTime(t *testing.T) {
 // would send none on one and two on the next, a gap and a burst, for as
 // long as the run lasts.
 func TestTonePacingFollowsLateTicks(t *testing.T) {
-	pool, err := portpool.New("127.0.0.1", testPortMin+100, testPortMax)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := newMetrics(prometheus.NewRegistry(), pool, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := pool.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pair.Release)
 	a := newEndpoint(t)
 	for _, tc := range []struct {
 		codec string
@@ -155,16 +138,8 @@ func TestTonePacingFollowsLateTicks(t *testing.T) {
 		{"opus", 60 * time.Millisecond},
 	} {
 		t.Run(tc.codec+" "+tc.every.String(), func(t *testing.T) {
-			s := &session{e: &Engine{metrics: m}, service: ServiceTone}
-			s.legs[0] = newLeg(LegA, pair, netip.MustParseAddr("127.0.0.1"), false, 0, &m.drops)
-			s.legs[0].peer.Store(&peer{rtp: a.addr(), direction: sdpneg.SendRecv})
+			s := toneSession(t, a, tc.codec, tc.every)
 			info, _ := codec.Lookup(tc.codec)
-			src, err := newToneSource(info, 0, tc.every, codec.DefaultOpusOptions())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(src.close)
-			s.tone.Store(src)
 
 			p := newTonePlayer()
 			clock := newToneClock(p)
