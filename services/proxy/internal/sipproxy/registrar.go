@@ -3,7 +3,6 @@ package sipproxy
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,17 +53,9 @@ func (s *Server) registerBindings(c *call) error {
 	}
 	var updates []bindingUpdate
 	if !wildcard {
-		updates = make([]bindingUpdate, 0, len(contacts))
-		for _, ct := range contacts {
-			expires := s.grantedExpires(req, ct)
-			if expires > 0 && expires < s.cfg.Registrar.MinExpires {
-				return &intervalTooBriefError{min: s.cfg.Registrar.MinExpires}
-			}
-			updates = append(updates, bindingUpdate{contact: contactKey(ct), expires: expires})
+		if updates, err = s.bindingUpdates(req, contacts); err != nil {
+			return err
 		}
-	}
-	if n := contactsKept(updates, contactURIs{}); n > s.cfg.Registrar.MaxContacts {
-		return fmt.Errorf("register %d contacts for %s, %d allowed: %w", n, aor, s.cfg.Registrar.MaxContacts, errTooManyContacts)
 	}
 
 	now := s.now()
@@ -118,6 +109,28 @@ func (s *Server) registerBindings(c *call) error {
 	return nil
 }
 
+// bindingUpdates checks each Contact of a REGISTER, none of them "*", and
+// returns what each asks for, marked by markBinding: an expiry in the
+// allowed range, and no more bindings than max_contacts.
+func (s *Server) bindingUpdates(req *sip.Request, contacts []*sip.ContactHeader) ([]bindingUpdate, error) {
+	updates := make([]bindingUpdate, 0, len(contacts))
+	// Read once: finding a header walks them all, and a REGISTER may
+	// carry hundreds of Contacts.
+	header := expiresHeader(req)
+	for _, ct := range contacts {
+		expires := s.grantedExpires(ct, header)
+		if expires > 0 && expires < s.cfg.Registrar.MinExpires {
+			return nil, &intervalTooBriefError{min: s.cfg.Registrar.MinExpires}
+		}
+		key := contactKey(ct)
+		updates = append(updates, bindingUpdate{contact: key, form: parseContactForm(key), expires: expires})
+	}
+	if markBinding(updates, s.cfg.Registrar.MaxContacts) > s.cfg.Registrar.MaxContacts {
+		return nil, fmt.Errorf("register more than %d contacts: %w", s.cfg.Registrar.MaxContacts, errTooManyContacts)
+	}
+	return updates, nil
+}
+
 // newBinding is the binding a REGISTER makes, but for its contact and
 // expiry, which each Contact sets.
 func (s *Server) newBinding(req *sip.Request, aor string, now time.Time) location.Binding {
@@ -154,39 +167,45 @@ func (s *Server) newBinding(req *sip.Request, aor string, now time.Time) locatio
 // so replicas that disagree on the limit do not cut each other's bindings
 // back on every REGISTER. A binding written by a newer REGISTER of the same
 // Call-ID is never among the others: registerOrder refuses the request.
+// updates are marked by markBinding.
 func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingUpdate, made location.Binding) []location.Binding {
 	uris := contactURIs{}
 	// Bound before this REGISTER: own contacts equal to one (RFC 3261
-	// 19.1.4) refresh it, however the phone writes them now.
-	bound := slices.Clone(live)
-	others := live
+	// 19.1.4) refresh it, however the phone writes them now. Every
+	// contact, of any expiry, takes the place of the bindings it equals.
+	others := make([]location.Binding, 0, len(live))
+	for _, l := range live {
+		if !equalsAny(uris.form(l.Contact), updates) {
+			others = append(others, l)
+		}
+	}
+	// A contact listed twice takes its last expiry, as if refreshed. One
+	// written otherwise replaces the binding, which then keeps the Contact
+	// as the phone last wrote it: the last of the equal ones binds
+	// (markBinding).
 	var own []location.Binding
+	var ownForms []*contactForm
 	for _, u := range updates {
-		// A contact listed twice takes its last expiry, as if refreshed.
-		// One written otherwise replaces the binding, which then keeps the
-		// Contact as the phone last wrote it.
-		sameContact := func(b location.Binding) bool { return uris.same(b.Contact, u.contact) }
-		others = slices.DeleteFunc(others, sameContact)
-		own = slices.DeleteFunc(own, sameContact)
-		if u.expires == 0 {
+		if !u.binds {
 			continue
 		}
 		b := made
 		b.Contact = u.contact
 		b.Expires = made.UpdatedAt.Add(time.Duration(u.expires) * time.Second)
 		own = append(own, b)
+		ownForms = append(ownForms, u.form)
 	}
 	// Each binding bound before refreshes one own contact at most: 19.1.4
 	// equality is not transitive (a parameter in one URI only is ignored),
 	// so two contacts that differ can both equal one binding, and then one
 	// of them is new. Counted otherwise, a phone could split its bindings
 	// past max_contacts with refreshes.
-	refreshed := make([]bool, len(bound))
+	refreshed := make([]bool, len(live))
 	added := 0
-	for _, b := range own {
+	for _, f := range ownForms {
 		match := -1
-		for i, l := range bound {
-			if !refreshed[i] && uris.same(l.Contact, b.Contact) {
+		for i, l := range live {
+			if !refreshed[i] && sameContact(uris.form(l.Contact), f) {
 				match = i
 				break
 			}
@@ -207,23 +226,43 @@ func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingU
 	return next
 }
 
-// contactsKept is how many bindings a REGISTER's contacts leave: each
-// contact once, by URI equality, unless its last expiry is 0.
-func contactsKept(updates []bindingUpdate, uris contactURIs) int {
+// markBinding marks the updates that leave a binding: each contact once,
+// by URI equality, the last of those equal to it, unless its expiry is 0.
+// It returns how many, but stops past limit, the most a REGISTER may bind,
+// leaving the rest unmarked: every contact that binds is compared with
+// every later one, and the largest message holds hundreds of contacts.
+func markBinding(updates []bindingUpdate, limit int) int {
 	n := 0
-	for i, u := range updates {
-		later := func(v bindingUpdate) bool { return uris.same(u.contact, v.contact) }
-		if u.expires > 0 && !slices.ContainsFunc(updates[i+1:], later) {
-			n++
+	for i := range updates {
+		u := &updates[i]
+		u.binds = u.expires > 0 && !equalsAny(u.form, updates[i+1:])
+		if u.binds {
+			if n++; n > limit {
+				return n
+			}
 		}
 	}
 	return n
 }
 
+// equalsAny reports whether f is the same URI as any update's contact.
+func equalsAny(f *contactForm, updates []bindingUpdate) bool {
+	for i := range updates {
+		if sameContact(f, updates[i].form) {
+			return true
+		}
+	}
+	return false
+}
+
 // bindingUpdate is one Contact of a REGISTER, checked and not yet applied.
 type bindingUpdate struct {
 	contact string
+	form    *contactForm
 	expires int
+	// binds: no later contact of the REGISTER equals this one, and its
+	// expiry is not 0 (markBinding).
+	binds bool
 }
 
 // wildcardContact reports whether the REGISTER removes all bindings. "*"
@@ -309,16 +348,14 @@ func registerContacts(req *sip.Request) ([]*sip.ContactHeader, error) {
 }
 
 // grantedExpires applies RFC 3261 10.3 step 7: the contact's expires
-// parameter, else the Expires header, else the default; capped at the maximum.
-func (s *Server) grantedExpires(req *sip.Request, ct *sip.ContactHeader) int {
-	expires := -1
+// parameter, else header, the REGISTER's Expires (expiresHeader), else the
+// default; capped at the maximum. A malformed value in either place is not
+// skipped for the next: it counts as 3600 seconds (RFC 3261 20.10, 20.19),
+// then capped as any.
+func (s *Server) grantedExpires(ct *sip.ContactHeader, header int) int {
+	expires := header
 	if v, ok := ct.Params.Get("expires"); ok {
-		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-			expires = n
-		}
-	}
-	if expires < 0 {
-		expires = expiresHeader(req)
+		expires = deltaSeconds(v)
 	}
 	if expires < 0 {
 		expires = s.cfg.Registrar.DefaultExpires
@@ -326,15 +363,38 @@ func (s *Server) grantedExpires(req *sip.Request, ct *sip.ContactHeader) int {
 	return min(expires, s.cfg.Registrar.MaxExpires)
 }
 
-// expiresHeader returns the Expires header value or -1.
+// expiresHeader returns the Expires header's seconds (see deltaSeconds),
+// or -1 without one.
 func expiresHeader(req *sip.Request) int {
 	h := req.GetHeader("Expires")
 	if h == nil {
 		return -1
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
-	if err != nil || n < 0 {
-		return -1
+	return deltaSeconds(strings.TrimSpace(h.Value()))
+}
+
+// malformedExpires is what a malformed expiry counts as (RFC 3261 20.10,
+// 20.19): an RFC 2543 phone may still send an absolute date there.
+const malformedExpires = 3600
+
+// maxDeltaSeconds is the largest expiry RFC 3261 defines, 2**32-1; a
+// longer one may be taken as it (10.2.1.1), and is capped anyway.
+const maxDeltaSeconds = 1<<32 - 1
+
+// deltaSeconds reads delta-seconds (1*DIGIT, RFC 3261 25.1): a longer
+// number than maxDeltaSeconds is maxDeltaSeconds, anything else that is
+// not digits alone (a sign, a date, nothing) is malformedExpires.
+func deltaSeconds(v string) int {
+	if v == "" {
+		return malformedExpires
+	}
+	n := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return malformedExpires
+		}
+		n = min(n*10+int(c-'0'), maxDeltaSeconds)
 	}
 	return n
 }

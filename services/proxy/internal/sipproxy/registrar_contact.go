@@ -2,6 +2,7 @@ package sipproxy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -23,66 +24,144 @@ func contactKey(ct *sip.ContactHeader) string {
 	return uri.String()
 }
 
-// contactURIs parses stored contacts once for the comparisons of one
-// REGISTER, which compare each against every Contact of the request.
-type contactURIs map[string]*sip.Uri
+// contactURIs holds the stored contacts of one REGISTER's comparisons in
+// their compared form, each made once however often it is compared.
+type contactURIs map[string]*contactForm
 
-// uri is contact parsed, or nil when it does not parse.
-func (c contactURIs) uri(contact string) *sip.Uri {
-	if u, ok := c[contact]; ok {
-		return u
+// form is contact in its compared form.
+func (c contactURIs) form(contact string) *contactForm {
+	if f, ok := c[contact]; ok {
+		return f
 	}
-	var u *sip.Uri
-	var parsed sip.Uri
-	if err := sip.ParseUri(contact, &parsed); err == nil {
-		u = &parsed
-	}
-	c[contact] = u
-	return u
+	f := parseContactForm(contact)
+	c[contact] = f
+	return f
 }
 
-// same reports whether contacts a and b are the same URI. One that does
-// not parse (a binding written by an older release, say) is only the same
-// as itself, character for character.
-func (c contactURIs) same(a, b string) bool {
-	if a == b {
-		return true
+// contactForm is a contact URI as RFC 3261 19.1.4 compares it, its escapes
+// decoded and its parameters folded and sorted, so that comparing two
+// costs no parsing and no allocation: a REGISTER's contacts are compared
+// pairwise, and the largest message holds hundreds of them.
+type contactForm struct {
+	// raw is the contact as written: equal strings are equal URIs.
+	raw string
+	// parsed is false for a contact that does not parse (a binding
+	// written by an older release, say): it is only the same as itself,
+	// character for character.
+	parsed bool
+	// scheme is lower-case. A URI of another scheme than sip or sips
+	// (tel, urn) has rules of its own, which a registrar need not know:
+	// foreign, it is compared as uri, the URI as written, alone.
+	scheme  string
+	foreign bool
+	uri     string
+	// wildcard is the "*" of a removal of every binding.
+	wildcard bool
+	user     string
+	password string
+	host     string
+	// ip is host as an address, when it is one.
+	ip      netip.Addr
+	port    int
+	params  []foldedParam
+	headers []foldedParam
+	// mustHave has a bit for each of paramsMustMatch that params holds.
+	mustHave uint8
+}
+
+// foldedParam is a URI parameter or header with its name in lower case and
+// its value unescaped (and, for a parameter, in lower case).
+type foldedParam struct{ name, value string }
+
+// parseContactForm parses and folds a stored contact.
+func parseContactForm(contact string) *contactForm {
+	var u sip.Uri
+	if err := sip.ParseUri(contact, &u); err != nil {
+		return &contactForm{raw: contact}
 	}
-	ua, ub := c.uri(a), c.uri(b)
-	if ua == nil || ub == nil {
-		return false
+	return newContactForm(contact, &u)
+}
+
+// newContactForm is u, written raw, in its compared form.
+func newContactForm(raw string, u *sip.Uri) *contactForm {
+	f := &contactForm{raw: raw, parsed: true, scheme: uriScheme(u)}
+	if f.scheme != "sip" && f.scheme != "sips" {
+		f.foreign, f.uri = true, u.Raw()
+		return f
 	}
-	return uriEqual(ua, ub)
+	f.wildcard = u.Wildcard
+	f.user, f.password = unescapeURI(u.User), unescapeURI(u.Password)
+	f.host, f.port = u.Host, u.Port
+	if ip, err := netip.ParseAddr(strings.Trim(u.Host, "[]")); err == nil {
+		f.ip = ip
+	}
+	f.params = foldedParams(u.UriParams, true)
+	f.headers = foldedParams(u.Headers, false)
+	for _, p := range f.params {
+		if i := slices.Index(paramsMustMatch[:], p.name); i >= 0 {
+			f.mustHave |= 1 << i
+		}
+	}
+	return f
 }
 
 // uriEqual reports whether a and b are equal SIP or SIPS URIs by RFC 3261
-// 19.1.4: scheme and host compare without case, user and password with
-// it; a port present in one must be in the other (an absent port is not
-// 5060, it may resolve to another); the user, ttl, method, maddr and
-// transport parameters must match when either has them, any other only
-// when both do; headers must all match; and an escaped character other
-// than a reserved one equals the character. Order of parameters and of
-// headers does not matter.
+// 19.1.4 (see sameForm).
 func uriEqual(a, b *sip.Uri) bool {
-	sa, sb := uriScheme(a), uriScheme(b)
-	if sa != sb {
+	return sameForm(newContactForm("", a), newContactForm("", b))
+}
+
+// sameContact reports whether contacts a and b are the same URI: written
+// alike, or equal by sameForm.
+func sameContact(a, b *contactForm) bool {
+	return a.raw == b.raw || sameForm(a, b)
+}
+
+// sameForm reports whether a and b are equal by RFC 3261 19.1.4:
+// scheme and host compare without case, user and password with it; a port
+// present in one must be in the other (an absent port is not 5060, it may
+// resolve to another); the user, ttl, method, maddr and transport
+// parameters must match when either has them, any other only when both
+// do; headers must all match; and an escaped character other than a
+// reserved one equals the character. Order of parameters and of headers
+// does not matter.
+func sameForm(a, b *contactForm) bool {
+	if !a.parsed || !b.parsed || a.scheme != b.scheme {
 		return false
 	}
-	if sa != "sip" && sa != "sips" {
-		// Another scheme (tel, urn) has rules of its own, which a
-		// registrar need not know: equal only as written.
-		return a.Raw() == b.Raw()
+	if a.foreign {
+		return a.uri == b.uri
 	}
-	if a.Wildcard || b.Wildcard {
-		return a.Wildcard == b.Wildcard
+	if a.wildcard || b.wildcard {
+		return a.wildcard == b.wildcard
 	}
-	if unescapeURI(a.User) != unescapeURI(b.User) || unescapeURI(a.Password) != unescapeURI(b.Password) {
+	if a.user != b.user || a.password != b.password || a.port != b.port || a.mustHave != b.mustHave {
 		return false
 	}
-	if !hostEqual(a.Host, b.Host) || a.Port != b.Port {
+	if a.host != b.host && !strings.EqualFold(a.host, b.host) && !(a.ip.IsValid() && a.ip == b.ip) {
 		return false
 	}
-	return uriParamsEqual(a.UriParams, b.UriParams) && uriHeadersEqual(a.Headers, b.Headers)
+	return paramsAgree(a.params, b.params) && slices.Equal(a.headers, b.headers)
+}
+
+// paramsAgree reports whether every parameter named in both a and b has
+// the same value in each; a and b are sorted by name.
+func paramsAgree(a, b []foldedParam) bool {
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		switch {
+		case a[i].name == b[j].name:
+			if a[i].value != b[j].value {
+				return false
+			}
+			i++
+			j++
+		case a[i].name < b[j].name:
+			i++
+		default:
+			j++
+		}
+	}
+	return true
 }
 
 // uriScheme is the URI's scheme in lower case; sipgo leaves it empty on a
@@ -94,76 +173,31 @@ func uriScheme(u *sip.Uri) string {
 	return strings.ToLower(u.Scheme)
 }
 
-// hostEqual compares hosts without case, and IP addresses as addresses,
-// so that the same IPv6 address written two ways is one host. A name
-// never equals the address it resolves to (19.1.4).
-func hostEqual(a, b string) bool {
-	if strings.EqualFold(a, b) {
-		return true
-	}
-	ia, errA := netip.ParseAddr(strings.Trim(a, "[]"))
-	ib, errB := netip.ParseAddr(strings.Trim(b, "[]"))
-	return errA == nil && errB == nil && ia == ib
-}
-
 // paramsMustMatch are the URI parameters that, present in one URI, make
 // it differ from one without them, whatever their value (19.1.4).
 var paramsMustMatch = [...]string{"user", "ttl", "method", "maddr", "transport"}
 
-// uriParamsEqual compares URI parameters by 19.1.4: names and values
-// without case, after unescaping.
-func uriParamsEqual(a, b sip.HeaderParams) bool {
-	ma, mb := foldedParams(a, true), foldedParams(b, true)
-	for _, name := range paramsMustMatch {
-		_, inA := ma[name]
-		_, inB := mb[name]
-		if inA != inB {
-			return false
-		}
+// foldedParams is p with names in lower case and values unescaped (in
+// lower case too with foldValues), sorted by name. Of a name given twice
+// the first counts, as a parser reading the first match would use it.
+func foldedParams(p sip.HeaderParams, foldValues bool) []foldedParam {
+	if len(p) == 0 {
+		return nil
 	}
-	for name, va := range ma {
-		if vb, ok := mb[name]; ok && va != vb {
-			return false
-		}
-	}
-	return true
-}
-
-// uriHeadersEqual compares URI headers: each present in one must be in the
-// other with the same value. Names compare without case; values as
-// written but for escapes, since how a header's value compares is that
-// header's own rule (RFC 3261 section 20) and a registrar treating two
-// values as one would merge bindings the phone meant to keep apart.
-func uriHeadersEqual(a, b sip.HeaderParams) bool {
-	ma, mb := foldedParams(a, false), foldedParams(b, false)
-	if len(ma) != len(mb) {
-		return false
-	}
-	for name, va := range ma {
-		if vb, ok := mb[name]; !ok || va != vb {
-			return false
-		}
-	}
-	return true
-}
-
-// foldedParams maps parameter names, in lower case, onto their unescaped
-// values (in lower case too with foldValues). Of a name given twice the
-// first counts, as a parser reading the first match would use it.
-func foldedParams(p sip.HeaderParams, foldValues bool) map[string]string {
-	m := make(map[string]string, len(p))
+	out := make([]foldedParam, 0, len(p))
 	for _, kv := range p {
 		name := asciiLower(unescapeURI(kv.K))
-		if _, dup := m[name]; dup {
+		if slices.ContainsFunc(out, func(f foldedParam) bool { return f.name == name }) {
 			continue
 		}
 		v := unescapeURI(kv.V)
 		if foldValues {
 			v = asciiLower(v)
 		}
-		m[name] = v
+		out = append(out, foldedParam{name: name, value: v})
 	}
-	return m
+	slices.SortFunc(out, func(a, b foldedParam) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 // unescapeURI decodes the %-escapes of characters outside RFC 2396's

@@ -215,13 +215,16 @@ func rewrittenEqual(u *sip.Uri) *sip.Uri {
 	w := u.Clone()
 	// ASCII only: 19.1.4's case-insensitivity is ASCII's (hosts are
 	// ASCII), and Unicode upper-casing is not always undone by lowering.
+	// Byte by byte: mapping runes would turn an octet that is not UTF-8
+	// into U+FFFD, another name.
 	upper := func(s string) string {
-		return strings.Map(func(r rune) rune {
-			if 'a' <= r && r <= 'z' {
-				return r - 'a' + 'A'
+		b := []byte(s)
+		for i, c := range b {
+			if 'a' <= c && c <= 'z' {
+				b[i] = c - 'a' + 'A'
 			}
-			return r
-		}, s)
+		}
+		return string(b)
 	}
 	w.Scheme = upper(uriScheme(u))
 	w.Host = upper(u.Host)

@@ -179,7 +179,7 @@ func FuzzRequestPath(f *testing.F) {
 		_, _ = nextHop(base, "UDP")
 		if cts, err := registerContacts(req); err == nil {
 			for _, ct := range cts {
-				_ = s.grantedExpires(req, ct)
+				_ = s.grantedExpires(ct, expiresHeader(req))
 				if !ct.Address.Wildcard {
 					_ = contactKey(ct)
 				}
