@@ -67,46 +67,170 @@ func NodeDownEnd(rec *callgridv1.CallRecord, now time.Time) *callgridv1.CallEnde
 	}
 }
 
+// claimHold bounds how long one taking of a node's records holds the
+// reaper lock: past staleReaperLock another replica takes a lock over as
+// one left behind, and both would then hang the same calls up.
+const claimHold = staleReaperLock / 2
+
+// recordRemoveTimeout bounds the removal of one claimed record.
+const recordRemoveTimeout = 2 * time.Second
+
 // ClaimOrphans takes the call records of a node that left the fleet. Exactly
 // one caller among the proxy replicas gets them (the others get none); the
 // records are removed from the bucket as they are taken, so the calls are
 // hung up once.
+//
+// It returns every record or an error, never a part with no error: the
+// records are all read before any is removed, so a claim cut short (its
+// context, a failed read) removes nothing and the caller, trying again,
+// finds them all. Once all are read they are the caller's: a removal that
+// fails then stops the removals and leaves the rest in the bucket, where
+// only a later claim of the same node id finds them again (a call hung up
+// twice, its end published twice, which consumers keep once).
 func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]*callgridv1.CallRecord, error) {
+	var records []*callgridv1.CallRecord
+	err := withReaperLock(ctx, kv, nodeID, func(ctx context.Context) error {
+		keys, err := listCallKeys(ctx, kv, nodeID)
+		if err != nil {
+			return err
+		}
+		var taken []string
+		for _, key := range keys {
+			rec, found, err := readCallRecord(ctx, kv, key)
+			if err != nil {
+				return err
+			}
+			if !found {
+				continue
+			}
+			taken = append(taken, key)
+			if rec != nil {
+				records = append(records, rec)
+			}
+		}
+		for _, key := range taken {
+			if removeCallRecord(ctx, kv, key) != nil {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return records, nil
+}
+
+// TakeOrphans hands the call records of nodeID to take one at a time and
+// removes each only once take has returned nil for it, so a taker that
+// dies part way leaves every call it had not dealt with recorded for
+// whoever takes them next. Like ClaimOrphans it holds the node's reaper
+// lock (a caller that finds it held takes nothing), and it stops at the
+// first error (take's, a read's, a removal's, ctx's) with the rest left in
+// place and returns it with how many records were taken. A record taken
+// whose removal failed is taken again next time.
+func TakeOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string, take func(context.Context, *callgridv1.CallRecord) error) (int, error) {
+	var taken int
+	err := withReaperLock(ctx, kv, nodeID, func(ctx context.Context) error {
+		keys, err := listCallKeys(ctx, kv, nodeID)
+		if err != nil {
+			return err
+		}
+		for _, key := range keys {
+			rec, found, err := readCallRecord(ctx, kv, key)
+			if err != nil {
+				return err
+			}
+			if !found {
+				continue
+			}
+			if rec != nil {
+				if err := take(ctx, rec); err != nil {
+					return fmt.Errorf("take call %s: %w", key, err)
+				}
+				taken++
+			}
+			if err := removeCallRecord(ctx, kv, key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return taken, err
+}
+
+// withReaperLock runs claim holding the reaper lock of nodeID, bounded by
+// claimHold, and releases the lock after. When another replica holds it,
+// claim is not run and the result is nil: that replica takes the calls.
+func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, claim func(context.Context) error) error {
 	lock := reaperKeyPrefix + nodeID
 	if err := takeReaperLock(ctx, kv, lock); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, nil
+			return nil
 		}
-		return nil, fmt.Errorf("claim orphans of %s: %w", nodeID, err)
+		return fmt.Errorf("claim orphans of %s: %w", nodeID, err)
 	}
 	// Release the lock once done so a node that returns under the same id
 	// and dies again can be reaped again.
 	defer func() { _ = kv.Delete(context.WithoutCancel(ctx), lock) }()
+	ctx, cancel := context.WithTimeout(ctx, claimHold)
+	defer cancel()
+	if err := claim(ctx); err != nil {
+		return fmt.Errorf("claim orphans of %s: %w", nodeID, err)
+	}
+	return nil
+}
 
+// listCallKeys lists the keys of nodeID's call records, all of them or an
+// error.
+func listCallKeys(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]string, error) {
 	lister, err := kv.ListKeysFiltered(ctx, nodeID+".*")
 	if err != nil {
-		return nil, fmt.Errorf("list calls of %s: %w", nodeID, err)
+		return nil, fmt.Errorf("list calls: %w", err)
 	}
 	var keys []string
 	for key := range lister.Keys() {
-		keys = append(keys, key)
+		if strings.HasPrefix(key, nodeID+".") {
+			keys = append(keys, key)
+		}
 	}
-	var records []*callgridv1.CallRecord
-	for _, key := range keys {
-		if !strings.HasPrefix(key, nodeID+".") {
-			continue
-		}
-		entry, err := kv.Get(ctx, key)
-		if err != nil {
-			continue // removed meanwhile: the call ended normally
-		}
-		rec := new(callgridv1.CallRecord)
-		if err := proto.Unmarshal(entry.Value(), rec); err == nil {
-			records = append(records, rec)
-		}
-		_ = kv.Delete(ctx, key)
+	// The lister ends its list early when ctx ends, and says nothing of
+	// it: the keys are all there only if ctx is still live.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list calls: %w", err)
 	}
-	return records, nil
+	return keys, nil
+}
+
+// readCallRecord reads one call record. found is false for a record
+// removed since it was listed (the call ended normally); rec is nil for
+// one that does not decode, which can be removed but not hung up. Any
+// other failure is an error: the record may well be there.
+func readCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) (rec *callgridv1.CallRecord, found bool, err error) {
+	entry, err := kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("read call %s: %w", key, err)
+	}
+	rec = new(callgridv1.CallRecord)
+	if proto.Unmarshal(entry.Value(), rec) != nil {
+		return nil, true, nil
+	}
+	return rec, true, nil
+}
+
+// removeCallRecord removes a record once its call is taken care of. It is
+// bounded by its own timeout rather than ctx: the call is taken, and a
+// record left behind has it hung up again.
+func removeCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRemoveTimeout)
+	defer cancel()
+	if err := kv.Delete(rctx, key); err != nil {
+		return fmt.Errorf("remove call %s: %w", key, err)
+	}
+	return nil
 }
 
 // takeReaperLock creates lock, or takes it over when the replica that

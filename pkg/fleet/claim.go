@@ -31,6 +31,12 @@ const (
 	releaseRetryFor = 30 * time.Second
 )
 
+// CauseOfferTimeout is the cause of the release a claimer sends a node
+// whose offer reply never came. Such a session never carried the call its
+// id names (the claim may have gone on to another node with the same id),
+// so the node publishes no end for it.
+const CauseOfferTimeout = "offer_timeout"
+
 // ErrNoMediaCapacity: no node in the fleet could take the session.
 var ErrNoMediaCapacity = errors.New("no media capacity")
 
@@ -70,6 +76,11 @@ type Claimer struct {
 
 	claims *prometheus.CounterVec // result
 	tries  prometheus.Histogram
+
+	// releases are the releaseLater goroutines; closing stops them.
+	releases sync.WaitGroup
+	closing  chan struct{}
+	closed   sync.Once
 }
 
 // NewClaimer returns a claimer choosing nodes from view.
@@ -78,8 +89,9 @@ func NewClaimer(c *bus.Client, view *View, cfg ClaimConfig, log zerolog.Logger, 
 	_, _ = rand.Read(seed[:])
 	cl := &Claimer{
 		bus: c, view: view, cfg: cfg.withDefaults(),
-		log: log.With().Str("component", "claimer").Logger(),
-		rng: mrand.New(mrand.NewChaCha8(seed)),
+		log:     log.With().Str("component", "claimer").Logger(),
+		rng:     mrand.New(mrand.NewChaCha8(seed)),
+		closing: make(chan struct{}),
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "callgrid_media_claims_total",
 			Help: "Media session claims by result (ok, no_capacity, unavailable, rejected).",
@@ -95,6 +107,16 @@ func NewClaimer(c *bus.Client, view *View, cfg ClaimConfig, log zerolog.Logger, 
 		cl.claims.WithLabelValues(result)
 	}
 	return cl
+}
+
+// Close stops the releases still being retried and waits for them to
+// return; the claimer takes no more claims after it. Call it before the
+// bus client closes: a release retried on a closed client only waits out
+// its retries. A session whose release stops here is ended by its node's
+// setup timeout.
+func (c *Claimer) Close() {
+	c.closed.Do(func() { close(c.closing) })
+	c.releases.Wait()
 }
 
 // NewSessionID returns a random session id that is also a valid subject
@@ -194,23 +216,32 @@ func (c *Claimer) offerOne(ctx context.Context, nodeID string, req *callgridv1.O
 
 // releaseLater deletes a session whose offer got no reply, trying again
 // while no reply comes (the bus may be away) for up to releaseRetryFor;
-// any reply, UNKNOWN_SESSION included, settles it. Past that the node's
-// own setup timeout ends the session.
+// any reply, UNKNOWN_SESSION included, settles it. Past that, or once
+// the claimer is closed, the node's own setup timeout ends the session.
 func (c *Claimer) releaseLater(nodeID, sessionID string) {
-	go func() {
+	select {
+	case <-c.closing:
+		return
+	default:
+	}
+	c.releases.Go(func() {
 		wait := releaseRetryMin
 		for deadline := time.Now().Add(releaseRetryFor); ; {
 			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			_, err := c.Delete(ctx, nodeID, &callgridv1.DeleteRequest{SessionId: sessionID, Cause: "offer_timeout"})
+			_, err := c.Delete(ctx, nodeID, &callgridv1.DeleteRequest{SessionId: sessionID, Cause: CauseOfferTimeout})
 			cancel()
 			var status *bus.StatusError
 			if err == nil || errors.As(err, &status) || time.Now().Add(wait).After(deadline) {
 				return
 			}
-			time.Sleep(wait)
+			select {
+			case <-c.closing:
+				return
+			case <-time.After(wait):
+			}
 			wait = min(2*wait, releaseRetryMax)
 		}
-	}()
+	})
 }
 
 // Answer sends leg B's answer to the node holding the session.

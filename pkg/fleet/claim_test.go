@@ -163,6 +163,30 @@ func TestOfferThatReachedNobodyIsNotReleased(t *testing.T) {
 	}
 }
 
+// Close stops the releases still being retried: none outlives it, so a
+// proxy stopping does not leave them running on a closed bus client.
+func TestCloseStopsPendingReleases(t *testing.T) {
+	h := newClaimHarness(t, ClaimConfig{AttemptTimeout: 50 * time.Millisecond})
+	h.node("silent")
+	// Takes offers and deletes and answers neither: the release is
+	// retried for releaseRetryFor.
+	h.subscribe("silent", bus.OpOffer, func(*nats.Msg) {})
+	var deletes atomic.Int64
+	h.subscribe("silent", bus.OpDelete, func(*nats.Msg) { deletes.Add(1) })
+	if _, err := h.claimer.Offer(context.Background(), &callgridv1.OfferRequest{CallId: "c", Sdp: []byte("v=0")}); !errors.Is(err, ErrNoMediaCapacity) {
+		t.Fatalf("offer to a silent node: %v", err)
+	}
+	eventually(t, 5*time.Second, "the release sent", func() bool { return deletes.Load() >= 1 })
+	// Close waits for the release goroutines, so its return is their end.
+	closed := make(chan struct{})
+	go func() { defer close(closed); h.claimer.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(releaseRetryFor / 2):
+		t.Fatal("Close still waiting for a release being retried")
+	}
+}
+
 // A claim its caller gives up on counts the nodes it tried, not the ones
 // it would have tried.
 func TestAbandonedClaimCountsTheNodesTried(t *testing.T) {

@@ -54,6 +54,9 @@ const (
 	writeEvent
 	writeRecord
 	writeEnd
+	// writeFlush writes nothing: it closes done once the writes queued
+	// before it are made.
+	writeFlush
 )
 
 type busWrite struct {
@@ -61,6 +64,7 @@ type busWrite struct {
 	label        string // event kind, for metrics and logs
 	subject, key string
 	msg          proto.Message
+	done         chan struct{}
 }
 
 // busWriter makes the node's bus writes off the request path, in order: a
@@ -103,6 +107,54 @@ func (w *busWriter) record(key string, msg proto.Message) {
 // consumers key ends on session_id.
 func (w *busWriter) callEnded(key, subject string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeEnd, label: "call_ended", subject: subject, key: key, msg: msg})
+}
+
+// flush waits until every write queued before it has been made (or given
+// up), or ctx ends. It waits for room in a full queue rather than drop.
+func (w *busWriter) flush(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case w.ch <- busWrite{kind: writeFlush, label: "flush", done: done}:
+	case <-ctx.Done():
+		return fmt.Errorf("flush bus writes: %w", ctx.Err())
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush bus writes: %w", ctx.Err())
+	}
+}
+
+// publishTimeout bounds one publish that publishNow makes.
+const publishTimeout = 2 * time.Second
+
+// publishNow publishes an event and waits for the stream to store it,
+// trying again as writeRetrying does, until ctx ends. It bypasses the
+// queue: for what must not be dropped and is not on a request's path.
+// Retries publish the same bytes, which the stream stores once.
+func (w *busWriter) publishNow(ctx context.Context, kind, subject string, msg proto.Message) error {
+	wait, failed := writeRetryMin, 0
+	for {
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err := w.bus.PublishEvent(pctx, kind, subject, msg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if w.bus.Connected() {
+			failed++
+		}
+		if failed >= writeAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, writeRetryMax)
+	}
 }
 
 // run writes until ctx ends, then flushes what is queued, once each.
@@ -163,6 +215,8 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 func (w *busWriter) write(op busWrite) error {
 	var err error
 	switch op.kind {
+	case writeFlush:
+		close(op.done)
 	case writeEvent:
 		err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg)
 	case writeRecord:

@@ -115,11 +115,14 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	change, transcoding, err := n.ledger.markAnswered(s.id, transcoding, switches, req.GetProvisional(), n.cfg.TranscodeCost, time.Now())
 	switch {
 	case errors.Is(err, errNoRoomToTranscode):
+		if change > 0 {
+			n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("provisional", req.GetProvisional()).
+				Msg("answer refused for lack of units: its transcoding charged until the call is settled")
+		}
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_FULL, Detail: err.Error()}
 	case err != nil:
 		return &callgridv1.AnswerReply{Status: statusOf(err), Detail: "no session " + s.id}
 	}
-	n.metrics.transcoded.Add(float64(change))
 	n.writeCallRecord(s.id)
 	return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_OK, Sdp: sdp, Transcoding: transcoding}
 }
@@ -174,8 +177,7 @@ func (n *Node) handleUpdate(ctx context.Context, req *callgridv1.UpdateRequest) 
 	if err != nil {
 		return &callgridv1.UpdateReply{Status: statusOf(err), Detail: err.Error()}
 	}
-	change, transcoding := n.ledger.updateTranscoding(s.id, transcoding, switches, n.cfg.TranscodeCost)
-	n.metrics.transcoded.Add(float64(change))
+	_, transcoding = n.ledger.updateTranscoding(s.id, transcoding, switches, n.cfg.TranscodeCost)
 	if transcoding != wasTranscoding {
 		// The engine may have charged it already, through its report.
 		n.log.Info().Str("call_id", s.callID).Str("session_id", s.id).Bool("transcoding", transcoding).Msg("update changed transcoding")
@@ -193,7 +195,6 @@ func (n *Node) HandleTranscodingChange(id string, transcoding bool) {
 	if change == 0 {
 		return
 	}
-	n.metrics.transcoded.Add(float64(change))
 	// Debug: the engine logs a leg's first switches itself, and an
 	// endpoint alternating codecs on every packet must not flood the log
 	// from the event loop that calls this.
@@ -220,12 +221,18 @@ func (n *Node) endSession(id, cause string, hangUp bool) (*session, *callgridv1.
 	if !ok {
 		return nil, nil
 	}
-	q, err := n.media.Close(id)
+	return s, n.endReleased(s, cause, hangUp)
+}
+
+// endReleased closes the media of a session the ledger released and
+// finishes it; it returns the session's quality.
+func (n *Node) endReleased(s *session, cause string, hangUp bool) *callgridv1.MediaQuality {
+	q, err := n.media.Close(s.id)
 	if err != nil {
-		n.log.Warn().Err(err).Str("call_id", s.callID).Str("session_id", id).Msg("close session media")
+		n.log.Warn().Err(err).Str("call_id", s.callID).Str("session_id", s.id).Msg("close session media")
 	}
 	n.finish(s, cause, q, hangUp)
-	return s, q
+	return q
 }
 
 // HandleMediaTimeout is the engine's callback for a session that saw no RTP
@@ -264,15 +271,21 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 		}
 	}
 	n.metrics.sessions.Dec()
-	if s.transcoding {
-		n.metrics.transcoded.Dec()
-	}
 	n.metrics.ended.WithLabelValues(causeLabel(cause)).Inc()
 	n.log.Debug().Str("call_id", s.callID).Str("session_id", s.id).Str("cause", cause).Float64("duration_s", duration).Msg("session ended")
 	ended := &callgridv1.CallEnded{
 		CallId: s.callID, SessionId: s.id, NodeId: n.cfg.ID, DurationSeconds: duration, Cause: cause, Quality: q, UnixMs: time.Now().UnixMilli(),
 	}
 	if s.answered.IsZero() {
+		if cause == fleet.CauseOfferTimeout {
+			// Its claimer never had the offer's reply and has released
+			// it: the call went on with the same session id on another
+			// node, or nowhere. An end from here would be that call's
+			// first, which consumers keep, and the call's own end, with
+			// its talk time, would be lost. The session never carried a
+			// call, so it is counted above and published nowhere.
+			return
+		}
 		// No record was written for it.
 		n.writer.event("call_ended", bus.SubjectCallEnded, ended)
 		return
@@ -284,7 +297,7 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 // to their class.
 func causeLabel(cause string) string {
 	switch cause {
-	case "bye", "cancel", "media_timeout", "setup_timeout", "shutdown", "offer_timeout", "delete", "node_down":
+	case "bye", "cancel", "media_timeout", "setup_timeout", "shutdown", fleet.CauseOfferTimeout, "delete", "node_down":
 		return cause
 	}
 	if len(cause) == 3 && cause[0] >= '1' && cause[0] <= '6' {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
@@ -116,5 +117,64 @@ func TestCallRecordNeverOutlivesItsRemoval(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A provisional answer (183 with SDP) that needs transcoding on a node
+// without the units for it is refused with FULL, but the engine has
+// already taken it up and transcodes the early media while the call rings
+// on (the proxy only drops the early media body). The ledger charges what
+// the engine does, so the node offers no room for it, and the final answer
+// is refused too while the node has no units for it.
+func TestRefusedProvisionalAnswerIsChargedWhatTheEngineTranscodes(t *testing.T) {
+	media := newSwitchingMedia()
+	n, err := New(Config{ID: "n", CapacityUnits: 10, PassthroughCost: 1, TranscodeCost: 8}, zerolog.Nop(), prometheus.NewRegistry(), nil, media)
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.node = n
+	media.answerTranscodes = true
+	ctx := context.Background()
+	offer := func(callID string) string {
+		t.Helper()
+		r := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0")})
+		if r.GetStatus() != callgridv1.Status_STATUS_OK {
+			t.Fatalf("offer %s: %v", callID, r.GetStatus())
+		}
+		return r.GetSessionId()
+	}
+	first := offer("first")
+	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: first, Sdp: []byte("v=0")}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("first answer: %v", st)
+	}
+	second := offer("second")
+	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: second, Sdp: []byte("v=0"), Provisional: true}).GetStatus(); st != callgridv1.Status_STATUS_FULL {
+		t.Fatalf("183 beyond capacity: %v, want FULL", st)
+	}
+	s := n.ledger.snapshot()
+	if media.engineTranscodes(second) && s.transcoded < 2 {
+		t.Fatalf("after refusing the 183 for lack of units the engine transcodes the session anyway: engine transcodes both calls, ledger charges %d transcoded (%d of %d units used)",
+			s.transcoded, s.used, s.total)
+	}
+	if g := testutil.ToFloat64(n.metrics.transcoded); g != float64(s.transcoded) {
+		t.Fatalf("transcoded gauge %v, ledger %d", g, s.transcoded)
+	}
+	// The 200 OK with the same SDP does not fit either while the first
+	// call holds its units, and fits once it has ended.
+	final := &callgridv1.AnswerRequest{SessionId: second, Sdp: []byte("v=0")}
+	if st := n.handleAnswer(ctx, final).GetStatus(); st != callgridv1.Status_STATUS_FULL {
+		t.Fatalf("200 beyond capacity after a refused 183: %v, want FULL", st)
+	}
+	if rec := n.ledger.callRecord(second, "n"); rec != nil {
+		t.Fatalf("the refused call is recorded as answered: %v", rec)
+	}
+	if st := n.handleDelete(ctx, &callgridv1.DeleteRequest{SessionId: first, Cause: "bye"}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("delete first: %v", st)
+	}
+	if st := n.handleAnswer(ctx, final).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("200 once the units are free: %v, want OK", st)
+	}
+	if s := n.ledger.snapshot(); s.used != 8 || s.transcoded != 1 || n.ledger.callRecord(second, "n") == nil {
+		t.Fatalf("after the 200: %+v, recorded %v; want 8 units, 1 transcoded, recorded", s, n.ledger.callRecord(second, "n") != nil)
 	}
 }

@@ -46,6 +46,9 @@ type session struct {
 	switchedTo bool
 	// closeWhenOpen: a delete arrived while the engine was still opening.
 	closeWhenOpen bool
+	// overdrawn: the session transcodes on units it was refused, charged
+	// because the engine took the refused answer up (see markAnswered).
+	overdrawn bool
 }
 
 // ledger is the node's capacity authority. Every reservation and release
@@ -176,8 +179,15 @@ var errNoRoomToTranscode = errors.New("no free capacity units to transcode")
 // the switch, and the switch's flag is used (handleAnswer makes sure it is
 // the newer one). The flag used is returned. It reports
 // errNoRoomToTranscode if the growth does not fit: the node never exceeds
-// its capacity for a call still being set up, so the call must end, and it
-// is not recorded as answered.
+// its capacity for a call still being set up, so the answer is refused and
+// not recorded as answered. The engine has taken it up all the same, and
+// there is no undoing an answer there short of ending the session (a
+// refused provisional one leaves the call ringing, its early media
+// transcoded), so the session is charged what the engine does, beyond the
+// node's units if need be, as for a codec switch, and change says so: the
+// node then offers no room until it is settled, and the ledger agrees with
+// the engine. Such an overdrawn session is refused again at every answer
+// until the node has the units for it or it no longer transcodes.
 func (l *ledger) markAnswered(id string, transcoding bool, switchesBefore uint64, provisional bool, transcodeCost int, at time.Time) (change int, transcodes bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -189,18 +199,25 @@ func (l *ledger) markAnswered(id string, transcoding bool, switchesBefore uint64
 	if s.switches != switchesBefore {
 		transcoding = s.switchedTo
 	}
+	s.sized = true
 	switch {
+	case transcoding && s.transcoding && s.overdrawn:
+		if l.used > l.total {
+			return 0, true, errNoRoomToTranscode
+		}
+		s.overdrawn = false // the units it holds fit now
 	case transcoding == s.transcoding:
 	case !transcoding:
 		l.stopTranscoding(s)
 		change = -1
 	case l.used+max(transcodeCost-s.units, 0) > l.total:
-		return 0, transcoding, errNoRoomToTranscode
+		l.startTranscoding(s, transcodeCost)
+		s.overdrawn = true
+		return +1, true, errNoRoomToTranscode
 	default:
 		l.startTranscoding(s, transcodeCost)
 		change = +1
 	}
-	s.sized = true
 	if s.answered.IsZero() && !provisional {
 		// The call is answered at its final answer: early media is not
 		// talk time, and a call that only had it was never answered.
@@ -258,6 +275,7 @@ func (l *ledger) startTranscoding(s *session, transcodeCost int) {
 }
 
 func (l *ledger) stopTranscoding(s *session) {
+	s.overdrawn = false
 	s.units -= s.extraUnits
 	l.used -= s.extraUnits
 	s.extraUnits = 0
@@ -360,11 +378,32 @@ func (l *ledger) unansweredSince(cutoff time.Time) []string {
 	defer l.mu.Unlock()
 	var ids []string
 	for id, s := range l.sessions {
-		if s.state == stateOpen && s.answered.IsZero() && s.created.Before(cutoff) {
+		if unansweredSince(s, cutoff) {
 			ids = append(ids, id)
 		}
 	}
 	return ids
+}
+
+// releaseUnansweredSince releases a session as release does, but only if
+// it is still one unansweredSince would list: the list is only a snapshot,
+// and a final answer that lands after it makes the session a call, which
+// the setup timeout must leave alone.
+func (l *ledger) releaseUnansweredSince(id string, cutoff time.Time) (*session, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.sessions[id]
+	if !ok || !unansweredSince(s, cutoff) {
+		return nil, false
+	}
+	l.forget(s)
+	return s, true
+}
+
+// unansweredSince is whether s is open, was created before cutoff and has
+// had no final answer. The caller holds l.mu.
+func unansweredSince(s *session, cutoff time.Time) bool {
+	return s.state == stateOpen && s.answered.IsZero() && s.created.Before(cutoff)
 }
 
 // writeCallRecord hands the call record of an answered session to write

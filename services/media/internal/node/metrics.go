@@ -7,9 +7,13 @@ import (
 )
 
 type metrics struct {
-	capacity   prometheus.Gauge
-	sessions   prometheus.Gauge
-	transcoded prometheus.Gauge
+	capacity prometheus.Gauge
+	sessions prometheus.Gauge
+	// transcoded reads the ledger's count when scraped: kept beside the
+	// ledger by hand, from outside its lock, it would lag it (an answer
+	// adds its change after another request has ended the session), and
+	// every path that charges transcoding would have to remember it.
+	transcoded prometheus.GaugeFunc
 	draining   prometheus.Gauge
 	offers     *prometheus.CounterVec
 	ended      *prometheus.CounterVec
@@ -24,7 +28,9 @@ type metrics struct {
 // runs, densest over the minutes most calls last.
 var callDurationBuckets = []float64{5, 10, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200, 14400}
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the node's metrics; transcoded counts the sessions
+// the ledger has transcoding.
+func newMetrics(reg prometheus.Registerer, transcoded func() float64) *metrics {
 	m := &metrics{
 		capacity: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "callgrid_media_capacity_units", Help: "Capacity units this node offers.",
@@ -32,9 +38,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "callgrid_media_sessions_active", Help: "Sessions this node holds.",
 		}),
-		transcoded: prometheus.NewGauge(prometheus.GaugeOpts{
+		transcoded: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "callgrid_media_sessions_transcoded", Help: "Sessions this node transcodes.",
-		}),
+		}, transcoded),
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "callgrid_media_draining", Help: "1 while the node drains.",
 		}),

@@ -30,6 +30,14 @@ const drainPoll = 100 * time.Millisecond
 // would only keep the node from ending its calls.
 const requestDrainTimeout = 5 * time.Second
 
+// writesFlushTimeout bounds the wait, once a stopping node has ended its
+// calls, for their ends and record removals to be written before it says
+// goodbye. A node that leaves the fleet with records still in the bucket
+// has them taken by a proxy, which hangs those calls up again and
+// publishes second ends for them; past this the bus is too slow or away,
+// and the goodbye (and, failing it, the key's expiry) goes out anyway.
+const writesFlushTimeout = 30 * time.Second
+
 // Node is one media node on the bus.
 type Node struct {
 	cfg     Config
@@ -47,6 +55,8 @@ type Node struct {
 	stopOnce  sync.Once
 	// requestDrain is requestDrainTimeout, shorter in tests.
 	requestDrain time.Duration
+	// writesFlush is writesFlushTimeout, shorter in tests.
+	writesFlush time.Duration
 }
 
 // Option tunes a Node.
@@ -68,13 +78,14 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, c *bus.Clien
 		cfg: cfg, bus: c, media: m, log: log,
 		ledger:   newLedger(cfg.CapacityUnits),
 		writer:   newBusWriter(c, log, queueSizeFor(cfg)),
-		metrics:  newMetrics(reg),
 		started:  time.Now(),
 		ports:    func() (int, int) { return 0, 0 },
 		hardStop: make(chan struct{}),
 
 		requestDrain: requestDrainTimeout,
+		writesFlush:  writesFlushTimeout,
 	}
+	n.metrics = newMetrics(reg, func() float64 { return float64(n.ledger.snapshot().transcoded) })
 	for _, o := range opts {
 		o(n)
 	}
@@ -141,12 +152,12 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.writer.calls, err = fleet.OpenCallsBucket(setup, n.bus, 0); err != nil {
 		return err
 	}
-	// The writer runs from here, so that what the handover queues goes
-	// out as it is queued.
 	var wg sync.WaitGroup
 	writerCtx, stopWriter := context.WithCancel(context.Background())
 	wg.Go(func() { n.writer.run(writerCtx) })
-	n.handOverPreviousCalls(setup)
+	// Not bounded by setup: a previous run may have left thousands of
+	// calls, and TakeOrphans bounds itself.
+	n.handOverPreviousCalls(ctx)
 	subs, err := n.serve()
 	if err != nil {
 		stopWriter()
@@ -170,6 +181,9 @@ func (n *Node) Run(ctx context.Context) error {
 	// and no handler is left inside the engine when it shuts down.
 	n.stopServing(subs)
 	n.closeAll("shutdown")
+	// The goodbye only once the ends are out and the records gone: to the
+	// proxies a node that left is one whose records are orphans.
+	n.flushWrites()
 	stopHeartbeat()
 	stopReaping()
 	stopWriter()
@@ -184,31 +198,47 @@ func (n *Node) Run(ctx context.Context) error {
 // id within the fleet's grace never left the proxies' view, so nothing
 // else would. Before it serves, every record under its id is an old one.
 // Each goes out as a media timeout, which a proxy acts on by sending BYE to
-// both legs; the reaper lock keeps a proxy that did see the node leave from
-// taking them too.
+// both legs, then as its end; the reaper lock keeps a proxy that did see
+// the node leave from taking them too. Both are published, and stored by
+// the stream, before the record goes, one call at a time: however many
+// calls there are, none is dropped as a full write queue would, and a node
+// that dies again part way leaves the rest recorded for its next run or a
+// proxy (a call whose record outlived its publishing is ended twice, which
+// consumers keep once).
 func (n *Node) handOverPreviousCalls(ctx context.Context) {
-	records, err := fleet.ClaimOrphans(ctx, n.writer.calls, n.cfg.ID)
-	if err != nil {
-		n.log.Warn().Err(err).Msg("look for calls of a previous run")
-		return
-	}
-	if len(records) == 0 {
-		return
-	}
-	n.log.Warn().Int("calls", len(records)).Msg("calls of a previous run of this node: handed to the proxies to hang up")
 	now := time.Now()
-	for _, rec := range records {
-		n.writer.event("media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
+	taken, err := fleet.TakeOrphans(ctx, n.writer.calls, n.cfg.ID, func(ctx context.Context, rec *callgridv1.CallRecord) error {
+		if err := n.writer.publishNow(ctx, "media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
 			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now.UnixMilli(),
-		})
+		}); err != nil {
+			return err
+		}
 		ended := fleet.NodeDownEnd(rec, now)
 		ended.NodeId = n.cfg.ID
+		if err := n.writer.publishNow(ctx, "call_ended", bus.SubjectCallEnded, ended); err != nil {
+			return err
+		}
 		if rec.GetAnsweredUnixMs() > 0 {
 			// The run that carried the call died before it could count
-			// it; it is counted here, once, as the record goes.
+			// it; it is counted here, as its end goes out.
 			n.metrics.observeCall("node_down", ended.GetDurationSeconds())
 		}
-		n.writer.event("call_ended", bus.SubjectCallEnded, ended)
+		return nil
+	})
+	if taken > 0 {
+		n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
+	}
+	if err != nil {
+		n.log.Warn().Err(err).Int("handed_over", taken).Msg("hand over calls of a previous run: the rest stay recorded for the next run or a proxy to hang up")
+	}
+}
+
+// flushWrites waits, up to writesFlush, for the writes queued so far.
+func (n *Node) flushWrites() {
+	ctx, cancel := context.WithTimeout(context.Background(), n.writesFlush)
+	defer cancel()
+	if err := n.writer.flush(ctx); err != nil {
+		n.log.Warn().Err(err).Int("queued", len(n.writer.ch)).Dur("timeout", n.writesFlush).Msg("leaving the fleet with call ends not all written")
 	}
 }
 
@@ -225,10 +255,16 @@ func (n *Node) reapUnanswered(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			for _, id := range n.ledger.unansweredSince(now.Add(-n.cfg.SetupTimeout)) {
-				if s, _ := n.endSession(id, "setup_timeout", false); s != nil {
-					n.log.Warn().Str("call_id", s.callID).Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
+			cutoff := now.Add(-n.cfg.SetupTimeout)
+			for _, id := range n.ledger.unansweredSince(cutoff) {
+				// Checked again as it is released: a final answer may
+				// have come since the list was made.
+				s, ok := n.ledger.releaseUnansweredSince(id, cutoff)
+				if !ok {
+					continue
 				}
+				n.endReleased(s, "setup_timeout", false)
+				n.log.Warn().Str("call_id", s.callID).Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -178,4 +179,66 @@ func TestRestartedNodeHandsOverItsPreviousCalls(t *testing.T) {
 		_, err := calls.Get(context.Background(), fleet.CallKey("n", session))
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	})
+}
+
+// A node that comes back under its id with a smaller capacity than its
+// previous run had (a lower CPU limit shrinks DefaultCapacityUnits, an
+// operator narrows the port range) hands over every call of the previous
+// run, however many more than its write queue holds: each call's hang-up
+// request and end go out before its record goes, none through the queue.
+func TestHandoverToASmallerNodeHandsOverEveryCall(t *testing.T) {
+	tb := startBus(t)
+	c := connect(t, tb, "seed")
+	ctx := context.Background()
+	calls, err := fleet.OpenCallsBucket(ctx, c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const previous = busQueueSize
+	js := c.JetStream()
+	for i := range previous {
+		rec := &callgridv1.CallRecord{NodeId: "n", SessionId: fmt.Sprintf("s%d", i), CallId: fmt.Sprintf("c%d", i), AnsweredUnixMs: time.Now().UnixMilli()}
+		data, err := proto.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishAsync("$KV."+bus.BucketCalls+"."+fleet.CallKey("n", rec.GetSessionId()), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("seeding the calls bucket timed out")
+	}
+	if status, err := calls.Status(ctx); err != nil || status.Values() != previous {
+		t.Fatalf("seeded calls bucket: %v, %v", status, err)
+	}
+
+	// The same node id, restarted with a tenth of the capacity.
+	n := startNode(t, tb, "n", previous/10)
+	// Wait for the handover to be queued (the node serves only after it),
+	// then for the queue to empty and the event counts to hold steady.
+	eventually(t, 20*time.Second, "the node serving", func() bool { return probeDelete(c, "n") == nil })
+	var timeouts, ended uint64
+	last, steadySince := uint64(0), time.Now()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		timeouts, ended = eventCount(t, c, bus.SubjectMediaTimeout), eventCount(t, c, bus.SubjectCallEnded)
+		if timeouts == previous && ended == previous {
+			return
+		}
+		if sum := timeouts + ended; sum != last || len(n.writer.ch) > 0 {
+			last, steadySince = sum, time.Now()
+		} else if time.Since(steadySince) > time.Second {
+			break
+		}
+	}
+	left := 0
+	if lister, err := calls.ListKeysFiltered(ctx, "n.*"); err == nil {
+		for range lister.Keys() {
+			left++
+		}
+	}
+	t.Fatalf("of %d previous calls, %d hang-up requests and %d end events went out, and %d records are left: the rest are never hung up",
+		previous, timeouts, ended, left)
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,5 +65,87 @@ func TestUnansweredSessionIsReaped(t *testing.T) {
 	}
 	if s := n.ledger.snapshot(); s.used != 1 {
 		t.Errorf("%d units used, want the answered call's 1", s.used)
+	}
+}
+
+// slowCloseMedia is fakeMedia whose first Close reports the session it
+// closes and waits for the gate (an engine tearing down a session's
+// sockets takes a moment).
+type slowCloseMedia struct {
+	*fakeMedia
+	once    sync.Once
+	closing chan string
+	gate    chan struct{}
+}
+
+func (m *slowCloseMedia) Close(id string) (*callgridv1.MediaQuality, error) {
+	m.once.Do(func() {
+		m.closing <- id
+		<-m.gate
+	})
+	return m.fakeMedia.Close(id)
+}
+
+// The setup-timeout reaper lists the unanswered sessions, then ends them
+// one by one. A session whose final answer lands in between (while the
+// reaper closes the one before it) is a call now, and is left alone: the
+// proxy has forwarded the 200 OK, and the reaper, which asks no proxy to
+// hang up, would leave both phones in a dialog with no media.
+func TestSetupTimeoutSparesASessionAnsweredMeanwhile(t *testing.T) {
+	media := &slowCloseMedia{fakeMedia: newFakeMedia(), closing: make(chan string, 1), gate: make(chan struct{})}
+	const setup = 50 * time.Millisecond
+	n, err := New(Config{ID: "n", CapacityUnits: 10, SetupTimeout: setup}, zerolog.Nop(), prometheus.NewRegistry(), nil, media)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ids := map[string]bool{}
+	for _, callID := range []string{"one", "two"} {
+		r := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0")})
+		if r.GetStatus() != callgridv1.Status_STATUS_OK {
+			t.Fatalf("offer %s: %v", callID, r.GetStatus())
+		}
+		ids[r.GetSessionId()] = true
+	}
+	// Both are past the setup timeout before the reaper first looks.
+	eventually(t, 5*time.Second, "both sessions past the setup timeout", func() bool {
+		return len(n.ledger.unansweredSince(time.Now().Add(-setup))) == 2
+	})
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); n.reapUnanswered(rctx) }()
+	var gateOnce sync.Once
+	openGate := func() { gateOnce.Do(func() { close(media.gate) }) }
+	t.Cleanup(func() { openGate(); stop(); <-done })
+
+	var reaped string
+	select {
+	case reaped = <-media.closing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reaper never ended a session")
+	}
+	delete(ids, reaped)
+	var other string
+	for id := range ids {
+		other = id
+	}
+	// The callee answers the other call while the reaper is busy.
+	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: other, Sdp: []byte("v=0")}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("answer: %v", st)
+	}
+	queuedWrites(n) // its call record
+	openGate()
+	// The reaper finishes the pass it is in (it looks at its context only
+	// between passes) before it returns.
+	stop()
+	<-done
+	if _, held := n.ledger.lookup(other); !held {
+		hungUp := false
+		for _, op := range queuedWrites(n) {
+			if _, ok := op.msg.(*callgridv1.MediaTimeout); ok {
+				hungUp = true
+			}
+		}
+		t.Fatalf("the setup timeout ended call %s after its final answer (hang-up requested: %v)", other, hungUp)
 	}
 }

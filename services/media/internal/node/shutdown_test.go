@@ -260,3 +260,69 @@ func TestShutdownWaitsForAStuckRequestOnlySoLong(t *testing.T) {
 		t.Fatal("a stuck request held the node from stopping")
 	}
 }
+
+// A stopping node ends its calls (closeAll queues their hang-ups, ends and
+// record removals) and says goodbye to the fleet only once its writer has
+// made those writes. To the proxies the goodbye is a node that left: once
+// orphan_grace passes, one of them claims the call records still in the
+// bucket, sends BYE to both legs again and publishes a second call_ended
+// (cause node_down) for each. Here the reaper acts as the node leaves, and
+// finds no record.
+func TestStoppingNodeRemovesItsCallRecordsBeforeLeavingTheFleet(t *testing.T) {
+	tb := startBus(t)
+	tb.interval = time.Second
+	n := startNode(t, tb, "n", 1000)
+	p := startProxy(t, tb, "p", fleet.ClaimConfig{AttemptTimeout: 2 * time.Second})
+	eventually(t, 10*time.Second, "node in view", func() bool { return p.view.Has("n") })
+	ctx := context.Background()
+	const answered = 200
+	for i := range answered {
+		callID := fmt.Sprint("call-", i)
+		offer, err := p.claimer.Offer(ctx, &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0"), Dialog: &callgridv1.Dialog{CallId: callID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.claimer.Answer(ctx, "n", &callgridv1.AnswerRequest{SessionId: offer.GetSessionId(), Sdp: []byte("v=0")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls, err := fleet.OpenCallsBucket(ctx, p.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	countRecords := func() int {
+		lister, err := calls.ListKeysFiltered(ctx, "n.*")
+		if err != nil {
+			return -1
+		}
+		k := 0
+		for range lister.Keys() {
+			k++
+		}
+		return k
+	}
+	eventually(t, 10*time.Second, "every call recorded", func() bool { return countRecords() == answered && len(n.writer.ch) == 0 })
+
+	// A proxy replica's reaper: it takes the calls of a node that left.
+	taken := make(chan int, 1)
+	go func() {
+		select {
+		case id := <-p.left:
+			recs, err := fleet.ClaimOrphans(ctx, calls, id)
+			if err != nil {
+				t.Error(err)
+			}
+			taken <- len(recs)
+		case <-time.After(30 * time.Second):
+			taken <- -1
+		}
+	}()
+	n.stop()
+	got := <-taken
+	if got < 0 {
+		t.Fatal("the node never left the view")
+	}
+	if got > 0 {
+		t.Fatalf("%d of %d calls the node ended at shutdown still had their records when it left the fleet: a reaper hangs them up and ends them again (node_down)", got, answered)
+	}
+}
