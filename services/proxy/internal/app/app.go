@@ -62,6 +62,8 @@ func Run(drain context.Context, hard <-chan struct{}, cfg Config, log zerolog.Lo
 	leaves := sipproxy.NewNodeLeaves()
 	view := fleet.NewView(client, fleetKV, cfg.Media.HeartbeatInterval, log, reg, fleet.WithLeaveHandler(leaves.Add))
 	claimer := fleet.NewClaimer(client, view, cfg.Media.Claim, log, reg)
+	// Before the client closes: its releases still being retried stop.
+	defer claimer.Close()
 	srv, err := sipproxy.New(cfg.SIP, log, reg,
 		sipproxy.WithLocationStore(store),
 		sipproxy.WithBus(client),
