@@ -222,6 +222,22 @@ media_dropped_packets_total{reason="wrong_source"} 1
 	}
 }
 
+// An endpoint whose stack writes its IPv4 address in IPv6 form
+// (c=IN IP6 ::ffff:a.b.c.d) sends from plain a.b.c.d: that is its
+// signalled source, and its audio is relayed both ways.
+func TestMappedIPv6ConnectionAddressIsTheIPv4Endpoint(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	mapped := bytes.ReplaceAll(a.sdp("0"), []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::ffff:127.0.0.1"))
+	nodeA, nodeB, _ := bridge(t, e, "s1", mapped, b.sdp("0"))
+	relays(t, "B to A", b, nodeB, 1, a)
+	a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 2, SSRC: 2}, pcmuPayload(2))
+	if _, ok := b.recv(time.Second); !ok {
+		q, _ := e.Delete("s1")
+		t.Fatalf("A (c=IN IP6 ::ffff:127.0.0.1) to B not relayed; A's drops %+v", q.Legs[0].Dropped)
+	}
+}
+
 func TestLatching(t *testing.T) {
 	tests := []struct {
 		name     string

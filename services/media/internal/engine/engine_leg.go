@@ -20,6 +20,13 @@ type peer struct {
 	rtp, rtcp netip.AddrPort
 	mux       bool
 	direction sdpneg.Direction
+	// heldRTP and heldRTCP are where the endpoint sent from before SDP
+	// with an unspecified address (the RFC 2543 hold, c=0.0.0.0), which
+	// names no source: 0.0.0.0 only says send nothing to it (RFC 3264
+	// §8.4), and a phone playing its own music on hold goes on sending
+	// from where it did. Packets from there are taken, though nothing
+	// is sent there. Zero (matching no source) otherwise.
+	heldRTP, heldRTCP netip.AddrPort
 }
 
 // latch is the source address a leg locked onto for one peer generation.
@@ -118,11 +125,33 @@ func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching b
 }
 
 // setPeer applies the endpoint's SDP: new address, direction, a fresh latch.
+// SDP that names no address (hold, c=0.0.0.0) keeps the sources of the peer
+// before it, where the endpoint still sends from.
 func (l *leg) setPeer(m *sdpneg.Media, now time.Duration) {
-	l.peer.Store(&peer{rtp: m.RTP(), rtcp: m.RTCP, mux: m.RTCPMux, direction: m.Direction})
+	p := &peer{rtp: m.RTP(), rtcp: m.RTCP, mux: m.RTCPMux, direction: m.Direction}
+	if m.Addr.IsUnspecified() {
+		if prev := l.peer.Load(); prev != nil {
+			p.heldRTP = sourceOf(prev, prev.rtp, prev.heldRTP, l.rtpLatch.Load())
+			p.heldRTCP = sourceOf(prev, prev.rtcp, prev.heldRTCP, l.rtcpLatch.Load())
+		}
+	}
+	l.peer.Store(p)
 	// A re-negotiation restarts the media clock: a phone that just came
 	// off hold gets a full timeout to resume sending.
 	l.lastRx.Store(int64(now))
+}
+
+// sourceOf is where an endpoint sent from under peer p, given one of its
+// latches: the latched address if it is p's, else the signalled one, else,
+// for a peer itself on hold, where it sent from before that.
+func sourceOf(p *peer, signalled, held netip.AddrPort, lt *latch) netip.AddrPort {
+	switch {
+	case lt != nil && lt.of == p:
+		return lt.addr
+	case usable(signalled):
+		return signalled
+	}
+	return held
 }
 
 // admitRTP reports whether an RTP datagram from src may be taken on this
@@ -131,8 +160,12 @@ func (l *leg) setPeer(m *sdpneg.Media, now time.Duration) {
 // the peer, and the caller latches onto it only once the datagram proved
 // to be the call's RTP, so a stranger's noise takes nothing. The signalled
 // address is the endpoint by its own word: it is always taken, and takes
-// the leg back from an address latched before it. Only the leg's RTP
-// handler calls it.
+// the leg back from an address latched before it. While the endpoint is
+// on hold by address it names none, and its source before the hold is
+// taken without latching: a latch would be sent RTCP, which it asked not
+// to be. That case comes after the latched one, so the packets of a
+// call in progress pay nothing for it. Only the leg's RTP handler calls
+// it.
 func (l *leg) admitRTP(src netip.AddrPort) (ok bool, candidateFor *peer) {
 	p := l.peer.Load()
 	switch {
@@ -142,6 +175,8 @@ func (l *leg) admitRTP(src netip.AddrPort) (ok bool, candidateFor *peer) {
 		return true, nil
 	case src == p.rtp:
 		l.latchOnto(p, src)
+		return true, nil
+	case src == p.heldRTP:
 		return true, nil
 	case l.latch && l.latchedFor != p:
 		return true, p
@@ -184,10 +219,14 @@ func (l *leg) acceptRTCP(src netip.AddrPort, muxed bool) bool {
 		if rtpLatch != nil {
 			return rtpLatch.addr == src
 		}
-		return src == p.rtp
+		return src == p.rtp || src == p.heldRTP
 	}
 	if lt := l.rtcpLatch.Load(); lt != nil && lt.of == p {
 		return lt.addr == src
+	}
+	if src == p.heldRTCP {
+		// Not latched, as in admitRTP: nothing is sent to a held peer.
+		return true
 	}
 	ok := src == p.rtcp || (l.latch && rtpLatch != nil && rtpLatch.addr.Addr() == src.Addr())
 	if ok {

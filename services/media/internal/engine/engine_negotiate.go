@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"callgrid.dev/services/media/internal/codec"
@@ -101,22 +102,30 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 	return reply, nil
 }
 
-// parseReachable parses an endpoint's SDP and checks that the node's
-// sockets can send to the address it names: an IPv4 socket cannot reach
-// an IPv6 peer, nor an IPv6-only one an IPv4 peer, and a call set up
-// anyway would carry no audio one way. An unspecified address (hold) is
-// sent nothing and passes; a dual-stack node reaches both.
+// parseReachable parses an endpoint's SDP and checks that the endpoint
+// and the node can exchange audio at the addresses each names: an IPv4
+// socket cannot reach an IPv6 peer, nor an IPv6-only one an IPv4 peer, and
+// a peer cannot send to an advertised address of the other family. A
+// dual-stack node (bound to ::) reaches both, but it advertises one
+// address: an IPv6-only phone told an IPv4 one cannot send to it, and a
+// dual-stack phone sends from its address of that family, which is not
+// the one its SDP named, so the source check drops it. A call set up
+// anyway would carry audio one way only. An unspecified address (hold)
+// is sent nothing and passes.
 func (e *Engine) parseReachable(raw []byte) (*sdpneg.Description, error) {
 	desc, err := sdpneg.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
-	peer := desc.Audio().Addr.Unmap()
+	peer := desc.Audio().Addr // IPv4-mapped already unmapped by Parse
+	dualStack := e.bind.Is6() && e.bind.IsUnspecified()
 	switch {
-	case !peer.IsValid() || peer.IsUnspecified(), e.bind.Is6() && e.bind.IsUnspecified():
+	case !peer.IsValid() || peer.IsUnspecified():
 		return desc, nil
-	case peer.Is4() != e.bind.Is4():
+	case !dualStack && peer.Is4() != e.bind.Is4():
 		return nil, fmt.Errorf("media address %s unreachable from %s: %w", peer, e.bind, ErrUnsupportedCodec)
+	case peer.Is4() != e.advertise.Is4():
+		return nil, fmt.Errorf("media address %s cannot send to advertised %s: %w", peer, e.advertise, ErrUnsupportedCodec)
 	}
 	return desc, nil
 }
@@ -194,7 +203,7 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 		s.establish()
 	}
 
-	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Within(a.desc.Audio().Direction), desc.Audio(), b.hasEvent))
+	reply, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Within(a.desc.Audio().Direction), b, false, e))
 	if err != nil {
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
@@ -223,7 +232,7 @@ func (s *session) establish() {
 // returned keeps to (RFC 3264 §6.1: a far end that answered a hold with
 // sendrecv does not make the node answer so). The session keeps running
 // throughout.
-func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte, answer bool) ([]byte, bool, error) {
+func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []byte, answer bool) (out []byte, transcoding bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
@@ -239,6 +248,12 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	l := s.legs[which.index()]
 	if l == nil || l.desc == nil {
 		return nil, false, fmt.Errorf("update session %s leg %v: %w", sessionID, which, ErrBadLeg)
+	}
+	if p := s.pending[1-which.index()]; answer && p != nil {
+		// An answer the node refuses leaves the offerer's re-INVITE owed
+		// one, which Rollback then makes; the last answer tells (a 183's
+		// refused, then the 2xx's taken, owes none).
+		defer func() { p.answerRefused = err != nil }()
 	}
 	desc, err := e.parseReachable(sdp)
 	if err != nil {
@@ -263,7 +278,7 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 		if err := s.routeService(); err != nil {
 			return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 		}
-		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
+		out, err := l.builder.Build(l.localSDP(desc.Audio().Direction.Answer(), nil, false, e))
 		if err == nil {
 			l.inForce = out
 		}
@@ -278,14 +293,14 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 			p.answerer = &before // a 183's answer, undone too if a 488 follows
 		}
 	} else {
-		s.pending[which.index()] = &pendingOffer{offerer: l.state(), otherTold: sdpneg.Direction(other.told.Load())}
+		s.pending[which.index()] = &pendingOffer{offerer: l.state(), otherTold: sdpneg.Direction(other.told.Load()), offer: desc}
 	}
 	l.setDescription(desc, chosen, e)
 	if err := s.reroute(); err != nil {
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Bool("answer", answer).Stringer("direction", desc.Audio().Direction).Str("codec", l.codec.Name).Msg("media session updated")
-	out, err := other.builder.Build(other.localSDP(dir, desc.Audio(), l.hasEvent))
+	out, err = other.builder.Build(other.localSDP(dir, l, !answer, e))
 	switch {
 	case err != nil:
 	case answer:
@@ -297,19 +312,29 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	return out, s.transcoding, err
 }
 
-// Rollback undoes the pending offer from leg which, rejected by the other
-// side (a 488 or 491 to its re-INVITE): RFC 3264 §8 keeps the session as
-// it was, so the offering leg goes back to the SDP and codec it had before
-// it, and the other to the direction it was told before. Each leg's offer
-// is undone on its own, so when both cross (glare) and both are rejected
-// the session is back where it started. Without such an offer it changes
-// nothing. It returns the node's SDP in force for the leg once the offer
-// is undone (leg.inForce), nil if none: when the far side's answer was
-// what the node refused, the leg's re-INVITE is still owed an answer, and
-// that SDP, unchanged down to its version, is the one that keeps the
-// session as it was. It is not the last SDP built for the leg, which may
-// be an early answer to the offer undone, or an offer the leg rejected.
-// And it reports whether the session transcodes.
+// Rollback undoes the pending offer from leg which, rejected: RFC 3264 §8
+// keeps the session as it was. The other leg goes back to the SDP it had
+// and the direction it was told before the offer. Each leg's offer is
+// undone on its own, so when both cross (glare) and both are rejected the
+// session is back where it started. Without such an offer it changes
+// nothing. It returns the node's SDP for the leg, and whether the session
+// transcodes.
+//
+// When the far side rejected the offer (a 488 or 491 to the re-INVITE),
+// the offering leg goes back to its SDP and codec before it too, and the
+// SDP returned is the one in force for it (leg.inForce), nil if none.
+//
+// When the node refused the far side's answer, the leg's re-INVITE is
+// still owed an answer, and the SDP returned is one to its offer (RFC
+// 3264 §6: its m-lines in order, all but the audio one rejected; §6.1:
+// a direction within the offer's; a codec offered). The node anchors
+// both legs, so it answers the offering leg on its own while the other
+// keeps its media as it was: the codec of the other leg if offered (the
+// legs relay), else one the node transcodes to it, which the offering leg
+// then uses. The SDP in force, or the last built, is returned unchanged,
+// version and all, when the answer's content is the same. If no offered
+// codec can be used, the leg goes back as for a rejection and the error
+// wraps ErrUnsupportedCodec.
 func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
@@ -329,17 +354,71 @@ func (e *Engine) Rollback(ctx context.Context, sessionID string, which Leg) ([]b
 	}
 	p := s.pending[which.index()]
 	s.pending[which.index()] = nil
-	l.restore(p.offerer, e)
 	other := s.legs[1-which.index()]
 	if p.answerer != nil {
 		other.restore(*p.answerer, e)
 	}
 	other.told.Store(int32(p.otherTold))
+	if p.answerRefused {
+		out, err := s.answerOnItsOwn(l, other, p)
+		if err != nil {
+			return nil, s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
+		}
+		s.log.Info().Stringer("leg", which).Str("codec", l.codec.Name).Bool("transcoding", s.transcoding).Msg("media session offer answered by the node, far leg kept")
+		return out, s.transcoding, nil
+	}
+	l.restore(p.offerer, e)
 	if err := s.reroute(); err != nil {
 		return nil, s.transcoding, fmt.Errorf("rollback session %s: %w", sessionID, err)
 	}
 	s.log.Info().Stringer("leg", which).Msg("media session offer rolled back")
 	return l.inForce, s.transcoding, nil
+}
+
+// answerOnItsOwn answers l's pending offer p without the other leg, whose
+// media stays as it is, and applies it to l (see Rollback). If none of the
+// codecs offered can be used, l goes back to its state before the offer.
+// The caller holds s.mu.
+func (s *session) answerOnItsOwn(l, other *leg, p *pendingOffer) ([]byte, error) {
+	e := s.e
+	supported := sdpneg.Supported(p.offer.Audio().Codecs, e.caps)
+	// The other leg's codec first, for relaying; then the offering leg's
+	// own before the offer, whose transcoder is there already; then any.
+	var candidates []sdpneg.Codec
+	for _, want := range []sdpneg.Codec{other.codec, p.offerer.codec} {
+		if c, ok := findSame(supported, want); ok && !containsSame(candidates, c) {
+			candidates = append(candidates, c)
+		}
+	}
+	for _, c := range supported {
+		if !containsSame(candidates, c) {
+			candidates = append(candidates, c)
+		}
+	}
+	var routeErr error
+	for _, c := range candidates {
+		l.setDescription(p.offer, c, e)
+		if routeErr = s.reroute(); routeErr != nil {
+			continue
+		}
+		// The node relays what the other leg sends and receives: it
+		// answers within that, as the other leg would (RFC 3264 §6.1).
+		dir := other.desc.Audio().Direction
+		if op := other.peer.Load(); op != nil {
+			dir = other.direction(op)
+		}
+		out, err := l.builder.BuildKeeping(l.localSDP(dir.Within(p.offer.Audio().Direction), other, false, e), p.offerer.inForce)
+		if err != nil {
+			return nil, err
+		}
+		l.inForce = out
+		return out, nil
+	}
+	l.restore(p.offerer, e)
+	if err := s.reroute(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("no codec offered can be used with the far leg's %s (%v): %w", other.codec.Name, routeErr, ErrUnsupportedCodec)
 }
 
 // Delete ends a session and returns its quality.
@@ -435,7 +514,7 @@ func (s *session) answerCaller(desc *sdpneg.Description, supported []sdpneg.Code
 		return nil, err
 	}
 	s.established.Store(true)
-	out, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), desc.Audio(), true))
+	out, err := a.builder.Build(a.localSDP(desc.Audio().Direction.Answer(), nil, false, s.e))
 	a.inForce = out
 	return out, err
 }
@@ -449,6 +528,11 @@ type pendingOffer struct {
 	offerer   legState
 	otherTold sdpneg.Direction
 	answerer  *legState
+	// offer is the offering leg's SDP. answerRefused is set when the node
+	// refused an answer to it: the offerer is then owed one, which
+	// Rollback makes.
+	offer         *sdpneg.Description
+	answerRefused bool
 }
 
 // legState is what an offer and its answer change on a leg: the
@@ -499,13 +583,29 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 }
 
 // localSDP is our SDP for this leg: the codec in use numbered as the
-// endpoint numbers it, its DTMF format when events can be carried (the leg
-// at the other end negotiated them too: an event format promised to a
-// phone that the far end cannot take would swallow its digits), and
-// mirroring its last SDP's m-lines.
+// endpoint numbers it, its DTMF format when events can be carried, and
+// mirroring its last SDP's m-lines. far is the leg bridged to it, nil when
+// the node itself terminates the leg's stream (a service); offer tells a
+// re-offer to the endpoint from an answer to its own offer.
 //
-// Its a=ptime and a=maxptime are those of asked, the far end's stream (for
-// a service, the endpoint's own), passed on as rtpengine passes them. A
+// An answer promises a DTMF format only when both endpoints have one: an
+// event format promised to a phone that the far end cannot take would
+// swallow its digits. A re-offer carries one whenever the far end's SDP
+// it is made for has one, even if the endpoint's last SDP had none: a
+// round that dropped telephone-event does not rule it out for good, RFC
+// 3264 §8.3.2 lets a re-offer bring a format back.
+//
+// Format parameters are declarative, each a wish or a promise of the SDP's
+// writer as receiver or sender (RFC 7587 §6.1, §7.1), so they are those of
+// whoever decodes what the endpoint sends. When the legs carry the same
+// codec that is the far end, whose packets the node passes on as they
+// are; when transcoding it is the node, and they are the node's own. A
+// DTMF format's events list is the far end's either way: the node passes
+// events on one for one, only restamped to the far end's clock. A service
+// keeps the endpoint's own: echo sends it its own stream back.
+//
+// Its a=ptime and a=maxptime are those of the far end's stream (for a
+// service, the endpoint's own), passed on as rtpengine passes them. A
 // relayed packet reaches the far end as the endpoint sent it, so the far
 // end's wish and limit are what the endpoint's packets must meet; and a
 // call can turn from relayed to transcoded and back (a codec switch) with
@@ -515,22 +615,58 @@ func (l *leg) setDescription(desc *sdpneg.Description, c sdpneg.Codec, e *Engine
 // the endpoint's own a=ptime and a=maxptime (packetTimeFor). None of the
 // node's own are added: told none, an endpoint sends its usual packets,
 // which a far end that asked for none takes.
-func (l *leg) localSDP(dir sdpneg.Direction, asked *sdpneg.Media, events bool) sdpneg.Local {
+func (l *leg) localSDP(dir sdpneg.Direction, far *leg, offer bool, e *Engine) sdpneg.Local {
 	l.told.Store(int32(dir))
+	asked, declared := l.desc.Audio(), l.codec
+	if far != nil {
+		asked = far.desc.Audio()
+		declared.Fmtp = defaultFmtp(l.info, e.cfg.Opus)
+		if far.info.Name == l.info.Name {
+			declared.Fmtp = far.codec.Fmtp
+		}
+	}
 	loc := sdpneg.Local{
 		Addr:      l.local.Addr(),
 		Port:      int(l.local.Port()),
-		Codecs:    []sdpneg.Codec{l.codec},
+		Codecs:    []sdpneg.Codec{declared},
 		Direction: dir,
 		RTCPMux:   l.desc.Audio().RTCPMux,
 		Ptime:     asked.Ptime,
 		MaxPtime:  asked.MaxPtime,
 		Mirror:    l.desc,
 	}
-	if l.hasEvent && events {
-		loc.TelephoneEvents = []sdpneg.Codec{l.event}
+	switch {
+	case far == nil:
+		if l.hasEvent {
+			loc.TelephoneEvents = []sdpneg.Codec{l.event}
+		}
+	case far.hasEvent && (l.hasEvent || offer):
+		te := l.eventToDeclare()
+		te.Fmtp = far.event.Fmtp
+		loc.TelephoneEvents = []sdpneg.Codec{te}
 	}
 	return loc
+}
+
+// eventToDeclare is the telephone-event format to put in SDP for the leg:
+// the endpoint's own if its last SDP had one, else one the node offered it
+// before at its codec's clock, else a new one on a payload type its last
+// SDP leaves free.
+func (l *leg) eventToDeclare() sdpneg.Codec {
+	if l.hasEvent {
+		return l.event
+	}
+	if te, ok := l.offeredEvent(l.info.ClockRate); ok {
+		return te
+	}
+	used := map[uint8]bool{l.codec.PT: true}
+	for _, f := range l.desc.Audio().Formats {
+		if pt, err := strconv.Atoi(f); err == nil && pt >= 0 && pt < 128 {
+			used[uint8(pt)] = true
+		}
+	}
+	pt, _ := freePT(used, codec.DynamicPT) // an SDP's one audio codec leaves dynamic types free
+	return sdpneg.Codec{PT: pt, Name: sdpneg.TelephoneEvent, ClockRate: l.info.ClockRate, Channels: 1}
 }
 
 // offeredEvent is the telephone-event format we offered this leg at clock.

@@ -107,6 +107,34 @@ func TestUnreachableAddressFamilyIsRefused(t *testing.T) {
 	}
 }
 
+// A dual-stack node (bound to ::) reaches peers of both families but
+// advertises one address: a peer of the other family could not send to
+// it, so it is refused as on a single-family node, not answered with an
+// address it cannot use (audio one way only).
+func TestDualStackNodeRefusesAPeerItsAdvertisedAddressCannotServe(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.BindIP, c.AdvertiseIP = "::", "127.0.0.1" })
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	v6 := func(raw []byte) []byte {
+		return bytes.ReplaceAll(raw, []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::1"))
+	}
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: v6(a.sdp("0"))}); !errors.Is(err, ErrUnsupportedCodec) {
+		t.Fatalf("IPv6 offer to a node advertising IPv4: %v, want ErrUnsupportedCodec", err)
+	}
+	if e.Active() != 0 || e.pool.InUse() != 0 {
+		t.Fatalf("refused offer left %d sessions, %d port pairs", e.Active(), e.pool.InUse())
+	}
+	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
+		t.Fatalf("IPv4 offer to a dual-stack node advertising IPv4: %v", err)
+	}
+	if _, _, err := e.Answer(ctx, "s1", v6(b.sdp("0")), false); !errors.Is(err, ErrUnsupportedCodec) {
+		t.Fatalf("IPv6 answer on a node advertising IPv4: %v, want ErrUnsupportedCodec", err)
+	}
+	if _, _, err := e.Answer(ctx, "s1", b.sdp("0"), false); err != nil {
+		t.Fatalf("IPv4 answer on a dual-stack node advertising IPv4: %v", err)
+	}
+}
+
 // A caller's Opus written without its channel count is offered on as
 // opus/48000/2, and the callee's compliant answer is taken.
 func TestOpusOfferWithoutChannelsIsAnswered(t *testing.T) {
@@ -123,6 +151,118 @@ func TestOpusOfferWithoutChannelsIsAnswered(t *testing.T) {
 	if _, _, err := e.Answer(ctx, "s1", b.sdp("111", "a=rtpmap:111 opus/48000/2"), false); err != nil {
 		t.Fatalf("answer opus/48000/2: %v", err)
 	}
+}
+
+// A re-offer may add back a format an earlier round left out (RFC 3264
+// §8.3.2). A re-INVITEs once without telephone-event (a hold, or a device
+// that lists only the codec in use), so B is re-offered none and answers
+// without one; when A next re-offers it, B is offered it again, and the
+// answer back to A promises it, so digits are carried again both ways.
+func TestReOfferBringsTelephoneEventBack(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	te := []string{"a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16"}
+	bridge(t, e, "s1", a.sdp("0 101", te...), b.sdp("0 101", te...))
+	events := func(what string, raw []byte, want bool) {
+		t.Helper()
+		d, err := sdpneg.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := d.Audio().TelephoneEvent(8000); ok != want {
+			t.Fatalf("%s has telephone-event/8000 %v, want %v:\n%s", what, ok, want, raw)
+		}
+	}
+
+	toB, _, err := e.Update(ctx, "s1", LegA, a.sdp("0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events("re-offer to B without A's telephone-event", toB, false)
+	if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("0"), true); err != nil {
+		t.Fatal(err)
+	}
+
+	toB, _, err = e.Update(ctx, "s1", LegA, a.sdp("0 101", te...), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events("re-offer to B once A offers telephone-event again", toB, true)
+	toA, _, err := e.Update(ctx, "s1", LegB, b.sdp("0 101", te...), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events("answer to A once B took telephone-event again", toA, true)
+}
+
+// Opus format parameters are declarative, one direction each (RFC 7587
+// §7.1): maxplaybackrate, stereo, useinbandfec, usedtx and cbr say what the
+// SDP's writer wants to receive, sprop-* what it will send. A relayed
+// stream is decoded by the far end, so the SDP to each leg carries the
+// other leg's parameters, and the other leg's DTMF events list, since
+// events are passed on one for one. A transcoded stream is decoded by the
+// node, so the SDP carries the node's own parameters.
+func TestSDPToALegCarriesTheParametersOfWhoDecodesItsStream(t *testing.T) {
+	opusA := []string{"a=rtpmap:111 opus/48000/2", "a=fmtp:111 stereo=1;sprop-stereo=1", "a=rtpmap:101 telephone-event/48000", "a=fmtp:101 0-16"}
+	opusB := []string{"a=rtpmap:111 opus/48000/2", "a=fmtp:111 maxplaybackrate=16000;sprop-maxcapturerate=16000", "a=rtpmap:101 telephone-event/48000", "a=fmtp:101 0-15"}
+	audio := func(t *testing.T, raw []byte) *sdpneg.Media {
+		t.Helper()
+		d, err := sdpneg.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Audio()
+	}
+	check := func(t *testing.T, what string, raw []byte, wantFmtp, wantEvents string) {
+		t.Helper()
+		m := audio(t, raw)
+		if m.Codecs[0].Fmtp != wantFmtp {
+			t.Errorf("%s has %s fmtp %q, want %q:\n%s", what, m.Codecs[0].Name, m.Codecs[0].Fmtp, wantFmtp, raw)
+		}
+		if te, ok := m.TelephoneEvent(48000); wantEvents != "" && (!ok || te.Fmtp != wantEvents) {
+			t.Errorf("%s has telephone-event %+v (%v), want events %q:\n%s", what, te, ok, wantEvents, raw)
+		}
+	}
+
+	t.Run("relayed", func(t *testing.T) {
+		e, _ := newTestEngine(t, nil)
+		a, b := newEndpoint(t), newEndpoint(t)
+		ctx := t.Context()
+		if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("111 101", opusA...)}); err != nil {
+			t.Fatal(err)
+		}
+		toA, transcoding, err := e.Answer(ctx, "s1", b.sdp("111 101", opusB...), false)
+		if err != nil || transcoding {
+			t.Fatalf("opus to opus: transcoding %v, %v", transcoding, err)
+		}
+		check(t, "answer to A", toA, "maxplaybackrate=16000;sprop-maxcapturerate=16000", "0-15")
+
+		toA, _, err = e.Update(ctx, "s1", LegB, b.sdp("111 101", opusB...), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, "B's re-offer to A", toA, "maxplaybackrate=16000;sprop-maxcapturerate=16000", "0-15")
+		toB, _, err := e.Update(ctx, "s1", LegA, a.sdp("111 101", opusA...), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, "answer to B's re-offer", toB, "stereo=1;sprop-stereo=1", "0-16")
+	})
+
+	t.Run("transcoded", func(t *testing.T) {
+		e, _ := newTestEngine(t, nil)
+		a, b := newEndpoint(t), newEndpoint(t)
+		ctx := t.Context()
+		if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("111", opusA[:2]...)}); err != nil {
+			t.Fatal(err)
+		}
+		toA, transcoding, err := e.Answer(ctx, "s1", b.sdp("0"), false)
+		if err != nil || !transcoding {
+			t.Fatalf("opus to pcmu: transcoding %v, %v", transcoding, err)
+		}
+		check(t, "answer to A", toA, defaultFmtp(opus(), e.cfg.Opus), "")
+	})
 }
 
 // An in-dialog answer is kept to its offer's direction (RFC 3264 §6.1),
@@ -222,11 +362,12 @@ func TestRollbackReturnsTheOfferersLastAnswer(t *testing.T) {
 
 // A re-offer answered early (a 183 to the re-INVITE, which the node takes
 // and answers the offerer from) and then in its 2xx with an answer the
-// node refuses is rolled back, the early answer with it. The SDP the
-// rollback hands back is what the offerer's 2xx carries: it must describe
-// the session the node has gone back to, as the answer before the offer
-// does, not the early answer just undone (the last SDP built for A).
-func TestRollbackAfterEarlyAnswerReturnsTheAnswerBeforeIt(t *testing.T) {
+// node refuses is rolled back, the early answer with it, and the node
+// answers the offerer's re-INVITE on its own: B's media stays as it was.
+// That answer must answer A's sendonly offer (RFC 3264 §6.1: recvonly
+// or inactive), so it is not the sendrecv answer from before the offer;
+// it says what the early answer said, so it is that SDP, same version.
+func TestRollbackAfterEarlyAnswerAnswersTheReOffer(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)
 	ctx := t.Context()
@@ -251,10 +392,81 @@ func TestRollbackAfterEarlyAnswerReturnsTheAnswerBeforeIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The session is back as it was: B's audio reaches A.
+	// A's music on hold reaches B, whose media is as it was.
 	relays(t, "A to B after the rollback", a, nodeA, 1, b)
-	if !bytes.Equal(last, answerToA) {
-		t.Fatalf("rollback returned\n%s\nwant the answer A had before its offer, which the session is back to\n%s", last, answerToA)
+	if !bytes.Equal(last, early) {
+		t.Fatalf("rollback answered A's sendonly re-offer with\n%s\nwant the same answer as the early one, version and all\n%s", last, early)
+	}
+}
+
+// When the node refuses the far end's answer to a re-offer, the offerer's
+// re-INVITE is answered with the SDP Rollback returns (the proxy's 2xx
+// carries it), so it must be an answer to that re-offer (RFC 3264 §6):
+// its m-lines in order, the ones not taken rejected with port 0, and a
+// codec from it. B keeps its media: a codec B is on, when offered, is
+// relayed; otherwise the node transcodes A's new codec to B's.
+func TestNodesAnswerToARefusedReOfferAnswersThatOffer(t *testing.T) {
+	video := "m=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+	tests := []struct {
+		name            string
+		reOffer         func(a *endpoint) []byte
+		wantCodec       string
+		wantTranscoding bool
+	}{
+		{name: "video added", reOffer: func(a *endpoint) []byte { return append(a.sdp("0"), video...) }, wantCodec: "PCMU"},
+		{name: "codec changed", reOffer: func(a *endpoint) []byte { return a.sdp("8") }, wantCodec: "PCMA", wantTranscoding: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			ctx := t.Context()
+			nodeA := nodeAddr(t, answered(t, e, a.sdp("0 8"), b.sdp("0")))
+			offer := tc.reOffer(a)
+			toB, _, err := e.Update(ctx, "s1", LegA, offer, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodeB := nodeAddr(t, toB)
+			if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("99"), true); err == nil {
+				t.Fatal("an answer in a codec nobody offered was taken")
+			}
+			answer, transcoding, err := e.Rollback(ctx, "s1", LegA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if transcoding != tc.wantTranscoding {
+				t.Fatalf("transcoding %v after the node's answer, want %v", transcoding, tc.wantTranscoding)
+			}
+			got, err := sdpneg.Parse(answer)
+			if err != nil {
+				t.Fatalf("rollback sdp: %v\n%s", err, answer)
+			}
+			want, _ := sdpneg.Parse(offer)
+			if len(got.Media) != len(want.Media) {
+				t.Fatalf("answer has %d m-lines for a %d-line offer:\n%s", len(got.Media), len(want.Media), answer)
+			}
+			for i, m := range got.Media {
+				if m.Kind != want.Media[i].Kind || (i != got.AudioIndex) != (m.Port == 0) {
+					t.Fatalf("answer's m-line %d is %s port %d for the offer's %s:\n%s", i, m.Kind, m.Port, want.Media[i].Kind, answer)
+				}
+			}
+			if c := got.Audio().Codecs; len(c) != 1 || c[0].Name != tc.wantCodec || got.Audio().Direction != sdpneg.SendRecv {
+				t.Fatalf("answer's audio %+v %v, want %s sendrecv:\n%s", c, got.Audio().Direction, tc.wantCodec, answer)
+			}
+			pt := uint8(0)
+			if tc.wantCodec == "PCMA" {
+				pt = 8
+			}
+			a.send(nodeA, rtp.Header{PayloadType: pt, SequenceNumber: 1, SSRC: 1}, pcmuPayload(1))
+			if p, ok := b.recv(time.Second); !ok || p.PayloadType != 0 {
+				t.Fatalf("A to B after the node's answer: got %v PT %d, want PCMU", ok, p.PayloadType)
+			}
+			b.send(nodeB, rtp.Header{PayloadType: 0, SequenceNumber: 1, SSRC: 2}, pcmuPayload(2))
+			if p, ok := a.recv(time.Second); !ok || p.PayloadType != pt {
+				t.Fatalf("B to A after the node's answer: got %v PT %d, want %d", ok, p.PayloadType, pt)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -69,6 +71,59 @@ func TestHoldAndResume(t *testing.T) {
 	}
 	if e.Active() != 1 {
 		t.Fatal("session lost during re-INVITEs")
+	}
+}
+
+// A phone that holds the RFC 2543 way (c=0.0.0.0) and says a=sendonly, as
+// phones that play their own music on hold do, still sends: 0.0.0.0 only
+// says nothing is to be sent to it (RFC 3264 §8.4). Its RTP and RTCP come
+// from where they came before the hold, and reach B, through a hold re-sent
+// too; a stranger is still refused.
+func TestLegacyHoldSenderIsStillRelayed(t *testing.T) {
+	e, _ := newTestEngine(t, nil) // AllowLatching off, the default
+	a, b, stranger := newEndpoint(t), newEndpoint(t), newEndpoint(t)
+	ctx := t.Context()
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	relays(t, "A to B before the hold", a, nodeA, 1, b)
+
+	legacyHold := func(version string) []byte {
+		raw := bytes.ReplaceAll(a.sdp("0", "a=sendonly"), []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP4 0.0.0.0"))
+		return bytes.Replace(raw, []byte("o=- 1 1"), []byte("o=- 1 "+version), 1)
+	}
+	seq := uint16(1)
+	for _, version := range []string{"2", "3"} {
+		toB, _, err := e.Update(ctx, "s1", LegA, legacyHold(version), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, err := sdpneg.Parse(toB); err != nil || d.Audio().Direction != sdpneg.SendOnly {
+			t.Fatalf("hold offer to B: %v\n%s", err, toB)
+		}
+		if _, _, err := e.Update(ctx, "s1", LegB, b.sdp("0", "a=recvonly"), true); err != nil {
+			t.Fatal(err)
+		}
+		seq++
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 1}, pcmuPayload(2))
+		if _, ok := b.recv(time.Second); !ok {
+			q, _ := e.Delete("s1")
+			t.Fatalf("hold version %s: A's music on hold never reached B; A's drops %+v", version, q.Legs[0].Dropped)
+		}
+	}
+
+	sr, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.SenderReport{SSRC: 1, NTPTime: 1 << 40, PacketCount: 3, OctetCount: 480}})
+	if _, err := a.rtcp.WriteToUDPAddrPort(sr, netip.AddrPortFrom(nodeA.Addr(), nodeA.Port()+1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.rtcp.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := b.rtcp.Read(make([]byte, 1500)); err != nil {
+		t.Fatalf("A's sender report on hold not relayed to B: %v", err)
+	}
+
+	stranger.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: 9, SSRC: 66}, pcmuPayload(9))
+	b.expectNothing(100 * time.Millisecond)
+	q, _ := e.Delete("s1")
+	if q.Legs[0].Dropped.WrongSource != 1 {
+		t.Fatalf("A's drops %+v, want only the stranger's packet", q.Legs[0].Dropped)
 	}
 }
 

@@ -30,10 +30,11 @@ type Media interface {
 	// with answer set the answer to the other leg's, and returns the SDP for
 	// the other leg and whether the legs are now on different codecs.
 	Update(ctx context.Context, sessionID string, leg callgridv1.Leg, sdp []byte, answer bool) (out []byte, transcoding bool, err error)
-	// Rollback undoes leg's last in-dialog offer, which the other side
-	// rejected, and returns the SDP last sent to leg (its answer still, if
-	// the refusal was the node's own) and whether the legs are on
-	// different codecs.
+	// Rollback undoes leg's last in-dialog offer and returns the node's
+	// SDP for leg and whether the legs are on different codecs. When the
+	// other side rejected the offer, leg goes back to the SDP in force
+	// before it; when the node refused the other side's answer, the node
+	// answers leg's offer itself, the other leg kept as it was.
 	Rollback(ctx context.Context, sessionID string, leg callgridv1.Leg) (sdp []byte, transcoding bool, err error)
 	// Close ends a session, frees its ports and returns its quality.
 	Close(sessionID string) (*callgridv1.MediaQuality, error)

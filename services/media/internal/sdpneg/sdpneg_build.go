@@ -36,7 +36,8 @@ type Local struct {
 // negotiations.
 type Builder struct {
 	sessionID uint64
-	version   uint64
+	version   uint64 // of the last SDP built
+	highest   uint64 // of any SDP built: a new content gets the next one
 	last      []byte // the previous SDP with the origin version left out
 }
 
@@ -45,7 +46,7 @@ func NewBuilder() *Builder {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	// Keep it below 2^63 so peers parsing it as a signed integer cope.
-	return &Builder{sessionID: binary.BigEndian.Uint64(b[:]) >> 1, version: 1}
+	return &Builder{sessionID: binary.BigEndian.Uint64(b[:]) >> 1, version: 1, highest: 1}
 }
 
 // Version returns the origin version of the last built SDP.
@@ -54,6 +55,42 @@ func (b *Builder) Version() uint64 { return b.version }
 // Build marshals l. Building the same content again returns the same SDP
 // with the same version.
 func (b *Builder) Build(l Local) ([]byte, error) {
+	content, err := b.content(l)
+	if err != nil {
+		return nil, err
+	}
+	if b.last != nil && !bytes.Equal(content, b.last) {
+		b.highest++
+		b.version = b.highest
+	}
+	b.last = content
+	return marshal(l, b.sessionID, b.version)
+}
+
+// BuildKeeping is Build, except that when l has the content of kept, an
+// SDP this builder built before, it returns kept itself, version and all,
+// whatever was built since: an endpoint whose session is back to what it
+// was (a rejected offer rolled back) is told no new version of it. Any
+// other content gets a version above every one built, which the endpoint
+// may have seen.
+func (b *Builder) BuildKeeping(l Local, kept []byte) ([]byte, error) {
+	content, err := b.content(l)
+	if err != nil {
+		return nil, err
+	}
+	var prev sdp.SessionDescription
+	if kept != nil && prev.Unmarshal(kept) == nil && prev.Origin.SessionID == b.sessionID && prev.Origin.SessionVersion <= b.highest {
+		if same, err := marshal(l, b.sessionID, prev.Origin.SessionVersion); err == nil && bytes.Equal(same, kept) {
+			b.last, b.version = content, prev.Origin.SessionVersion
+			return kept, nil
+		}
+	}
+	return b.Build(l)
+}
+
+// content is l marshalled with the origin version left out, for telling
+// whether two SDPs differ.
+func (b *Builder) content(l Local) ([]byte, error) {
 	if !l.Addr.IsValid() {
 		return nil, fmt.Errorf("build sdp: invalid address")
 	}
@@ -63,15 +100,7 @@ func (b *Builder) Build(l Local) ([]byte, error) {
 	if len(l.Codecs) == 0 {
 		return nil, fmt.Errorf("build sdp: %w", ErrUnsupportedCodec)
 	}
-	content, err := marshal(l, b.sessionID, 0)
-	if err != nil {
-		return nil, err
-	}
-	if b.last != nil && !bytes.Equal(content, b.last) {
-		b.version++
-	}
-	b.last = content
-	return marshal(l, b.sessionID, b.version)
+	return marshal(l, b.sessionID, 0)
 }
 
 func marshal(l Local, sessionID, version uint64) ([]byte, error) {

@@ -84,6 +84,50 @@ func TestBuildVersionIncrementsOnChange(t *testing.T) {
 	}
 }
 
+// An SDP built again with the content of one built before it comes back
+// as it was, version and all; a new content goes above every version
+// built, not only the last.
+func TestBuildKeepingReturnsTheKeptSDPForItsContent(t *testing.T) {
+	b := NewBuilder()
+	local := Local{
+		Addr:   netip.MustParseAddr("198.51.100.7"),
+		Port:   30000,
+		Codecs: []Codec{{PT: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}},
+	}
+	kept, err := b.Build(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := local
+	hold.Direction = SendOnly
+	if _, err := b.Build(hold); err != nil { // version 2, then rejected
+		t.Fatal(err)
+	}
+	again, err := b.BuildKeeping(local, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, kept) {
+		t.Fatalf("same content built keeping\n%s\ngot\n%s", kept, again)
+	}
+	if b.Version() != 1 {
+		t.Fatalf("version after keeping = %d, want 1", b.Version())
+	}
+	inactive := local
+	inactive.Direction = Inactive
+	raw, err := b.BuildKeeping(inactive, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.OriginVersion != 3 {
+		t.Fatalf("new content after versions 1 and 2 has version %d, want 3", d.OriginVersion)
+	}
+}
+
 func TestBuildAnswerMirrorsOffer(t *testing.T) {
 	offer, err := Parse(sdpLines(
 		"v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0",

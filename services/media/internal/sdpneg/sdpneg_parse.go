@@ -22,7 +22,7 @@ type Media struct {
 	Port    int      // 0 means the stream is rejected or disabled
 
 	// Fields below are filled for audio streams only.
-	Addr            netip.Addr     // connection address; unspecified (0.0.0.0) is the legacy hold
+	Addr            netip.Addr     // connection address, IPv4-mapped IPv6 unmapped; unspecified (0.0.0.0) is the legacy hold
 	RTCP            netip.AddrPort // where RTCP goes: a=rtcp, else Addr and Port+1
 	RTCPMux         bool           // a=rtcp-mux (RFC 5761)
 	Codecs          []Codec        // audio formats in the peer's preference order, DTMF excluded
@@ -137,6 +137,11 @@ func parseAudio(m *Media, s *sdp.SessionDescription, md *sdp.MediaDescription, s
 	if err != nil || addr.Zone() != "" || addr.IsMulticast() || (addr.Is4() != (ci.AddressType == "IP4")) {
 		return fmt.Errorf("%w: connection address %q", ErrBadSDP, ci.Address.Address)
 	}
+	// An IPv4 address in IPv6 form (c=IN IP6 ::ffff:a.b.c.d) is an IPv4
+	// endpoint: its packets arrive from plain a.b.c.d, so that is the
+	// address they must be compared with and sent to (a=rtcp is read
+	// the same way).
+	addr = addr.Unmap()
 	m.Addr = addr
 
 	m.Direction = sessionDir

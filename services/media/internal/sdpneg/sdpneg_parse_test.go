@@ -124,6 +124,19 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "ipv4-mapped ipv6 connection address is the ipv4 endpoint",
+			sdp: sdpLines(
+				"v=0", "o=- 1 1 IN IP6 ::ffff:192.0.2.1", "s=-", "c=IN IP6 ::ffff:192.0.2.1", "t=0 0",
+				"m=audio 4000 RTP/AVP 0",
+			),
+			check: func(t *testing.T, d *Description) {
+				a := d.Audio()
+				if a.RTP() != netip.MustParseAddrPort("192.0.2.1:4000") || a.RTCP != netip.MustParseAddrPort("192.0.2.1:4001") {
+					t.Errorf("rtp %v rtcp %v, want the unmapped 192.0.2.1", a.RTP(), a.RTCP)
+				}
+			},
+		},
+		{
 			name: "video first, rejected audio skipped, second audio used",
 			sdp: sdpLines(
 				"v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0",
