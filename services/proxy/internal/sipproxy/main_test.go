@@ -9,6 +9,7 @@ import (
 // does before it serves (app.Run), with the default configuration.
 func TestMain(m *testing.M) {
 	ApplyUDPLimits(Config{})
+	ApplyTransactionLinger(Config{}.WithDefaults().TransactionLinger)
 	RouteSipgoDefaultLogs(testLogger())
 	os.Exit(m.Run())
 }

@@ -112,6 +112,16 @@ func (c *call) recordRouteParams() sip.HeaderParams {
 	return c.media.sess.params()
 }
 
+// markVia puts the media of an in-dialog INVITE in our Via on it (see
+// paramLeg), so that a 2xx retransmitted after our client transaction
+// ended can still be given the SDP the first one got.
+func (m *callMedia) markVia(via *sip.ViaHeader) {
+	if m == nil || m.phase != phaseUpdate {
+		return
+	}
+	inDialogOffer{sess: m.sess, reqLeg: m.reqLeg, offered: m.offered}.markVia(via)
+}
+
 // mediaProvisional passes a provisional response's SDP (early media)
 // through the node. A failure only costs the early media: the body is
 // dropped so it cannot route media around the node, and the 2xx decides.
@@ -213,12 +223,12 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 		out, err := s.update(m.sess, otherLeg(m.reqLeg), sdp, m.offered)
 		if err != nil {
 			// The dialog is up either way; a failed re-negotiation keeps
-			// the media as it was, which is what a 488 would do too: the
-			// node forgets the offer it took, and neither this 2xx nor its
-			// retransmissions carry the callee's SDP past it. The offerer
-			// is still owed an answer (RFC 3261 13.2.1, a 2xx to an offer
-			// carries one): the node's last SDP to it, unchanged down to
-			// its version, says the session stays as it was (RFC 3264 §8).
+			// the callee's media as it was, which is what a 488 would do
+			// too, and neither this 2xx nor its retransmissions carry the
+			// callee's SDP past the node. The offerer is still owed an
+			// answer (RFC 3261 13.2.1, a 2xx to an offer carries one): the
+			// node makes it on its own (Rollback), unchanged down to its
+			// version when the session stays as it was (RFC 3264 §8).
 			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored; the offerer keeps its session")
 			s.answerWithSessionKept(c, m, up)
 			return nil
@@ -393,11 +403,16 @@ func (s *Server) mediaInDialog(c *call, base *sip.Request, sess mediaSession) er
 
 // anchorStray2xx gives a 2xx retransmitted after its transaction ended the
 // SDP the first one carried, so a caller re-reading it is not pointed
-// around the node. The node answers a repeated answer from its cache. It
-// reports false when the response must not be relayed: its SDP cannot be
-// passed through the node.
-func (s *Server) anchorStray2xx(up *sip.Response) bool {
-	if s.media == nil || !up.IsSuccess() || sdpBody(up) == nil {
+// around the node. via is our Via, taken off up. It reports false when the
+// response must not be relayed: its SDP cannot be passed through the node.
+func (s *Server) anchorStray2xx(via *sip.ViaHeader, up *sip.Response) bool {
+	if s.media == nil || !up.IsSuccess() {
+		return true
+	}
+	if o, marked, ok := inDialogOfferFrom(via.Params); marked {
+		return ok && s.anchorStrayInDialog2xx(o, up)
+	}
+	if sdpBody(up) == nil {
 		return true
 	}
 	var sess mediaSession
@@ -417,11 +432,57 @@ func (s *Server) anchorStray2xx(up *sip.Response) bool {
 		// The offer it carried was claimed once; the caller has the node's.
 		return false
 	}
+	// The node answers a repeated answer from its cache.
 	reply, err := s.answer(sess, sdpBody(up), nil, false)
 	if err != nil {
 		s.log.Debug().Err(err).Str("session_id", sess.session).Msg("retransmitted 2xx not anchored")
 		return false
 	}
 	setSDPBody(up, reply.GetSdp())
+	return true
+}
+
+// anchorStrayInDialog2xx is anchorStray2xx for the 2xx of an in-dialog
+// INVITE, which mediaAnswered passed through the node as an update. The
+// same update again gets the same SDP back: the node's SDP for a leg keeps
+// its origin version while its content stays the same (RFC 3264 §8), and a
+// repeated answer, or offer, from the same leg builds the same content.
+// Nothing says whether the node refused the first 2xx's SDP; if it did, it
+// refuses it again, and this 2xx gets what answerWithSessionKept gave the
+// first: the offerer's SDP in force, from a rollback that finds nothing
+// left to undo, or none. When the node cannot be asked, the 2xx is dropped:
+// its SDP would point the other party around the node.
+func (s *Server) anchorStrayInDialog2xx(o inDialogOffer, up *sip.Response) bool {
+	if hasForeignBody(up) {
+		return false
+	}
+	sdp := sdpBody(up)
+	if sdp == nil {
+		// The answer came in a reliable provisional (RFC 3262): there is
+		// no address in this one to hide.
+		return true
+	}
+	out, err := s.update(o.sess, otherLeg(o.reqLeg), sdp, o.offered)
+	switch {
+	case err == nil:
+		setSDPBody(up, out)
+		return true
+	case !isRefusedSDP(err):
+		s.log.Debug().Err(err).Str("session_id", o.sess.session).Msg("retransmitted in-dialog 2xx not anchored")
+		return false
+	case !o.offered:
+		dropBody(up)
+		return true
+	}
+	kept, err := s.rollback(o.sess, o.reqLeg)
+	if err != nil {
+		s.log.Debug().Err(err).Str("session_id", o.sess.session).Msg("retransmitted in-dialog 2xx not anchored")
+		return false
+	}
+	if kept == nil {
+		dropBody(up)
+	} else {
+		setSDPBody(up, kept)
+	}
 	return true
 }

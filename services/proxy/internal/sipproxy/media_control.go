@@ -133,3 +133,10 @@ func isUnknownSession(err error) bool {
 	var se *bus.StatusError
 	return errors.Is(err, errSessionNotFound) || (errors.As(err, &se) && se.Status == callgridv1.Status_STATUS_UNKNOWN_SESSION)
 }
+
+// isRefusedSDP reports a node that refused the SDP itself, which it does
+// again for the same SDP, as opposed to a node that could not be asked.
+func isRefusedSDP(err error) bool {
+	var se *bus.StatusError
+	return errors.As(err, &se) && (se.Status == callgridv1.Status_STATUS_BAD_SDP || se.Status == callgridv1.Status_STATUS_UNSUPPORTED_CODEC)
+}

@@ -33,6 +33,71 @@ const (
 	paramService = "cg-svc"
 )
 
+// Parameters of our Via on a forwarded in-dialog INVITE of an anchored
+// dialog, next to paramNode and paramSession. Every response to it comes
+// back with our Via, also a 2xx that its sender repeats (until the ACK,
+// for up to 64*T1) after our client transaction has ended; a re-INVITE's
+// 2xx has no Record-Route to name the session, so only the Via tells
+// which session and leg its SDP belongs to.
+const (
+	// paramLeg is the node leg facing the party that sent the INVITE:
+	// "a" or "b".
+	paramLeg = "cg-leg"
+	// paramOffered marks an INVITE that carried an offer, which its 2xx
+	// answers; without it the 2xx makes the offer.
+	paramOffered = "cg-offer"
+)
+
+// viaLeg is a leg as paramLeg writes it.
+func viaLeg(l callgridv1.Leg) string {
+	if l == callgridv1.Leg_LEG_B {
+		return "b"
+	}
+	return "a"
+}
+
+// inDialogOffer is what our Via on an in-dialog INVITE says of its media:
+// the session, the leg facing the INVITE's sender, and whether the INVITE
+// made the offer.
+type inDialogOffer struct {
+	sess    mediaSession
+	reqLeg  callgridv1.Leg
+	offered bool
+}
+
+// markVia adds the in-dialog INVITE's media to our Via.
+func (o inDialogOffer) markVia(via *sip.ViaHeader) {
+	if o.sess.node != "" {
+		via.Params.Add(paramNode, o.sess.node)
+	}
+	via.Params.Add(paramSession, o.sess.session)
+	via.Params.Add(paramLeg, viaLeg(o.reqLeg))
+	if o.offered {
+		via.Params.Add(paramOffered, "")
+	}
+}
+
+// inDialogOfferFrom reads markVia's parameters back. marked reports a Via
+// that carries a session at all; ok, one whose parameters all make sense.
+func inDialogOfferFrom(p sip.HeaderParams) (o inDialogOffer, marked, ok bool) {
+	sid, marked := p.Get(paramSession)
+	if !marked {
+		return inDialogOffer{}, false, false
+	}
+	switch p.GetOr(paramLeg, "") {
+	case "a":
+		o.reqLeg = callgridv1.Leg_LEG_A
+	case "b":
+		o.reqLeg = callgridv1.Leg_LEG_B
+	}
+	if sid == "" || o.reqLeg == callgridv1.Leg_LEG_UNSPECIFIED {
+		return inDialogOffer{}, true, false
+	}
+	o.sess = mediaSession{node: p.GetOr(paramNode, ""), session: sid}
+	o.offered = p.Has(paramOffered)
+	return o, true, true
+}
+
 // mediaSession is what an anchored dialog's routing parameters say about
 // its media.
 type mediaSession struct {

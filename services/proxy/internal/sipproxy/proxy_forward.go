@@ -231,7 +231,11 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 		alias, _ := t.uri.UriParams.Get(aliasParam)
 		out.PrependHeader(s.relayRoute(out, t.holder, alias))
 	}
-	out.PrependHeader(s.ourVia(t.transport, newBranch(c.loop)))
+	via := s.ourVia(t.transport, newBranch(c.loop))
+	if out.IsInvite() {
+		c.media.markVia(via)
+	}
+	out.PrependHeader(via)
 	if recordRoute {
 		s.addRecordRoute(out, c.req.Transport(), t.transport, c.recordRouteParams())
 	}

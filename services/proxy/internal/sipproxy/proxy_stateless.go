@@ -36,7 +36,7 @@ func (s *Server) handleStrayResponse(res *sip.Response) {
 		s.m.dropped.WithLabelValues("stray_response").Inc()
 		return
 	}
-	if !s.anchorStray2xx(up) {
+	if !s.anchorStray2xx(via, up) {
 		s.m.dropped.WithLabelValues("stray_response").Inc()
 		return
 	}
