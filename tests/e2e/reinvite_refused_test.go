@@ -14,10 +14,11 @@ import (
 // TestRefusedReinviteAnswerKeepsTheCall: the callee answers a hold
 // re-INVITE with a 200 whose SDP the node cannot take (a codec it lacks),
 // and retransmits it. Neither the 200 nor its retransmission hands the
-// caller the callee's own address; both answer its offer with the SDP it
-// was answered with before, version and all, which keeps its session as
-// it was (RFC 3264 §8); and the node goes back to the session it had:
-// audio still flows both ways.
+// caller the callee's own address. The node answers the caller's offer on
+// its own, keeping the callee's side as it was: recvonly to the caller's
+// sendonly (RFC 3264 §6.1), in a new version, and the same in both. The
+// caller's audio still reaches the callee, and once it takes the call off
+// hold (the callee refusing again) audio flows both ways.
 func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
 	s := startStack(t, proxyOpts{}, mediaOpts{})
 	caller := newPhone(t, alice, pcmuCodec(), 0, 101, callerHz)
@@ -70,16 +71,32 @@ func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
 	if leaks(first) {
 		t.Fatalf("the 200 carries the callee's own SDP:\n%s", first.Body())
 	}
-	before := string(c.out.InviteResponse.Body())
-	if string(first.Body()) != before {
-		t.Fatalf("the 200 answers the caller's offer with\n%s\nwant its previous answer\n%s", first.Body(), before)
+	before, err := parseSDP(c.out.InviteResponse.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := parseSDP(first.Body())
+	if err != nil {
+		t.Fatalf("the 200's SDP: %v\n%s", err, first.Body())
+	}
+	if held.direction != "recvonly" || held.version <= before.version {
+		t.Fatalf("the 200 answers the caller's sendonly offer with %s, version %d after %d; want recvonly in a new version\n%s",
+			held.direction, held.version, before.version, first.Body())
 	}
 	again := receiveWithin(t, "the retransmitted 200 at the caller", retransmitted, 3*time.Second)
 	if leaks(again) {
 		t.Fatalf("the retransmitted 200 carries the callee's own SDP:\n%s", again.Body())
 	}
-	if string(again.Body()) != before {
-		t.Fatalf("the retransmitted 200 answers the caller's offer with\n%s\nwant its previous answer\n%s", again.Body(), before)
+	if string(again.Body()) != string(first.Body()) {
+		t.Fatalf("the retransmitted 200 carries\n%s\nwant what the first one carried\n%s", again.Body(), first.Body())
+	}
+	if err := caller.useAnswer(first.Body()); err != nil {
+		t.Fatal(err)
+	}
+	c.callee.rtp.reset()
+	c.callee.rtp.waitTone(t, "callee, the caller on hold", callerHz)
+	if err := caller.reinvite(withTimeout(t, 5*time.Second), c.out, "sendrecv"); err != nil {
+		t.Fatalf("taking the call off hold: %v", err)
 	}
 	stillTalking(t, c)
 }

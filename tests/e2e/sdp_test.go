@@ -14,6 +14,7 @@ type mediaDesc struct {
 	formats   []uint8
 	rtpmap    map[uint8]string // "PCMU/8000", "opus/48000/2", "telephone-event/8000"
 	direction string
+	version   uint64 // the o= line's session version
 }
 
 // sdpFor builds a phone's SDP: one codec and telephone-event at its clock.
@@ -44,6 +45,10 @@ func parseSDP(b []byte) (mediaDesc, error) {
 	var port int
 	for _, line := range strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n") {
 		switch {
+		case strings.HasPrefix(line, "o="):
+			if f := strings.Fields(line); len(f) >= 3 {
+				d.version, _ = strconv.ParseUint(f[2], 10, 64)
+			}
 		case strings.HasPrefix(line, "c=IN IP4 "):
 			host = strings.TrimSpace(strings.TrimPrefix(line, "c=IN IP4 "))
 		case strings.HasPrefix(line, "m=audio "):
