@@ -37,6 +37,11 @@ type callMedia struct {
 	// earlyAnswer is the callee's SDP of the last provisional response the
 	// node took: the answer itself when the 2xx carries none (RFC 3262).
 	earlyAnswer []byte
+	// earlyUnanchored is the callee's SDP of a provisional response the
+	// node did not take while it had taken none: the caller got that
+	// response without SDP, so its offer is still unanswered, and a 2xx
+	// without SDP must bring it the node's answer to this one.
+	earlyUnanchored []byte
 	// earlyRefused: the node refused the answer of an in-dialog offer that
 	// came in a provisional response, and took none since. A 2xx without
 	// SDP then answers nothing (RFC 3262: the answer was that reliable
@@ -139,6 +144,9 @@ func (s *Server) mediaProvisional(c *call, res *sip.Response, up *sip.Response) 
 			setSDPBody(up, reply.GetSdp())
 			return
 		}
+		if m.earlyAnswer == nil {
+			m.earlyUnanchored = sdpBody(res)
+		}
 	case phaseUpdate:
 		var sdp []byte
 		if sdp, err = s.update(m.sess, otherLeg(m.reqLeg), sdpBody(res), m.offered); err == nil {
@@ -170,7 +178,14 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 			// The answer came in a reliable provisional response already:
 			// the node hears it again as final, which starts the call's
 			// media timeout and records it as answered.
-			if sdp = m.earlyAnswer; sdp == nil {
+			sdp = m.earlyAnswer
+			if sdp == nil && m.earlyUnanchored != nil {
+				// The node did not take that answer then (no room to
+				// transcode, say), and the caller has none: this 2xx
+				// brings it the node's, or the call fails.
+				sdp, early = m.earlyUnanchored, false
+			}
+			if sdp == nil {
 				m.answered = true
 				return nil
 			}
