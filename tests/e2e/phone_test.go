@@ -370,15 +370,20 @@ func (p *phone) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, code, "Rejected", nil))
 		return
 	}
+	_ = tx.Respond(p.reinviteResponse(req))
+}
+
+// reinviteResponse answers a re-INVITE's offer with the phone's SDP, or
+// with 488 when it lacks the phone's codec.
+func (p *phone) reinviteResponse(req *sip.Request) *sip.Response {
 	answer, err := p.answerFor(req.Body())
 	if err != nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusNotAcceptableHere, "Not Acceptable Here", nil))
-		return
+		return sip.NewResponseFromRequest(req, sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)
 	}
 	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", answer)
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res.AppendHeader(sip.HeaderClone(&p.contact))
-	_ = tx.Respond(res)
+	return res
 }
 
 func (p *phone) onBye(req *sip.Request, tx sip.ServerTransaction) {

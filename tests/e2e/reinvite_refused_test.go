@@ -43,27 +43,7 @@ func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
 	c := connect(t, caller, callee, s.proxy.sipAddr)
 	refuse.Store(true)
 
-	re := sip.NewRequest(sip.INVITE, c.out.InviteResponse.Contact().Address)
-	re.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	re.SetBody(caller.localSDP("sendonly"))
-	tx, err := c.out.TransactionRequest(withTimeout(t, 10*time.Second), re)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	retransmitted := make(chan *sip.Response, 4)
-	tx.OnRetransmission(func(r *sip.Response) { sendOrDrop(retransmitted, r) })
-	var first *sip.Response
-	for first == nil {
-		select {
-		case r := <-tx.Responses():
-			if !r.IsProvisional() {
-				first = r
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no final response to the re-INVITE")
-		}
-	}
+	first, retransmitted := reinviteWatchingRepeats(t, c, "sendonly", 10*time.Second)
 	leaks := func(r *sip.Response) bool {
 		body := string(r.Body())
 		return strings.Contains(body, "m=audio "+strconv.Itoa(callee.rtp.port())+" ") || strings.Contains(body, "G729")
@@ -99,4 +79,31 @@ func TestRefusedReinviteAnswerKeepsTheCall(t *testing.T) {
 		t.Fatalf("taking the call off hold: %v", err)
 	}
 	stillTalking(t, c)
+}
+
+// reinviteWatchingRepeats sends the caller's re-INVITE with its SDP in
+// direction, bounded by limit, and returns its final response and a
+// channel of that response's retransmissions as the caller receives them.
+func reinviteWatchingRepeats(t *testing.T, c *call, direction string, limit time.Duration) (*sip.Response, <-chan *sip.Response) {
+	t.Helper()
+	re := sip.NewRequest(sip.INVITE, c.out.InviteResponse.Contact().Address)
+	re.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	re.SetBody(c.caller.localSDP(direction))
+	tx, err := c.out.TransactionRequest(withTimeout(t, limit), re)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tx.Terminate)
+	retransmitted := make(chan *sip.Response, 4)
+	tx.OnRetransmission(func(r *sip.Response) { sendOrDrop(retransmitted, r) })
+	for {
+		select {
+		case r := <-tx.Responses():
+			if !r.IsProvisional() {
+				return r, retransmitted
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no final response to the re-INVITE")
+		}
+	}
 }

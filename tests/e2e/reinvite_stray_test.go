@@ -25,15 +25,11 @@ func TestReinvite2xxRetransmittedLateKeepsTheNodesSDP(t *testing.T) {
 				p.onInvite(req, tx)
 				return
 			}
-			answer, err := p.answerFor(req.Body())
-			if err != nil {
-				_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusNotAcceptableHere, "Not Acceptable Here", nil))
+			res := p.reinviteResponse(req)
+			_ = tx.Respond(res)
+			if res.StatusCode != sip.StatusOK {
 				return
 			}
-			res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", answer)
-			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-			res.AppendHeader(sip.HeaderClone(&p.contact))
-			_ = tx.Respond(res)
 			select {
 			case d := <-repeatAfter:
 				time.Sleep(d)
@@ -48,27 +44,7 @@ func TestReinvite2xxRetransmittedLateKeepsTheNodesSDP(t *testing.T) {
 	// linger of 5 s.
 	repeatAfter <- 6 * time.Second
 
-	re := sip.NewRequest(sip.INVITE, c.out.InviteResponse.Contact().Address)
-	re.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	re.SetBody(caller.localSDP("sendonly"))
-	tx, err := c.out.TransactionRequest(withTimeout(t, 15*time.Second), re)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	retransmitted := make(chan *sip.Response, 4)
-	tx.OnRetransmission(func(r *sip.Response) { sendOrDrop(retransmitted, r) })
-	var first *sip.Response
-	for first == nil {
-		select {
-		case r := <-tx.Responses():
-			if !r.IsProvisional() {
-				first = r
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no final response to the re-INVITE")
-		}
-	}
+	first, retransmitted := reinviteWatchingRepeats(t, c, "sendonly", 15*time.Second)
 	if first.StatusCode != sip.StatusOK {
 		t.Fatalf("re-INVITE answered %s", first.StartLine())
 	}

@@ -30,22 +30,9 @@ func queuedWrites(n *Node) []busWrite {
 // leaves the call unanswered: no call record, no talk time in its end
 // event, and the setup timeout still ends it should its release be lost.
 func TestRefusedAnswerLeavesTheCallUnanswered(t *testing.T) {
-	media := newSwitchingMedia()
-	n, err := New(Config{ID: "n", CapacityUnits: 10, PassthroughCost: 1, TranscodeCost: 8}, zerolog.Nop(), prometheus.NewRegistry(), nil, media)
-	if err != nil {
-		t.Fatal(err)
-	}
-	media.node = n
-	media.answerTranscodes = true
+	n, _ := newTranscodingNode(t)
 	ctx := context.Background()
-	offer := func(callID string) string {
-		t.Helper()
-		r := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0")})
-		if r.GetStatus() != callgridv1.Status_STATUS_OK {
-			t.Fatalf("offer %s: %v", callID, r.GetStatus())
-		}
-		return r.GetSessionId()
-	}
+	offer := func(callID string) string { return offerOK(t, n, callID) }
 	first := offer("first")
 	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: first, Sdp: []byte("v=0")}).GetStatus(); st != callgridv1.Status_STATUS_OK {
 		t.Fatalf("first answer: %v", st)
@@ -127,22 +114,9 @@ func TestCallRecordNeverOutlivesItsRemoval(t *testing.T) {
 // the engine does, so the node offers no room for it, and the final answer
 // is refused too while the node has no units for it.
 func TestRefusedProvisionalAnswerIsChargedWhatTheEngineTranscodes(t *testing.T) {
-	media := newSwitchingMedia()
-	n, err := New(Config{ID: "n", CapacityUnits: 10, PassthroughCost: 1, TranscodeCost: 8}, zerolog.Nop(), prometheus.NewRegistry(), nil, media)
-	if err != nil {
-		t.Fatal(err)
-	}
-	media.node = n
-	media.answerTranscodes = true
+	n, media := newTranscodingNode(t)
 	ctx := context.Background()
-	offer := func(callID string) string {
-		t.Helper()
-		r := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0")})
-		if r.GetStatus() != callgridv1.Status_STATUS_OK {
-			t.Fatalf("offer %s: %v", callID, r.GetStatus())
-		}
-		return r.GetSessionId()
-	}
+	offer := func(callID string) string { return offerOK(t, n, callID) }
 	first := offer("first")
 	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: first, Sdp: []byte("v=0")}).GetStatus(); st != callgridv1.Status_STATUS_OK {
 		t.Fatalf("first answer: %v", st)
@@ -177,4 +151,28 @@ func TestRefusedProvisionalAnswerIsChargedWhatTheEngineTranscodes(t *testing.T) 
 	if s := n.ledger.snapshot(); s.used != 8 || s.transcoded != 1 || n.ledger.callRecord(second, "n") == nil {
 		t.Fatalf("after the 200: %+v, recorded %v; want 8 units, 1 transcoded, recorded", s, n.ledger.callRecord(second, "n") != nil)
 	}
+}
+
+// newTranscodingNode is a node of 10 units whose every answer transcodes
+// (8 units a call).
+func newTranscodingNode(t *testing.T) (*Node, *switchingMedia) {
+	t.Helper()
+	media := newSwitchingMedia()
+	n, err := New(Config{ID: "n", CapacityUnits: 10, PassthroughCost: 1, TranscodeCost: 8}, zerolog.Nop(), prometheus.NewRegistry(), nil, media)
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.node = n
+	media.answerTranscodes = true
+	return n, media
+}
+
+// offerOK opens a session for callID on n and returns its id.
+func offerOK(t *testing.T, n *Node, callID string) string {
+	t.Helper()
+	r := n.handleOffer(context.Background(), &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0")})
+	if r.GetStatus() != callgridv1.Status_STATUS_OK {
+		t.Fatalf("offer %s: %v", callID, r.GetStatus())
+	}
+	return r.GetSessionId()
 }

@@ -27,14 +27,7 @@ func TestUnansweredSessionIsReaped(t *testing.T) {
 	go func() { defer close(done); n.reapUnanswered(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	offer := func(callID string) string {
-		t.Helper()
-		r := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: callID, Sdp: []byte("v=0")})
-		if r.GetStatus() != callgridv1.Status_STATUS_OK {
-			t.Fatalf("offer %s: %v", callID, r.GetStatus())
-		}
-		return r.GetSessionId()
-	}
+	offer := func(callID string) string { return offerOK(t, n, callID) }
 	answered := offer("answered")
 	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: answered, Sdp: []byte("v=0")}).GetStatus(); st != callgridv1.Status_STATUS_OK {
 		t.Fatalf("answer: %v", st)

@@ -42,14 +42,7 @@ func TestRefusedReliableEarlyAnswerIsAnsweredInThe2xx(t *testing.T) {
 	ctrl := &fullEarlyControl{nodeSDP: []byte("v=0\r\no=- 7 1 IN IP4 192.0.2.50\r\ns=callgrid\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 21000 RTP/AVP 0\r\n")}
 	p := startProxy(t, testConfig(), WithMedia(MediaOptions{Control: ctrl}))
 	log := testLogger()
-	invite := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "198.51.100.7"})
-	invite.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.10", Port: 5060,
-		Params: sip.HeaderParams{{K: "branch", V: "z9hG4bKcaller"}}})
-	invite.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "localhost"}, Params: sip.HeaderParams{{K: "tag", V: "a1"}}})
-	invite.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "localhost"}})
-	cid := sip.CallIDHeader("early-unanchored")
-	invite.AppendHeader(&cid)
-	invite.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.INVITE})
+	invite := aliceInvites("early-unanchored", 1, "")
 	c := &call{req: invite, serverLog: &log}
 	c.media = &callMedia{sess: mediaSession{session: "s1", node: "n1"}, phase: phaseOffered, dialog: &callgridv1.Dialog{CallId: "early-unanchored"}}
 

@@ -57,14 +57,7 @@ func TestRefusedReliableEarlyAnswerIsRolledBack(t *testing.T) {
 	ctrl := &answerRefusingControl{lastSDP: []byte("v=0\r\no=- 7 1 IN IP4 192.0.2.50\r\ns=callgrid\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 21000 RTP/AVP 0\r\n")}
 	p := startProxy(t, testConfig(), WithMedia(MediaOptions{Control: ctrl}))
 	log := testLogger()
-	reinvite := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "198.51.100.7"})
-	reinvite.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.10", Port: 5060,
-		Params: sip.HeaderParams{{K: "branch", V: "z9hG4bKcaller"}}})
-	reinvite.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "localhost"}, Params: sip.HeaderParams{{K: "tag", V: "a1"}}})
-	reinvite.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "localhost"}, Params: sip.HeaderParams{{K: "tag", V: "b1"}}})
-	cid := sip.CallIDHeader("early-refused")
-	reinvite.AppendHeader(&cid)
-	reinvite.AppendHeader(&sip.CSeqHeader{SeqNo: 2, MethodName: sip.INVITE})
+	reinvite := aliceInvites("early-refused", 2, "b1")
 	c := &call{req: reinvite, serverLog: &log}
 	c.media = &callMedia{sess: mediaSession{session: "s1", node: "n1"}, phase: phaseUpdate, reqLeg: callgridv1.Leg_LEG_A, offered: true}
 
@@ -85,4 +78,22 @@ func TestRefusedReliableEarlyAnswerIsRolledBack(t *testing.T) {
 	if n := ctrl.rollbacks.Load(); n == 0 {
 		t.Errorf("the node refused the reliable 183's answer and was never told to roll back the caller's offer; the caller's 200 carries %q", upOK.Body())
 	}
+}
+
+// aliceInvites is an INVITE from alice to bob as the proxy receives it,
+// in the dialog of toTag (none: a new call).
+func aliceInvites(callID string, seq uint32, toTag string) *sip.Request {
+	inv := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "198.51.100.7"})
+	inv.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.10", Port: 5060,
+		Params: sip.HeaderParams{{K: "branch", V: "z9hG4bKcaller"}}})
+	inv.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "localhost"}, Params: sip.HeaderParams{{K: "tag", V: "a1"}}})
+	to := &sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "localhost"}}
+	if toTag != "" {
+		to.Params = sip.HeaderParams{{K: "tag", V: toTag}}
+	}
+	inv.AppendHeader(to)
+	cid := sip.CallIDHeader(callID)
+	inv.AppendHeader(&cid)
+	inv.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.INVITE})
+	return inv
 }
