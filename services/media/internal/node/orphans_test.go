@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -195,25 +194,7 @@ func TestHandoverToASmallerNodeHandsOverEveryCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	const previous = busQueueSize
-	js := c.JetStream()
-	for i := range previous {
-		rec := &callgridv1.CallRecord{NodeId: "n", SessionId: fmt.Sprintf("s%d", i), CallId: fmt.Sprintf("c%d", i), AnsweredUnixMs: time.Now().UnixMilli()}
-		data, err := proto.Marshal(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := js.PublishAsync("$KV."+bus.BucketCalls+"."+fleet.CallKey("n", rec.GetSessionId()), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		t.Fatal("seeding the calls bucket timed out")
-	}
-	if status, err := calls.Status(ctx); err != nil || status.Values() != previous {
-		t.Fatalf("seeded calls bucket: %v, %v", status, err)
-	}
+	seedAnsweredCalls(t, c, calls, previous)
 
 	// The same node id, restarted with a tenth of the capacity.
 	n := startNode(t, tb, "n", previous/10)

@@ -81,27 +81,7 @@ func TestHandoverOfManyPreviousCallsLosesNone(t *testing.T) {
 	}
 	// Two events go out per call: more calls than half the fixed queue.
 	const previous = busQueueSize/2 + 100
-	js := c.JetStream()
-	for i := range previous {
-		rec := &callgridv1.CallRecord{NodeId: "n", SessionId: fmt.Sprintf("s%d", i), CallId: fmt.Sprintf("c%d", i), AnsweredUnixMs: time.Now().UnixMilli()}
-		data, err := proto.Marshal(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The bucket's own subject, published without waiting for each
-		// acknowledgement: a KV put one at a time would be slow here.
-		if _, err := js.PublishAsync("$KV."+bus.BucketCalls+"."+fleet.CallKey("n", rec.GetSessionId()), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		t.Fatal("seeding the calls bucket timed out")
-	}
-	if status, err := calls.Status(ctx); err != nil || status.Values() != previous {
-		t.Fatalf("seeded calls bucket: %v, %v", status, err)
-	}
+	seedAnsweredCalls(t, c, calls, previous)
 
 	// The node holds as many calls as it had: its queue has room for them.
 	startNode(t, tb, "n", previous)
@@ -324,5 +304,32 @@ func TestStoppingNodeRemovesItsCallRecordsBeforeLeavingTheFleet(t *testing.T) {
 	}
 	if got > 0 {
 		t.Fatalf("%d of %d calls the node ended at shutdown still had their records when it left the fleet: a reaper hangs them up and ends them again (node_down)", got, answered)
+	}
+}
+
+// seedAnsweredCalls records n answered calls of node "n" in the calls
+// bucket, as a run of it that crashed would have left them.
+func seedAnsweredCalls(t *testing.T, c *bus.Client, calls jetstream.KeyValue, n int) {
+	t.Helper()
+	js := c.JetStream()
+	for i := range n {
+		rec := &callgridv1.CallRecord{NodeId: "n", SessionId: fmt.Sprintf("s%d", i), CallId: fmt.Sprintf("c%d", i), AnsweredUnixMs: time.Now().UnixMilli()}
+		data, err := proto.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The bucket's own subject, published without waiting for each
+		// acknowledgement: a KV put one at a time would be slow here.
+		if _, err := js.PublishAsync("$KV."+bus.BucketCalls+"."+fleet.CallKey("n", rec.GetSessionId()), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("seeding the calls bucket timed out")
+	}
+	if status, err := calls.Status(context.Background()); err != nil || status.Values() != uint64(n) {
+		t.Fatalf("seeded calls bucket: %v, %v", status, err)
 	}
 }
