@@ -323,6 +323,110 @@ func TestMalformedAndUnknownPayloadType(t *testing.T) {
 	}
 }
 
+// Packets that arrived but that the node discards for their payload type
+// were not lost by the network: RFC 3550 A.3 counts every packet of the
+// source as received, so the call is not rated as having lost them.
+func TestDiscardedPayloadTypeIsNotLoss(t *testing.T) {
+	tests := []struct {
+		desc      string
+		sdpA      func(*endpoint) []byte
+		discarded uint8
+	}{
+		{
+			desc:      "comfort noise never negotiated",
+			sdpA:      func(a *endpoint) []byte { return a.sdp("0") },
+			discarded: 13,
+		},
+		{
+			desc:      "DTMF the far leg cannot take",
+			sdpA:      (*endpoint).pcmuWithEvents,
+			discarded: 101,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			a, b := newEndpoint(t), newEndpoint(t)
+			nodeA, _, _ := bridge(t, e, "s1", tt.sdpA(a), b.sdp("0"))
+			relayed := 0
+			for i := range 23 {
+				pt := uint8(0)
+				if i >= 10 && i < 13 {
+					pt = tt.discarded
+				}
+				a.send(nodeA, rtp.Header{PayloadType: pt, SequenceNumber: uint16(100 + i), Timestamp: uint32(i * 160), SSRC: 9}, pcmuPayload(1))
+				if pt == 0 {
+					relayed++
+				}
+			}
+			receiveAll(t, b, relayed)
+			q, err := e.Delete("s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.Legs[0].Dropped.UnknownPayloadType != 3 {
+				t.Fatalf("drops = %+v, want the 3 of payload type %d", q.Legs[0].Dropped, tt.discarded)
+			}
+			if got := q.Legs[0].Lost; got != 0 {
+				t.Fatalf("leg A Lost = %d, want 0: every packet arrived (3 were discarded by the node, not lost)", got)
+			}
+		})
+	}
+}
+
+// The signalled RTCP address is the endpoint by its own SDP, as it is for
+// RTP (admitRTP): a datagram from another port of the RTP source's host
+// (another phone behind the same NAT, a scanner on the same host) may be
+// latched onto, but it must not lock the endpoint's own RTCP out.
+func TestSignalledRTCPAddressTakesTheLatchBack(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.AllowLatching = true })
+	a, b := newEndpoint(t), newEndpoint(t)
+	stranger := newEndpoint(t) // 127.0.0.1 too, another port
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	// A's RTP from its signalled address latches the leg onto it.
+	relays(t, "A's first packet", a, nodeA, 1, b)
+	nodeARTCP := netip.AddrPortFrom(nodeA.Addr(), nodeA.Port()+1)
+	strangerRR := []byte{0x80, 201, 0, 1, 0, 0, 0, 0x77}
+	if _, err := stranger.rtcp.WriteToUDPAddrPort(strangerRR, nodeARTCP); err != nil {
+		t.Fatal(err)
+	}
+	// Relayed, so taken from the RTP source's host: RTCP latched onto it.
+	if !b.awaitRTCP(strangerRR, time.Second) {
+		t.Fatal("the same-host RTCP was not latched onto")
+	}
+	aRR := []byte{0x80, 201, 0, 1, 0, 0, 0, 1}
+	if _, err := a.rtcp.WriteToUDPAddrPort(aRR, nodeARTCP); err != nil {
+		t.Fatal(err)
+	}
+	if !b.awaitRTCP(aRR, time.Second) {
+		q, _ := e.Delete("s1")
+		t.Fatalf("A's RTCP from its signalled address was not relayed (leg A drops %+v)", q.Legs[0].Dropped)
+	}
+	// Taken back: the stranger's RTCP is now from the wrong source.
+	if _, err := stranger.rtcp.WriteToUDPAddrPort(strangerRR, nodeARTCP); err != nil {
+		t.Fatal(err)
+	}
+	if b.awaitRTCP(strangerRR, 150*time.Millisecond) {
+		t.Fatal("the same-host RTCP was still taken after the signalled address took the latch back")
+	}
+}
+
+// awaitRTCP reads ep's RTCP socket until want arrives, and reports false if
+// it does not within timeout.
+func (ep *endpoint) awaitRTCP(want []byte, timeout time.Duration) bool {
+	buf := make([]byte, 1500)
+	_ = ep.rtcp.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		n, err := ep.rtcp.Read(buf)
+		if err != nil {
+			return false
+		}
+		if bytes.Equal(buf[:n], want) {
+			return true
+		}
+	}
+}
+
 func TestRTCPRelayed(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	a, b := newEndpoint(t), newEndpoint(t)

@@ -197,12 +197,11 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 			// the first ones of its new codec, is not a switch back:
 			// following it would switch twice, and restart the stream to
 			// the other leg twice, for one packet too late to play.
-			if rx := l.rx.Load(); rx != nil {
-				rx.UpdateEvent(d.hdr.seq) // it arrived: no loss, but its clock may not be the receiver's
-			}
+			l.observeDiscarded(d.hdr.seq)
 			return
 		}
 		if !d.s.switchCodec(l, d.hdr.payloadType) {
+			l.observeDiscarded(d.hdr.seq)
 			l.drop(dropUnknownPayloadType)
 			return
 		}
@@ -212,6 +211,9 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		kind = d.kind(d.hdr.payloadType)
 	}
 	if kind == ptUnknown || kind == ptSwitch {
+		// Comfort noise never negotiated, DTMF the far leg cannot take:
+		// the node refuses them, the network did not lose them.
+		l.observeDiscarded(d.hdr.seq)
 		l.drop(dropUnknownPayloadType)
 		return
 	}

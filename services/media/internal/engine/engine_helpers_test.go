@@ -167,3 +167,14 @@ func pcmuPayload(fill byte) []byte {
 	}
 	return p
 }
+
+// receiveAll reads n RTP packets at ep or fails: once they are relayed, the
+// node has counted them.
+func receiveAll(t *testing.T, ep *endpoint, n int) {
+	t.Helper()
+	for i := range n {
+		if _, ok := ep.recv(2 * time.Second); !ok {
+			t.Fatalf("packet %d of %d not relayed", i+1, n)
+		}
+	}
+}

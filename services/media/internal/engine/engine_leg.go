@@ -205,7 +205,11 @@ func (l *leg) latchOnto(p *peer, src netip.AddrPort) {
 // acceptRTCP reports whether an RTCP packet from src belongs to this leg.
 // On the RTCP port it is accepted from the signalled RTCP address, or, when
 // latching, from the host the RTP latched onto; muxed RTCP must come from
-// the RTP source itself.
+// the RTP source itself. As in admitRTP, the signalled address is the
+// endpoint by its own word: it is always taken, and takes the RTCP latch
+// back from another port of the same host (another phone behind the same
+// NAT) latched before it, so that the endpoint's reports are not refused
+// and the node's are not sent to a stranger.
 func (l *leg) acceptRTCP(src netip.AddrPort, muxed bool) bool {
 	p := l.peer.Load()
 	if p == nil {
@@ -216,23 +220,32 @@ func (l *leg) acceptRTCP(src netip.AddrPort, muxed bool) bool {
 		rtpLatch = nil
 	}
 	if muxed {
-		if rtpLatch != nil {
+		// The signalled address is taken without latching: the RTP latch
+		// is the RTP handler's, and the endpoint's next RTP from there
+		// takes it back.
+		if rtpLatch != nil && src != p.rtp {
 			return rtpLatch.addr == src
 		}
 		return src == p.rtp || src == p.heldRTP
 	}
-	if lt := l.rtcpLatch.Load(); lt != nil && lt.of == p {
-		return lt.addr == src
-	}
-	if src == p.heldRTCP {
+	lt := l.rtcpLatch.Load()
+	latched := lt != nil && lt.of == p
+	switch {
+	case latched && lt.addr == src:
+		return true
+	case src == p.rtcp:
+		l.rtcpLatch.Store(&latch{of: p, addr: src})
+		return true
+	case latched:
+		return false
+	case src == p.heldRTCP:
 		// Not latched, as in admitRTP: nothing is sent to a held peer.
 		return true
-	}
-	ok := src == p.rtcp || (l.latch && rtpLatch != nil && rtpLatch.addr.Addr() == src.Addr())
-	if ok {
+	case l.latch && rtpLatch != nil && rtpLatch.addr.Addr() == src.Addr():
 		l.rtcpLatch.Store(&latch{of: p, addr: src})
+		return true
 	}
-	return ok
+	return false
 }
 
 // rtpDestination returns where RTP for this leg's endpoint goes, and false
@@ -335,6 +348,17 @@ func (l *leg) observe(seq uint16, ts uint32, kind ptKind, now time.Time) {
 		rx.UpdateEvent(seq)
 	default:
 		rx.Update(seq, ts, now)
+	}
+}
+
+// observeDiscarded feeds a packet that arrived but that the node discards
+// (a payload type it cannot route, a late packet of the codec just left) to
+// the leg's receive statistics: in sequence, so that it does not count as
+// lost, and not in jitter, as its timestamp may run on another clock than
+// the receiver's. Only discarded packets come here.
+func (l *leg) observeDiscarded(seq uint16) {
+	if rx := l.rx.Load(); rx != nil {
+		rx.UpdateEvent(seq)
 	}
 }
 

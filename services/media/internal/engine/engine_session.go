@@ -272,11 +272,14 @@ func (l *leg) quality() LegQuality {
 
 // receiveTotals adds up the statistics of the receivers a leg has had: one
 // per codec clock, as an endpoint switching codecs changes the clock its
-// jitter is measured at, while its loss is the call's throughout.
+// jitter is measured at, while its loss is the call's throughout. Each
+// receiver's share is its call totals, not its current source's: the
+// loss before an SSRC change or a restart of the sequence is the call's
+// too.
 type receiveTotals struct {
 	packets, expected, lost, duplicates, reordered uint64
-	jitterMs                                       float64 // of the latest receiver past probation
-	valid                                          bool    // one was
+	jitterMs                                       float64 // of the latest receiver with a source past probation
+	valid                                          bool    // one had
 }
 
 // plus returns the totals with st added; t may be nil (no receiver yet).
@@ -288,10 +291,13 @@ func (t *receiveTotals) plus(st quality.Stats) *receiveTotals {
 	sum.duplicates += st.Duplicates
 	sum.reordered += st.Reordered
 	switch {
-	case st.Valid:
-		sum.packets += st.Packets
-		sum.expected += st.Expected
-		sum.lost += st.Lost
+	case st.CallExpected > 0:
+		// Some source passed probation; the jitter estimate carries on
+		// across sources, so it is this receiver's even while a new
+		// source is on probation.
+		sum.packets += st.CallPackets
+		sum.expected += st.CallExpected
+		sum.lost += st.CallLost
 		sum.jitterMs, sum.valid = st.JitterMs, true
 	case !sum.valid:
 		sum.jitterMs = st.JitterMs

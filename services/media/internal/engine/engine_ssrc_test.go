@@ -222,3 +222,34 @@ func TestSSRCZeroCollidesLikeAnyOther(t *testing.T) {
 		t.Fatal("the caller sends with SSRC 0 and the echo to it still has SSRC 0")
 	}
 }
+
+// A phone that changes SSRC mid-call (a re-INVITE, a transfer, a PBX
+// switching its media source) does not erase the loss suffered before the
+// change: the report blocks start over with the new source (RFC 3550
+// §6.4.1), but the call's Lost and MOS cover the whole call, as the loss
+// of a receiver retired on a codec clock change does.
+func TestCallLossSurvivesSSRCChange(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	a, b := newEndpoint(t), newEndpoint(t)
+	nodeA, _, _ := bridge(t, e, "s1", a.sdp("0"), b.sdp("0"))
+	sent := 0
+	for i := range 50 {
+		if i >= 10 && i < 20 {
+			continue // 10 of the first SSRC's 50 packets lost
+		}
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 1}, pcmuPayload(1))
+		sent++
+	}
+	receiveAll(t, b, sent)
+	for i := range 50 {
+		a.send(nodeA, rtp.Header{PayloadType: 0, SequenceNumber: uint16(5000 + i), Timestamp: uint32(777777 + i*160), SSRC: 2}, pcmuPayload(2))
+	}
+	receiveAll(t, b, 50)
+	q, err := e.Delete("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Legs[0].Lost; got != 10 {
+		t.Fatalf("leg A Lost = %d after an SSRC change, want the 10 lost before it (MOS %.2f)", got, q.Legs[0].MOS)
+	}
+}

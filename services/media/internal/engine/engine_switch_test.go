@@ -265,7 +265,8 @@ func TestLatePacketOfTheCodecLeftIsNotASwitchBack(t *testing.T) {
 // A codec of the answer the node cannot set up (here an Opus encoder
 // refusing its options) is refused once and then dropped as a payload type
 // not in use: an endpoint sending it on gets neither a failed set-up nor a
-// warning per packet, and the leg keeps its codec and its statistics.
+// warning per packet, and the leg keeps its codec and its statistics, in
+// which the packets refused arrived and are no loss.
 func TestRefusedCodecSwitchIsRefusedOnce(t *testing.T) {
 	var logs lockedBuffer
 	e, _ := newTestEngineLogging(t, func(c *Config) {
@@ -295,7 +296,7 @@ func TestRefusedCodecSwitchIsRefusedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lq := q.Legs[1]; lq.Codec != "PCMU" || lq.Dropped.UnknownPayloadType != 10 || lq.MOS == 0 {
+	if lq := q.Legs[1]; lq.Codec != "PCMU" || lq.Dropped.UnknownPayloadType != 10 || lq.Lost != 0 || lq.MOS == 0 {
 		t.Fatalf("leg B = %+v", lq)
 	}
 }

@@ -72,7 +72,8 @@ type Quality struct {
 type LegQuality struct {
 	Codec                                    string
 	PacketsIn, PacketsOut, BytesIn, BytesOut uint64
-	// Lost, Duplicates and Reordered count RTP packets from the endpoint.
+	// Lost, Duplicates and Reordered count RTP packets from the endpoint,
+	// over the whole call: across its SSRC changes and codec switches.
 	Lost, Duplicates, Reordered int64
 	// JitterMs is the RFC 3550 interarrival jitter at the end of the call.
 	JitterMs float64

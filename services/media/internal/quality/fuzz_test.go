@@ -30,6 +30,12 @@ func FuzzUpdate(f *testing.F) {
 			if int64(s.Lost) != max(0, int64(s.Expected)-int64(s.Packets)) {
 				t.Fatalf("Lost %d inconsistent with Expected %d and Packets %d", s.Lost, s.Expected, s.Packets)
 			}
+			if s.CallPackets < s.Packets || s.CallExpected < s.Expected || s.CallLost < s.Lost {
+				t.Fatalf("call totals %d/%d/%d below the source's %d/%d/%d", s.CallPackets, s.CallExpected, s.CallLost, s.Packets, s.Expected, s.Lost)
+			}
+			if s.Valid && s.CallExpected == 0 {
+				t.Fatalf("valid source missing from the call totals")
+			}
 			if s.FractionLost < 0 || s.FractionLost > 1 || math.IsNaN(s.FractionLost) {
 				t.Fatalf("FractionLost %v out of [0, 1]", s.FractionLost)
 			}

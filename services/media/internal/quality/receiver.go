@@ -64,7 +64,13 @@ type Receiver struct {
 	receivedPrior uint32
 	duplicates    uint64
 	reordered     uint64
-	_             [32]byte
+	// The call's figures from the sources finished so far (a new SSRC,
+	// a restart of the sequence): what RFC 3550 resets per source for
+	// the report blocks, a call's quality keeps.
+	finishedPackets  uint64
+	finishedExpected uint64
+	finishedLost     uint64
+	_                [8]byte
 }
 
 // clockBase is the origin of the receivers' arrival clocks: an arrival is
@@ -98,7 +104,8 @@ func (r *Receiver) Update(seq uint16, rtpTimestamp uint32, arrival time.Time) bo
 // UpdateEvent records a packet whose timestamp does not follow its arrival:
 // every packet of an RFC 4733 event repeats the event's start timestamp.
 // It counts in sequence, loss and duplicates, not in jitter, which it
-// would inflate by a frame per packet.
+// would inflate by a frame per packet. The same holds for a packet that
+// arrived but is not played, whose timestamp may run on another clock.
 func (r *Receiver) UpdateEvent(seq uint16) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -109,11 +116,12 @@ func (r *Receiver) UpdateEvent(seq uint16) bool {
 // NewSource starts over for a stream with a new SSRC, whose sequence
 // numbers and timestamps have nothing to do with the last one's: its
 // sequence goes on probation as a new source does, and the jitter compares
-// transit times within it only. Duplicates, reordering and the jitter
-// estimate so far carry on.
+// transit times within it only. Duplicates, reordering, the jitter
+// estimate so far and the call's totals carry on.
 func (r *Receiver) NewSource() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.finishSource()
 	r.started = false
 	r.hasTransit = false
 }
@@ -161,6 +169,7 @@ func (r *Receiver) updateSeq(seq uint16) (valid, duplicate bool) {
 			return false, false
 		}
 		// Two packets in sequence after the jump: accept the restart.
+		r.finishSource()
 		r.initSeq(seq)
 		r.hasTransit = false
 	default:
@@ -177,6 +186,20 @@ func (r *Receiver) updateSeq(seq uint16) (valid, duplicate bool) {
 	// included; that is why cumulative loss can go negative.
 	r.received++
 	return true, duplicate
+}
+
+// finishSource adds the figures of the source so far to the call's, before
+// its sequence state is started over. A source that never passed probation
+// was never counted, and adds nothing. Only a new SSRC or a restart comes
+// here, so an in-order packet pays nothing for it.
+func (r *Receiver) finishSource() {
+	if !r.started || r.probation > 0 {
+		return
+	}
+	expected, lost := r.sourceLoss()
+	r.finishedPackets += uint64(r.received)
+	r.finishedExpected += uint64(expected)
+	r.finishedLost += uint64(max(lost, 0))
 }
 
 // initSeq is RFC 3550 A.1 init_seq.

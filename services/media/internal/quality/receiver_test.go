@@ -58,44 +58,50 @@ func TestReceiverSequence(t *testing.T) {
 		{
 			desc: "in order",
 			seqs: run(1000, 100),
-			want: Stats{Packets: 99, Expected: 99, ExtendedHighestSeq: 1099, Valid: true},
+			want: Stats{Packets: 99, Expected: 99, ExtendedHighestSeq: 1099, Valid: true,
+				CallPackets: 99, CallExpected: 99},
 		},
 		{
 			desc: "three lost",
 			seqs: without(run(1000, 100), 1010, 1050, 1051),
 			want: Stats{Packets: 96, Expected: 99, Lost: 3, CumulativeLost: 3, ExtendedHighestSeq: 1099,
-				FractionLost: 3.0 / 99, FractionLostQ8: 7, Valid: true},
+				FractionLost: 3.0 / 99, FractionLostQ8: 7, Valid: true, CallPackets: 96, CallExpected: 99, CallLost: 3},
 		},
 		{
 			desc: "wraparound at 65535",
 			seqs: run(65530, 20),
-			want: Stats{Packets: 19, Expected: 19, ExtendedHighestSeq: 1<<16 + 13, Valid: true},
+			want: Stats{Packets: 19, Expected: 19, ExtendedHighestSeq: 1<<16 + 13, Valid: true,
+				CallPackets: 19, CallExpected: 19},
 		},
 		{
 			desc: "loss across wraparound",
 			seqs: without(run(65530, 20), 65535, 0),
 			want: Stats{Packets: 17, Expected: 19, Lost: 2, CumulativeLost: 2, ExtendedHighestSeq: 1<<16 + 13,
-				FractionLost: 2.0 / 19, FractionLostQ8: 26, Valid: true},
+				FractionLost: 2.0 / 19, FractionLostQ8: 26, Valid: true, CallPackets: 17, CallExpected: 19, CallLost: 2},
 		},
 		{
 			desc: "duplicates",
 			seqs: append(run(10, 10), 19, 15, 15),
-			want: Stats{Packets: 12, Expected: 9, Duplicates: 3, CumulativeLost: -3, ExtendedHighestSeq: 19, Valid: true},
+			want: Stats{Packets: 12, Expected: 9, Duplicates: 3, CumulativeLost: -3, ExtendedHighestSeq: 19, Valid: true,
+				CallPackets: 12, CallExpected: 9},
 		},
 		{
 			desc: "reordered",
 			seqs: []uint16{1, 2, 3, 5, 4, 6, 8, 9, 7, 10},
-			want: Stats{Packets: 9, Expected: 9, Reordered: 2, ExtendedHighestSeq: 10, Valid: true},
+			want: Stats{Packets: 9, Expected: 9, Reordered: 2, ExtendedHighestSeq: 10, Valid: true,
+				CallPackets: 9, CallExpected: 9},
 		},
 		{
 			desc: "late packet across wraparound",
 			seqs: []uint16{65533, 65534, 0, 65535, 1},
-			want: Stats{Packets: 4, Expected: 4, Reordered: 1, ExtendedHighestSeq: 1<<16 + 1, Valid: true},
+			want: Stats{Packets: 4, Expected: 4, Reordered: 1, ExtendedHighestSeq: 1<<16 + 1, Valid: true,
+				CallPackets: 4, CallExpected: 4},
 		},
 		{
 			desc: "probation restarts on a gap",
 			seqs: []uint16{10, 50, 51, 52},
-			want: Stats{Packets: 2, Expected: 2, ExtendedHighestSeq: 52, Valid: true},
+			want: Stats{Packets: 2, Expected: 2, ExtendedHighestSeq: 52, Valid: true,
+				CallPackets: 2, CallExpected: 2},
 		},
 		{
 			desc: "still on probation",
@@ -104,18 +110,29 @@ func TestReceiverSequence(t *testing.T) {
 		{
 			desc: "stray packet far ahead is ignored",
 			seqs: append(run(100, 10), 30000, 110, 111),
-			want: Stats{Packets: 11, Expected: 11, ExtendedHighestSeq: 111, Valid: true},
+			want: Stats{Packets: 11, Expected: 11, ExtendedHighestSeq: 111, Valid: true,
+				CallPackets: 11, CallExpected: 11},
 		},
 		{
 			desc: "source restarts after a large jump",
 			seqs: append(run(100, 10), 30000, 30001, 30002),
-			want: Stats{Packets: 2, Expected: 2, ExtendedHighestSeq: 30002, Valid: true},
+			// The report starts over with the restarted source; the
+			// call keeps the 9 counted before it.
+			want: Stats{Packets: 2, Expected: 2, ExtendedHighestSeq: 30002, Valid: true,
+				CallPackets: 9 + 2, CallExpected: 9 + 2},
+		},
+		{
+			desc: "loss before a restart stays the call's",
+			seqs: append(without(run(100, 10), 105), 30000, 30001, 30002),
+			want: Stats{Packets: 2, Expected: 2, ExtendedHighestSeq: 30002, Valid: true,
+				CallPackets: 8 + 2, CallExpected: 9 + 2, CallLost: 1},
 		},
 		{
 			desc: "jump within MaxDropout is loss",
 			seqs: []uint16{1, 2, 3, 2003},
 			want: Stats{Packets: 3, Expected: 2002, Lost: 1999, CumulativeLost: 1999, ExtendedHighestSeq: 2003,
-				FractionLost: 1999.0 / 2002, FractionLostQ8: 255, Valid: true},
+				FractionLost: 1999.0 / 2002, FractionLostQ8: 255, Valid: true,
+				CallPackets: 3, CallExpected: 2002, CallLost: 1999},
 		},
 	}
 	for _, tt := range tests {
@@ -307,6 +324,28 @@ func TestNewSourceStartsOver(t *testing.T) {
 	}
 	if st := r.Current(); st.Jitter != 0 || st.Lost != 0 {
 		t.Fatalf("stats after a new source = %+v, want no jitter and no loss", st)
+	}
+}
+
+// A new SSRC starts the report's counts over (RFC 3550 §6.4.1), but not
+// the call's: the loss under the earlier source is still the call's, and
+// a source that never passed probation adds nothing.
+func TestNewSourceKeepsTheCallsTotals(t *testing.T) {
+	r := NewReceiver(8000)
+	feed(r, without(run(100, 20), 105, 106)...) // 17 counted of 19 expected, 2 lost
+	r.NewSource()
+	if st := r.Current(); st.Valid || st.CallPackets != 17 || st.CallExpected != 19 || st.CallLost != 2 {
+		t.Fatalf("stats after NewSource = %+v, want the first source's 17 of 19 in the call totals", st)
+	}
+	feed(r, 7000) // on probation: not counted
+	r.NewSource() // finished before it was ever counted
+	feed(r, run(9000, 11)...)
+	st := r.Current()
+	if st.Packets != 10 || st.Expected != 10 || st.Lost != 0 {
+		t.Fatalf("report counts %+v, want the last source's only", st)
+	}
+	if st.CallPackets != 17+10 || st.CallExpected != 19+10 || st.CallLost != 2 {
+		t.Fatalf("call totals %+v, want both counted sources'", st)
 	}
 }
 

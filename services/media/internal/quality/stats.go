@@ -32,6 +32,15 @@ type Stats struct {
 	JitterMs float64
 	// Valid is false until the source has passed probation.
 	Valid bool
+
+	// Packets, Expected and Lost above start over with each source (a
+	// new SSRC, a restart of its sequence numbers), as a report block's
+	// must. The call's quality is that of every source it had: these
+	// sum them, the current one included once past probation.
+	// CallExpected is nonzero once any source has passed probation.
+	CallPackets  uint64
+	CallExpected uint64
+	CallLost     uint64
 }
 
 // LossPercent returns the cumulative loss as a percentage of expected
@@ -71,23 +80,27 @@ const (
 // stats is RFC 3550 A.3; the caller holds the lock.
 func (r *Receiver) stats() Stats {
 	s := Stats{
-		Duplicates: r.duplicates,
-		Reordered:  r.reordered,
-		Jitter:     r.jitterQ4 >> 4,
-		JitterMs:   float64(r.jitterQ4) / 16 * 1000 / float64(r.clockRate),
-		Valid:      r.started && r.probation == 0,
+		Duplicates:   r.duplicates,
+		Reordered:    r.reordered,
+		Jitter:       r.jitterQ4 >> 4,
+		JitterMs:     float64(r.jitterQ4) / 16 * 1000 / float64(r.clockRate),
+		Valid:        r.started && r.probation == 0,
+		CallPackets:  r.finishedPackets,
+		CallExpected: r.finishedExpected,
+		CallLost:     r.finishedLost,
 	}
 	if !s.Valid {
 		return s
 	}
-	extended := r.cycles + uint32(r.maxSeq)
-	expected := extended - r.baseSeq + 1
-	s.ExtendedHighestSeq = extended
+	expected, lost := r.sourceLoss()
+	s.ExtendedHighestSeq = r.cycles + uint32(r.maxSeq)
 	s.Expected = uint64(expected)
 	s.Packets = uint64(r.received)
-	lost := int64(expected) - int64(r.received)
 	s.CumulativeLost = int32(max(minCumulativeLost, min(maxCumulativeLost, lost)))
 	s.Lost = uint64(max(lost, 0))
+	s.CallPackets += s.Packets
+	s.CallExpected += s.Expected
+	s.CallLost += s.Lost
 
 	expectedInterval := expected - r.expectedPrior
 	receivedInterval := r.received - r.receivedPrior
@@ -97,4 +110,13 @@ func (r *Receiver) stats() Stats {
 		s.FractionLost = float64(lostInterval) / float64(expectedInterval)
 	}
 	return s
+}
+
+// sourceLoss is how many packets the current source's sequence numbers say
+// were sent, and how many of those did not arrive: RFC 3550 A.3's signed
+// cumulative loss, negative when duplicates outnumber the lost. The caller
+// holds the lock, and the source has passed probation.
+func (r *Receiver) sourceLoss() (expected uint32, lost int64) {
+	expected = r.cycles + uint32(r.maxSeq) - r.baseSeq + 1
+	return expected, int64(expected) - int64(r.received)
 }
