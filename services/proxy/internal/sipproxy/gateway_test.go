@@ -284,3 +284,41 @@ func TestTimerCWithoutResponseFailsOver(t *testing.T) {
 		t.Errorf("INVITEs: silent %d, healthy %d; want both tried", silent.count(sip.INVITE), healthy.count(sip.INVITE))
 	}
 }
+
+// Timer C fires on a ringing branch and the proxy CANCELs it; the callee
+// picks up at that moment, so its 200 crosses the CANCEL. The caller has
+// had no final response, so the 200 goes upstream like any other (RFC 3261
+// 16.7 step 5; by 16.8 Timer C only makes the proxy CANCEL) rather than
+// the callee being hung up and the caller failed with 408.
+func TestAnswerCrossingTimerCCancelReachesCaller(t *testing.T) {
+	callee := newUDPEnd(t)
+	cfg := trustedConfig()
+	cfg.InviteTimeout = time.Second
+	cfg.GatewayGroups = []GatewayGroup{{Name: "pstn", Policy: PolicyRoundRobin, Gateways: []Gateway{
+		{Name: "a", Addr: callee.conn.LocalAddr().String()},
+	}}}
+	cfg.Dialplan = []DialplanRule{{Name: "e164", Regex: `^\+?[0-9]+$`, Group: "pstn"}}
+	p := startProxy(t, cfg)
+	proxyAddr := p.Addr("udp")
+
+	caller := newUDPEnd(t)
+	caller.send(t, proxyAddr, []byte(rawInvite(caller, "sip:+15551234@localhost", "timer-c-"+sip.GenerateTagN(8), "z9hG4bK-"+sip.GenerateTagN(10))))
+	inv, _ := callee.next(t, 5*time.Second, isInvite).(*sip.Request)
+	if inv == nil {
+		t.Fatal("no INVITE at the callee")
+	}
+	respondFrom(t, callee, proxyAddr, inv, sip.StatusRinging)
+	if callee.next(t, 5*time.Second, isRequest(sip.CANCEL)) == nil {
+		t.Fatal("no CANCEL from Timer C")
+	}
+	// The answer that crossed the CANCEL.
+	respondFrom(t, callee, proxyAddr, inv, sip.StatusOK,
+		&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: callee.port}})
+	m := caller.next(t, 5*time.Second, isAnyFinal)
+	if m == nil {
+		t.Fatal("caller got no final response")
+	}
+	if code := m.(*sip.Response).StatusCode; code != sip.StatusOK {
+		t.Fatalf("caller got %d; the callee's 200 that crossed the Timer C CANCEL was not forwarded (the callee was hung up instead)", code)
+	}
+}

@@ -225,3 +225,36 @@ func finalStatus(t *testing.T, tx sip.ClientTransaction, done <-chan struct{}) i
 		}
 	}
 }
+
+// rawInvite is a raw INVITE from end to ruri, sent to the proxy.
+func rawInvite(end *udpEnd, ruri, callID, branch string) string {
+	return "INVITE " + ruri + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(end.port) + ";branch=" + branch + ";rport\r\n" +
+		"From: <sip:alice@localhost>;tag=caller1\r\n" +
+		"To: <" + ruri + ">\r\n" +
+		"Call-ID: " + callID + "\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"Contact: <sip:alice@127.0.0.1:" + strconv.Itoa(end.port) + ">\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"Content-Length: 0\r\n\r\n"
+}
+
+// respondFrom answers req from end to wherever it came from (the proxy),
+// with a To tag and extra headers.
+func respondFrom(t *testing.T, end *udpEnd, to string, req *sip.Request, code int, extra ...sip.Header) {
+	t.Helper()
+	res := sip.NewResponseFromRequest(req, code, "Test", nil)
+	if !res.To().Params.Has("tag") {
+		res.To().Params.Add("tag", "callee1")
+	}
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
+	end.send(t, to, []byte(res.String()))
+}
+
+// isAnyFinal matches a final response to any request.
+func isAnyFinal(m sip.Message) bool {
+	r, ok := m.(*sip.Response)
+	return ok && r.StatusCode >= 200
+}

@@ -102,7 +102,7 @@ func (s *Server) byeRequest(callID, contact string, route []string, fromURI, fro
 	// receiving the request would only take off again.
 	s.popOwnRoutes(req)
 	dest, transport := s.nextHop(req, "UDP")
-	req.PrependHeader(s.ourVia(transport, newBranch(s.loopOf(req))))
+	req.PrependHeader(s.ourVia(transport, s.newBranch(s.loopOf(req), callIDOf(req))))
 	s.address(req, target{dest: dest, transport: transport})
 	return req, nil
 }

@@ -81,7 +81,7 @@ func TestLate2xxRelayedStatelessly(t *testing.T) {
 	proxyHost, proxyPort, _ := net.SplitHostPort(p.Addr("udp"))
 	callerPort := callerConn.LocalAddr().(*net.UDPAddr).Port
 	ok := "SIP/2.0 200 OK\r\n" +
-		"Via: SIP/2.0/UDP " + proxyHost + ":" + proxyPort + ";branch=" + newBranch("0123456789abcdef") + "\r\n" +
+		"Via: SIP/2.0/UDP " + proxyHost + ":" + proxyPort + ";branch=" + p.newBranch("0123456789abcdef", "late-2xx@test") + "\r\n" +
 		"Via: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(callerPort) + ";branch=z9hG4bK-late;rport=" + strconv.Itoa(callerPort) + ";received=127.0.0.1\r\n" +
 		"From: <sip:alice@localhost>;tag=a1\r\n" +
 		"To: <sip:+15551234@127.0.0.1>;tag=b1\r\n" +

@@ -77,7 +77,7 @@ func BenchmarkForwardInvite(b *testing.B) {
 		base, _ := s.prepareForward(c)
 		out := forwardCopy(base)
 		out.Recipient = t.uri
-		out.PrependHeader(s.ourVia(t.transport, newBranch(c.loop)))
+		out.PrependHeader(s.ourVia(t.transport, s.newBranch(c.loop, callIDOf(req))))
 		s.addRecordRoute(out, req.Transport(), t.transport, c.recordRouteParams())
 		s.address(out, t)
 	}
@@ -177,12 +177,34 @@ func BenchmarkRequestSize(b *testing.B) {
 	c.loop = loopHash(req)
 	base, _ := s.prepareForward(c)
 	out := forwardCopy(base)
-	out.PrependHeader(s.ourVia("UDP", newBranch(c.loop)))
+	out.PrependHeader(s.ourVia("UDP", s.newBranch(c.loop, callIDOf(req))))
 	s.addRecordRoute(out, req.Transport(), "UDP", c.recordRouteParams())
 	b.ReportAllocs()
 	for b.Loop() {
 		if requestSize(out) > DefaultUDPMTU {
 			b.Fatal("the benchmark invite is small")
+		}
+	}
+}
+
+// BenchmarkNewBranch signs one branch of a forwarded request.
+func BenchmarkNewBranch(b *testing.B) {
+	s := benchServer(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = s.newBranch("0123456789abcdef", "1-4242@127.0.0.1")
+	}
+}
+
+// BenchmarkSignedBranch checks the branch of a response no transaction
+// matched.
+func BenchmarkSignedBranch(b *testing.B) {
+	s := benchServer(b)
+	branch := s.newBranch("0123456789abcdef", "1-4242@127.0.0.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if !s.signedBranch(branch, "1-4242@127.0.0.1") {
+			b.Fatal("own branch not verified")
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -372,4 +373,81 @@ func TestCancelRelayConnectionStateLogged(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The CANCEL of a re-INVITE carries the dialog's To tag and the INVITE's
+// Route. Reaching a replica other than the one holding the re-INVITE's
+// transaction, it is offered to the others like any CANCEL, and reaches
+// the callee with the branch of the re-INVITE it cancels (RFC 3261 9.2,
+// 16.10), never as a request of its own with a fresh branch.
+func TestReinviteCancelReachingAnotherReplica(t *testing.T) {
+	url := startNATS(t)
+	cfgA := trustedConfig()
+	cfgA.CancelRelayTimeout = testCancelRelayTimeout
+	a := busReplicaWith(t, url, cfgA)
+	cfgB := trustedConfig()
+	cfgB.CancelRelayTimeout = testCancelRelayTimeout
+	// Replicas behind one service address take each other's Record-Route.
+	cfgB.Aliases = []string{a.Addr("udp")}
+	b := busReplicaWith(t, url, cfgB)
+
+	callee, caller := newUDPEnd(t), newUDPEnd(t)
+	ruri := "sip:callee@127.0.0.1:" + strconv.Itoa(callee.port)
+	branch := "z9hG4bK-" + sip.GenerateTagN(10)
+	callID := "reinvite-cancel-" + sip.GenerateTagN(8)
+	msg := func(method, cseq string) string {
+		return method + " " + ruri + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP 127.0.0.1:" + strconv.Itoa(caller.port) + ";branch=" + branch + ";rport\r\n" +
+			"Route: <sip:" + a.Addr("udp") + ";lr>\r\n" +
+			"From: <sip:alice@localhost>;tag=caller1\r\n" +
+			"To: <sip:callee@localhost>;tag=callee1\r\n" +
+			"Call-ID: " + callID + "\r\n" +
+			"CSeq: " + cseq + "\r\n" +
+			"Contact: <sip:alice@127.0.0.1:" + strconv.Itoa(caller.port) + ">\r\n" +
+			"Max-Forwards: 70\r\n" +
+			"Content-Length: 0\r\n\r\n"
+	}
+	caller.send(t, a.Addr("udp"), []byte(msg("INVITE", "2 INVITE")))
+	reinv, _ := callee.next(t, 5*time.Second, isInvite).(*sip.Request)
+	if reinv == nil {
+		t.Fatal("no re-INVITE at the callee")
+	}
+	respondFrom(t, callee, a.Addr("udp"), reinv, sip.StatusRinging)
+	if caller.next(t, 5*time.Second, func(m sip.Message) bool {
+		r, ok := m.(*sip.Response)
+		return ok && r.StatusCode == sip.StatusRinging
+	}) == nil {
+		t.Fatal("caller got no 180 for the re-INVITE")
+	}
+
+	caller.send(t, b.Addr("udp"), []byte(msg("CANCEL", "2 CANCEL")))
+	got, _ := callee.next(t, 3*time.Second, isRequest(sip.CANCEL)).(*sip.Request)
+	if got == nil {
+		t.Fatal("the re-INVITE was never cancelled: no CANCEL reached the callee")
+	}
+	want := reinv.Via().Params.GetOr("branch", "")
+	if b := got.Via().Params.GetOr("branch", ""); b != want {
+		t.Fatalf("CANCEL at the callee has branch %q, the re-INVITE it must cancel %q: it matches no transaction (%d Vias: sent by replica b as a new request)",
+			b, want, len(got.GetHeaders("Via")))
+	}
+}
+
+// Some user agents copy the To tag of a provisional response into the
+// CANCEL of an initial INVITE. On a replica that does not hold the INVITE
+// that CANCEL is offered to the others as well, not answered 481 as an
+// in-dialog request without a Route.
+func TestCancelWithToTagReachingAnotherReplica(t *testing.T) {
+	url := startNATS(t)
+	a, b := busReplica(t, url), busReplica(t, url)
+	bob, caller, invite, tx, done := ringingThrough(t, a)
+
+	cancel := cancelFor(invite)
+	cancel.To().Params.Add("tag", "from-the-180")
+	if res := caller.do(t, b.Addr("udp"), cancel); res.StatusCode != sip.StatusOK {
+		t.Fatalf("cancel with a To tag via b: %d, want 200 (offered to replica a, which holds the INVITE)", res.StatusCode)
+	}
+	receive(t, "cancel at bob", bob.cancels)
+	if final := finalStatus(t, tx, done); final != sip.StatusRequestTerminated {
+		t.Fatalf("invite: %d, want 487", final)
+	}
 }

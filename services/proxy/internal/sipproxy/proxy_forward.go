@@ -231,7 +231,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 		alias, _ := t.uri.UriParams.Get(aliasParam)
 		out.PrependHeader(s.relayRoute(out, t.holder, alias))
 	}
-	via := s.ourVia(t.transport, newBranch(c.loop))
+	via := s.ourVia(t.transport, s.newBranch(c.loop, callIDOf(c.req)))
 	if out.IsInvite() {
 		c.media.markVia(via)
 	}
@@ -281,6 +281,14 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 			s.cancelBranch(c, out)
 		}
 	}
+	// abandon ends a branch the proxy gives up on. An INVITE's callee may
+	// answer it yet; that answer finds no transaction and is hung up.
+	abandon := func() {
+		if isInvite {
+			s.abandoned.remember(c.logger(), out)
+		}
+		tx.Terminate()
+	}
 	for {
 		select {
 		case res := <-tx.Responses():
@@ -305,17 +313,20 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 				s.mediaProvisional(c, res, up)
 				s.respond(c, up)
 			case res.IsSuccess():
-				if callerGone || timerCFired {
+				if callerGone {
 					// The caller already has its final answer; this answer
 					// would leave the callee in a call nobody is on.
-					s.hangUpLateAnswer(c, out, res)
-					return branchResult{cancelled: callerGone, err: errInviteTimeout, stop: true}
+					s.hangUpLateAnswer(c.logger(), out, res)
+					return branchResult{cancelled: true, err: errInviteTimeout, stop: true}
 				}
+				// After Timer C the caller still waits: its CANCEL lost the
+				// race, and the answer goes upstream like any other
+				// (RFC 3261 16.7 step 5, 16.8).
 				up := s.upstreamResponse(c.req, res)
 				if err := s.mediaAnswered(c, res, up); err != nil {
 					// The callee answered but the call cannot be carried:
 					// it is hung up, and the caller gets the error.
-					s.hangUpLateAnswer(c, out, res)
+					s.hangUpLateAnswer(c.logger(), out, res)
 					return branchResult{err: err, stop: true}
 				}
 				s.respond(c, up)
@@ -339,7 +350,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 			}
 			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, err), stop: timerCFired, silent: !provisional}
 		case <-noAnswer.C:
-			tx.Terminate()
+			abandon()
 			if callerGone {
 				return branchResult{cancelled: true}
 			}
@@ -352,7 +363,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 				// Nothing came back, not even a 100: as good as a 408
 				// (RFC 3261 16.8), after which the next target is tried.
 				// Nobody rang, so nothing stops the failover.
-				tx.Terminate()
+				abandon()
 				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), silent: true}
 			}
 			sendCancel()
@@ -367,7 +378,7 @@ func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute boo
 			}
 			giveUp = time.After(s.cfg.CancelWait)
 		case <-giveUp:
-			tx.Terminate()
+			abandon()
 			if callerGone {
 				return branchResult{cancelled: true}
 			}

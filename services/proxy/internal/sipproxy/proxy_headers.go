@@ -112,11 +112,6 @@ func (s *Server) loopOf(req *sip.Request) string {
 	return hex.EncodeToString(binary.BigEndian.AppendUint64(sum[:0], uint64(*h)))
 }
 
-// newBranch returns a unique branch carrying the loop hash.
-func newBranch(loop string) string {
-	return branchPrefix + loop + "." + sip.GenerateBranchN(12)[len(sip.RFC3261BranchMagicCookie)+1:]
-}
-
 // statelessBranch derives the branch for a statelessly forwarded request from
 // the incoming one, so retransmissions get the same branch (RFC 3261 16.11).
 func statelessBranch(req *sip.Request, loop string) string {

@@ -111,21 +111,26 @@ func (s *Server) process(c *call) error {
 		return errLoop
 	}
 
+	if req.Method == sip.CANCEL {
+		// sipgo answers CANCELs matching a live INVITE transaction of this
+		// replica itself; another replica may hold this one's. That holds
+		// for the CANCEL of a re-INVITE, which carries the dialog's To tag,
+		// or of an INVITE whose 1xx tag the caller copied, so this comes
+		// before the in-dialog routing. A CANCEL forwarded as a request of
+		// its own would get a fresh branch and match nothing downstream
+		// (RFC 3261 9.2, 16.10): it only ever cancels the INVITE it names.
+		return s.cancelElsewhere(c)
+	}
 	if a, relayMAC, ok := s.flowRelay(req); ok {
 		return s.relayToFlow(c, a, relayMAC)
 	}
 	if req.To().Params.Has("tag") {
 		return s.routeInDialog(c)
 	}
-	switch req.Method {
-	case sip.ACK:
+	if req.IsAck() {
 		// An out-of-dialog ACK with no transaction acknowledges a response we
 		// never sent statefully: nothing to do.
 		return nil
-	case sip.CANCEL:
-		// sipgo answers CANCELs matching a live INVITE transaction of this
-		// replica itself; another replica may hold this one's.
-		return s.cancelElsewhere(c)
 	}
 	if s.draining.Load() {
 		return errDraining

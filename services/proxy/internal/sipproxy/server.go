@@ -81,6 +81,8 @@ type Server struct {
 	cancelSlots chan struct{}
 	// cancelAnswers answers retransmissions of the CANCELs offered.
 	cancelAnswers *cancelAnswers
+	// abandoned hangs up late answers to branches given up on.
+	abandoned *abandonedBranches
 
 	loc      location.Store
 	auth     *authenticator
@@ -90,6 +92,7 @@ type Server struct {
 	trusted  []netip.Prefix
 	self     selfMatcher
 	flowKey  []byte // signs the flows the replicas relay for each other
+	branches *branchSigner
 
 	udpConn  net.PacketConn
 	tcpLn    *streamListener
@@ -140,6 +143,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		tcpFailures:   newTCPFailures(o.now),
 		cancelSlots:   make(chan struct{}, cfg.CancelRelayMaxPending),
 		cancelAnswers: newCancelAnswers(cfg.TransactionLinger, o.now),
+		abandoned:     newAbandonedBranches(64*sip.T1, o.now),
 	}
 	m, err := newMetrics(reg, s.loc.Count)
 	if err != nil {
@@ -156,6 +160,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		return nil, err
 	}
 	s.flowKey = flowKey(cfg.Auth.NonceSecret)
+	s.branches = newBranchSigner(cfg.Auth.NonceSecret)
 	if s.dialplan, err = newDialplan(cfg.Dialplan); err != nil {
 		return nil, err
 	}
