@@ -99,10 +99,20 @@ func (g *rawGateway) calls() int {
 }
 
 func pstnConfig(policy string, gws ...*rawGateway) Config {
+	addrs := make([]string, len(gws))
+	for i, g := range gws {
+		addrs[i] = g.addr
+	}
+	return gatewayConfig(policy, addrs...)
+}
+
+// gatewayConfig routes numbers to one gateway group of the given
+// addresses, named a, b, ...
+func gatewayConfig(policy string, addrs ...string) Config {
 	cfg := trustedConfig()
 	group := GatewayGroup{Name: "pstn", Policy: policy}
-	for i, g := range gws {
-		group.Gateways = append(group.Gateways, Gateway{Name: string(rune('a' + i)), Addr: g.addr})
+	for i, addr := range addrs {
+		group.Gateways = append(group.Gateways, Gateway{Name: string(rune('a' + i)), Addr: addr})
 	}
 	cfg.GatewayGroups = []GatewayGroup{group}
 	cfg.Dialplan = []DialplanRule{{Name: "e164", Regex: `^\+?[0-9]+$`, Group: "pstn"}}
@@ -292,12 +302,8 @@ func TestTimerCWithoutResponseFailsOver(t *testing.T) {
 // the callee being hung up and the caller failed with 408.
 func TestAnswerCrossingTimerCCancelReachesCaller(t *testing.T) {
 	callee := newUDPEnd(t)
-	cfg := trustedConfig()
+	cfg := gatewayConfig(PolicyRoundRobin, callee.conn.LocalAddr().String())
 	cfg.InviteTimeout = time.Second
-	cfg.GatewayGroups = []GatewayGroup{{Name: "pstn", Policy: PolicyRoundRobin, Gateways: []Gateway{
-		{Name: "a", Addr: callee.conn.LocalAddr().String()},
-	}}}
-	cfg.Dialplan = []DialplanRule{{Name: "e164", Regex: `^\+?[0-9]+$`, Group: "pstn"}}
 	p := startProxy(t, cfg)
 	proxyAddr := p.Addr("udp")
 

@@ -214,34 +214,14 @@ func TestLateAnswerHangupReachesCalleeFlowBehindNAT(t *testing.T) {
 // second gateway rings.
 func TestStrayFinalFromAbandonedBranchDropped(t *testing.T) {
 	gwA, gwB := newUDPEnd(t), newUDPEnd(t)
-	cfg := trustedConfig()
-	cfg.GatewayGroups = []GatewayGroup{{Name: "pstn", Policy: PolicyRoundRobin, Gateways: []Gateway{
-		{Name: "a", Addr: gwA.conn.LocalAddr().String()},
-		{Name: "b", Addr: gwB.conn.LocalAddr().String()},
-	}}}
-	cfg.Dialplan = []DialplanRule{{Name: "e164", Regex: `^\+?[0-9]+$`, Group: "pstn"}}
-	p := startProxy(t, cfg)
+	p := startProxy(t, gatewayConfig(PolicyRoundRobin, gwA.conn.LocalAddr().String(), gwB.conn.LocalAddr().String()))
 	proxyAddr := p.Addr("udp")
 
 	caller := newUDPEnd(t)
 	caller.send(t, proxyAddr, []byte(rawInvite(caller, "sip:+15551234@localhost", "stray-final-"+sip.GenerateTagN(8), "z9hG4bK-"+sip.GenerateTagN(10))))
 
 	// Gateway A gets the INVITE and stays silent until the proxy moves on.
-	invA, _ := gwA.next(t, 5*time.Second, isInvite).(*sip.Request)
-	if invA == nil {
-		t.Fatal("no INVITE at gateway a")
-	}
-	invB, _ := gwB.next(t, 5*time.Second, isInvite).(*sip.Request)
-	if invB == nil {
-		t.Fatal("no failover INVITE at gateway b")
-	}
-	respondFrom(t, gwB, p.Addr("udp"), invB, sip.StatusRinging)
-	if caller.next(t, 5*time.Second, func(m sip.Message) bool {
-		r, ok := m.(*sip.Response)
-		return ok && r.StatusCode == sip.StatusRinging
-	}) == nil {
-		t.Fatal("caller got no 180 from gateway b")
-	}
+	invA, invB := failOverToRinging(t, proxyAddr, caller, gwA, gwB)
 
 	// Gateway A's late busy, for the branch the proxy abandoned.
 	before := testutil.ToFloat64(p.m.dropped.WithLabelValues("stray_response"))
@@ -327,32 +307,12 @@ func TestForgedStray2xxNotRelayed(t *testing.T) {
 // caller gets the second gateway's.
 func TestLate2xxFromAbandonedBranchHungUp(t *testing.T) {
 	gwA, gwB := newUDPEnd(t), newUDPEnd(t)
-	cfg := trustedConfig()
-	cfg.GatewayGroups = []GatewayGroup{{Name: "pstn", Policy: PolicyRoundRobin, Gateways: []Gateway{
-		{Name: "a", Addr: gwA.conn.LocalAddr().String()},
-		{Name: "b", Addr: gwB.conn.LocalAddr().String()},
-	}}}
-	cfg.Dialplan = []DialplanRule{{Name: "e164", Regex: `^\+?[0-9]+$`, Group: "pstn"}}
-	p := startProxy(t, cfg)
+	p := startProxy(t, gatewayConfig(PolicyRoundRobin, gwA.conn.LocalAddr().String(), gwB.conn.LocalAddr().String()))
 	proxyAddr := p.Addr("udp")
 
 	caller := newUDPEnd(t)
 	caller.send(t, proxyAddr, []byte(rawInvite(caller, "sip:+15551234@localhost", "abandoned-2xx-"+sip.GenerateTagN(8), "z9hG4bK-"+sip.GenerateTagN(10))))
-	invA, _ := gwA.next(t, 5*time.Second, isInvite).(*sip.Request)
-	if invA == nil {
-		t.Fatal("no INVITE at gateway a")
-	}
-	invB, _ := gwB.next(t, 5*time.Second, isInvite).(*sip.Request)
-	if invB == nil {
-		t.Fatal("no failover INVITE at gateway b")
-	}
-	respondFrom(t, gwB, proxyAddr, invB, sip.StatusRinging)
-	if caller.next(t, 5*time.Second, func(m sip.Message) bool {
-		r, ok := m.(*sip.Response)
-		return ok && r.StatusCode == sip.StatusRinging
-	}) == nil {
-		t.Fatal("caller got no 180 from gateway b")
-	}
+	invA, invB := failOverToRinging(t, proxyAddr, caller, gwA, gwB)
 
 	contactA := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: gwA.port}}
 	respondFrom(t, gwA, proxyAddr, invA, sip.StatusOK, contactA)
@@ -426,4 +386,27 @@ func TestAbandonedBranchesExpireAndStayBounded(t *testing.T) {
 	if _, _, ok := branches.answered("n" + strconv.Itoa(abandonedKept+9)); !ok {
 		t.Fatal("the newest branch is gone")
 	}
+}
+
+// failOverToRinging waits for the caller's INVITE at gateway a, which
+// stays silent, then at gateway b, which rings, and for the caller to hear
+// the ringing; it returns both INVITEs.
+func failOverToRinging(t *testing.T, proxyAddr string, caller, gwA, gwB *udpEnd) (invA, invB *sip.Request) {
+	t.Helper()
+	invA, _ = gwA.next(t, 5*time.Second, isInvite).(*sip.Request)
+	if invA == nil {
+		t.Fatal("no INVITE at gateway a")
+	}
+	invB, _ = gwB.next(t, 5*time.Second, isInvite).(*sip.Request)
+	if invB == nil {
+		t.Fatal("no failover INVITE at gateway b")
+	}
+	respondFrom(t, gwB, proxyAddr, invB, sip.StatusRinging)
+	if caller.next(t, 5*time.Second, func(m sip.Message) bool {
+		r, ok := m.(*sip.Response)
+		return ok && r.StatusCode == sip.StatusRinging
+	}) == nil {
+		t.Fatal("caller got no 180 from gateway b")
+	}
+	return invA, invB
 }
