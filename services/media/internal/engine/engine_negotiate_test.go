@@ -83,26 +83,10 @@ func TestAnswerDirectionKeepsToTheOffer(t *testing.T) {
 // "unsupported" (a 488 at the proxy), not a call with no audio one way.
 func TestUnreachableAddressFamilyIsRefused(t *testing.T) {
 	e, _ := newTestEngine(t, nil) // bound to 127.0.0.1
-	a, b := newEndpoint(t), newEndpoint(t)
-	ctx := t.Context()
-	v6 := func(raw []byte) []byte {
-		return bytes.ReplaceAll(raw, []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::1"))
-	}
-	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: v6(a.sdp("0"))}); !errors.Is(err, ErrUnsupportedCodec) {
-		t.Fatalf("IPv6 offer to an IPv4 node: %v, want ErrUnsupportedCodec", err)
-	}
-	if e.Active() != 0 || e.pool.InUse() != 0 {
-		t.Fatalf("refused offer left %d sessions, %d port pairs", e.Active(), e.pool.InUse())
-	}
-	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := e.Answer(ctx, "s1", v6(b.sdp("0")), false); !errors.Is(err, ErrUnsupportedCodec) {
-		t.Fatalf("IPv6 answer on an IPv4 node: %v, want ErrUnsupportedCodec", err)
-	}
+	_, b := refusesIPv6Peers(t, e)
 	// A hold address passes whatever its family: nothing is sent to it.
 	hold := bytes.ReplaceAll(b.sdp("0"), []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::"))
-	if _, _, err := e.Answer(ctx, "s1", hold, false); err != nil {
+	if _, _, err := e.Answer(t.Context(), "s1", hold, false); err != nil {
 		t.Fatalf("answer on hold: %v", err)
 	}
 }
@@ -113,26 +97,35 @@ func TestUnreachableAddressFamilyIsRefused(t *testing.T) {
 // address it cannot use (audio one way only).
 func TestDualStackNodeRefusesAPeerItsAdvertisedAddressCannotServe(t *testing.T) {
 	e, _ := newTestEngine(t, func(c *Config) { c.BindIP, c.AdvertiseIP = "::", "127.0.0.1" })
-	a, b := newEndpoint(t), newEndpoint(t)
+	_, b := refusesIPv6Peers(t, e)
+	if _, _, err := e.Answer(t.Context(), "s1", b.sdp("0"), false); err != nil {
+		t.Fatalf("IPv4 answer on a node advertising IPv4: %v", err)
+	}
+}
+
+// refusesIPv6Peers checks that e, serving IPv4 peers, refuses an IPv6
+// offer with nothing left behind, takes an IPv4 one as session s1, and
+// refuses an IPv6 answer to it; it returns the two endpoints.
+func refusesIPv6Peers(t *testing.T, e *Engine) (a, b *endpoint) {
+	t.Helper()
+	a, b = newEndpoint(t), newEndpoint(t)
 	ctx := t.Context()
 	v6 := func(raw []byte) []byte {
 		return bytes.ReplaceAll(raw, []byte("c=IN IP4 127.0.0.1"), []byte("c=IN IP6 ::1"))
 	}
 	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: v6(a.sdp("0"))}); !errors.Is(err, ErrUnsupportedCodec) {
-		t.Fatalf("IPv6 offer to a node advertising IPv4: %v, want ErrUnsupportedCodec", err)
+		t.Fatalf("IPv6 offer: %v, want ErrUnsupportedCodec", err)
 	}
 	if e.Active() != 0 || e.pool.InUse() != 0 {
 		t.Fatalf("refused offer left %d sessions, %d port pairs", e.Active(), e.pool.InUse())
 	}
 	if _, err := e.Offer(ctx, OfferParams{SessionID: "s1", SDP: a.sdp("0")}); err != nil {
-		t.Fatalf("IPv4 offer to a dual-stack node advertising IPv4: %v", err)
+		t.Fatalf("IPv4 offer: %v", err)
 	}
 	if _, _, err := e.Answer(ctx, "s1", v6(b.sdp("0")), false); !errors.Is(err, ErrUnsupportedCodec) {
-		t.Fatalf("IPv6 answer on a node advertising IPv4: %v, want ErrUnsupportedCodec", err)
+		t.Fatalf("IPv6 answer: %v, want ErrUnsupportedCodec", err)
 	}
-	if _, _, err := e.Answer(ctx, "s1", b.sdp("0"), false); err != nil {
-		t.Fatalf("IPv4 answer on a dual-stack node advertising IPv4: %v", err)
-	}
+	return a, b
 }
 
 // A caller's Opus written without its channel count is offered on as
