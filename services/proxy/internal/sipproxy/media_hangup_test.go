@@ -11,6 +11,12 @@ import (
 // timeout goes to another replica; one whose BYE went out does not.
 func TestHangUpReportsWhetherAByeLeft(t *testing.T) {
 	p := startProxy(t, testConfig())
+	// Run takes the UDP socket up on its own goroutine; a BYE sent before
+	// that finds no UDP connection of ours and fails to bind a second one.
+	waitFor(t, "the proxy serving UDP", func() bool {
+		_, err := p.ua.TransportLayer().GetConnection("udp", p.Addr("udp"))
+		return err == nil
+	})
 	dialog := func(contact string) *callgridv1.Dialog {
 		return &callgridv1.Dialog{
 			CallId: "hangup-1", CallerUri: "sip:alice@localhost", CallerTag: "a1", CalleeUri: "sip:bob@localhost", CalleeTag: "b1",
