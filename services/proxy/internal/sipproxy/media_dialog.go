@@ -3,6 +3,7 @@ package sipproxy
 import (
 	"github.com/emiago/sipgo/sip"
 	"google.golang.org/protobuf/proto"
+	"slices"
 
 	callgridv1 "callgrid.dev/pkg/gen/callgridv1"
 )
@@ -50,17 +51,26 @@ func (s *Server) withCallee(d *callgridv1.Dialog, res *sip.Response) *callgridv1
 // calleeRoute is our route toward the callee: the Record-Routes the
 // proxies after us added (above our own entry), nearest first.
 func (s *Server) calleeRoute(res *sip.Response) []string {
-	var above []string
+	entries := s.calleeRouteSet(res)
+	route := make([]string, len(entries))
+	for i, rr := range entries {
+		route[i] = rr.Value()
+	}
+	return route
+}
+
+// calleeRouteSet is calleeRoute as the headers themselves. They are listed
+// from the callee down to us, so a request from here follows them in
+// reverse, nearest proxy first (RFC 3261 12.1.2).
+func (s *Server) calleeRouteSet(res *sip.Response) []*sip.RecordRouteHeader {
+	var above []*sip.RecordRouteHeader
 	for _, h := range res.GetHeaders("Record-Route") {
 		rr, ok := h.(*sip.RecordRouteHeader)
 		if !ok || s.self.isSelf(rr.Address.Host, rr.Address.Port) {
 			break
 		}
-		above = append(above, rr.Value())
+		above = append(above, rr)
 	}
-	route := make([]string, 0, len(above))
-	for i := len(above) - 1; i >= 0; i-- {
-		route = append(route, above[i])
-	}
-	return route
+	slices.Reverse(above)
+	return above
 }

@@ -78,22 +78,12 @@ func (s *Server) hangUpLateAnswer(log *zerolog.Logger, inv *sip.Request, res *si
 	// it names an address nobody reaches, and the alias of the flow the
 	// answer came over is what leads back to the callee.
 	remote, _ := s.aliased(contact.Address, callIDOf(inv), res.Source(), res.Transport())
-	// The callee's side of the route set: the Record-Route entries above
-	// ours. They are listed from the callee down to us, so a request from
-	// here follows them in reverse, nearest proxy first (RFC 3261 12.1.2).
-	var routeSet []*sip.RecordRouteHeader
-	for _, h := range res.GetHeaders("Record-Route") {
-		rr, ok := h.(*sip.RecordRouteHeader)
-		if !ok || s.self.isSelf(rr.Address.Host, rr.Address.Port) {
-			break
-		}
-		routeSet = append(routeSet, rr)
-	}
+	routeSet := s.calleeRouteSet(res)
 	build := func(method sip.RequestMethod, seq uint32) *sip.Request {
 		req := sip.NewRequest(method, *remote.Clone())
 		req.Recipient.UriParams.Remove(aliasParam)
-		for i := len(routeSet) - 1; i >= 0; i-- {
-			req.AppendHeader(&sip.RouteHeader{Address: *routeSet[i].Address.Clone()})
+		for _, rr := range routeSet {
+			req.AppendHeader(&sip.RouteHeader{Address: *rr.Address.Clone()})
 		}
 		mf := sip.MaxForwardsHeader(defaultMaxForwardsAdded)
 		req.AppendHeader(&mf)
