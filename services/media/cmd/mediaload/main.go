@@ -46,6 +46,7 @@ type options struct {
 	headroom         float64
 	retries          int
 	nodeCPUs         string
+	nodeIdle         string
 }
 
 func parseFlags() (options, error) {
@@ -68,7 +69,11 @@ func parseFlags() (options, error) {
 	flag.Float64Var(&o.headroom, "headroom", 0.7, "fraction of measured capacity the suggested defaults use")
 	flag.IntVar(&o.retries, "retries", 1, "repeats per mode of a step that failed on latency alone")
 	flag.StringVar(&o.nodeCPUs, "node-cpus", "auto", `CPUs of the node under test, the generator getting the others: "auto" (the first CPU, when there are two or more), "none" (both share every CPU) or a list such as "0" or "0-1"`)
+	flag.StringVar(&o.nodeIdle, "node-idle", "halt", `what the node's own CPUs do while it has nothing to run: "halt" (the machine's own idle) or "poll" (a SCHED_IDLE spinner keeps them from halting, as idle=poll does in a tuned guest)`)
 	flag.Parse()
+	if o.nodeIdle != "poll" && o.nodeIdle != "halt" {
+		return o, fmt.Errorf("-node-idle: want poll or halt, got %q", o.nodeIdle)
+	}
 	if o.node == "" {
 		return o, fmt.Errorf("-node: the media node binary is required")
 	}
@@ -99,6 +104,13 @@ func parseFlags() (options, error) {
 }
 
 func main() {
+	if cpus := os.Getenv(idlePollerEnv); cpus != "" {
+		if err := runIdlePoller(cpus, os.Getenv(idlePollerLimitEnv)); err != nil {
+			fmt.Fprintf(os.Stderr, "mediaload: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseFlags()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mediaload: %v\n", err)
@@ -121,6 +133,7 @@ type generator struct {
 	receivers []*receiver
 	pacer     *pacer
 	cpus      cpuPlan
+	poller    *idlePoller
 	byPort    [65536]atomic.Pointer[stream]
 	measuring atomic.Bool
 	dir       string
@@ -148,6 +161,13 @@ func run(o options) error {
 		// a send and the send, which the stamps would count as the node's.
 		runtime.GOMAXPROCS(cpus.gen.Count())
 	}
+	var poller *idlePoller
+	if cpus.pinned && o.nodeIdle == "poll" {
+		if poller, err = startIdlePoller(cpus, o.maxTime); err != nil {
+			return err
+		}
+		defer poller.stop()
+	}
 
 	dir, err := os.MkdirTemp("", "mediaload-")
 	if err != nil {
@@ -171,7 +191,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	g := &generator{natsURL: nats.URL(), dir: dir, pacer: newPacer(o.slot), cpus: cpus}
+	g := &generator{natsURL: nats.URL(), dir: dir, pacer: newPacer(o.slot), cpus: cpus, poller: poller}
 	g.view = fleet.NewView(client, kv, 0, log, reg)
 	g.claimer = fleet.NewClaimer(client, g.view, fleet.ClaimConfig{AttemptTimeout: 2 * time.Second}, log, reg)
 
@@ -181,7 +201,7 @@ func run(o options) error {
 		return err
 	}
 
-	rep := &report{opts: o, opus: opus, cpus: cpus, started: time.Now()}
+	rep := &report{opts: o, opus: opus, cpus: cpus, idlePolled: poller != nil, started: time.Now()}
 	rep.machine()
 	for _, m := range o.modes {
 		if m == modeTranscode {
@@ -331,6 +351,7 @@ type cpuSample struct {
 	at            time.Time
 	node, gen     time.Duration
 	busy, total   time.Duration
+	nodeSteal     time.Duration
 	nodeErr       error
 	pacerLateTick uint64
 }
@@ -340,6 +361,9 @@ func (g *generator) sampleCPU(node *nodeProcess) cpuSample {
 	s.node, s.nodeErr = procCPU(node.pid())
 	s.gen, _ = procCPU(0)
 	s.busy, s.total, _ = systemCPU()
+	// The idle poller's time is idle time of the node's CPUs.
+	s.busy -= g.poller.cpu()
+	s.nodeSteal = stealOf(g.cpus.node)
 	return s
 }
 
@@ -451,6 +475,8 @@ func (g *generator) runStep(ctx context.Context, o options, node *nodeProcess, c
 		genCPU:     c1.gen - c0.gen,
 		sysBusy:    c1.busy - c0.busy,
 		sysTotal:   c1.total - c0.total,
+		nodeSteal:  c1.nodeSteal - c0.nodeSteal,
+		nodeCPUs:   g.cpus.node.Count(),
 		sent:       g1.sent - g0.sent,
 		sendErrors: g1.sendErrors - g0.sendErrors,
 		received:   g1.received - g0.received,

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -322,6 +324,29 @@ func systemCPU() (busy, total time.Duration, err error) {
 	}
 	tick := time.Second / clockTicks
 	return time.Duration(sum-idle) * tick, time.Duration(sum) * tick, nil
+}
+
+// stealOf sums the steal time of the given CPUs from /proc/stat: time
+// the hypervisor ran something else while they had work.
+func stealOf(cpus unix.CPUSet) time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	var ticks int64
+	for line := range strings.SplitSeq(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		id, err := strconv.Atoi(f[0][3:])
+		if err != nil || !cpus.IsSet(id) {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[8], 10, 64)
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
 }
 
 // udpRcvbufErrors is the kernel's count of datagrams dropped on full

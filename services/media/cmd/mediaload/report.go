@@ -22,6 +22,10 @@ type stepResult struct {
 	// sockets), the generator process, and the whole machine.
 	nodeCPU, genCPU   time.Duration
 	sysBusy, sysTotal time.Duration
+	// nodeSteal is the time the hypervisor ran something else while the
+	// node's CPUs (nodeCPUs of them) wanted to run.
+	nodeSteal time.Duration
+	nodeCPUs  int
 
 	// Packet counts over the whole traffic period (warm-up, window, drain).
 	sent, sendErrors, received, reordered, unknown uint64
@@ -51,6 +55,13 @@ func (s *stepResult) nodeCores() float64 { return s.nodeCPU.Seconds() / s.wall.S
 func (s *stepResult) genCores() float64  { return s.genCPU.Seconds() / s.wall.Seconds() }
 func (s *stepResult) sysCores() float64 {
 	return s.sysBusy.Seconds() / s.sysTotal.Seconds() * float64(runtime.NumCPU())
+}
+
+// stealShare is the share of the window the hypervisor took the node's
+// CPUs away. A stall of a few ms in 1 % of a window is enough to move the
+// p99 of every packet waiting behind it.
+func (s *stepResult) stealShare() float64 {
+	return s.nodeSteal.Seconds() / (s.wall.Seconds() * float64(max(1, s.nodeCPUs)))
 }
 
 // callsPerCore is calls ÷ (node CPU seconds per wall second).
@@ -158,8 +169,8 @@ func (s *stepResult) judge(o options) {
 
 func (s *stepResult) summary() string {
 	raw, net := s.allocsPerPacket()
-	return fmt.Sprintf("node %.2f cores → %.0f calls/core; generator %.2f cores; machine %.2f cores busy; lost %d; p50 %s p99 %s; allocs/pkt %.3f (net %.3f); pacer late %d times; kernel rcvbuf drops (machine-wide) %d; %s",
-		s.nodeCores(), s.callsPerCore(), s.genCores(), s.sysCores(), s.lost(),
+	return fmt.Sprintf("node %.2f cores → %.0f calls/core; generator %.2f cores; machine %.2f cores busy; node CPUs stolen %.1f%%; lost %d; p50 %s p99 %s; allocs/pkt %.3f (net %.3f); pacer late %d times; kernel rcvbuf drops (machine-wide) %d; %s",
+		s.nodeCores(), s.callsPerCore(), s.genCores(), s.sysCores(), 100*s.stealShare(), s.lost(),
 		s.hist.quantile(0.5), s.hist.quantile(0.99), raw, net, s.lateSlots, s.rcvbufErrs, s.verdict())
 }
 
@@ -202,6 +213,7 @@ type report struct {
 	started, finished time.Time
 	cpuModel, load    string
 	cpus              cpuPlan
+	idlePolled        bool
 }
 
 func (r *report) machine() {
@@ -227,6 +239,13 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d cores (%s), load average at start %s; run took %s\n",
 		runtime.NumCPU(), r.cpuModel, r.load, r.finished.Sub(r.started).Round(time.Second))
 	fmt.Fprintf(w, "CPUs: %s\n", r.cpus)
+	if r.cpus.pinned {
+		idle := "halt (the machine's own idle)"
+		if r.idlePolled {
+			idle = "polled by a SCHED_IDLE spinner, as with idle=poll (its CPU is left out of the machine's busy time)"
+		}
+		fmt.Fprintf(w, "node's CPU when idle: %s\n", idle)
+	}
 	fmt.Fprintf(w, "steps: %s warm-up + %s measured each; pass = zero loss and p99 ≤ %s; latency goal %s\n",
 		o.warmup, o.window, o.maxP99, o.goalP99)
 	fmt.Fprintf(w, "opus encoder: complexity %d, %d bps, fec %v, loss %d%%, dtx %v (the node's defaults)\n\n",
@@ -237,12 +256,12 @@ func (r *report) print(w io.Writer) {
 	}
 	for _, m := range r.modes {
 		fmt.Fprintf(w, "## %s\n\n", m.mode)
-		fmt.Fprintln(w, "| calls | node cores | calls/core | calls/core, generator charged too | generator cores | machine busy cores | packets forwarded/s | lost | reordered | p50 | p99 | p99.9 | max | allocs/packet (raw / net) | node GCs | result |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "| calls | node cores | calls/core | calls/core, generator charged too | generator cores | machine busy cores | node CPUs' steal | packets forwarded/s | lost | reordered | p50 | p99 | p99.9 | max | allocs/packet (raw / net) | node GCs | result |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, s := range m.steps {
 			raw, net := s.allocsPerPacket()
-			fmt.Fprintf(w, "| %d | %.3f | %.0f | %.0f | %.3f | %.2f | %.0f | %d | %d | %s | %s | %s | %s | %.4f / %.4f | %.0f | %s |\n",
-				s.calls, s.nodeCores(), s.callsPerCore(), s.callsPerCoreWithGenerator(), s.genCores(), s.sysCores(),
+			fmt.Fprintf(w, "| %d | %.3f | %.0f | %.0f | %.3f | %.2f | %.1f%% | %.0f | %d | %d | %s | %s | %s | %s | %.4f / %.4f | %.0f | %s |\n",
+				s.calls, s.nodeCores(), s.callsPerCore(), s.callsPerCoreWithGenerator(), s.genCores(), s.sysCores(), 100*s.stealShare(),
 				float64(s.nodeOut)/(s.wall+o.warmup+o.drain).Seconds(), s.lost(), s.reordered,
 				ms(s.hist.quantile(0.5)), ms(s.hist.quantile(0.99)), ms(s.hist.quantile(0.999)), ms(time.Duration(s.hist.max)),
 				raw, net, s.gcCycles, s.verdict())
