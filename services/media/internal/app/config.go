@@ -70,7 +70,11 @@ type RTPConfig struct {
 	Codecs []string `yaml:"codecs"`
 }
 
-// OpusConfig tunes the Opus encoder used when transcoding.
+// OpusConfig tunes the Opus encoder used when transcoding. Towards each
+// phone they are the most the node does: the phone's a=fmtp caps them
+// (RFC 7587: maxaveragebitrate, maxplaybackrate, cbr), and FEC and DTX are
+// used only for a phone whose fmtp asks for them (useinbandfec=1,
+// usedtx=1).
 type OpusConfig struct {
 	Complexity        int  `yaml:"complexity"`
 	BitrateBPS        int  `yaml:"bitrate_bps"`

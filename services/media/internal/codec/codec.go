@@ -125,6 +125,12 @@ type OpusOptions struct {
 	PacketLossPercent int
 	// DTX turns on discontinuous transmission during silence.
 	DTX bool
+	// CBR encodes at a constant bitrate instead of a variable one.
+	CBR bool
+	// MaxPlaybackRateHz caps the audio bandwidth encoded to what a
+	// receiver playing at this rate can render (8000-48000); 0 for no
+	// cap beyond the encoder's sample rate.
+	MaxPlaybackRateHz int
 }
 
 // DefaultOpusOptions returns the documented defaults.

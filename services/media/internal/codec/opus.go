@@ -32,6 +32,8 @@ func (o OpusOptions) validate() error {
 		return fmt.Errorf("opus bitrate %d bps outside 6000-%d", o.BitrateBPS, opusMaxBitrateMono)
 	case o.PacketLossPercent < 0 || o.PacketLossPercent > 100:
 		return fmt.Errorf("opus packet loss %d%% outside 0-100", o.PacketLossPercent)
+	case o.MaxPlaybackRateHz != 0 && (o.MaxPlaybackRateHz < 8000 || o.MaxPlaybackRateHz > 48000):
+		return fmt.Errorf("opus max playback rate %d Hz outside 8000-48000", o.MaxPlaybackRateHz)
 	}
 	return nil
 }
@@ -64,6 +66,8 @@ func newOpusEncoder(rate int, opts OpusOptions) (*opusEncoder, error) {
 		{"inband fec", func() error { return enc.SetInBandFEC(opts.FEC) }},
 		{"packet loss", func() error { return enc.SetPacketLossPerc(opts.PacketLossPercent) }},
 		{"dtx", func() error { return enc.SetDTX(opts.DTX) }},
+		{"vbr", func() error { return enc.SetVBR(!opts.CBR) }},
+		{"max bandwidth", func() error { return enc.SetMaxBandwidth(maxBandwidth(opts.MaxPlaybackRateHz)) }},
 	}
 	for _, s := range settings {
 		if err := s.set(); err != nil {

@@ -167,7 +167,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 	l := d.from
 	ok, candidateFor := l.admitRTP(src)
 	if !ok {
-		l.drop(dropWrongSource)
+		d.refuse(pkt, stamp)
 		return
 	}
 	payload, ok := d.parse(pkt)
@@ -239,6 +239,29 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 			l.drop(dropCodecError)
 		}
 	}
+}
+
+// refuse counts an RTP datagram the source leg did not admit. Before the
+// leg's endpoint sent SDP (a callee whose RTP arrives ahead of its answer)
+// the leg has no peer to tell its packets from a stranger's: the leg's
+// port was given to that endpoint alone, so what parses as RTP is counted
+// as the leg's, and dropped for having nowhere to go yet, as the operator
+// expects a call's first packets to be, not as an attack. From then on,
+// a source the leg does not take is a wrong one.
+func (d *direction) refuse(pkt []byte, stamp time.Duration) {
+	l := d.from
+	if l.peer.Load() != nil {
+		l.drop(dropWrongSource)
+		return
+	}
+	// The header parsed is that of a packet dropped: nothing reads it
+	// before the next packet's replaces it.
+	if _, ok := d.parse(pkt); !ok {
+		l.drop(dropMalformed)
+		return
+	}
+	l.received(len(pkt), stamp)
+	l.drop(dropNoDestination)
 }
 
 // newSource takes on the SSRC in d.hdr, from src, as the source leg's

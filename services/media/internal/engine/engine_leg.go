@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -108,7 +109,14 @@ type leg struct {
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
 
-	_ [16]byte // to a whole number of cache lines, like direction
+	// overheadOut counts the octets of the packets sent to the endpoint
+	// that are neither the 12-byte fixed header nor payload: CSRCs, a
+	// header extension and padding, which a relayed packet keeps. A
+	// sender report leaves them out (RFC 3550 §6.4.1). Only a packet
+	// with any of them touches it.
+	overheadOut atomic.Uint64
+
+	_ [8]byte // to a whole number of cache lines, like direction
 }
 
 func newLeg(side Leg, pair *portpool.Pair, advertise netip.Addr, allowLatching bool, shard int, drops *[numDropReasons]prometheus.Counter) *leg {
@@ -305,6 +313,11 @@ func (l *leg) sendRTPTo(pkt []byte, dst netip.AddrPort) bool {
 	}
 	l.packetsOut.Add(1)
 	l.bytesOut.Add(uint64(len(pkt)))
+	if pkt[0]&0x3f != 0 {
+		// Padding, an extension or CSRCs: rare, and what the node
+		// generates has none, so a bare header costs one test.
+		l.overheadOut.Add(uint64(rtpOverhead(pkt)))
+	}
 	if m := l.metrics.Load(); m != nil {
 		m.packetsOut.Add(1)
 		m.bytesOut.Add(uint64(len(pkt)))
@@ -313,13 +326,31 @@ func (l *leg) sendRTPTo(pkt []byte, dst netip.AddrPort) bool {
 }
 
 // sent is what the leg's endpoint has been sent. The send path counts
-// whole datagrams and a sender report payload octets: what the node
-// generates (tone, transcoded audio) has a bare 12-byte header; echoed
-// packets keep the caller's CSRCs or extension, if any, which are counted
-// as payload.
+// whole datagrams, and a sender report payload octets alone, without
+// header or padding (RFC 3550 §6.4.1): what the node generates (tone,
+// transcoded audio) has a bare 12-byte header, but packets it passes on
+// (echoed audio, events carried across a transcoder) keep the sender's
+// CSRCs, extension and padding, which overheadOut took note of.
 func (l *leg) sent() sendCounts {
 	packets := l.packetsOut.Load()
-	return sendCounts{packets: packets, octets: l.bytesOut.Load() - rtpHeaderLen*packets}
+	bytes := l.bytesOut.Load()
+	return sendCounts{packets: packets, octets: bytes - rtpHeaderLen*packets - l.overheadOut.Load()}
+}
+
+// rtpOverhead is how many octets of an RTP packet the node sends are
+// neither its fixed header nor its payload: CSRCs, the header extension
+// and padding (RFC 3550 §5.1, §5.3.1). The packet was parsed on its way
+// in; the bounds are kept all the same.
+func rtpOverhead(pkt []byte) int {
+	room := len(pkt) - rtpHeaderLen
+	n := 4 * int(pkt[0]&0x0f)
+	if pkt[0]&0x10 != 0 && rtpHeaderLen+n+4 <= len(pkt) {
+		n += 4 + 4*int(binary.BigEndian.Uint16(pkt[rtpHeaderLen+n+2:]))
+	}
+	if pkt[0]&0x20 != 0 && room > 0 {
+		n += int(pkt[len(pkt)-1])
+	}
+	return min(n, room)
 }
 
 // drop counts a discarded packet.

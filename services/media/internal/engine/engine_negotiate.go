@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -112,22 +113,42 @@ func (e *Engine) Offer(ctx context.Context, p OfferParams) ([]byte, error) {
 // the one its SDP named, so the source check drops it. A call set up
 // anyway would carry audio one way only. An unspecified address (hold)
 // is sent nothing and passes.
+//
+// An a=rtcp address (RFC 3605) is held to the same rule, unless RTCP is
+// muxed and goes to the RTP address anyway: the node's RTCP socket is the
+// RTP socket's family, and the endpoint's reports come to the advertised
+// address from its address of that family. Taking the attribute's port
+// with the c= address instead, as a phone that wrote another host would
+// not expect, could send the node's reports to a stranger.
 func (e *Engine) parseReachable(raw []byte) (*sdpneg.Description, error) {
 	desc, err := sdpneg.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
-	peer := desc.Audio().Addr // IPv4-mapped already unmapped by Parse
+	audio := desc.Audio()
+	if err := e.reachable("media", audio.Addr); err != nil { // IPv4-mapped already unmapped by Parse
+		return nil, err
+	}
+	if !audio.RTCPMux {
+		if err := e.reachable("rtcp", audio.RTCP.Addr()); err != nil {
+			return nil, err
+		}
+	}
+	return desc, nil
+}
+
+// reachable checks one address of an endpoint's SDP as parseReachable has
+// it; what names the kind of address for the error.
+func (e *Engine) reachable(what string, peer netip.Addr) error {
 	dualStack := e.bind.Is6() && e.bind.IsUnspecified()
 	switch {
 	case !peer.IsValid() || peer.IsUnspecified():
-		return desc, nil
 	case !dualStack && peer.Is4() != e.bind.Is4():
-		return nil, fmt.Errorf("media address %s unreachable from %s: %w", peer, e.bind, ErrUnsupportedCodec)
+		return fmt.Errorf("%s address %s unreachable from %s: %w", what, peer, e.bind, ErrUnsupportedCodec)
 	case peer.Is4() != e.advertise.Is4():
-		return nil, fmt.Errorf("media address %s cannot send to advertised %s: %w", peer, e.advertise, ErrUnsupportedCodec)
+		return fmt.Errorf("%s address %s cannot send to advertised %s: %w", what, peer, e.advertise, ErrUnsupportedCodec)
 	}
-	return desc, nil
+	return nil
 }
 
 // repeatOffer answers a retried offer with the same reply.
@@ -171,26 +192,11 @@ func (e *Engine) Answer(ctx context.Context, sessionID string, sdpB []byte, prov
 		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
 	a, b := s.legs[0], s.legs[1]
-	var (
-		chosen   sdpneg.Codec
-		found    bool
-		answered []sdpneg.Codec
-	)
-	for _, c := range desc.Audio().Codecs {
-		for _, o := range b.offered {
-			if !c.Same(o) || containsSame(answered, c) {
-				continue
-			}
-			answered = append(answered, c)
-			if !found {
-				chosen, found = c, true
-			}
-			break
-		}
+	answered, err := answeredCodecs(b.offer, desc)
+	if err != nil {
+		return nil, false, fmt.Errorf("answer session %s: %w", sessionID, err)
 	}
-	if !found {
-		return nil, false, fmt.Errorf("answer session %s: callee chose nothing we offered: %w", sessionID, ErrUnsupportedCodec)
-	}
+	chosen := answered[0]
 	aCodec := pickCodec(sdpneg.Supported(a.desc.Audio().Codecs, e.caps), chosen)
 
 	b.answerDesc, b.answerCodecs = desc, answered
@@ -259,7 +265,15 @@ func (e *Engine) Update(ctx context.Context, sessionID string, which Leg, sdp []
 	if err != nil {
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, err)
 	}
-	supported := sdpneg.Supported(desc.Audio().Codecs, e.caps)
+	codecs := desc.Audio().Codecs
+	if answer && l.offer != nil {
+		// An answer to the node's own re-offer is held to that offer,
+		// as the first answer is to the node's first.
+		if codecs, err = answeredCodecs(l.offer, desc); err != nil {
+			return nil, false, fmt.Errorf("update session %s leg %v: %w", sessionID, which, err)
+		}
+	}
+	supported := sdpneg.Supported(codecs, e.caps)
 	if len(supported) == 0 {
 		return nil, false, fmt.Errorf("update session %s: %w", sessionID, ErrUnsupportedCodec)
 	}
@@ -723,9 +737,10 @@ func (s *session) routeService() error {
 	} else {
 		audio := a.desc.Audio()
 		every := packetTimeFor(a.info, audio.Ptime, audio.MaxPtime)
+		opts := encoderOptions(s.e.cfg.Opus, a)
 		cur := s.tone.Load()
-		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT || cur.packetTime != every {
-			t, err := newToneSource(a.info, a.codec.PT, every, s.e.cfg.Opus)
+		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT || cur.packetTime != every || cur.opus != opts {
+			t, err := newToneSource(a.info, a.codec.PT, every, opts)
 			if err != nil {
 				return err
 			}
@@ -784,12 +799,13 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 	// so a hold or an address change does not reset the codec state, and
 	// an endpoint switching codecs back and forth does not make the
 	// session allocate without end.
-	key := transcoderKey{dir: d, from: from.info.Name, to: to.info.Name}
+	opts := encoderOptions(s.e.cfg.Opus, to)
+	key := transcoderKey{dir: d, from: from.info.Name, to: to.info.Name, opus: opts}
 	if tc, ok := s.transcoders[key]; ok {
 		r.tc = tc
 		return r, nil
 	}
-	tc, err := newTranscoder(from.info, to.info, s.e.cfg.Opus)
+	tc, err := newTranscoder(from.info, to.info, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedCodec, err)
 	}
@@ -868,6 +884,18 @@ func freePT(used map[uint8]bool, static int) (uint8, bool) {
 		}
 	}
 	return 0, false
+}
+
+// encoderOptions are the node's Opus settings, own, as the endpoint of leg
+// to, which decodes what the node encodes, allows them (RFC 7587 §6.1):
+// its fmtp caps the bitrate, bandwidth, FEC and DTX and may ask for a
+// constant bitrate. Another codec takes none of them, and gets own
+// unchanged.
+func encoderOptions(own codec.OpusOptions, to *leg) codec.OpusOptions {
+	if to.info.Name != codec.Opus {
+		return own
+	}
+	return own.ForReceiver(to.codec.Fmtp)
 }
 
 // defaultFmtp is what we add to a codec we offer on our own account.

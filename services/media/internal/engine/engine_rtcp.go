@@ -83,6 +83,11 @@ func countFits(count, pt uint8, n int) bool {
 // stream this node terminates, keeping what its reports need.
 func (s *session) handleRTCP(l *leg, pkt []byte, src netip.AddrPort, muxed bool, now time.Time) {
 	if !l.acceptRTCP(src, muxed) {
+		// Before the endpoint's SDP, as for its RTP (direction.refuse).
+		if l.peer.Load() == nil && validRTCP(pkt) {
+			l.drop(dropNoDestination)
+			return
+		}
 		l.drop(dropWrongSource)
 		return
 	}
@@ -276,13 +281,33 @@ func (l *leg) receptionReports(now time.Duration) []rtcp.ReceptionReport {
 	// source: one from a source the endpoint has since replaced would
 	// give it a round trip measured against another stream's clock.
 	if ssrc, lsr, at, ok := l.lastSR.load(); ok && ssrc == remote {
-		block.LastSenderReport = lsr
-		// In units of 1/65536 s; an SR read after this report's time
-		// was taken is no delay at all, not a wrapped one.
-		delay := max(now-at, 0)
-		block.Delay = uint32(delay * 65536 / time.Second)
+		// An SR read after this report's time was taken is no delay
+		// at all, not a wrapped one.
+		if delay, ok := dlsr(max(now-at, 0)); ok {
+			block.LastSenderReport, block.Delay = lsr, delay
+		}
 	}
 	return []rtcp.ReceptionReport{block}
+}
+
+// maxDLSR is the longest delay DLSR can say: 32 bits of 1/65536 s, some
+// 18 hours.
+const maxDLSR = time.Duration(1<<32-1) * time.Second / 65536
+
+// dlsr is delay in DLSR's units of 1/65536 s (RFC 3550 §6.4.1); ok is
+// false past what 32 bits hold. An endpoint that sent no SR for that long
+// is reported as one that sent none (LSR and DLSR 0): a wrapped DLSR
+// would give it a round trip hours off, and a saturated one a round trip
+// of some 18 hours that no network has.
+func dlsr(delay time.Duration) (uint32, bool) {
+	if delay > maxDLSR {
+		return 0, false
+	}
+	// Whole seconds and the fraction apart: delay*65536 overflows an
+	// int64 of nanoseconds after about 39 hours, and delay is bounded
+	// here only by the check above.
+	secs, frac := delay/time.Second, delay%time.Second
+	return uint32(secs)<<16 | uint32(frac*65536/time.Second), true
 }
 
 // ntpTime is t as a 64-bit NTP timestamp (RFC 3550 §4): seconds since

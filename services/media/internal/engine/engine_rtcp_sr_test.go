@@ -59,3 +59,42 @@ func TestReportBlockPairsAnSRWithItsOwnArrival(t *testing.T) {
 			b.LastSenderReport, b.Delay, float64(b.Delay)/65536, uint32(0x1111_1111), want[0x1111_1111], uint32(0x2222_2222), want[0x2222_2222])
 	}
 }
+
+// DLSR holds 32 bits of 1/65536 s, some 18 hours (RFC 3550 §6.4.1). An
+// endpoint whose last SR is older than that is reported as one that sent
+// none, LSR and DLSR 0, never with a DLSR that wrapped round to a short
+// delay and gives it a wrong round trip.
+func TestStaleSRPastWhatDLSRHoldsIsReportedAsNone(t *testing.T) {
+	tests := []struct {
+		name      string
+		age       time.Duration
+		wantLSR   uint32
+		wantDelay uint32
+	}{
+		{name: "an hour", age: time.Hour, wantLSR: 0x12345678, wantDelay: 3600 << 16},
+		{name: "just under 18.2 hours", age: 65535 * time.Second, wantLSR: 0x12345678, wantDelay: 65535 << 16},
+		{name: "just past what DLSR holds", age: 65536 * time.Second, wantLSR: 0, wantDelay: 0},
+		{name: "19 hours", age: 19 * time.Hour, wantLSR: 0, wantDelay: 0},
+		// Past the point where the delay in nanoseconds times 65536
+		// overflows 64 bits.
+		{name: "two days", age: 48 * time.Hour, wantLSR: 0, wantDelay: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &leg{}
+			rx := quality.NewReceiver(8000)
+			now := time.Now()
+			for i := range 5 {
+				rx.Update(uint16(i), uint32(i*160), now)
+			}
+			l.rx.Store(rx)
+			l.remoteSSRC.Store(uint64(heard(42)))
+			at := stampOf(now)
+			l.lastSR.store(42, 0x12345678, at)
+			blocks := l.receptionReports(at + tc.age)
+			if len(blocks) != 1 || blocks[0].LastSenderReport != tc.wantLSR || blocks[0].Delay != tc.wantDelay {
+				t.Fatalf("blocks %+v, want LSR %#x DLSR %d", blocks, tc.wantLSR, tc.wantDelay)
+			}
+		})
+	}
+}

@@ -6,10 +6,13 @@ import (
 )
 
 // transcoderKey names a transcoder a session keeps: one direction, one pair
-// of codecs.
+// of codecs, and the encoder's Opus settings, which follow the
+// destination's fmtp: a re-INVITE that changes them gets an encoder that
+// keeps to the new ones.
 type transcoderKey struct {
 	dir      *direction
 	from, to codec.Name
+	opus     codec.OpusOptions
 }
 
 // loggedSwitches is how many codec switches of a leg are logged, and how

@@ -32,6 +32,7 @@ type toneSource struct {
 	packetTime  time.Duration // what each packet holds
 	packetTicks uint32        // the same in RTP clock ticks
 	frames      *packetizer
+	opus        codec.OpusOptions // the encoder's, as the caller's fmtp allows
 }
 
 // newToneSource builds the generator of packets every long, a length that
@@ -60,6 +61,7 @@ func newToneSource(info codec.Info, pt uint8, every time.Duration, opus codec.Op
 		packetTime:  every,
 		packetTicks: frames.packetTicks,
 		frames:      frames,
+		opus:        opus,
 	}, nil
 }
 
