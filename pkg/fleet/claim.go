@@ -34,7 +34,9 @@ const (
 // CauseOfferTimeout is the cause of the release a claimer sends a node
 // whose offer reply never came. Such a session never carried the call its
 // id names (the claim may have gone on to another node with the same id),
-// so the node publishes no end for it.
+// so the node publishes no end for it. Should the release be lost, the
+// node's setup timeout ends the session, with no end published either: no
+// answer ever reached it.
 const CauseOfferTimeout = "offer_timeout"
 
 // ErrNoMediaCapacity: no node in the fleet could take the session.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,6 +58,9 @@ const (
 	// writeFlush writes nothing: it closes done once the writes queued
 	// before it are made.
 	writeFlush
+	// writeRemoval removes the record of a call whose end went out as a
+	// writeEnd that failed at the removal: its retries publish nothing.
+	writeRemoval
 )
 
 type busWrite struct {
@@ -75,6 +79,9 @@ type busWriter struct {
 	calls jetstream.KeyValue
 	log   zerolog.Logger
 	ch    chan busWrite
+	// unremoved holds, for the run goroutine only, the keys of records
+	// whose removal failed past writeAttempts: see keepRemoving.
+	unremoved []string
 }
 
 func newBusWriter(c *bus.Client, log zerolog.Logger, size int) *busWriter {
@@ -102,9 +109,10 @@ func (w *busWriter) record(key string, msg proto.Message) {
 // removed once the end is out, so a call whose end could not be published
 // (the bus gone as the node stops) keeps its record, and the node's next
 // run publishes the end as it hands the call over. An end is thus never
-// lost; it goes out twice when the publish went through and the removal
-// did not (the calls bucket failing while the stream works), and
-// consumers key ends on session_id.
+// lost. A removal that fails once the end is out is tried again, without
+// publishing again, for as long as the node runs (keepRemoving); only a
+// record the calls bucket still refuses to remove when the node stops has
+// its end go out twice, and consumers key ends on session_id.
 func (w *busWriter) callEnded(key, subject string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeEnd, label: "call_ended", subject: subject, key: key, msg: msg})
 }
@@ -159,18 +167,31 @@ func (w *busWriter) publishNow(ctx context.Context, kind, subject string, msg pr
 
 // run writes until ctx ends, then flushes what is queued, once each.
 func (w *busWriter) run(ctx context.Context) {
+	retry := time.NewTicker(removalRetryInterval)
+	defer retry.Stop()
 	for {
 		select {
 		case op := <-w.ch:
 			w.writeRetrying(ctx, op)
+		case <-retry.C:
+			w.removeUnremoved()
 		case <-ctx.Done():
 			for {
 				select {
 				case op := <-w.ch:
 					if err := w.write(op); err != nil {
+						if op.kind == writeEnd && errors.Is(err, errRecordRemoval) {
+							w.keepRemoving(op.key)
+							continue
+						}
 						w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
 					}
 				default:
+					w.removeUnremoved()
+					if len(w.unremoved) > 0 {
+						w.log.Warn().Int("records", len(w.unremoved)).
+							Msg("call records of ended calls not removed at shutdown: the calls will be ended again (node_down)")
+					}
 					return
 				}
 			}
@@ -195,7 +216,15 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 		if w.bus.Connected() {
 			failed++
 		}
+		if errors.Is(err, errRecordRemoval) {
+			// The end is out: what is left to retry is the removal.
+			op.kind = writeRemoval
+		}
 		if failed >= writeAttempts {
+			if op.kind == writeRemoval {
+				w.keepRemoving(op.key)
+				return
+			}
 			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed: dropped")
 			return
 		}
@@ -204,6 +233,10 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 		}
 		select {
 		case <-ctx.Done():
+			if op.kind == writeRemoval {
+				w.keepRemoving(op.key)
+				return
+			}
 			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
 			return
 		case <-time.After(wait):
@@ -216,6 +249,9 @@ func (w *busWriter) write(op busWrite) error {
 	var err error
 	switch op.kind {
 	case writeFlush:
+		// The goodbye that follows a flush has the proxies take the
+		// records left: the removals still owed are worth one more try.
+		w.removeUnremoved()
 		close(op.done)
 	case writeEvent:
 		err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg)
@@ -230,14 +266,19 @@ func (w *busWriter) write(op busWrite) error {
 		if err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg); err != nil {
 			return err
 		}
-		// A retry after a failed removal publishes the same bytes again,
-		// which the stream takes once (its duplicate window).
-		ctx, cancel := context.WithTimeout(context.Background(), kvWriteTimeout)
-		err = w.calls.Delete(ctx, op.key)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("remove call record after its end event: %w", err)
+		if err = w.removeRecord(op.key); err != nil {
+			return fmt.Errorf("%w: %w", errRecordRemoval, err)
+		}
+	case writeRemoval:
+		if err = w.removeRecord(op.key); err != nil {
+			return fmt.Errorf("%w: %w", errRecordRemoval, err)
 		}
 	}
 	return err
+}
+
+func (w *busWriter) removeRecord(key string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), kvWriteTimeout)
+	defer cancel()
+	return w.calls.Delete(ctx, key)
 }

@@ -286,6 +286,16 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 			// call, so it is counted above and published nowhere.
 			return
 		}
+		if cause == causeSetupTimeout && !s.sized {
+			// No answer ever reached it, so the node cannot tell a
+			// claimer that died from one that never had the offer's
+			// reply and whose offer_timeout release was lost: the
+			// leftover of a call carried on elsewhere under this id.
+			// Its end would then shadow that call's, as above. One
+			// that had a provisional answer was the call's: the
+			// claimer sent it here.
+			return
+		}
 		// No record was written for it.
 		n.writer.event("call_ended", bus.SubjectCallEnded, ended)
 		return
@@ -293,11 +303,15 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 	n.writer.callEnded(fleet.CallKey(n.cfg.ID, s.id), bus.SubjectCallEnded, ended)
 }
 
+// causeSetupTimeout ends a session that had no final answer within the
+// node's setup timeout.
+const causeSetupTimeout = "setup_timeout"
+
 // causeLabel keeps the metric's label set small: SIP status codes collapse
 // to their class.
 func causeLabel(cause string) string {
 	switch cause {
-	case "bye", "cancel", "media_timeout", "setup_timeout", "shutdown", fleet.CauseOfferTimeout, "delete", "node_down":
+	case "bye", "cancel", "media_timeout", causeSetupTimeout, "shutdown", fleet.CauseOfferTimeout, "delete", "node_down":
 		return cause
 	}
 	if len(cause) == 3 && cause[0] >= '1' && cause[0] <= '6' {

@@ -205,9 +205,45 @@ func (n *Node) Run(ctx context.Context) error {
 // that dies again part way leaves the rest recorded for its next run or a
 // proxy (a call whose record outlived its publishing is ended twice, which
 // consumers keep once).
+//
+// A handover that fails is tried again (see handoverAttempts), before the
+// node serves so that every record under its id is still an old one: the
+// proxies take a node's records only once it leaves the fleet, which a
+// node serving again never does, and its next run may come after the
+// records' expiry, so nobody else would hang those calls up.
 func (n *Node) handOverPreviousCalls(ctx context.Context) {
-	now := time.Now()
-	taken, err := fleet.TakeOrphans(ctx, n.writer.calls, n.cfg.ID, func(ctx context.Context, rec *callgridv1.CallRecord) error {
+	// One time for every attempt: a call whose events went out and whose
+	// record stayed is published again with the same bytes, which the
+	// stream stores once, and it is counted once.
+	first, wait := time.Now(), handoverRetryMin
+	counted := make(map[string]bool)
+	for attempt := 1; ; attempt++ {
+		taken, err := n.handOverOnce(ctx, first, counted)
+		if taken > 0 {
+			n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
+		}
+		if err == nil {
+			return
+		}
+		if attempt >= handoverAttempts || time.Since(first)+wait > handoverRetryFor || ctx.Err() != nil {
+			n.log.Warn().Err(err).Int("attempts", attempt).
+				Msg("hand over calls of a previous run: the rest stay recorded for the next run or a proxy to hang up")
+			return
+		}
+		n.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("hand over calls of a previous run: retrying")
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// handOverOnce is one handover, at now, of the previous run's calls: how
+// many it handed over, and why it stopped short. counted holds the
+// sessions whose talk time is counted already.
+func (n *Node) handOverOnce(ctx context.Context, now time.Time, counted map[string]bool) (int, error) {
+	return fleet.TakeOrphans(ctx, n.writer.calls, n.cfg.ID, func(ctx context.Context, rec *callgridv1.CallRecord) error {
 		if err := n.writer.publishNow(ctx, "media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
 			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now.UnixMilli(),
 		}); err != nil {
@@ -218,19 +254,14 @@ func (n *Node) handOverPreviousCalls(ctx context.Context) {
 		if err := n.writer.publishNow(ctx, "call_ended", bus.SubjectCallEnded, ended); err != nil {
 			return err
 		}
-		if rec.GetAnsweredUnixMs() > 0 {
+		if rec.GetAnsweredUnixMs() > 0 && !counted[rec.GetSessionId()] {
 			// The run that carried the call died before it could count
 			// it; it is counted here, as its end goes out.
 			n.metrics.observeCall("node_down", ended.GetDurationSeconds())
+			counted[rec.GetSessionId()] = true
 		}
 		return nil
 	})
-	if taken > 0 {
-		n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
-	}
-	if err != nil {
-		n.log.Warn().Err(err).Int("handed_over", taken).Msg("hand over calls of a previous run: the rest stay recorded for the next run or a proxy to hang up")
-	}
 }
 
 // flushWrites waits, up to writesFlush, for the writes queued so far.
@@ -263,7 +294,7 @@ func (n *Node) reapUnanswered(ctx context.Context) {
 				if !ok {
 					continue
 				}
-				n.endReleased(s, "setup_timeout", false)
+				n.endReleased(s, causeSetupTimeout, false)
 				n.log.Warn().Str("call_id", s.callID).Str("session_id", id).Dur("setup_timeout", n.cfg.SetupTimeout).Msg("session never answered: ended")
 			}
 		}

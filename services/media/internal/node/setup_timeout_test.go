@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,4 +142,49 @@ func TestSetupTimeoutSparesASessionAnsweredMeanwhile(t *testing.T) {
 		}
 		t.Fatalf("the setup timeout ended call %s after its final answer (hang-up requested: %v)", other, hungUp)
 	}
+}
+
+// A session no answer ever reached may be one whose offer reply its
+// claimer never had: the claim went on to another node under the same
+// session id, and the offer_timeout release sent here was lost. Reaped at
+// the setup timeout it publishes no call_ended, which consumers, keeping
+// the first end per session id, would take for the live call's. A session
+// that had a provisional answer was the call's (its claimer had the reply
+// and sent the answer here), and its end goes out.
+func TestSetupTimeoutOfASessionNoAnswerReachedPublishesNoEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const setup = time.Minute
+		n, err := New(Config{ID: "n", CapacityUnits: 10, SetupTimeout: setup}, zerolog.Nop(), prometheus.NewRegistry(), nil, newFakeMedia())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		releaseLost := offerOK(t, n, "release-lost")
+		ringing := offerOK(t, n, "ringing")
+		if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: ringing, Sdp: []byte("v=0"), Provisional: true}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+			t.Fatalf("183: %v", st)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); n.reapUnanswered(rctx) }()
+		time.Sleep(2 * setup)
+		stop()
+		<-done
+		if s := n.ledger.snapshot(); s.sessions != 0 || s.used != 0 {
+			t.Fatalf("after the setup timeout: %+v, want nothing held", s)
+		}
+
+		ends := map[string]*callgridv1.CallEnded{}
+		for _, op := range queuedWrites(n) {
+			if ev, ok := op.msg.(*callgridv1.CallEnded); ok {
+				ends[ev.GetSessionId()] = ev
+			}
+		}
+		if ev, ok := ends[releaseLost]; ok {
+			t.Errorf("the session no answer reached published %v: it shadows the end of the live call with its id", ev)
+		}
+		if ev := ends[ringing]; ev.GetCause() != "setup_timeout" {
+			t.Errorf("the ringing session's end: %v, want one with cause setup_timeout", ev)
+		}
+	})
 }

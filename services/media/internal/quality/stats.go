@@ -43,13 +43,24 @@ type Stats struct {
 	CallLost     uint64
 }
 
-// LossPercent returns the cumulative loss as a percentage of expected
-// packets, the input MOS wants.
+// LossPercent returns the current source's cumulative loss as a
+// percentage of its expected packets.
 func (s Stats) LossPercent() float64 {
-	if s.Expected == 0 {
+	return 100 * LossRatio(s.Lost, s.Expected)
+}
+
+// LossRatio is the share of the packets expected that did not arrive, 0
+// when none were expected. Expected is RFC 3550 6.4.1's (the extended
+// highest sequence number received less the first counted, plus one), not
+// the packets received plus the lost: packets a source sent on probation
+// or before the jump of a restart were never expected, and counting them
+// in would understate the loss. A stream's loss ratio and the loss MOS
+// rates it with (times 100) are this one figure, so the two agree.
+func LossRatio(lost, expected uint64) float64 {
+	if expected == 0 {
 		return 0
 	}
-	return 100 * float64(s.Lost) / float64(s.Expected)
+	return float64(lost) / float64(expected)
 }
 
 // Snapshot returns the statistics and starts a new reporting interval:
