@@ -81,6 +81,15 @@ type Encoder interface {
 	Close()
 }
 
+// Reconfigurer is an Encoder whose settings can change while it runs
+// (Opus): the next frame is encoded as opts say, with the state built up
+// so far kept. Encoders that take no options (G.711, G.722) do not
+// implement it. Like Encode, it is not safe to call concurrently with the
+// encoder's other methods.
+type Reconfigurer interface {
+	Reconfigure(opts OpusOptions) error
+}
+
 // Decoder turns one RTP payload into PCM; DecodeLost conceals one missing
 // payload (PLC, or FEC from next payload for Opus), taken to last as long as
 // the last one decoded, or 20 ms before any was: a stream keeps its

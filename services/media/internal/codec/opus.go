@@ -55,8 +55,17 @@ func newOpusEncoder(rate int, opts OpusOptions) (*opusEncoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new opus encoder at %d Hz: %w", rate, err)
 	}
-	// Every knob is set even when it matches the libopus default, so a
-	// library upgrade cannot silently change what goes on the wire.
+	if err := configure(enc, opts); err != nil {
+		return nil, err
+	}
+	return &opusEncoder{enc: enc, rate: rate, frameSamples: FrameSamplesAt(rate)}, nil
+}
+
+// configure sets every knob of opts on enc, even one that matches the
+// libopus default, so a library upgrade cannot silently change what goes
+// on the wire. Each is an encoder ctl that takes effect from the next
+// frame, on a new encoder or one that has been running.
+func configure(enc *opus.Encoder, opts OpusOptions) error {
 	settings := []struct {
 		what string
 		set  func() error
@@ -71,10 +80,27 @@ func newOpusEncoder(rate int, opts OpusOptions) (*opusEncoder, error) {
 	}
 	for _, s := range settings {
 		if err := s.set(); err != nil {
-			return nil, fmt.Errorf("set opus %s: %w", s.what, err)
+			return fmt.Errorf("set opus %s: %w", s.what, err)
 		}
 	}
-	return &opusEncoder{enc: enc, rate: rate, frameSamples: FrameSamplesAt(rate)}, nil
+	return nil
+}
+
+// Reconfigure makes the encoder run as opts say from its next frame on,
+// keeping its state: a receiver's new fmtp (RFC 7587 lets a re-INVITE
+// change it) then costs no new encoder and no restart of the stream.
+// Options out of range are refused before any setting is changed.
+func (e *opusEncoder) Reconfigure(opts OpusOptions) error {
+	if e.enc == nil {
+		return ErrClosed
+	}
+	if err := opts.validate(); err != nil {
+		return fmt.Errorf("reconfigure opus encoder: %w", err)
+	}
+	if err := configure(e.enc, opts); err != nil {
+		return fmt.Errorf("reconfigure opus encoder: %w", err)
+	}
+	return nil
 }
 
 // Encode writes one Opus packet. With DTX on, libopus may return a packet of

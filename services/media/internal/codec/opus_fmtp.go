@@ -63,20 +63,22 @@ func (o OpusOptions) ForReceiver(fmtp string) OpusOptions {
 	return o
 }
 
-// maxBandwidth is the widest Opus audio bandwidth a receiver playing at
-// rate Hz can render (RFC 6716 §2: 4, 6, 8, 12 and 20 kHz of audio); 0
-// is no cap.
+// maxBandwidth is the widest Opus audio bandwidth (RFC 6716 §2: 4, 6, 8,
+// 12 and 20 kHz of audio) a receiver playing at rate Hz can render: RFC
+// 7587 §6.1 has the encoder not encode above rate/2, so the cap rounds
+// down. A bandwidth of B kHz fits from a rate of 2B kHz, so 32 kHz gets
+// superwideband (12 kHz), not fullband's 20 kHz past its 16. 0 is no cap.
 func maxBandwidth(rate int) opus.Bandwidth {
 	switch {
 	case rate == 0:
 		return opus.Fullband
-	case rate <= 8000:
+	case rate < 12000:
 		return opus.Narrowband
-	case rate <= 12000:
+	case rate < 16000:
 		return opus.Mediumband
-	case rate <= 16000:
+	case rate < 24000:
 		return opus.Wideband
-	case rate <= 24000:
+	case rate < 40000:
 		return opus.SuperWideband
 	}
 	return opus.Fullband

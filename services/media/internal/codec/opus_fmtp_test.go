@@ -1,6 +1,8 @@
 package codec
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/hraban/opus"
@@ -77,5 +79,116 @@ func TestOpusEncoderRunsAsItsOptionsSay(t *testing.T) {
 		if n != 30 {
 			t.Fatalf("CBR packet of %d bytes at 12 kbit/s, want 30", n)
 		}
+	}
+}
+
+// RFC 7587 §6.1, maxplaybackrate: only signals up to that sampling rate
+// can be played back, and "an encoder SHOULD NOT encode frequencies above
+// the audio bandwidth specified by maxplaybackrate/2". The cap must be
+// the widest Opus bandwidth (RFC 6716 §2: 4, 6, 8, 12, 20 kHz of audio)
+// within rate/2, rounding down: a phone that renders at 32 kHz (16 kHz
+// of audio) is sent superwideband, 12 kHz, not fullband's 20; one at
+// 22050 Hz wideband, 8 kHz, not superwideband past its 11 kHz.
+func TestMaxPlaybackRateCapsBandwidthAtHalfTheRate(t *testing.T) {
+	tests := []struct {
+		rate int
+		want opus.Bandwidth
+	}{
+		{rate: 8000, want: opus.Narrowband},
+		{rate: 10000, want: opus.Narrowband},    // 5 kHz: mediumband is 6
+		{rate: 14000, want: opus.Mediumband},    // 7 kHz: wideband is 8
+		{rate: 22050, want: opus.Wideband},      // 11 kHz: superwideband is 12
+		{rate: 32000, want: opus.SuperWideband}, // 16 kHz: fullband is 20
+		{rate: 48000, want: opus.Fullband},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.rate), func(t *testing.T) {
+			opts := DefaultOpusOptions().ForReceiver(fmt.Sprintf("maxplaybackrate=%d", tc.rate))
+			enc, err := NewEncoder(Opus, 48000, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(enc.Close)
+			got, err := enc.(*opusEncoder).enc.MaxBandwidth()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("maxplaybackrate=%d: encoder's max bandwidth %d, want %d (no audio above %d Hz)", tc.rate, got, tc.want, tc.rate/2)
+			}
+		})
+	}
+}
+
+// An Opus encoder follows a receiver's new fmtp in place (a re-INVITE
+// may change it): the settings change from the next frame, with no new
+// encoder. Options out of range change nothing, a closed encoder is not
+// reconfigured, and the encoders that take no options do not offer it.
+func TestOpusEncoderReconfiguresInPlace(t *testing.T) {
+	enc, err := NewEncoder(Opus, 16000, DefaultOpusOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(enc.Close)
+	r, ok := enc.(Reconfigurer)
+	if !ok {
+		t.Fatal("Opus encoder is not a Reconfigurer")
+	}
+	pcm := make([]int16, FrameSamplesAt(16000))
+	for i := range pcm {
+		pcm[i] = int16((i * 37 % 200) * 50)
+	}
+	out := make([]byte, OpusMaxPacketBytes)
+	if _, err := enc.Encode(pcm, out); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reconfigure(DefaultOpusOptions().ForReceiver("maxaveragebitrate=12000;maxplaybackrate=8000;cbr=1")); err != nil {
+		t.Fatal(err)
+	}
+	o := enc.(*opusEncoder).enc
+	bitrate, _ := o.Bitrate()
+	fec, _ := o.InBandFEC()
+	vbr, _ := o.VBR()
+	bw, _ := o.MaxBandwidth()
+	if bitrate != 12000 || fec || vbr || bw != opus.Narrowband {
+		t.Fatalf("reconfigured encoder runs at %d bps, FEC %v, VBR %v, max bandwidth %d; want 12000, no FEC, CBR, narrowband", bitrate, fec, vbr, bw)
+	}
+	// From the next frame on, every 20 ms packet is the 30 bytes of a
+	// constant 12 kbit/s.
+	for i := range 10 {
+		n, err := enc.Encode(pcm, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 30 {
+			t.Fatalf("packet %d after reconfiguring: %d bytes, want 30", i, n)
+		}
+	}
+
+	bad := DefaultOpusOptions()
+	bad.BitrateBPS = 1000
+	if err := r.Reconfigure(bad); err == nil {
+		t.Fatal("bitrate of 1000 bps taken")
+	}
+	if got, _ := o.Bitrate(); got != 12000 {
+		t.Fatalf("refused options changed the bitrate to %d", got)
+	}
+	enc.Close()
+	if err := r.Reconfigure(DefaultOpusOptions()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("reconfigure after close: %v, want ErrClosed", err)
+	}
+
+	for _, c := range []struct {
+		name Name
+		rate int
+	}{{PCMU, 8000}, {PCMA, 8000}, {G722, 16000}} {
+		enc, err := NewEncoder(c.name, c.rate, DefaultOpusOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := enc.(Reconfigurer); ok {
+			t.Errorf("%s encoder is a Reconfigurer; it takes no options", c.name)
+		}
+		enc.Close()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"callgrid.dev/services/media/internal/codec"
 	"callgrid.dev/services/media/internal/quality"
 )
 
@@ -61,6 +62,9 @@ type route struct {
 	// packetTime is what each transcoded packet holds: what the
 	// destination asked for, as packetTimeFor allows.
 	packetTime time.Duration
+	// opus is what the transcoder's encoder runs as, as the destination's
+	// fmtp allows (encoderOptions); routeTranscode only.
+	opus codec.OpusOptions
 }
 
 // direction carries packets from one leg's endpoint to a destination leg
@@ -330,9 +334,13 @@ func (d *direction) adopt(r *route) {
 		r.tc.halt()
 	}
 	if r.tc != nil {
-		// The destination may have asked for another packet time (a
-		// re-INVITE); the transcoder is this reader's to change.
+		// The destination may have asked for another packet time or sent
+		// another fmtp (a re-INVITE); the transcoder is this reader's to
+		// change, and a new route is the only time it is changed.
 		r.tc.usePacketTime(r.packetTime)
+		if err := r.tc.useOpus(r.opus); err != nil && d.s != nil {
+			d.s.log.Warn().Err(err).Msg("transcoder keeps its encoder settings")
+		}
 	}
 	if d.cur == nil || !d.cur.carriesEventsAs(r) {
 		// The event being carried would be placed elsewhere now.

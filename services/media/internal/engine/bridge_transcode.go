@@ -46,6 +46,9 @@ type transcoder struct {
 	// packetTime is what each packet sent holds (route.packetTime, as
 	// the codec allows).
 	packetTime time.Duration
+	// opus is what the encoder runs as (route.opus); only an Opus
+	// encoder takes it.
+	opus codec.OpusOptions
 	// timer wakes the reader to send what waits for later
 	// (bridge_transcode_timer.go); nil for none. timerSet says it may be
 	// set. pacedDue is when the next of the packets paced out of a frame
@@ -112,6 +115,7 @@ func newTranscoder(from, to codec.Info, opus codec.OpusOptions) (*transcoder, er
 		decoded:    make([]int16, maxDecodedSamples),
 		packets:    newPacketizer(to),
 		packetTime: frameDuration,
+		opus:       opus,
 	}
 	resampledLen := maxDecodedSamples
 	if decRate != encRate {
@@ -143,6 +147,24 @@ func (t *transcoder) usePacketTime(every time.Duration) {
 	}
 	t.packetTime = every
 	t.packets.setPacketTime(every)
+}
+
+// useOpus makes the encoder run as opts say from its next frame, when it
+// does not already: the destination's fmtp changed. The encoder keeps its
+// state, so the stream goes on without a restart. Encoders that take no
+// options (G.711, G.722) are left alone. Options the encoder refuses leave
+// it as it was, and are tried again with the next route.
+func (t *transcoder) useOpus(opts codec.OpusOptions) error {
+	if opts == t.opus {
+		return nil
+	}
+	if r, ok := t.enc.(codec.Reconfigurer); ok {
+		if err := r.Reconfigure(opts); err != nil {
+			return fmt.Errorf("transcode to %s: %w", t.to.Name, err)
+		}
+	}
+	t.opus = opts
+	return nil
 }
 
 // halt forgets the stream the transcoder carried, and what it queued of

@@ -42,13 +42,25 @@ type latch struct {
 // as possible: at a few thousand calls a leg is rarely in the cache when its
 // next packet arrives 20 ms later.
 type leg struct {
-	peer                                     atomic.Pointer[peer]
-	rtpLatch                                 atomic.Pointer[latch]
-	rtp                                      *udpio.Socket // pair.RTP
-	lastRx                                   atomic.Int64  // Engine.now() of the last accepted packet, or of (re)negotiation
-	packetsIn, packetsOut, bytesIn, bytesOut atomic.Uint64
-	metrics                                  atomic.Pointer[trafficShard]
-	rx                                       atomic.Pointer[quality.Receiver] // replaced when the codec's clock changes
+	// The first line: where the endpoint is, and the traffic counters.
+	peer                 atomic.Pointer[peer]
+	rtpLatch             atomic.Pointer[latch]
+	rtp                  *udpio.Socket // pair.RTP
+	packetsIn, bytesIn   atomic.Uint64
+	packetsOut, bytesOut atomic.Uint64
+	// payloadOut counts the payload octets sent to the endpoint, what a
+	// sender report states (RFC 3550 §6.4.1): neither the fixed header
+	// nor the CSRCs, header extension and padding a relayed packet keeps.
+	// One add per packet, so that a report read between the updates of
+	// a send (on the session's clock goroutine) sees a count that is
+	// one packet behind at worst, never one derived from counters a
+	// packet has updated only some of.
+	payloadOut atomic.Uint64
+
+	// The second line: the rest of what a packet's way in and out touches.
+	lastRx  atomic.Int64 // Engine.now() of the last accepted packet, or of (re)negotiation
+	metrics atomic.Pointer[trafficShard]
+	rx      atomic.Pointer[quality.Receiver] // replaced when the codec's clock changes
 	// A copy of rtpLatch for the leg's RTP handler, which alone sets it,
 	// so that accepting a packet does not visit the latch object.
 	latchedFor  *peer
@@ -108,13 +120,6 @@ type leg struct {
 	// told is the sdpneg.Direction of the node's last SDP to the
 	// endpoint: with the endpoint's own, what it may send and receive.
 	told atomic.Int32
-
-	// overheadOut counts the octets of the packets sent to the endpoint
-	// that are neither the 12-byte fixed header nor payload: CSRCs, a
-	// header extension and padding, which a relayed packet keeps. A
-	// sender report leaves them out (RFC 3550 §6.4.1). Only a packet
-	// with any of them touches it.
-	overheadOut atomic.Uint64
 
 	_ [8]byte // to a whole number of cache lines, like direction
 }
@@ -311,13 +316,15 @@ func (l *leg) sendRTPTo(pkt []byte, dst netip.AddrPort) bool {
 	if err := l.rtp.WriteTo(pkt, dst); err != nil {
 		return false
 	}
-	l.packetsOut.Add(1)
-	l.bytesOut.Add(uint64(len(pkt)))
+	payload := len(pkt) - rtpHeaderLen
 	if pkt[0]&0x3f != 0 {
 		// Padding, an extension or CSRCs: rare, and what the node
 		// generates has none, so a bare header costs one test.
-		l.overheadOut.Add(uint64(rtpOverhead(pkt)))
+		payload -= rtpOverhead(pkt)
 	}
+	l.packetsOut.Add(1)
+	l.bytesOut.Add(uint64(len(pkt)))
+	l.payloadOut.Add(uint64(max(payload, 0)))
 	if m := l.metrics.Load(); m != nil {
 		m.packetsOut.Add(1)
 		m.bytesOut.Add(uint64(len(pkt)))
@@ -325,16 +332,16 @@ func (l *leg) sendRTPTo(pkt []byte, dst netip.AddrPort) bool {
 	return true
 }
 
-// sent is what the leg's endpoint has been sent. The send path counts
-// whole datagrams, and a sender report payload octets alone, without
-// header or padding (RFC 3550 §6.4.1): what the node generates (tone,
-// transcoded audio) has a bare 12-byte header, but packets it passes on
-// (echoed audio, events carried across a transcoder) keep the sender's
-// CSRCs, extension and padding, which overheadOut took note of.
+// sent is what the leg's endpoint has been sent: packets, and payload
+// octets alone, without header or padding (RFC 3550 §6.4.1). What the
+// node generates (tone, transcoded audio) has a bare 12-byte header, but
+// packets it passes on (echoed audio, events carried across a transcoder)
+// keep the sender's CSRCs, extension and padding, which the send path
+// left out of payloadOut. Each count is read as it stands: nothing is
+// derived from several counters a concurrent send may have updated only
+// some of, so a count cannot go backwards or wrap.
 func (l *leg) sent() sendCounts {
-	packets := l.packetsOut.Load()
-	bytes := l.bytesOut.Load()
-	return sendCounts{packets: packets, octets: bytes - rtpHeaderLen*packets - l.overheadOut.Load()}
+	return sendCounts{packets: l.packetsOut.Load(), octets: l.payloadOut.Load()}
 }
 
 // rtpOverhead is how many octets of an RTP packet the node sends are

@@ -739,12 +739,19 @@ func (s *session) routeService() error {
 		every := packetTimeFor(a.info, audio.Ptime, audio.MaxPtime)
 		opts := encoderOptions(s.e.cfg.Opus, a)
 		cur := s.tone.Load()
-		if cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT || cur.packetTime != every || cur.opus != opts {
+		switch {
+		case cur == nil || cur.info.Name != a.info.Name || cur.pt != a.codec.PT || cur.packetTime != every:
 			t, err := newToneSource(a.info, a.codec.PT, every, opts)
 			if err != nil {
 				return err
 			}
 			s.replaceTone(t)
+		case cur.opus != opts:
+			// Only the caller's fmtp changed: the tone plays on, its
+			// encoder set to the new options.
+			if err := s.reconfigureTone(cur, opts); err != nil {
+				return err
+			}
 		}
 	}
 	s.dirs[0].route.Store(r)
@@ -797,10 +804,14 @@ func (s *session) routeFor(d *direction, from, to *leg) (*route, error) {
 	r.packetTime = packetTimeFor(to.info, asked.Ptime, asked.MaxPtime)
 	// A transcoder is kept for each pair of codecs a direction has used,
 	// so a hold or an address change does not reset the codec state, and
-	// an endpoint switching codecs back and forth does not make the
-	// session allocate without end.
+	// an endpoint switching codecs back and forth, or changing its fmtp,
+	// does not make the session allocate without end. The encoder's
+	// settings go with the route: the reader, which owns the transcoder,
+	// reconfigures a kept one when it takes the route up (adopt), as it
+	// does the packet time.
 	opts := encoderOptions(s.e.cfg.Opus, to)
-	key := transcoderKey{dir: d, from: from.info.Name, to: to.info.Name, opus: opts}
+	r.opus = opts
+	key := transcoderKey{dir: d, from: from.info.Name, to: to.info.Name}
 	if tc, ok := s.transcoders[key]; ok {
 		r.tc = tc
 		return r, nil

@@ -6,13 +6,14 @@ import (
 )
 
 // transcoderKey names a transcoder a session keeps: one direction, one pair
-// of codecs, and the encoder's Opus settings, which follow the
-// destination's fmtp: a re-INVITE that changes them gets an encoder that
-// keeps to the new ones.
+// of codecs. The encoder's Opus settings are not part of it: they follow
+// the destination's fmtp, which a re-INVITE may change as often as it
+// likes (RFC 7587 §6.1), so the route carries them and the kept encoder is
+// reconfigured to them (transcoder.useOpus) rather than another one built
+// and kept for each.
 type transcoderKey struct {
 	dir      *direction
 	from, to codec.Name
-	opus     codec.OpusOptions
 }
 
 // loggedSwitches is how many codec switches of a leg are logged, and how

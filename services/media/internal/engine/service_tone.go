@@ -32,7 +32,10 @@ type toneSource struct {
 	packetTime  time.Duration // what each packet holds
 	packetTicks uint32        // the same in RTP clock ticks
 	frames      *packetizer
-	opus        codec.OpusOptions // the encoder's, as the caller's fmtp allows
+	// opus is what the encoder runs as, as the caller's fmtp allows.
+	// Negotiation reads it under session.mu, and changes it with
+	// session.toneMu held too (reconfigureTone).
+	opus codec.OpusOptions
 }
 
 // newToneSource builds the generator of packets every long, a length that
@@ -66,6 +69,26 @@ func newToneSource(info codec.Info, pt uint8, every time.Duration, opus codec.Op
 }
 
 func (t *toneSource) close() { t.enc.Close() }
+
+// reconfigureTone makes t, the tone playing, encode as opts say from its
+// next frame: the caller's fmtp changed, and the tone plays on rather than
+// start a new run. The clock encodes with toneMu held, so it is not using
+// the encoder meanwhile. A tone the session released is left as it is:
+// nothing plays it any more. The caller holds s.mu.
+func (s *session) reconfigureTone(t *toneSource, opts codec.OpusOptions) error {
+	s.toneMu.Lock()
+	defer s.toneMu.Unlock()
+	if s.toneReleased {
+		return nil
+	}
+	if r, ok := t.enc.(codec.Reconfigurer); ok {
+		if err := r.Reconfigure(opts); err != nil {
+			return fmt.Errorf("tone in %s: %w", t.info.Name, err)
+		}
+	}
+	t.opus = opts
+	return nil
+}
 
 // packet writes the next packet's payload into out and returns its length.
 func (t *toneSource) packet(out []byte) (int, error) {
