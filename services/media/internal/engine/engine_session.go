@@ -258,13 +258,14 @@ func (l *leg) quality() LegQuality {
 	if rx := l.rx.Load(); rx != nil {
 		t := l.rxRetired.plus(rx.Current())
 		q.Lost = int64(t.lost)
+		q.Expected = t.expected
 		q.Duplicates = int64(t.duplicates)
 		q.Reordered = int64(t.reordered)
 		q.JitterMs = t.jitterMs
 		if t.valid && t.packets > 0 {
 			// One-way delay is not measured on a relay; the estimate
 			// rates what the network did to the stream we received.
-			q.MOS = quality.MOS(q.Codec, 100*float64(t.lost)/float64(t.expected), 0, t.jitterMs)
+			q.MOS = quality.MOS(q.Codec, 100*quality.LossRatio(t.lost, t.expected), 0, t.jitterMs)
 		}
 	}
 	return q
@@ -315,8 +316,11 @@ func (e *Engine) finish(s *session, reason string) Quality {
 			continue
 		}
 		e.metrics.jitter.Observe(lq.JitterMs / 1000)
-		if expected := float64(lq.PacketsIn) + float64(lq.Lost); expected > 0 {
-			e.metrics.loss.Observe(float64(lq.Lost) / expected)
+		// The share the MOS rates: packets counted in but never part of
+		// a stream (a source's first packet on probation, strays, early
+		// packets with no route yet) are no part of what was expected.
+		if lq.Expected > 0 {
+			e.metrics.loss.Observe(quality.LossRatio(uint64(lq.Lost), lq.Expected))
 		}
 		if lq.MOS > 0 {
 			e.metrics.mos.Observe(lq.MOS)

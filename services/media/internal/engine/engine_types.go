@@ -75,6 +75,10 @@ type LegQuality struct {
 	// Lost, Duplicates and Reordered count RTP packets from the endpoint,
 	// over the whole call: across its SSRC changes and codec switches.
 	Lost, Duplicates, Reordered int64
+	// Expected is how many packets the endpoint's streams should have
+	// brought over the whole call (RFC 3550 §6.4.1, summed over its
+	// SSRCs): what Lost is a share of, for the MOS and the loss metric.
+	Expected uint64
 	// JitterMs is the RFC 3550 interarrival jitter at the end of the call.
 	JitterMs float64
 	// MOS estimates the listening quality of what the endpoint sent us,
