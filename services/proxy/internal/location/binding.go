@@ -37,6 +37,11 @@ type Binding struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	// UserAgent is kept for operators; it never drives routing.
 	UserAgent string `json:"user_agent,omitempty"`
+	// Q is the contact's q-value: routing rings the contacts of the
+	// highest one first, all at once. Unset (registered without q, or
+	// stored by an older release, whose records lack the field) ranks as
+	// 1.0; older releases reading a newer record ignore it.
+	Q QValue `json:"q,omitzero"`
 }
 
 // Expired reports whether the binding has lapsed at now.

@@ -75,6 +75,7 @@ const (
 	regErrStarExpires     = "Invalid expires with * contact"
 	regErrStarWithOthers  = "* contact among others"
 	regErrContactParse    = "Contact parse error"
+	regErrInvalidQ        = "Invalid q parameter"
 	regErrUnavailable     = "Location service unavailable"
 	regErrConflict        = "Concurrent registrations, retry"
 	regErrTooLarge        = "Registration too large to store"

@@ -32,6 +32,7 @@ type metrics struct {
 	firstMsgClosed  *prometheus.CounterVec
 	cancelRelays    *prometheus.CounterVec
 	cancelsRelayed  *prometheus.CounterVec
+	forkedBranches  *prometheus.CounterVec
 	registrationsFn func() int
 }
 
@@ -82,6 +83,10 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		cancelsRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_cancels_relayed_in_total",
 			Help: "CANCELs other replicas offered to this one over the bus, by result: cancelled (it held the INVITE), unmatched, malformed.",
+		}, []string{"result"}),
+		forkedBranches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sip_proxy_forked_branches_total",
+			Help: "Branches of requests forked in parallel to several contacts of a registered user of equal q-value, by how each ended: answered (its 2xx went upstream), failed (a final non-2xx, or no transport), timeout (no answer, Timer C), cancelled (the caller cancelled), elsewhere (cancelled by the proxy after another branch answered or declined with a 6xx).",
 		}, []string{"result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sip_proxy_dropped_total",
@@ -135,6 +140,7 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 		m.idleClosed, m.forwardFailures, m.inflight,
 		m.mediaRequests, m.mediaHangups, m.eventsDropped, m.udpMTUExceeded,
 		m.udpMTUTCPSkips, m.firstMsgClosed, m.cancelRelays, m.cancelsRelayed,
+		m.forkedBranches,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -164,6 +170,9 @@ func newMetrics(reg prometheus.Registerer, activeRegistrations func() int) (*met
 	}
 	for _, result := range []string{cancelRelayCancelled, cancelRelayUnmatched, cancelRelayMalformed} {
 		m.cancelsRelayed.WithLabelValues(result)
+	}
+	for _, result := range []string{forkAnswered, forkFailed, forkTimeout, forkCancelled, forkElsewhere} {
+		m.forkedBranches.WithLabelValues(result)
 	}
 	for _, tp := range []string{"tcp", "udp"} {
 		m.udpMTUExceeded.WithLabelValues(tp)

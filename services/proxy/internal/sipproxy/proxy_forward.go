@@ -48,46 +48,59 @@ func (o forwardOutcome) mediaCause() string {
 	return strconv.Itoa(o.code)
 }
 
-// forward relays a request statefully to targets in turn (serial failover)
-// and sends the best final response upstream (RFC 3261 16.6-16.7).
+// forward relays a request statefully to its targets and sends the best
+// final response upstream (RFC 3261 16.6-16.7). The registered contacts of
+// a user are forked in parallel, a group of equal q-value at a time, the
+// highest first (forkGroupLen); any other target is a group of its own,
+// tried in turn (serial failover to the next gateway).
 func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRoute bool) forwardOutcome {
-	cancelled := make(chan struct{})
+	f := &fork{s: s, c: c, base: base, recordRoute: recordRoute}
 	if c.req.IsInvite() {
 		s.sendTrying(c)
+		cancelled := make(chan struct{})
 		var once sync.Once
 		// sipgo answers the CANCEL (200, then 487 on the INVITE) and calls this
-		// under its transaction lock, so it only signals the branch loop.
-		if !c.tx.OnCancel(func(*sip.Request) { once.Do(func() { close(cancelled) }) }) {
+		// under its transaction lock, so it only signals the branch loop. The
+		// CANCEL's Reason goes on with ours (RFC 3326); the channel's close
+		// publishes it to the loop.
+		if !c.tx.OnCancel(func(r *sip.Request) {
+			once.Do(func() {
+				for _, h := range r.GetHeaders("Reason") {
+					f.callerReason = append(f.callerReason, sip.HeaderClone(h))
+				}
+				close(cancelled)
+			})
+		}) {
 			return forwardOutcome{cancelled: true}
 		}
+		f.cancelled = cancelled
 	}
-	var (
-		finals      []branchResult
-		earlyDialog bool
-	)
-	for _, t := range targets {
-		select {
-		case <-cancelled:
+	var finals []branchResult
+	for len(targets) > 0 {
+		if f.checkCancelled() {
 			return forwardOutcome{cancelled: true}
-		default:
 		}
-		var gatewayGen uint64
-		if t.gateway != nil {
-			gatewayGen = t.gateway.gen.Load()
+		n := forkGroupLen(targets)
+		group := targets[:n]
+		targets = targets[n:]
+		g := f.run(group)
+		if g.answered || g.cancelled {
+			return forwardOutcome{answered: g.answered, cancelled: g.cancelled}
 		}
-		r := s.runBranch(c, base, t, recordRoute, cancelled, &earlyDialog)
-		if t.gateway != nil {
-			s.judgeGateway(c, t.gateway, gatewayGen, r)
-		}
-		if r.answered || r.cancelled {
-			return forwardOutcome{answered: r.answered, cancelled: r.cancelled}
-		}
-		if r.err != nil {
-			c.logger().Debug().Err(r.err).Str("dest", t.dest).Msg("branch failed")
-		}
-		finals = append(finals, r)
-		if r.stop || earlyDialog || !failoverAllowed(r) {
+		finals = append(finals, g.finals...)
+		if g.stop {
 			break
+		}
+		if !group[0].fork {
+			// Serial failover, one target at a time: only past a branch
+			// that failed on its own hop, and never once a callee rang.
+			if len(g.finals) == 0 {
+				break
+			}
+			r := g.finals[len(g.finals)-1]
+			if r.stop || f.earlyDialog || !failoverAllowed(r) {
+				break
+			}
 		}
 	}
 	best := bestResponse(finals)
@@ -115,6 +128,22 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 		s.fail(c, errNoRoute)
 		return forwardOutcome{code: s.classify(errNoRoute).code}
 	}
+}
+
+// forkGroupLen is how many of targets, from the first, ring together: the
+// registered contacts of the first one's q-value, which resolveTargets
+// put next to each other, highest first (RFC 3261 16.6 leaves the order to
+// the proxy; this is Kamailio's t_load_contacts and t_next_contacts). Any
+// other target rings alone.
+func forkGroupLen(targets []target) int {
+	if !targets[0].fork {
+		return 1
+	}
+	n := 1
+	for n < len(targets) && targets[n].fork && targets[n].q == targets[0].q {
+		n++
+	}
+	return n
 }
 
 // sendTrying answers 100 once per INVITE transaction: before a media claim,
@@ -221,172 +250,6 @@ func responseRank(code int) int {
 	return class*10 + sub
 }
 
-// runBranch sends one branch and relays its responses until it ends.
-func (s *Server) runBranch(c *call, base *sip.Request, t target, recordRoute bool, cancelled <-chan struct{}, earlyDialog *bool) branchResult {
-	// Each branch gets its own copy: base stays as it was for the next
-	// target, and the client transaction keeps out until it ends.
-	out := forwardCopy(base)
-	out.Recipient = t.uri
-	if t.holder != "" {
-		alias, _ := t.uri.UriParams.Get(aliasParam)
-		out.PrependHeader(s.relayRoute(out, t.holder, alias))
-	}
-	via := s.ourVia(t.transport, s.newBranch(c.loop, callIDOf(c.req)))
-	if out.IsInvite() {
-		c.media.markVia(via)
-	}
-	out.PrependHeader(via)
-	if recordRoute {
-		s.addRecordRoute(out, c.req.Transport(), t.transport, c.recordRouteParams())
-	}
-	s.address(out, t)
-
-	tx, err := s.sendBranch(c, out, t)
-	if err != nil {
-		return branchResult{err: fmt.Errorf("send to %s: %w", t.dest, errors.Join(sip.ErrTransactionTransport, err)), silent: true}
-	}
-	isInvite := out.IsInvite()
-	if isInvite {
-		// After the first 2xx sipgo hands retransmitted 2xx only to this hook;
-		// they must reach the caller until it ACKs (RFC 6026).
-		tx.OnRetransmission(func(r *sip.Response) {
-			if r.IsSuccess() {
-				up := s.upstreamResponse(c.req, r)
-				if c.media.rewriteRetransmitted2xx(s, up) {
-					_ = c.tx.Respond(up)
-				}
-			}
-		})
-	}
-
-	noAnswer := time.NewTimer(s.cfg.BranchTimeout)
-	defer noAnswer.Stop()
-	var timerC <-chan time.Time
-	var timerCTimer *time.Timer
-	if isInvite {
-		timerCTimer = time.NewTimer(s.cfg.InviteTimeout)
-		defer timerCTimer.Stop()
-		timerC = timerCTimer.C
-	}
-	var (
-		giveUp      <-chan time.Time
-		provisional bool
-		cancelSent  bool
-		callerGone  bool
-		timerCFired bool
-	)
-	sendCancel := func() {
-		if !cancelSent {
-			cancelSent = true
-			s.cancelBranch(c, out)
-		}
-	}
-	// abandon ends a branch the proxy gives up on. An INVITE's callee may
-	// answer it yet; that answer finds no transaction and is hung up.
-	abandon := func() {
-		if isInvite {
-			s.abandoned.remember(c.logger(), out)
-		}
-		tx.Terminate()
-	}
-	for {
-		select {
-		case res := <-tx.Responses():
-			noAnswer.Stop()
-			switch {
-			case res.IsProvisional():
-				provisional = true
-				if callerGone || timerCFired {
-					sendCancel()
-					continue
-				}
-				if res.StatusCode == sip.StatusTrying {
-					continue
-				}
-				if timerCTimer != nil {
-					timerCTimer.Reset(s.cfg.InviteTimeout)
-				}
-				if res.To() != nil && res.To().Params.Has("tag") {
-					*earlyDialog = true
-				}
-				up := s.upstreamResponse(c.req, res)
-				s.mediaProvisional(c, res, up)
-				s.respond(c, up)
-			case res.IsSuccess():
-				if callerGone {
-					// The caller already has its final answer; this answer
-					// would leave the callee in a call nobody is on.
-					s.hangUpLateAnswer(c.logger(), out, res)
-					return branchResult{cancelled: true, err: errInviteTimeout, stop: true}
-				}
-				// After Timer C the caller still waits: its CANCEL lost the
-				// race, and the answer goes upstream like any other
-				// (RFC 3261 16.7 step 5, 16.8).
-				up := s.upstreamResponse(c.req, res)
-				if err := s.mediaAnswered(c, res, up); err != nil {
-					// The callee answered but the call cannot be carried:
-					// it is hung up, and the caller gets the error.
-					s.hangUpLateAnswer(c.logger(), out, res)
-					return branchResult{err: err, stop: true}
-				}
-				s.respond(c, up)
-				return branchResult{answered: true}
-			default:
-				if callerGone {
-					return branchResult{cancelled: true}
-				}
-				if timerCFired {
-					return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
-				}
-				return branchResult{res: s.upstreamResponse(c.req, res)}
-			}
-		case <-tx.Done():
-			if callerGone {
-				return branchResult{cancelled: true}
-			}
-			err := tx.Err()
-			if err == nil {
-				err = sip.ErrTransactionTerminated
-			}
-			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, err), stop: timerCFired, silent: !provisional}
-		case <-noAnswer.C:
-			abandon()
-			if callerGone {
-				return branchResult{cancelled: true}
-			}
-			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errBranchTimeout), silent: true}
-		case <-timerC:
-			timerC = nil
-			timerCFired = true
-			c.logger().Info().Str("dest", t.dest).Msg("timer c expired, cancelling branch")
-			if !provisional {
-				// Nothing came back, not even a 100: as good as a 408
-				// (RFC 3261 16.8), after which the next target is tried.
-				// Nobody rang, so nothing stops the failover.
-				abandon()
-				return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), silent: true}
-			}
-			sendCancel()
-			giveUp = time.After(s.cfg.CancelWait)
-		case <-cancelled:
-			cancelled = nil
-			callerGone = true
-			// A CANCEL may only follow a provisional response (RFC 3261 9.1);
-			// without one the branch is abandoned when it answers or times out.
-			if provisional {
-				sendCancel()
-			}
-			giveUp = time.After(s.cfg.CancelWait)
-		case <-giveUp:
-			abandon()
-			if callerGone {
-				return branchResult{cancelled: true}
-			}
-			return branchResult{err: fmt.Errorf("branch to %s: %w", t.dest, errInviteTimeout), stop: true}
-		}
-	}
-}
-
 // sendContext bounds what sending a branch may wait for: a connection to
 // set up or a name to resolve. A UDP branch to an IP address waits for
 // neither, and skips the timer a deadline costs on every forwarded request.
@@ -409,9 +272,10 @@ func (s *Server) address(out *sip.Request, t target) {
 	}
 }
 
-// cancelBranch sends CANCEL for a pending INVITE branch (RFC 3261 16.10)
-// and absorbs the CANCEL's own responses on a short transaction goroutine.
-func (s *Server) cancelBranch(c *call, inv *sip.Request) {
+// cancelBranch sends CANCEL for a pending INVITE branch (RFC 3261 16.10),
+// with reason's headers (RFC 3326), and absorbs the CANCEL's own responses
+// on a short transaction goroutine.
+func (s *Server) cancelBranch(c *call, inv *sip.Request, reason ...sip.Header) {
 	cr := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
 	cr.SipVersion = inv.SipVersion
 	cr.AppendHeader(inv.Via().Clone())
@@ -424,6 +288,9 @@ func (s *Server) cancelBranch(c *call, inv *sip.Request) {
 	cr.AppendHeader(sip.HeaderClone(inv.To()))
 	cr.AppendHeader(sip.HeaderClone(inv.CallID()))
 	cr.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	for _, h := range reason {
+		cr.AppendHeader(sip.HeaderClone(h))
+	}
 	cr.SetBody(nil)
 	cr.SetTransport(inv.Transport())
 	cr.SetDestination(inv.Destination())

@@ -123,7 +123,11 @@ func (s *Server) bindingUpdates(req *sip.Request, contacts []*sip.ContactHeader)
 			return nil, &intervalTooBriefError{min: s.cfg.Registrar.MinExpires}
 		}
 		key := contactKey(ct)
-		updates = append(updates, bindingUpdate{contact: key, form: parseContactForm(key), expires: expires})
+		q, err := contactQ(ct)
+		if err != nil {
+			return nil, registrarRefusal(regErrInvalidQ, fmt.Errorf("contact %s: %w: %w", key, err, errMalformed))
+		}
+		updates = append(updates, bindingUpdate{contact: key, form: parseContactForm(key), expires: expires, q: q})
 	}
 	if markBinding(updates, s.cfg.Registrar.MaxContacts) > s.cfg.Registrar.MaxContacts {
 		return nil, fmt.Errorf("register more than %d contacts: %w", s.cfg.Registrar.MaxContacts, errTooManyContacts)
@@ -191,6 +195,7 @@ func (s *Server) applyBindingUpdates(live []location.Binding, updates []bindingU
 		}
 		b := made
 		b.Contact = u.contact
+		b.Q = u.q
 		b.Expires = made.UpdatedAt.Add(time.Duration(u.expires) * time.Second)
 		own = append(own, b)
 		ownForms = append(ownForms, u.form)
@@ -260,6 +265,8 @@ type bindingUpdate struct {
 	contact string
 	form    *contactForm
 	expires int
+	// q is the contact's q parameter, unset without one.
+	q location.QValue
 	// binds: no later contact of the REGISTER equals this one, and its
 	// expiry is not 0 (markBinding).
 	binds bool
@@ -330,7 +337,12 @@ func (s *Server) replyBindings(c *call, bindings []location.Binding, now time.Ti
 			continue
 		}
 		left := int(b.Expires.Sub(now).Round(time.Second).Seconds())
-		hdrs = append(hdrs, &sip.ContactHeader{Address: uri, Params: sip.HeaderParams{{K: "expires", V: strconv.Itoa(max(left, 0))}}})
+		params := sip.HeaderParams{{K: "expires", V: strconv.Itoa(max(left, 0))}}
+		if b.Q.IsSet() {
+			// Listed back as registered: a contact without q keeps none.
+			params = append(params, sip.HeaderKV{K: "q", V: b.Q.String()})
+		}
+		hdrs = append(hdrs, &sip.ContactHeader{Address: uri, Params: params})
 	}
 	s.reply(c, sip.StatusOK, "OK", hdrs...)
 }
@@ -345,6 +357,18 @@ func registerContacts(req *sip.Request) ([]*sip.ContactHeader, error) {
 		out = append(out, ct)
 	}
 	return out, nil
+}
+
+// contactQ reads a Contact's q parameter (RFC 3261 20.10). A malformed
+// one refuses the REGISTER with 400, as Kamailio's registrar does ("Invalid
+// q parameter"): ranking it 1.0 instead would have the phone ring first
+// where its user asked for it to ring last, with nothing telling anyone.
+func contactQ(ct *sip.ContactHeader) (location.QValue, error) {
+	v, ok := ct.Params.Get("q")
+	if !ok {
+		return 0, nil
+	}
+	return location.ParseQ(v)
 }
 
 // grantedExpires applies RFC 3261 10.3 step 7: the contact's expires

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -30,6 +31,12 @@ type target struct {
 	// address too, as far as it says, so a request too large for UDP may
 	// go over TCP (sendBranch).
 	mayTryTCP bool
+	// fork: the target is a registered contact, rung at once with the
+	// others of its q-value (forkGroupLen).
+	fork bool
+	// q is the contact's q-value in thousandths, 1000 for one registered
+	// without.
+	q int
 }
 
 // routeNewRequest applies the policy to an out-of-dialog request and
@@ -107,7 +114,8 @@ func (s *Server) challenge(c *call, proxy bool, out authOutcome) {
 }
 
 // resolveTargets finds where an out-of-dialog request goes: the registered
-// contacts of a local user (newest first), else the first matching dialplan
+// contacts of a local user (highest q-value first, newest first within
+// one), else the first matching dialplan
 // rule's gateway group or service, else nowhere. The rule is nil for a
 // registered user; a service rule has no targets.
 func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target, *compiledRule, error) {
@@ -123,8 +131,11 @@ func (s *Server) resolveTargets(ctx context.Context, req *sip.Request) ([]target
 			if err != nil {
 				continue
 			}
+			t.fork, t.q = true, b.Q.Milli()
 			targets = append(targets, t)
 		}
+		// Stable: Lookup's newest-first order stays within a q-value.
+		slices.SortStableFunc(targets, func(a, b target) int { return b.q - a.q })
 		if len(targets) > 0 {
 			return targets, nil, nil
 		}
