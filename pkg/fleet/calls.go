@@ -89,7 +89,7 @@ const recordRemoveTimeout = 2 * time.Second
 // twice, its end published twice, which consumers keep once).
 func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]*callgridv1.CallRecord, error) {
 	var records []*callgridv1.CallRecord
-	err := withReaperLock(ctx, kv, nodeID, func(ctx context.Context) error {
+	_, err := withReaperLock(ctx, kv, nodeID, 0, func(ctx context.Context) error {
 		keys, err := listCallKeys(ctx, kv, nodeID)
 		if err != nil {
 			return err
@@ -128,16 +128,47 @@ func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 // lock (a caller that finds it held takes nothing), and it stops at the
 // first error (take's, a read's, a removal's, ctx's) with the rest left in
 // place and returns it with how many records were taken. A record taken
-// whose removal failed is taken again next time.
+// whose removal failed is taken again next time. A caller that tries
+// again after an error uses an OrphanTaker instead.
 func TakeOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string, take func(context.Context, *callgridv1.CallRecord) error) (int, error) {
+	return NewOrphanTaker(kv, nodeID).Take(ctx, take)
+}
+
+// OrphanTaker takes the call records of one node as TakeOrphans does,
+// attempt after attempt: a node handing over its previous run's calls
+// tries again when an attempt fails. An attempt that fails may fail to
+// release its reaper lock too (the bucket failing for a moment fails
+// both), and that lock, to any taker, is one another replica holds: the
+// next attempt would take nothing and report success, with the calls left
+// recorded. The lock's value is a bare time stamp, which every reader
+// parses and takes one it cannot parse for stale, so the owner cannot be
+// told from it; the OrphanTaker keeps instead the revision of the lock it
+// left behind and takes that lock again while it is still at that
+// revision. A lock at any other revision is another replica's, and is left
+// to it. An OrphanTaker is for one goroutine at a time.
+type OrphanTaker struct {
+	kv     jetstream.KeyValue
+	nodeID string
+	// left is the revision of the reaper lock an attempt failed to
+	// release, 0 for none.
+	left uint64
+}
+
+// NewOrphanTaker returns a taker of the call records of nodeID in kv.
+func NewOrphanTaker(kv jetstream.KeyValue, nodeID string) *OrphanTaker {
+	return &OrphanTaker{kv: kv, nodeID: nodeID}
+}
+
+// Take is one attempt of TakeOrphans.
+func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *callgridv1.CallRecord) error) (int, error) {
 	var taken int
-	err := withReaperLock(ctx, kv, nodeID, func(ctx context.Context) error {
-		keys, err := listCallKeys(ctx, kv, nodeID)
+	left, err := withReaperLock(ctx, o.kv, o.nodeID, o.left, func(ctx context.Context) error {
+		keys, err := listCallKeys(ctx, o.kv, o.nodeID)
 		if err != nil {
 			return err
 		}
 		for _, key := range keys {
-			rec, found, err := readCallRecord(ctx, kv, key)
+			rec, found, err := readCallRecord(ctx, o.kv, key)
 			if err != nil {
 				return err
 			}
@@ -150,33 +181,62 @@ func TakeOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string, take
 				}
 				taken++
 			}
-			if err := removeCallRecord(ctx, kv, key); err != nil {
+			if err := removeCallRecord(ctx, o.kv, key); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	o.left = left
 	return taken, err
 }
 
 // withReaperLock runs claim holding the reaper lock of nodeID, bounded by
 // claimHold, and releases the lock after. When another replica holds it,
 // claim is not run and the result is nil: that replica takes the calls.
-func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, claim func(context.Context) error) error {
+// mine is the revision of a lock the caller itself left behind (0 for
+// none), which it takes again. left is the revision of the lock held when
+// its release failed, 0 once released (or never taken).
+func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, mine uint64, claim func(context.Context) error) (left uint64, err error) {
 	lock := reaperKeyPrefix + nodeID
-	if err := takeReaperLock(ctx, kv, lock); err != nil {
+	rev, err := takeReaperLock(ctx, kv, lock, mine)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return nil
+			return 0, nil
 		}
-		return fmt.Errorf("claim orphans of %s: %w", nodeID, err)
+		// A lock of its own that could not be read or taken again is
+		// still there, and still its own.
+		return mine, fmt.Errorf("claim orphans of %s: %w", nodeID, err)
 	}
-	// Release the lock once done so a node that returns under the same id
-	// and dies again can be reaped again.
-	defer func() { _ = kv.Delete(context.WithoutCancel(ctx), lock) }()
-	ctx, cancel := context.WithTimeout(ctx, claimHold)
+	cctx, cancel := context.WithTimeout(ctx, claimHold)
 	defer cancel()
-	if err := claim(ctx); err != nil {
-		return fmt.Errorf("claim orphans of %s: %w", nodeID, err)
+	cerr := claim(cctx)
+	// Release the lock once done so a node that returns under the same id
+	// and dies again can be reaped again; only at the revision taken, as
+	// one taken over since (held past staleReaperLock) is another's.
+	released := releaseReaperLock(ctx, kv, lock, rev)
+	if released == nil {
+		rev = 0
+	}
+	if cerr != nil {
+		if released != nil {
+			return rev, fmt.Errorf("claim orphans of %s: %w (its reaper lock left: %v)", nodeID, cerr, released)
+		}
+		return rev, fmt.Errorf("claim orphans of %s: %w", nodeID, cerr)
+	}
+	return rev, nil
+}
+
+// releaseReaperLock removes lock if it is still at rev, bounded by its own
+// timeout rather than ctx: a lock left behind keeps every replica from
+// reaping the node until it turns stale. One at another revision is no
+// longer the caller's and counts as released.
+func releaseReaperLock(ctx context.Context, kv jetstream.KeyValue, lock string, rev uint64) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRemoveTimeout)
+	defer cancel()
+	err := kv.Delete(rctx, lock, jetstream.LastRevision(rev))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("release reaper lock %s: %w", lock, err)
 	}
 	return nil
 }
@@ -235,26 +295,41 @@ func removeCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) er
 
 // takeReaperLock creates lock, or takes it over when the replica that
 // created it left it behind (it died before its deferred delete): a lock
-// older than staleReaperLock. ErrKeyExists means another replica holds it.
-func takeReaperLock(ctx context.Context, kv jetstream.KeyValue, lock string) error {
+// older than staleReaperLock. mine is the revision of a lock the caller
+// left behind itself (0 for none): found at that revision, the lock is
+// taken again whatever its age. It returns the revision of the lock taken;
+// ErrKeyExists means another replica holds it.
+func takeReaperLock(ctx context.Context, kv jetstream.KeyValue, lock string, mine uint64) (uint64, error) {
 	now := time.Now().UTC()
 	stamp := []byte(now.Format(time.RFC3339Nano))
-	_, err := kv.Create(ctx, lock, stamp)
+	rev, err := kv.Create(ctx, lock, stamp)
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return err
+		return rev, err
 	}
 	entry, gerr := kv.Get(ctx, lock)
 	if gerr != nil {
-		return err
+		if mine != 0 {
+			// The lock found may well be its own: taking it for
+			// another's would take nothing and report success.
+			return 0, fmt.Errorf("read reaper lock %s: %w", lock, gerr)
+		}
+		return 0, err
 	}
-	taken, perr := time.Parse(time.RFC3339Nano, string(entry.Value()))
-	if perr == nil && now.Sub(taken) < staleReaperLock {
-		return err
+	if mine == 0 || entry.Revision() != mine {
+		taken, perr := time.Parse(time.RFC3339Nano, string(entry.Value()))
+		if perr == nil && now.Sub(taken) < staleReaperLock {
+			return 0, err
+		}
 	}
-	// Stale (or unreadable): take it at the revision read, so that of
-	// several replicas doing so at once one wins.
-	if _, uerr := kv.Update(ctx, lock, stamp, entry.Revision()); uerr != nil {
-		return jetstream.ErrKeyExists
+	// Its own, or stale (or unreadable): take it at the revision read, so
+	// that of several replicas doing so at once one wins.
+	rev, uerr := kv.Update(ctx, lock, stamp, entry.Revision())
+	switch {
+	case uerr == nil:
+		return rev, nil
+	case mine != 0 && entry.Revision() == mine && !errors.Is(uerr, jetstream.ErrKeyRevisionMismatch):
+		// Still its own, for all it knows: tried again next time.
+		return 0, fmt.Errorf("take reaper lock %s again: %w", lock, uerr)
 	}
-	return nil
+	return 0, jetstream.ErrKeyExists
 }

@@ -121,3 +121,113 @@ func TestTakeOrphansLeavesWhatItDidNotTake(t *testing.T) {
 		t.Fatalf("second take: %d taken, %v, %d calls seen in all; want %d, nil, %d", taken, err, len(seen), total-total/2, total)
 	}
 }
+
+// flakyLockBucket is a calls bucket whose next readFailures reads and
+// next deleteFailures removals fail: JetStream KV failing for a moment.
+type flakyLockBucket struct {
+	jetstream.KeyValue
+	readFailures, deleteFailures atomic.Int64
+}
+
+func (b *flakyLockBucket) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if b.readFailures.Add(-1) >= 0 {
+		return nil, errors.New("read lost")
+	}
+	return b.KeyValue.Get(ctx, key)
+}
+
+func (b *flakyLockBucket) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	if b.deleteFailures.Add(-1) >= 0 {
+		return errors.New("removal lost")
+	}
+	return b.KeyValue.Delete(ctx, key, opts...)
+}
+
+// An attempt that fails and cannot release its reaper lock either leaves
+// a fresh lock, which the taker's next attempt takes again as its own
+// rather than leave to "another replica": otherwise it would take nothing
+// and report success. A fresh lock some other taker holds is still left
+// alone.
+func TestOrphanTakerTakesAgainTheReaperLockItLeft(t *testing.T) {
+	h := newClaimHarness(t, ClaimConfig{})
+	ctx := context.Background()
+	kv, err := OpenCallsBucket(ctx, h.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := proto.Marshal(&callgridv1.CallRecord{NodeId: "n", SessionId: "s1", CallId: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, CallKey("n", "s1"), data); err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyLockBucket{KeyValue: kv}
+	flaky.readFailures.Store(1)
+	flaky.deleteFailures.Store(1)
+	taker := NewOrphanTaker(flaky, "n")
+	count := func(context.Context, *callgridv1.CallRecord) error { return nil }
+
+	if taken, err := taker.Take(ctx, count); err == nil || taken != 0 {
+		t.Fatalf("first attempt: %d taken, %v; want none and the read's error", taken, err)
+	}
+	if _, err := kv.Get(ctx, reaperKeyPrefix+"n"); err != nil {
+		t.Fatalf("the first attempt's lock: %v, want it left behind", err)
+	}
+	// Another taker, with no lock of its own, still takes the fresh lock
+	// for a replica's.
+	if taken, err := TakeOrphans(ctx, kv, "n", count); err != nil || taken != 0 {
+		t.Fatalf("another taker: %d taken, %v; want none and nil", taken, err)
+	}
+	if taken, err := taker.Take(ctx, count); err != nil || taken != 1 {
+		t.Fatalf("the retry: %d taken, %v; want the 1 call", taken, err)
+	}
+	if _, err := kv.Get(ctx, reaperKeyPrefix+"n"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the lock after the retry: %v, want it released", err)
+	}
+}
+
+// A taker whose lock was taken over since (held past staleReaperLock, by
+// a replica that took it for one left behind) leaves that replica's lock
+// alone: it neither takes it again nor releases it.
+func TestOrphanTakerLeavesALockTakenOverSince(t *testing.T) {
+	h := newClaimHarness(t, ClaimConfig{})
+	ctx := context.Background()
+	kv, err := OpenCallsBucket(ctx, h.client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := proto.Marshal(&callgridv1.CallRecord{NodeId: "n", SessionId: "s1", CallId: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, CallKey("n", "s1"), data); err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyLockBucket{KeyValue: kv}
+	flaky.readFailures.Store(1)
+	flaky.deleteFailures.Store(1)
+	taker := NewOrphanTaker(flaky, "n")
+	count := func(context.Context, *callgridv1.CallRecord) error { return nil }
+	if _, err := taker.Take(ctx, count); err == nil {
+		t.Fatal("first attempt: nil, want the read's error")
+	}
+	lock := reaperKeyPrefix + "n"
+	entry, err := kv.Get(ctx, lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := kv.Update(ctx, lock, []byte(time.Now().UTC().Format(time.RFC3339Nano)), entry.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if taken, err := taker.Take(ctx, count); err != nil || taken != 0 {
+		t.Fatalf("retry under another's lock: %d taken, %v; want none and nil", taken, err)
+	}
+	if entry, err := kv.Get(ctx, lock); err != nil || entry.Revision() != other {
+		t.Fatalf("the other replica's lock after the retry: %v, %v; want it kept at revision %d", entry, err, other)
+	}
+	if _, err := kv.Get(ctx, CallKey("n", "s1")); err != nil {
+		t.Fatalf("the call's record: %v, want it left to the lock's holder", err)
+	}
+}

@@ -69,6 +69,10 @@ type busWrite struct {
 	subject, key string
 	msg          proto.Message
 	done         chan struct{}
+	// rev is, for a writeEnd or writeRemoval, the revision of the record
+	// to remove (0 when the writer wrote none it knows of): see
+	// removalOf.
+	rev uint64
 }
 
 // busWriter makes the node's bus writes off the request path, in order: a
@@ -79,13 +83,18 @@ type busWriter struct {
 	calls jetstream.KeyValue
 	log   zerolog.Logger
 	ch    chan busWrite
-	// unremoved holds, for the run goroutine only, the keys of records
-	// whose removal failed past writeAttempts: see keepRemoving.
-	unremoved []string
+	// unremoved holds, for the run goroutine only, the records whose
+	// removal failed past writeAttempts: see keepRemoving.
+	unremoved []removal
+	// recorded holds, for the run goroutine only, the revision of the
+	// last record written under each key whose call's end has not been
+	// written yet: one per call up, bounded by the node's sessions (and
+	// those whose end a full queue dropped).
+	recorded map[string]uint64
 }
 
 func newBusWriter(c *bus.Client, log zerolog.Logger, size int) *busWriter {
-	return &busWriter{bus: c, log: log, ch: make(chan busWrite, size)}
+	return &busWriter{bus: c, log: log, ch: make(chan busWrite, size), recorded: make(map[string]uint64)}
 }
 
 func (w *busWriter) enqueue(op busWrite) {
@@ -172,16 +181,17 @@ func (w *busWriter) run(ctx context.Context) {
 	for {
 		select {
 		case op := <-w.ch:
-			w.writeRetrying(ctx, op)
+			w.writeRetrying(ctx, w.removalOf(op))
 		case <-retry.C:
 			w.removeUnremoved()
 		case <-ctx.Done():
 			for {
 				select {
 				case op := <-w.ch:
+					op = w.removalOf(op)
 					if err := w.write(op); err != nil {
 						if op.kind == writeEnd && errors.Is(err, errRecordRemoval) {
-							w.keepRemoving(op.key)
+							w.keepRemoving(op.key, op.rev)
 							continue
 						}
 						w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
@@ -222,7 +232,7 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 		}
 		if failed >= writeAttempts {
 			if op.kind == writeRemoval {
-				w.keepRemoving(op.key)
+				w.keepRemoving(op.key, op.rev)
 				return
 			}
 			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed: dropped")
@@ -234,7 +244,7 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 		select {
 		case <-ctx.Done():
 			if op.kind == writeRemoval {
-				w.keepRemoving(op.key)
+				w.keepRemoving(op.key, op.rev)
 				return
 			}
 			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
@@ -259,26 +269,44 @@ func (w *busWriter) write(op busWrite) error {
 		var data []byte
 		if data, err = proto.Marshal(op.msg); err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), kvWriteTimeout)
-			_, err = w.calls.Put(ctx, op.key, data)
+			var rev uint64
+			rev, err = w.calls.Put(ctx, op.key, data)
 			cancel()
+			if err == nil {
+				w.recorded[op.key] = rev
+				w.forgetRemovals(op.key)
+			}
 		}
 	case writeEnd:
 		if err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg); err != nil {
 			return err
 		}
-		if err = w.removeRecord(op.key); err != nil {
+		if err = w.removeRecord(op.key, op.rev); err != nil {
 			return fmt.Errorf("%w: %w", errRecordRemoval, err)
 		}
 	case writeRemoval:
-		if err = w.removeRecord(op.key); err != nil {
+		if err = w.removeRecord(op.key, op.rev); err != nil {
 			return fmt.Errorf("%w: %w", errRecordRemoval, err)
 		}
 	}
 	return err
 }
 
-func (w *busWriter) removeRecord(key string) error {
+// removeRecord removes the record under key, only at revision rev when
+// rev is not 0. A record at another revision was written since, by a later
+// call under the same key (session ids come from the proxies and can come
+// back to the same node), or is gone: either way the removal is done, and
+// a later call's record stays.
+func (w *busWriter) removeRecord(key string, rev uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), kvWriteTimeout)
 	defer cancel()
-	return w.calls.Delete(ctx, key)
+	var opts []jetstream.KVDeleteOpt
+	if rev != 0 {
+		opts = append(opts, jetstream.LastRevision(rev))
+	}
+	err := w.calls.Delete(ctx, key, opts...)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return nil
+	}
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"callgrid.dev/pkg/bus"
 	"callgrid.dev/pkg/fleet"
@@ -143,4 +144,53 @@ func TestCallWhoseRecordOutlastsTheWriteRetriesIsNotEndedAgainByTheNextRun(t *te
 	if got := eventCount(t, c, bus.SubjectMediaTimeout); got != 0 {
 		t.Errorf("%d hang-up requests for a call that had ended, want none", got)
 	}
+}
+
+// A removal kept for the background (keepRemoving) is retried out of the
+// queue's order, after writes queued behind it. A later call under the
+// same key (session ids come from the proxy, derived from Call-ID, From
+// tag and CSeq; a retried INVITE or a re-claim brings the same id back)
+// that has its record written meanwhile keeps it: the background retry
+// must not delete it, or nobody would hang that call up should the node
+// die.
+func TestRemovalRetryLeavesTheRecordOfALaterCallWithTheSameKey(t *testing.T) {
+	tb := startBus(t)
+	c, calls := eventsAndCalls(t, tb)
+	n := writerOn(t, c, prometheus.NewRegistry(), &removalsThatFail{KeyValue: calls, failures: writeAttempts})
+
+	old := recordedCall(t, calls)
+	key := fleet.CallKey("n", old.id)
+	n.finish(old, "bye", &callgridv1.MediaQuality{}, false)
+	eventually(t, 10*time.Second, "the old call's end out", func() bool { return eventCount(t, c, bus.SubjectCallEnded) == 1 })
+
+	// A new call under the same session id is offered and answered here.
+	ctx := context.Background()
+	r := n.handleOffer(ctx, &callgridv1.OfferRequest{CallId: "c2", SessionId: old.id, Sdp: []byte("v=0")})
+	if r.GetStatus() != callgridv1.Status_STATUS_OK {
+		t.Fatalf("offer: %v", r.GetStatus())
+	}
+	if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: old.id, Sdp: []byte("v=0"),
+		Dialog: &callgridv1.Dialog{CallId: "c2", CallerTag: "x", CalleeTag: "y"}}).GetStatus(); st != callgridv1.Status_STATUS_OK {
+		t.Fatalf("answer: %v", st)
+	}
+	eventually(t, 10*time.Second, "the new call's record written", func() bool {
+		e, err := calls.Get(context.Background(), key)
+		return err == nil && len(e.Value()) > 0 && containsCall(e.Value(), "c2")
+	})
+	deadline := time.Now().Add(3 * removalRetryInterval)
+	for time.Now().Before(deadline) {
+		if recordGone(calls, key) {
+			_, held := n.ledger.lookup(old.id)
+			t.Fatalf("the record of live call c2 (held by the node: %v) was deleted by the background removal of the ended call's record under the same key", held)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func containsCall(data []byte, callID string) bool {
+	rec := new(callgridv1.CallRecord)
+	if err := proto.Unmarshal(data, rec); err != nil {
+		return false
+	}
+	return rec.GetCallId() == callID
 }

@@ -84,6 +84,11 @@ func (n *Node) handleAnswer(ctx context.Context, req *callgridv1.AnswerRequest) 
 	if !ok {
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_UNKNOWN_SESSION, Detail: "no session " + req.GetSessionId()}
 	}
+	// Before anything can refuse it: an answer the engine refuses still
+	// shows the claimer had the offer's reply, and the proxy may go on
+	// with the call here (a provisional one refused leaves it ringing,
+	// its early media not anchored).
+	n.ledger.answerArrived(s.id)
 	if len(req.GetSdp()) == 0 {
 		return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_BAD_SDP, Detail: "answer carries no sdp"}
 	}
@@ -286,14 +291,14 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 			// call, so it is counted above and published nowhere.
 			return
 		}
-		if cause == causeSetupTimeout && !s.sized {
+		if cause == causeSetupTimeout && !s.answerReached {
 			// No answer ever reached it, so the node cannot tell a
 			// claimer that died from one that never had the offer's
 			// reply and whose offer_timeout release was lost: the
 			// leftover of a call carried on elsewhere under this id.
 			// Its end would then shadow that call's, as above. One
-			// that had a provisional answer was the call's: the
-			// claimer sent it here.
+			// that an answer reached was the call's, even if the
+			// answer was refused: the claimer sent it here.
 			return
 		}
 		// No record was written for it.

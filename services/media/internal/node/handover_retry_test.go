@@ -136,3 +136,58 @@ func recordsOf(t *testing.T, calls jetstream.KeyValue, node string) int {
 	}
 	return k
 }
+
+// bucketHiccup is a calls bucket whose next getFailures reads and next
+// deleteFailures removals fail (JetStream KV failing for a moment).
+type bucketHiccup struct {
+	jetstream.KeyValue
+	mu                          sync.Mutex
+	getFailures, deleteFailures int
+}
+
+func (b *bucketHiccup) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	b.mu.Lock()
+	fail := b.getFailures > 0
+	b.getFailures--
+	b.mu.Unlock()
+	if fail {
+		return nil, errors.New("call record read lost")
+	}
+	return b.KeyValue.Get(ctx, key)
+}
+
+func (b *bucketHiccup) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	b.mu.Lock()
+	fail := b.deleteFailures > 0
+	b.deleteFailures--
+	b.mu.Unlock()
+	if fail {
+		return errors.New("removal lost")
+	}
+	return b.KeyValue.Delete(ctx, key, opts...)
+}
+
+// The first handover attempt fails reading a record, and the release of
+// the reaper lock it took fails too (the same bucket hiccup). The retry
+// finds that fresh lock and takes it again as its own: taken for another
+// replica's, the handover would count as done with nothing handed over,
+// and the previous run's call would never be hung up while its record
+// stays.
+func TestHandoverRetryTakesAgainTheReaperLockItLeft(t *testing.T) {
+	tb := startBus(t)
+	c, calls := eventsAndCalls(t, tb)
+	seedAnsweredCalls(t, c, calls, 1)
+	reg := prometheus.NewRegistry()
+	n := handoverNode(t, tb, reg, &bucketHiccup{KeyValue: calls, getFailures: 1, deleteFailures: 1})
+
+	n.handOverPreviousCalls(context.Background())
+	if got := eventCount(t, c, bus.SubjectMediaTimeout); got != 1 {
+		t.Errorf("%d hang-up requests for the previous run's call, want 1", got)
+	}
+	if got := eventCount(t, c, bus.SubjectCallEnded); got != 1 {
+		t.Errorf("%d call_ended events for the previous run's call, want 1", got)
+	}
+	if left := recordsOf(t, calls, "n"); left != 0 {
+		t.Errorf("%d records left after the handover reported success, want none", left)
+	}
+}

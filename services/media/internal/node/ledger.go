@@ -37,6 +37,10 @@ type session struct {
 	// sized: an answer (provisional or final) sized the session, so a
 	// codec switch the engine reports from then on is charged at once.
 	sized bool
+	// answerReached: an answer request (provisional or final) came for
+	// the session, whatever became of it, so its claimer had the offer's
+	// reply and the call went on here (see finish).
+	answerReached bool
 	// switches counts the changes in transcoding the engine reported
 	// (HandleTranscodingChange: codec switches, and negotiations' own),
 	// and switchedTo is what the last one said. An answer or an update
@@ -330,6 +334,15 @@ func (l *ledger) transcodingNow(id string) (transcoding bool, switches uint64) {
 		return s.transcoding, s.switches
 	}
 	return false, 0
+}
+
+// answerArrived records that an answer request reached a session.
+func (l *ledger) answerArrived(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sessions[id]; ok {
+		s.answerReached = true
+	}
 }
 
 func (l *ledger) setDialog(id string, d *callgridv1.Dialog) {

@@ -156,7 +156,7 @@ func (n *Node) Run(ctx context.Context) error {
 	writerCtx, stopWriter := context.WithCancel(context.Background())
 	wg.Go(func() { n.writer.run(writerCtx) })
 	// Not bounded by setup: a previous run may have left thousands of
-	// calls, and TakeOrphans bounds itself.
+	// calls, and the handover bounds itself (handoverRetryFor).
 	n.handOverPreviousCalls(ctx)
 	subs, err := n.serve()
 	if err != nil {
@@ -217,33 +217,42 @@ func (n *Node) handOverPreviousCalls(ctx context.Context) {
 	// stream stores once, and it is counted once.
 	first, wait := time.Now(), handoverRetryMin
 	counted := make(map[string]bool)
+	// One taker for every attempt: it takes again a reaper lock that an
+	// attempt of its own failed to release, which would otherwise pass
+	// for another's and have the next attempt take nothing.
+	taker := fleet.NewOrphanTaker(n.writer.calls, n.cfg.ID)
+	// The bound holds for the attempts themselves, not only for when they
+	// start: one may last up to the lock's own hold, and a handover
+	// running late keeps the node from serving.
+	bounded, cancel := context.WithDeadline(ctx, first.Add(handoverRetryFor))
+	defer cancel()
 	for attempt := 1; ; attempt++ {
-		taken, err := n.handOverOnce(ctx, first, counted)
+		taken, err := n.handOverOnce(bounded, taker, first, counted)
 		if taken > 0 {
 			n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
 		}
 		if err == nil {
 			return
 		}
-		if attempt >= handoverAttempts || time.Since(first)+wait > handoverRetryFor || ctx.Err() != nil {
+		if attempt >= handoverAttempts || time.Since(first)+wait > handoverRetryFor || bounded.Err() != nil {
 			n.log.Warn().Err(err).Int("attempts", attempt).
 				Msg("hand over calls of a previous run: the rest stay recorded for the next run or a proxy to hang up")
 			return
 		}
 		n.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("hand over calls of a previous run: retrying")
 		select {
-		case <-ctx.Done():
+		case <-bounded.Done():
 		case <-time.After(wait):
 		}
 		wait *= 2
 	}
 }
 
-// handOverOnce is one handover, at now, of the previous run's calls: how
-// many it handed over, and why it stopped short. counted holds the
-// sessions whose talk time is counted already.
-func (n *Node) handOverOnce(ctx context.Context, now time.Time, counted map[string]bool) (int, error) {
-	return fleet.TakeOrphans(ctx, n.writer.calls, n.cfg.ID, func(ctx context.Context, rec *callgridv1.CallRecord) error {
+// handOverOnce is one handover, at now, of the previous run's calls by
+// taker: how many it handed over, and why it stopped short. counted holds
+// the sessions whose talk time is counted already.
+func (n *Node) handOverOnce(ctx context.Context, taker *fleet.OrphanTaker, now time.Time, counted map[string]bool) (int, error) {
+	return taker.Take(ctx, func(ctx context.Context, rec *callgridv1.CallRecord) error {
 		if err := n.writer.publishNow(ctx, "media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
 			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now.UnixMilli(),
 		}); err != nil {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -185,6 +186,53 @@ func TestSetupTimeoutOfASessionNoAnswerReachedPublishesNoEnd(t *testing.T) {
 		}
 		if ev := ends[ringing]; ev.GetCause() != "setup_timeout" {
 			t.Errorf("the ringing session's end: %v, want one with cause setup_timeout", ev)
+		}
+	})
+}
+
+// failingAnswerMedia is fakeMedia whose Answer fails (the callee's SDP
+// has no codec the engine takes, say).
+type failingAnswerMedia struct{ *fakeMedia }
+
+func (failingAnswerMedia) Answer(context.Context, string, []byte, bool) ([]byte, bool, error) {
+	return nil, false, errors.New("no common codec")
+}
+
+// A provisional answer the engine refused still reached the node: its
+// claimer had the offer's reply and sent the answer here, and the proxy
+// goes on with the call on this node ("early media not anchored"). The
+// setup timeout's end of such a session is the call's, as for a ringing
+// one, and is published, although the refused answer never sized it.
+func TestSetupTimeoutAfterARefusedProvisionalAnswerPublishesTheEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const setup = time.Minute
+		n, err := New(Config{ID: "n", CapacityUnits: 10, SetupTimeout: setup}, zerolog.Nop(), prometheus.NewRegistry(), nil,
+			failingAnswerMedia{newFakeMedia()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		ringing := offerOK(t, n, "ringing")
+		if st := n.handleAnswer(ctx, &callgridv1.AnswerRequest{SessionId: ringing, Sdp: []byte("v=0"), Provisional: true}).GetStatus(); st == callgridv1.Status_STATUS_OK {
+			t.Fatalf("183 answered OK by an engine that fails answers")
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); n.reapUnanswered(rctx) }()
+		time.Sleep(2 * setup)
+		stop()
+		<-done
+		if s := n.ledger.snapshot(); s.sessions != 0 {
+			t.Fatalf("after the setup timeout: %+v, want nothing held", s)
+		}
+		var end *callgridv1.CallEnded
+		for _, op := range queuedWrites(n) {
+			if ev, ok := op.msg.(*callgridv1.CallEnded); ok && ev.GetSessionId() == ringing {
+				end = ev
+			}
+		}
+		if end.GetCause() != causeSetupTimeout {
+			t.Errorf("the end of the session an answer reached: %v, want one with cause setup_timeout", end)
 		}
 	})
 }
