@@ -411,9 +411,13 @@ const endedProvisionalWait = time.Second
 // endOthers cancels every pending branch but b: b answered, declined
 // (6xx) or cannot be carried. A branch that sent nothing back yet may not
 // be cancelled (RFC 3261 9.1): it is cancelled on its first provisional
-// response, or abandoned after endedProvisionalWait, to be hung up should
-// it answer after all. A request other than INVITE cannot be cancelled at
-// all, and is abandoned at once.
+// response. Once the caller has its 2xx nobody waits for such a branch,
+// which keeps its own no-answer timer, so a phone whose first response is
+// slow still gets its CANCEL and stops ringing; while the caller waits for
+// its final response (a 6xx, a call that cannot be carried) the branch is
+// abandoned after endedProvisionalWait. An abandoned branch is hung up
+// should it answer after all. A request other than INVITE cannot be
+// cancelled at all, and is abandoned at once.
 func (f *fork) endOthers(branches []*forkBranch, b *forkBranch, reason ...sip.Header) {
 	now := time.Now()
 	for _, o := range branches {
@@ -425,6 +429,8 @@ func (f *fork) endOthers(branches []*forkBranch, b *forkBranch, reason ...sip.He
 		case !o.isInvite:
 			f.abandon(o)
 			f.finish(o, branchResult{err: fmt.Errorf("branch to %s: %w", o.t.dest, sip.ErrTransactionTerminated)})
+		case !o.provisional && f.answered:
+			// Its no-answer timer still runs (BranchTimeout).
 		case !o.provisional:
 			o.giveUpAt = now.Add(endedProvisionalWait)
 		default:
