@@ -90,6 +90,15 @@ type Reconfigurer interface {
 	Reconfigure(opts OpusOptions) error
 }
 
+// Reconfigure sets opts on enc when it is a Reconfigurer; an encoder that
+// takes no options is left as it is.
+func Reconfigure(enc Encoder, opts OpusOptions) error {
+	if r, ok := enc.(Reconfigurer); ok {
+		return r.Reconfigure(opts)
+	}
+	return nil
+}
+
 // Decoder turns one RTP payload into PCM; DecodeLost conceals one missing
 // payload (PLC, or FEC from next payload for Opus), taken to last as long as
 // the last one decoded, or 20 ms before any was: a stream keeps its

@@ -158,10 +158,8 @@ func (t *transcoder) useOpus(opts codec.OpusOptions) error {
 	if opts == t.opus {
 		return nil
 	}
-	if r, ok := t.enc.(codec.Reconfigurer); ok {
-		if err := r.Reconfigure(opts); err != nil {
-			return fmt.Errorf("transcode to %s: %w", t.to.Name, err)
-		}
+	if err := codec.Reconfigure(t.enc, opts); err != nil {
+		return fmt.Errorf("transcode to %s: %w", t.to.Name, err)
 	}
 	t.opus = opts
 	return nil

@@ -81,10 +81,8 @@ func (s *session) reconfigureTone(t *toneSource, opts codec.OpusOptions) error {
 	if s.toneReleased {
 		return nil
 	}
-	if r, ok := t.enc.(codec.Reconfigurer); ok {
-		if err := r.Reconfigure(opts); err != nil {
-			return fmt.Errorf("tone in %s: %w", t.info.Name, err)
-		}
+	if err := codec.Reconfigure(t.enc, opts); err != nil {
+		return fmt.Errorf("tone in %s: %w", t.info.Name, err)
 	}
 	t.opus = opts
 	return nil

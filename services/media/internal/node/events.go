@@ -190,11 +190,7 @@ func (w *busWriter) run(ctx context.Context) {
 				case op := <-w.ch:
 					op = w.removalOf(op)
 					if err := w.write(op); err != nil {
-						if op.kind == writeEnd && errors.Is(err, errRecordRemoval) {
-							w.keepRemoving(op.key, op.rev)
-							continue
-						}
-						w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
+						w.giveUp(op, err, "bus write failed at shutdown: dropped")
 					}
 				default:
 					w.removeUnremoved()
@@ -231,11 +227,7 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 			op.kind = writeRemoval
 		}
 		if failed >= writeAttempts {
-			if op.kind == writeRemoval {
-				w.keepRemoving(op.key, op.rev)
-				return
-			}
-			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed: dropped")
+			w.giveUp(op, err, "bus write failed: dropped")
 			return
 		}
 		if wait == writeRetryMin {
@@ -243,16 +235,23 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 		}
 		select {
 		case <-ctx.Done():
-			if op.kind == writeRemoval {
-				w.keepRemoving(op.key, op.rev)
-				return
-			}
-			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed at shutdown: dropped")
+			w.giveUp(op, err, "bus write failed at shutdown: dropped")
 			return
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, writeRetryMax)
 	}
+}
+
+// giveUp ends the tries of op, which failed with err: a removal owed
+// after its call's end went out is kept for later (keepRemoving), and any
+// other write is dropped, logged as msg.
+func (w *busWriter) giveUp(op busWrite, err error, msg string) {
+	if op.kind == writeRemoval || (op.kind == writeEnd && errors.Is(err, errRecordRemoval)) {
+		w.keepRemoving(op.key, op.rev)
+		return
+	}
+	w.log.Warn().Err(err).Str("kind", op.label).Msg(msg)
 }
 
 func (w *busWriter) write(op busWrite) error {
