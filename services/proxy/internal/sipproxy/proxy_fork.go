@@ -599,12 +599,7 @@ func (f *fork) onDeadlines(b *forkBranch, now time.Time) {
 	due := func(d time.Time) bool { return !d.IsZero() && !now.Before(d) }
 	if due(b.noAnswerAt) {
 		b.noAnswerAt = time.Time{}
-		f.abandon(b)
-		if b.callerGone {
-			f.finish(b, branchResult{cancelled: true})
-			return
-		}
-		f.finish(b, branchResult{err: fmt.Errorf("branch to %s: %w", b.t.dest, errBranchTimeout), silent: true})
+		f.giveUp(b, branchResult{err: fmt.Errorf("branch to %s: %w", b.t.dest, errBranchTimeout), silent: true})
 		return
 	}
 	if due(b.timerCAt) {
@@ -626,11 +621,16 @@ func (f *fork) onDeadlines(b *forkBranch, now time.Time) {
 	}
 	if due(b.giveUpAt) {
 		b.giveUpAt = time.Time{}
-		f.abandon(b)
-		if b.callerGone {
-			f.finish(b, branchResult{cancelled: true})
-			return
-		}
-		f.finish(b, branchResult{err: fmt.Errorf("branch to %s: %w", b.t.dest, errInviteTimeout), stop: true})
+		f.giveUp(b, branchResult{err: fmt.Errorf("branch to %s: %w", b.t.dest, errInviteTimeout), stop: true})
 	}
+}
+
+// giveUp abandons b, which ends as cancelled when the caller left, and as
+// r otherwise.
+func (f *fork) giveUp(b *forkBranch, r branchResult) {
+	f.abandon(b)
+	if b.callerGone {
+		r = branchResult{cancelled: true}
+	}
+	f.finish(b, r)
 }
