@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -144,31 +145,48 @@ func (p *phone) localSDP(direction string) []byte {
 
 func (p *phone) aor() sip.Uri { return sip.Uri{Scheme: "sip", User: p.user.name, Host: "localhost"} }
 
-// register binds the phone at the proxy, answering the digest challenge.
+// register binds the phone at the proxy, answering the digest challenge,
+// and unbinds it when the test ends, as a phone does when it shuts down: a
+// binding left behind would make later tests' calls to the same user fork
+// to an address another phone may have been given since.
 func (p *phone) register(t *testing.T, proxy string) {
 	t.Helper()
+	if err := p.bind(withTimeout(t, 10*time.Second), proxy, 600); err != nil {
+		t.Fatalf("register %s: %v", p.user.name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := p.bind(ctx, proxy, 0); err != nil {
+			t.Logf("unregister %s: %v", p.user.name, err)
+		}
+	})
+}
+
+// bind sends a REGISTER of the phone's contact for expires seconds.
+func (p *phone) bind(ctx context.Context, proxy string, expires int) error {
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "localhost"})
 	from := &sip.FromHeader{Address: p.aor(), Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(10))
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: p.aor(), Params: sip.NewParams()})
 	req.AppendHeader(sip.HeaderClone(&p.contact))
-	req.AppendHeader(sip.NewHeader("Expires", "600"))
+	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
 	p.address(req, proxy)
-	ctx := withTimeout(t, 10*time.Second)
 	res, err := p.cli.Do(ctx, req)
 	if err != nil {
-		t.Fatalf("register %s: %v", p.user.name, err)
+		return err
 	}
 	if res.StatusCode == sip.StatusUnauthorized {
 		res, err = p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user.name, Password: p.user.password})
 		if err != nil {
-			t.Fatalf("register %s with digest: %v", p.user.name, err)
+			return fmt.Errorf("with digest: %w", err)
 		}
 	}
 	if res.StatusCode != sip.StatusOK {
-		t.Fatalf("register %s: %d %s", p.user.name, res.StatusCode, res.Reason)
+		return fmt.Errorf("%d %s", res.StatusCode, res.Reason)
 	}
+	return nil
 }
 
 // inviteRequest builds an INVITE to user@localhost through proxy.
