@@ -192,3 +192,37 @@ func TestOpusEncoderReconfiguresInPlace(t *testing.T) {
 		enc.Close()
 	}
 }
+
+// An encoder reconfigured for one receiver's fmtp, then another's, then
+// the first's again, runs with every setting the first asks for, not
+// with any the second left behind.
+func TestOpusEncoderReconfiguredBackRunsAsTheFirstFmtpSays(t *testing.T) {
+	enc, err := NewEncoder(Opus, 16000, DefaultOpusOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(enc.Close)
+	r := enc.(Reconfigurer)
+	o := enc.(*opusEncoder).enc
+	own := DefaultOpusOptions()
+	own.DTX = true // so that a receiver's usedtx=1 turns it on
+	first := own.ForReceiver("maxaveragebitrate=12000;maxplaybackrate=8000;cbr=1")
+	second := own.ForReceiver("maxaveragebitrate=20000;useinbandfec=1;usedtx=1")
+	for i, opts := range []OpusOptions{first, second, first} {
+		if err := r.Reconfigure(opts); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		bitrate, _ := o.Bitrate()
+		complexity, _ := o.Complexity()
+		fec, _ := o.InBandFEC()
+		loss, _ := o.PacketLossPerc()
+		dtx, _ := o.DTX()
+		vbr, _ := o.VBR()
+		bw, _ := o.MaxBandwidth()
+		if bitrate != opts.BitrateBPS || complexity != opts.Complexity || fec != opts.FEC || loss != opts.PacketLossPercent ||
+			dtx != opts.DTX || vbr == opts.CBR || bw != maxBandwidth(opts.MaxPlaybackRateHz) {
+			t.Fatalf("step %d: encoder at %d bps, complexity %d, FEC %v, loss %d%%, DTX %v, VBR %v, max bandwidth %d; want %+v",
+				i, bitrate, complexity, fec, loss, dtx, vbr, bw, opts)
+		}
+	}
+}

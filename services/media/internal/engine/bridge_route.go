@@ -179,7 +179,7 @@ func (d *direction) handleRTP(pkt []byte, src netip.AddrPort, now time.Time, sta
 		l.drop(dropMalformed)
 		return
 	}
-	if candidateFor != nil && !d.latch(candidateFor, src) {
+	if candidateFor != nil && !d.latch(candidateFor, src, len(pkt), stamp) {
 		return
 	}
 	l.received(len(pkt), stamp)
@@ -383,11 +383,16 @@ func (d *direction) late() bool {
 }
 
 // latch latches the leg onto src, a source its SDP did not name, when the
-// datagram just parsed is the call's RTP: a payload type the route
-// negotiated. Anything else is dropped and latches nothing.
-func (d *direction) latch(p *peer, src netip.AddrPort) bool {
+// datagram just parsed, size bytes arrived at stamp, is the call's RTP: a
+// payload type the route negotiated. Anything else is dropped and latches
+// nothing. Before the answer there is no route to tell the call's payload
+// types by, and nowhere to send: the packet is counted as the leg's and
+// dropped for want of a destination, as one from the signalled address
+// then is, and as refuse counts one on a leg with no SDP yet.
+func (d *direction) latch(p *peer, src netip.AddrPort, size int, stamp time.Duration) bool {
 	r := d.route.Load()
 	if r == nil {
+		d.from.received(size, stamp)
 		d.from.drop(dropNoDestination)
 		return false
 	}

@@ -104,7 +104,7 @@ func (s *session) handleRTCP(l *leg, pkt []byte, src netip.AddrPort, muxed bool,
 		// The session's loop runs this and both directions' packet
 		// handlers, so their streams' numbering can be read here.
 		if rev := s.dirs[1-l.side.index()]; rev != nil {
-			translateRTCP(pkt, &d.out, &rev.out)
+			translateRTCP(pkt, &d.out, &rev.out, d.to)
 		}
 		d.to.sendRTCP(pkt, s.e)
 		return

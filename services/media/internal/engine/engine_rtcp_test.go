@@ -222,9 +222,9 @@ func FuzzTranslateRTCP(f *testing.F) {
 		if !validRTCP(pkt) {
 			return
 		}
-		own := outStream{started: true, ssrc: 2, inSSRC: 1, seqDelta: 7, tsDelta: 9}
-		received := outStream{started: true, ssrc: 4, inSSRC: 3, seqDelta: 5}
-		translateRTCP(pkt, &own, &received)
+		own := outStream{started: true, ssrc: 2, inSSRC: 1, seqDelta: 7, tsDelta: 9, report: newStreamReport(2)}
+		received := outStream{started: true, ssrc: 4, inSSRC: 3, seqDelta: 5, report: newStreamReport(4)}
+		translateRTCP(pkt, &own, &received, &leg{})
 	})
 }
 
@@ -546,7 +546,7 @@ func TestTranslatedReportBlockCountsTheSourcesCycles(t *testing.T) {
 		own := outStream{}
 		translate := func(ext uint32) uint32 {
 			rr, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: 9, Reports: []rtcp.ReceptionReport{{SSRC: 4, LastSequenceNumber: ext}}}})
-			translateRTCP(rr, &own, &received)
+			translateRTCP(rr, &own, &received, &leg{})
 			pkts, err := rtcp.Unmarshal(rr)
 			if err != nil {
 				t.Fatal(err)

@@ -30,8 +30,9 @@ func (o *outStream) identity() bool {
 // says of its own stream (sender SSRC, the sender report's RTP time, SDES
 // and BYE) is put into own's numbering; what it says of the stream it
 // receives (report blocks, feedback's media SSRC) back into the numbering
-// that stream's sender used. The framing was checked by validRTCP.
-func translateRTCP(pkt []byte, own, received *outStream) {
+// that stream's sender used. to is the leg own goes to, whose endpoint the
+// packet is relayed to. The framing was checked by validRTCP.
+func translateRTCP(pkt []byte, own, received *outStream, to *leg) {
 	if own.identity() && received.identity() {
 		return
 	}
@@ -44,6 +45,7 @@ func translateRTCP(pkt []byte, own, received *outStream) {
 			if len(body) >= 28 {
 				if own.translateSSRC(body[4:8]) {
 					binary.BigEndian.PutUint32(body[16:], binary.BigEndian.Uint32(body[16:])+own.tsDelta)
+					own.writeSentCounts(body[20:28], to)
 				}
 				received.translateReports(body[28:], count)
 			}
@@ -78,6 +80,24 @@ func (o *outStream) translateSSRC(field []byte) bool {
 	}
 	binary.BigEndian.PutUint32(field, o.ssrc)
 	return true
+}
+
+// writeSentCounts puts into a relayed sender report's sender info (its
+// packet and octet counts, RFC 3550 §6.4.1) what the stream's receiver,
+// the endpoint of leg to, was sent under the stream's SSRC. Once the
+// stream is renumbered, the source's own counts no longer describe it:
+// they start over with a new source that the far end knows as the SSRC
+// it had, and leave out what the node sent of its own in the stream
+// (event segment ends, transcoded audio). RFC 3550 §7.2 has a translator
+// that changes the data it relays correct the sender's counts. What the
+// node sent is counted as it goes out, on the session's loop, which
+// relays this report too: the source's packets sent before its report,
+// which arrived before it, are in the counts.
+func (o *outStream) writeSentCounts(field []byte, to *leg) {
+	_, sent := o.report.sentUnder(to)
+	// The fields are 32 bits and wrap (§6.4.1), as the counts do here.
+	binary.BigEndian.PutUint32(field[0:], uint32(sent.packets))
+	binary.BigEndian.PutUint32(field[4:], uint32(sent.octets))
 }
 
 // untranslateSSRC puts the outgoing SSRC back into the source's, and
