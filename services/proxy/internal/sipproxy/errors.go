@@ -38,6 +38,9 @@ var (
 	errNoOffer          = errors.New("no sdp offer to answer")
 	errForeignBody      = errors.New("body is not sdp")
 	errSessionNotFound  = errors.New("no live node holds the session")
+	// errEarlyAnswerRefused: the node refused the answer an in-dialog
+	// offer got in a reliable provisional response (RFC 3262).
+	errEarlyAnswerRefused = errors.New("node refused the early answer")
 )
 
 // errNextHopUnreachable wraps a branch's transport failure: answered 500,
@@ -195,6 +198,8 @@ func classifyMedia(err error) (failure, bool) {
 		return unavailable("media_disabled")
 	case errors.Is(err, errNoOffer), errors.Is(err, errForeignBody):
 		return failure{code: sip.StatusNotAcceptableHere, phrase: "Not Acceptable Here", reason: "no_offer"}, true
+	case errors.Is(err, errEarlyAnswerRefused):
+		return failure{code: sip.StatusNotAcceptableHere, phrase: "Not Acceptable Here", reason: "bad_sdp"}, true
 	case errors.Is(err, errSessionNotFound):
 		return failure{code: sip.StatusCallTransactionDoesNotExists, phrase: "Call/Transaction Does Not Exist", reason: "unknown_session"}, true
 	case errors.As(err, &se):

@@ -1,6 +1,7 @@
 package sipproxy
 
 import (
+	"fmt"
 	"sync/atomic"
 
 	"github.com/emiago/sipgo/sip"
@@ -186,7 +187,12 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 				sdp, early = m.earlyUnanchored, false
 			}
 			if sdp == nil {
+				// No answer at all: the node took none, but this fork is
+				// the call, and the 2xx of any other goes upstream
+				// unanchored like any second fork's, not dropped as one
+				// still with the node (rewriteRetransmitted2xx).
 				m.answered = true
+				m.sent2xx.Store(&rewritten2xx{toTag: toTag(res)})
 				return nil
 			}
 		}
@@ -231,7 +237,7 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 				// The answer in a reliable provisional the node refused
 				// is the only one: the offerer gets back its session.
 				c.logger().Warn().Msg("in-dialog early answer not anchored; the offerer keeps its session")
-				s.answerWithSessionKept(c, m, up)
+				return s.answerWithSessionKept(c, m, up, errEarlyAnswerRefused)
 			}
 			return nil
 		}
@@ -240,13 +246,14 @@ func (s *Server) mediaAnswered(c *call, res *sip.Response, up *sip.Response) err
 			// The dialog is up either way; a failed re-negotiation keeps
 			// the callee's media as it was, which is what a 488 would do
 			// too, and neither this 2xx nor its retransmissions carry the
-			// callee's SDP past the node. The offerer is still owed an
-			// answer (RFC 3261 13.2.1, a 2xx to an offer carries one): the
-			// node makes it on its own (Rollback), unchanged down to its
-			// version when the session stays as it was (RFC 3264 §8).
-			c.logger().Warn().Err(err).Msg("in-dialog answer not anchored; the offerer keeps its session")
-			s.answerWithSessionKept(c, m, up)
-			return nil
+			// callee's SDP past the node. The sender of the re-INVITE is
+			// still owed SDP: the answer to its offer (RFC 3261 13.2.1, a
+			// 2xx to an offer carries one), or, having sent none, an
+			// offer to answer in its ACK (RFC 3261 14.2, 13.2.1). Either
+			// way the node makes it on its own (Rollback): the session as
+			// it stands, unchanged down to its version (RFC 3264 §8).
+			c.logger().Warn().Err(err).Bool("offered", m.offered).Msg("in-dialog sdp not anchored; the session stays as it was")
+			return s.answerWithSessionKept(c, m, up, err)
 		}
 		setSDPBody(up, out)
 		m.sent2xx.Store(&rewritten2xx{body: out})
@@ -317,25 +324,27 @@ func (s *Server) addNodeToRecordRoute(up *sip.Response, sess mediaSession) {
 }
 
 // answerWithSessionKept rolls the session back after the node refused the
-// answer to the in-dialog offer of m, and has up, the 2xx to the offerer,
-// and its retransmissions carry the SDP that answers it anew. Without an
-// offer (a 2xx's offer the node refused), or when the rollback fails, up
-// goes without SDP.
-func (s *Server) answerWithSessionKept(c *call, m *callMedia, up *sip.Response) {
-	var answer []byte
-	if m.offered {
-		last, err := s.rollback(m.sess, m.reqLeg)
-		if err != nil {
-			c.logger().Warn().Err(err).Msg("refused answer's offer not rolled back")
-		}
-		answer = last
+// SDP of a 2xx (or of the reliable provisional before it, refused), and
+// has up, the 2xx to the sender of the in-dialog INVITE, and its
+// retransmissions carry what the node last sent that sender: the session
+// in force, which answers its offer anew, or is the offer it answers in
+// its ACK when it made none. When the node gives no such SDP, the 2xx
+// would leave the sender with an offer unanswered or nothing to answer:
+// the request fails instead with refused, why the node refused (the
+// callee's 2xx is then only acknowledged, hangUpLateAnswer), and the
+// dialog keeps the session it had (RFC 3261 14.1).
+func (s *Server) answerWithSessionKept(c *call, m *callMedia, up *sip.Response, refused error) error {
+	kept, err := s.rollback(m.sess, m.reqLeg)
+	if err != nil {
+		return fmt.Errorf("in-dialog sdp refused (%w), and the session not rolled back: %w", refused, err)
 	}
-	if answer == nil {
-		dropBody(up)
-	} else {
-		setSDPBody(up, answer)
+	if kept == nil {
+		return fmt.Errorf("in-dialog sdp refused, and the node has no session sdp to send instead: %w", refused)
 	}
-	m.sent2xx.Store(&rewritten2xx{body: answer})
+	c.logger().Debug().Msg("in-dialog 2xx carries the session kept")
+	setSDPBody(up, kept)
+	m.sent2xx.Store(&rewritten2xx{body: kept})
+	return nil
 }
 
 // rejectedOffer rolls the node's session back when an in-dialog request's
@@ -464,9 +473,10 @@ func (s *Server) anchorStray2xx(via *sip.ViaHeader, up *sip.Response) bool {
 // repeated answer, or offer, from the same leg builds the same content.
 // Nothing says whether the node refused the first 2xx's SDP; if it did, it
 // refuses it again, and this 2xx gets what answerWithSessionKept gave the
-// first: the offerer's SDP in force, from a rollback that finds nothing
-// left to undo, or none. When the node cannot be asked, the 2xx is dropped:
-// its SDP would point the other party around the node.
+// first: the session in force, from a rollback that finds nothing left to
+// undo. Without that SDP the first 2xx failed upstream, and this one is
+// dropped; so is one when the node cannot be asked: its SDP would point
+// the other party around the node.
 func (s *Server) anchorStrayInDialog2xx(o inDialogOffer, up *sip.Response) bool {
 	if hasForeignBody(up) {
 		return false
@@ -485,19 +495,13 @@ func (s *Server) anchorStrayInDialog2xx(o inDialogOffer, up *sip.Response) bool 
 	case !isRefusedSDP(err):
 		s.log.Debug().Err(err).Str("session_id", o.sess.session).Msg("retransmitted in-dialog 2xx not anchored")
 		return false
-	case !o.offered:
-		dropBody(up)
-		return true
 	}
 	kept, err := s.rollback(o.sess, o.reqLeg)
-	if err != nil {
+	if err != nil || kept == nil {
+		// The first 2xx failed upstream for want of this SDP.
 		s.log.Debug().Err(err).Str("session_id", o.sess.session).Msg("retransmitted in-dialog 2xx not anchored")
 		return false
 	}
-	if kept == nil {
-		dropBody(up)
-	} else {
-		setSDPBody(up, kept)
-	}
+	setSDPBody(up, kept)
 	return true
 }

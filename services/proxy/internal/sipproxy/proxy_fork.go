@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
 
 	"callgrid.dev/services/proxy/internal/location"
 )
@@ -24,7 +25,10 @@ import (
 // when the loop is done with it. The branches' timers (no answer, Timer C,
 // the wait for a cancelled branch) are deadlines the loop keeps, behind a
 // single timer armed for the earliest; so a call costs no goroutine per
-// timer, and none beyond its branches' pumps.
+// timer, and none beyond its branches' pumps. A forked branch whose
+// sending may wait (a TCP connection to set up, a name to resolve) is sent
+// aside, on a goroutine that ends once it is sent (sendAside), so that it
+// delays no other branch of its group; its pump starts then.
 
 // completedElsewhere is the Reason of the CANCELs that follow a 2xx of
 // another branch (RFC 3326; RFC 3261 16.7 step 10): a phone shows the call
@@ -73,6 +77,10 @@ type forkBranch struct {
 	forked bool
 	// quit closes when the loop is done with the branch: its pump ends.
 	quit chan struct{}
+	// sending: the branch is being sent aside (sendAside). It has no
+	// transaction yet, and no deadlines: what befalls it meanwhile (an
+	// answer elsewhere, the caller's CANCEL) is applied once it is sent.
+	sending bool
 
 	// Deadlines of the branch's timers, zero while disarmed: the first
 	// response stops noAnswer (BranchTimeout), a provisional restarts
@@ -100,10 +108,15 @@ type forkBranch struct {
 }
 
 // branchEvent is what a pump hands the loop: a response, or with res nil
-// the end of the branch's transaction.
+// the end of the branch's transaction; or, with sent, how sending the
+// branch aside went: its transaction, or the error.
 type branchEvent struct {
 	b   *forkBranch
 	res *sip.Response
+
+	sent    bool
+	tx      sip.ClientTransaction
+	sendErr error
 }
 
 // groupResult is how a group of branches ended.
@@ -148,6 +161,9 @@ func (f *fork) run(group []target) groupResult {
 	branches := make([]*forkBranch, 0, len(group))
 	pending := 0
 	forked := len(group) > 1
+	if forked && f.events == nil {
+		f.events = make(chan branchEvent)
+	}
 	for _, t := range group {
 		if forked {
 			c.logger().Debug().Str("dest", t.dest).Str("q", location.QMilli(t.q).String()).Int("group", len(group)).Msg("forked branch")
@@ -162,19 +178,15 @@ func (f *fork) run(group []target) groupResult {
 	if pending == 1 && !forked {
 		direct = branches[0]
 	} else if pending > 0 {
-		if f.events == nil {
-			f.events = make(chan branchEvent)
-		}
 		for _, b := range branches {
-			if !b.done {
-				b.quit = make(chan struct{})
-				f.pumps.Add(1)
-				go f.pump(b)
+			if !b.done && !b.sending {
+				f.startPump(b)
 			}
 		}
 	}
 	// Every pump has ended once every branch has: a branch's quit closes
-	// when it ends, and a pump ends at the latest then.
+	// when it ends, and a pump ends at the latest then. A branch being
+	// sent aside has not ended: its send has yet to report.
 	defer f.pumps.Wait()
 
 	timer := time.NewTimer(time.Hour)
@@ -198,15 +210,12 @@ func (f *fork) run(group []target) groupResult {
 		case <-ddone:
 			f.onDone(direct)
 		case ev := <-f.events:
-			if ev.b.done {
-				continue
-			}
-			if ev.res != nil {
-				f.onResponse(branches, ev.b, ev.res)
-			} else {
-				f.onDone(ev.b)
-			}
+			f.onEvent(branches, ev)
 		case now := <-timerC:
+			// What came in by the deadline is served first: a 2xx that
+			// beat its branch's give-up goes to the caller (RFC 3261 16.7
+			// step 5), not with the abandoned branch to a hang-up.
+			f.serveWaiting(branches, direct)
 			for _, b := range branches {
 				if !b.done {
 					f.onDeadlines(b, now)
@@ -248,6 +257,49 @@ func (f *fork) run(group []target) groupResult {
 	return g
 }
 
+// onEvent serves what a pump, or a branch's sending aside, handed the
+// loop.
+func (f *fork) onEvent(branches []*forkBranch, ev branchEvent) {
+	if ev.sent {
+		f.onSent(ev.b, ev.tx, ev.sendErr)
+		return
+	}
+	if ev.b.done {
+		return
+	}
+	if ev.res != nil {
+		f.onResponse(branches, ev.b, ev.res)
+	} else {
+		f.onDone(ev.b)
+	}
+}
+
+// waitingPerBranch bounds how many waiting responses serveWaiting takes
+// per branch: a branch's provisional responses could otherwise keep its
+// deadlines from ever being run.
+const waitingPerBranch = 4
+
+// serveWaiting serves, without waiting, the responses and ends the
+// branches' transactions have already handed over. One that sipgo is
+// still handing over at that instant is not waited for: its branch is
+// abandoned, and an answer on it hung up.
+func (f *fork) serveWaiting(branches []*forkBranch, direct *forkBranch) {
+	for range waitingPerBranch * len(branches) {
+		var dres <-chan *sip.Response
+		if direct != nil && !direct.done {
+			dres = direct.tx.Responses()
+		}
+		select {
+		case res := <-dres:
+			f.onResponse(branches, direct, res)
+		case ev := <-f.events:
+			f.onEvent(branches, ev)
+		default:
+			return
+		}
+	}
+}
+
 // isTimeout reports whether a branch's error is one of its timers.
 func isTimeout(err error) bool {
 	return errors.Is(err, errInviteTimeout) || errors.Is(err, errBranchTimeout)
@@ -279,10 +331,68 @@ func (f *fork) start(t target, forked bool) *forkBranch {
 	if t.gateway != nil {
 		b.gatewayGen = t.gateway.gen.Load()
 	}
-	tx, err := s.sendBranch(c, out, t)
-	if err != nil {
-		f.finish(b, branchResult{err: fmt.Errorf("send to %s: %w", t.dest, errors.Join(sip.ErrTransactionTransport, err)), silent: true})
+	if forked && s.sendMayWait(out, t) {
+		b.sending = true
+		f.pumps.Add(1)
+		// The call's goroutine may build the logger meanwhile: the one
+		// sent aside is a copy, built now.
+		log := *c.logger()
+		go f.sendAside(b, func() *zerolog.Logger { return &log })
 		return b
+	}
+	tx, err := s.sendBranch(c.logger, out, t)
+	f.sent(b, tx, err)
+	return b
+}
+
+// sendAside sends b off the loop, which it tells how that went. The loop
+// waits for it: b is pending until then.
+func (f *fork) sendAside(b *forkBranch, logger func() *zerolog.Logger) {
+	defer f.pumps.Done()
+	tx, err := f.s.sendBranch(logger, b.out, b.t)
+	f.events <- branchEvent{b: b, sent: true, tx: tx, sendErr: err}
+}
+
+// onSent takes b, sent aside, into the loop, and applies what befell it
+// while it was being sent, as endOthers and onCallerCancel would have.
+func (f *fork) onSent(b *forkBranch, tx sip.ClientTransaction, err error) {
+	b.sending = false
+	if err != nil && b.callerGone {
+		// Nothing went out: the branch ends with the caller's CANCEL.
+		f.finish(b, branchResult{cancelled: true})
+		return
+	}
+	f.sent(b, tx, err)
+	if b.done {
+		return
+	}
+	f.startPump(b)
+	now := time.Now()
+	switch {
+	case b.callerGone:
+		b.giveUpAt = now.Add(f.s.cfg.CancelWait)
+	case b.ended && !b.isInvite:
+		f.abandon(b)
+		f.finish(b, branchResult{err: fmt.Errorf("branch to %s: %w", b.t.dest, sip.ErrTransactionTerminated)})
+	case b.ended && !f.answered:
+		b.giveUpAt = now.Add(endedProvisionalWait)
+	}
+}
+
+// startPump starts b's pump.
+func (f *fork) startPump(b *forkBranch) {
+	b.quit = make(chan struct{})
+	f.pumps.Add(1)
+	go f.pump(b)
+}
+
+// sent records how sending b went: its transaction and timers, or its
+// end.
+func (f *fork) sent(b *forkBranch, tx sip.ClientTransaction, err error) {
+	s, c := f.s, f.c
+	if err != nil {
+		f.finish(b, branchResult{err: fmt.Errorf("send to %s: %w", b.t.dest, errors.Join(sip.ErrTransactionTransport, err)), silent: true})
+		return
 	}
 	b.tx = tx
 	now := time.Now()
@@ -301,7 +411,6 @@ func (f *fork) start(t target, forked bool) *forkBranch {
 			}
 		})
 	}
-	return b
 }
 
 // pump hands the loop the responses of b's transaction and its end, until
@@ -426,6 +535,8 @@ func (f *fork) endOthers(branches []*forkBranch, b *forkBranch, reason ...sip.He
 		}
 		o.ended, o.endReason = true, reason
 		switch {
+		case o.sending:
+			// Ended once sent (onSent).
 		case !o.isInvite:
 			f.abandon(o)
 			f.finish(o, branchResult{err: fmt.Errorf("branch to %s: %w", o.t.dest, sip.ErrTransactionTerminated)})
@@ -533,6 +644,14 @@ func (f *fork) onResponse(branches []*forkBranch, b *forkBranch, res *sip.Respon
 			return
 		}
 		s.respond(c, up)
+		// sipgo takes a CANCEL and a response under the transaction's
+		// lock, and tells of the CANCEL (OnCancel) before it lets go:
+		// cancelled has closed by now if the 2xx came too late, and
+		// never closes for a CANCEL after it (RFC 6026 Accepted).
+		if f.checkCancelled() {
+			f.answerLostToCancel(branches, b, res)
+			return
+		}
 		f.answered = true
 		f.finish(b, branchResult{answered: true})
 		if b.isInvite {
@@ -554,6 +673,27 @@ func (f *fork) onResponse(branches []*forkBranch, b *forkBranch, res *sip.Respon
 				// upstream once the cancelled branches have ended.
 				f.endOthers(branches, b, declinedReason(res))
 			}
+		}
+	}
+}
+
+// answerLostToCancel ends b, whose 2xx res did not reach the caller: its
+// CANCEL reached its transaction first, which sipgo answered 487 (RFC 3261
+// 9.2), and a 2xx cannot follow that. The callee is hung up, as on any
+// answer the caller is not to get, the other branches are cancelled for
+// the caller, and the session the node took the answer into is released
+// with the unanswered call (endMedia).
+func (f *fork) answerLostToCancel(branches []*forkBranch, b *forkBranch, res *sip.Response) {
+	s, c := f.s, f.c
+	s.hangUpLateAnswer(c.logger(), b.out, res)
+	if c.media != nil {
+		c.media.answered = false
+	}
+	f.finish(b, branchResult{cancelled: true})
+	now := time.Now()
+	for _, o := range branches {
+		if !o.done {
+			f.onCallerCancel(o, now)
 		}
 	}
 }
@@ -583,6 +723,10 @@ func (f *fork) onDone(b *forkBranch) {
 // onCallerCancel cancels b for the caller.
 func (f *fork) onCallerCancel(b *forkBranch, now time.Time) {
 	b.callerGone = true
+	if b.sending {
+		// Given up on once sent (onSent).
+		return
+	}
 	// A CANCEL may only follow a provisional response (RFC 3261 9.1);
 	// without one the branch is abandoned when it answers or times out.
 	if b.provisional {

@@ -388,6 +388,8 @@ type fakeNode struct {
 	offerSDP, answerSDP []byte
 	mu                  sync.Mutex
 	answers             [][]byte
+	// deleted holds the causes of the sessions released.
+	deleted []string
 }
 
 func (n *fakeNode) Offer(context.Context, *callgridv1.OfferRequest) (*callgridv1.OfferReply, error) {
@@ -401,7 +403,10 @@ func (n *fakeNode) Answer(_ context.Context, _ string, req *callgridv1.AnswerReq
 	return &callgridv1.AnswerReply{Status: callgridv1.Status_STATUS_OK, Sdp: n.answerSDP}, nil
 }
 
-func (n *fakeNode) Delete(context.Context, string, *callgridv1.DeleteRequest) (*callgridv1.DeleteReply, error) {
+func (n *fakeNode) Delete(_ context.Context, _ string, req *callgridv1.DeleteRequest) (*callgridv1.DeleteReply, error) {
+	n.mu.Lock()
+	n.deleted = append(n.deleted, req.GetCause())
+	n.mu.Unlock()
 	return &callgridv1.DeleteReply{Status: callgridv1.Status_STATUS_OK}, nil
 }
 

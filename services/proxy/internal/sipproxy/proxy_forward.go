@@ -26,7 +26,8 @@ type branchResult struct {
 	answered bool
 	// cancelled means the caller CANCELled: sipgo already sent 487 upstream.
 	cancelled bool
-	// stop forbids trying further targets (Timer C fired: the callee rang).
+	// stop forbids serial failover to the next target (Timer C fired: the
+	// callee rang). A user's next q group still rings (fork.run).
 	stop bool
 	// silent means the next hop sent nothing back at all, not even a 100.
 	silent bool
@@ -110,7 +111,10 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 		if res.StatusCode == sip.StatusServiceUnavailable {
 			// A 503 would make the caller think this proxy is overloaded
 			// (RFC 3261 16.7 step 6): the failure belongs to the branch.
+			// So does its Retry-After, which on our 500 would tell the
+			// caller when this proxy takes calls again (21.5.1).
 			res.StatusCode, res.Reason = sip.StatusInternalServerError, "Server Internal Error"
+			res.RemoveHeader("Retry-After")
 		}
 		s.respond(c, res)
 		return forwardOutcome{code: res.StatusCode}
@@ -254,12 +258,20 @@ func responseRank(code int) int {
 // set up or a name to resolve. A UDP branch to an IP address waits for
 // neither, and skips the timer a deadline costs on every forwarded request.
 func sendContext(t target) (context.Context, context.CancelFunc) {
-	if t.transport == "UDP" {
-		if _, err := netip.ParseAddrPort(t.dest); err == nil {
-			return context.Background(), func() {}
-		}
+	if sendsAtOnce(t) {
+		return context.Background(), func() {}
 	}
 	return context.WithTimeout(context.Background(), defaultConnectTimeout)
+}
+
+// sendsAtOnce reports whether a request to t goes out without waiting for
+// anything: over UDP to an IP address.
+func sendsAtOnce(t target) bool {
+	if t.transport != "UDP" {
+		return false
+	}
+	_, err := netip.ParseAddrPort(t.dest)
+	return err == nil
 }
 
 // address points a request at its target over the right socket.

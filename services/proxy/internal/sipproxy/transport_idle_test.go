@@ -191,7 +191,13 @@ func (ph *streamPhone) send(msg string) {
 // next reads the next message from the stream, skipping keep-alive CRLFs.
 func (ph *streamPhone) next() sip.Message {
 	ph.t.Helper()
-	_ = ph.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return ph.nextUntil(time.Now().Add(5 * time.Second))
+}
+
+// nextUntil is next, failing the test when nothing comes by deadline.
+func (ph *streamPhone) nextUntil(deadline time.Time) sip.Message {
+	ph.t.Helper()
+	_ = ph.conn.SetReadDeadline(deadline)
 	var head strings.Builder
 	length := 0
 	for {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
 )
 
 // mtuTCPConnectTimeout bounds the TCP connection a request too large for
@@ -21,12 +22,14 @@ const mtuTCPConnectTimeout = 2 * time.Second
 // with, so the dialog's later, smaller requests stay on UDP. When no TCP
 // connection can be made there, the request goes over UDP after all, and
 // so do the target's next large requests for tcpFailureMemory.
-func (s *Server) sendBranch(c *call, out *sip.Request, t target) (sip.ClientTransaction, error) {
+// logger gives the call's logger, built only when there is something to
+// log: most requests log nothing, and building it allocates.
+func (s *Server) sendBranch(logger func() *zerolog.Logger, out *sip.Request, t target) (sip.ClientTransaction, error) {
 	if s.triesTCPFor(out, t) {
 		if s.tcpFailures.recent(t.dest) {
 			s.m.udpMTUTCPSkips.Inc()
 			s.m.udpMTUExceeded.WithLabelValues("udp").Inc()
-		} else if tx, ok := s.sendOverTCP(c, out, t); ok {
+		} else if tx, ok := s.sendOverTCP(logger, out, t); ok {
 			return tx, nil
 		}
 	}
@@ -38,7 +41,7 @@ func (s *Server) sendBranch(c *call, out *sip.Request, t target) (sip.ClientTran
 // sendOverTCP tries to send out, bound for t over UDP, over TCP instead;
 // when no connection can be made it puts out back as it was, for UDP, and
 // remembers the failure.
-func (s *Server) sendOverTCP(c *call, out *sip.Request, t target) (sip.ClientTransaction, bool) {
+func (s *Server) sendOverTCP(logger func() *zerolog.Logger, out *sip.Request, t target) (sip.ClientTransaction, bool) {
 	viaOver(out, "TCP", s.port("TCP"))
 	out.SetTransport("TCP")
 	out.Laddr = sip.Addr{}
@@ -51,11 +54,18 @@ func (s *Server) sendOverTCP(c *call, out *sip.Request, t target) (sip.ClientTra
 	}
 	s.tcpFailures.failed(t.dest)
 	s.m.udpMTUExceeded.WithLabelValues("udp").Inc()
-	c.logger().Debug().Err(err).Str("dest", t.dest).Dur("udp_for", tcpFailureMemory).
+	logger().Debug().Err(err).Str("dest", t.dest).Dur("udp_for", tcpFailureMemory).
 		Msg("no tcp connection for a request too large for udp, sending it and the next ones over udp")
 	viaOver(out, "UDP", s.port("UDP"))
 	s.address(out, t)
 	return nil, false
+}
+
+// sendMayWait reports whether sending out to t may wait: for a
+// connection to set up or a name to resolve (sendContext), or for the TCP
+// a request too large for UDP tries first.
+func (s *Server) sendMayWait(out *sip.Request, t target) bool {
+	return !sendsAtOnce(t) || s.triesTCPFor(out, t)
 }
 
 // triesTCPFor reports whether out, about to go to t over UDP, is larger
