@@ -89,14 +89,14 @@ const recordRemoveTimeout = 2 * time.Second
 // twice, its end published twice, which consumers keep once).
 func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]*callgridv1.CallRecord, error) {
 	var records []*callgridv1.CallRecord
-	_, err := withReaperLock(ctx, kv, nodeID, 0, func(ctx context.Context) error {
+	_, err := withReaperLock(ctx, kv, nodeID, 0, false, func(ctx context.Context, _ uint64) error {
 		keys, err := listCallKeys(ctx, kv, nodeID)
 		if err != nil {
 			return err
 		}
 		var taken []string
 		for _, key := range keys {
-			rec, found, err := readCallRecord(ctx, kv, key)
+			rec, _, found, err := readCallRecord(ctx, kv, key)
 			if err != nil {
 				return err
 			}
@@ -109,7 +109,7 @@ func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 			}
 		}
 		for _, key := range taken {
-			if removeCallRecord(ctx, kv, key) != nil {
+			if removeCallRecord(ctx, kv, key, 0, time.Time{}) != nil {
 				break
 			}
 		}
@@ -130,6 +130,11 @@ func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 // place and returns it with how many records were taken. A record taken
 // whose removal failed is taken again next time. A caller that tries
 // again after an error uses an OrphanTaker instead.
+//
+// Unlike ClaimOrphans it is over by ctx's deadline, the lock's release
+// included: it stops taking records recordRemoveTimeout short of it, so
+// that the release has that long, and a removal under way then is cut
+// short with the claim (its record is taken again next time).
 func TakeOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string, take func(context.Context, *callgridv1.CallRecord) error) (int, error) {
 	return NewOrphanTaker(kv, nodeID).Take(ctx, take)
 }
@@ -146,12 +151,20 @@ func TakeOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string, take
 // left behind and takes that lock again while it is still at that
 // revision. A lock at any other revision is another replica's, and is left
 // to it. An OrphanTaker is for one goroutine at a time.
+//
+// It takes only the records written before its first attempt took the
+// lock: a node that tries again once it serves (a handover too large to
+// finish first) has records of its own calls under the same id by then,
+// which are no orphans.
 type OrphanTaker struct {
 	kv     jetstream.KeyValue
 	nodeID string
 	// left is the revision of the reaper lock an attempt failed to
 	// release, 0 for none.
 	left uint64
+	// newest is the revision of the lock the first attempt took: a record
+	// past it was written since. 0 until an attempt took the lock.
+	newest uint64
 }
 
 // NewOrphanTaker returns a taker of the call records of nodeID in kv.
@@ -162,17 +175,23 @@ func NewOrphanTaker(kv jetstream.KeyValue, nodeID string) *OrphanTaker {
 // Take is one attempt of TakeOrphans.
 func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *callgridv1.CallRecord) error) (int, error) {
 	var taken int
-	left, err := withReaperLock(ctx, o.kv, o.nodeID, o.left, func(ctx context.Context) error {
+	left, err := withReaperLock(ctx, o.kv, o.nodeID, o.left, true, func(ctx context.Context, lock uint64) error {
+		if o.newest == 0 {
+			o.newest = lock
+		}
+		// The claim's context always has a deadline (claimHold at most),
+		// and the removals end with it too.
+		by, _ := ctx.Deadline()
 		keys, err := listCallKeys(ctx, o.kv, o.nodeID)
 		if err != nil {
 			return err
 		}
 		for _, key := range keys {
-			rec, found, err := readCallRecord(ctx, o.kv, key)
+			rec, rev, found, err := readCallRecord(ctx, o.kv, key)
 			if err != nil {
 				return err
 			}
-			if !found {
+			if !found || rev > o.newest {
 				continue
 			}
 			if rec != nil {
@@ -181,7 +200,7 @@ func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *call
 				}
 				taken++
 			}
-			if err := removeCallRecord(ctx, o.kv, key); err != nil {
+			if err := removeCallRecord(ctx, o.kv, key, rev, by); err != nil {
 				return err
 			}
 		}
@@ -192,12 +211,16 @@ func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *call
 }
 
 // withReaperLock runs claim holding the reaper lock of nodeID, bounded by
-// claimHold, and releases the lock after. When another replica holds it,
-// claim is not run and the result is nil: that replica takes the calls.
-// mine is the revision of a lock the caller itself left behind (0 for
-// none), which it takes again. left is the revision of the lock held when
-// its release failed, 0 once released (or never taken).
-func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, mine uint64, claim func(context.Context) error) (left uint64, err error) {
+// claimHold, and releases the lock after; claim is given the lock's
+// revision. When another replica holds it, claim is not run and the result
+// is nil: that replica takes the calls. mine is the revision of a lock the
+// caller itself left behind (0 for none), which it takes again. bounded
+// has it all over by ctx's deadline: claim then ends recordRemoveTimeout
+// before it, which the release has, and the release ends at it. Otherwise
+// the release outlasts ctx by its own timeout. left is the revision of
+// the lock held when its release failed, 0 once released (or never
+// taken).
+func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, mine uint64, bounded bool, claim func(ctx context.Context, lock uint64) error) (left uint64, err error) {
 	lock := reaperKeyPrefix + nodeID
 	rev, err := takeReaperLock(ctx, kv, lock, mine)
 	if err != nil {
@@ -208,13 +231,17 @@ func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, m
 		// still there, and still its own.
 		return mine, fmt.Errorf("claim orphans of %s: %w", nodeID, err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, claimHold)
+	hold, by := claimHold, time.Time{}
+	if deadline, ok := ctx.Deadline(); ok && bounded {
+		hold, by = min(hold, time.Until(deadline)-recordRemoveTimeout), deadline
+	}
+	cctx, cancel := context.WithTimeout(ctx, hold)
 	defer cancel()
-	cerr := claim(cctx)
+	cerr := claim(cctx, rev)
 	// Release the lock once done so a node that returns under the same id
 	// and dies again can be reaped again; only at the revision taken, as
 	// one taken over since (held past staleReaperLock) is another's.
-	released := releaseReaperLock(ctx, kv, lock, rev)
+	released := releaseReaperLock(ctx, kv, lock, rev, by)
 	if released == nil {
 		rev = 0
 	}
@@ -227,12 +254,23 @@ func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, m
 	return rev, nil
 }
 
+// settling is the context of a removal that must outlast ctx's end, the
+// work it settles being done: bounded by recordRemoveTimeout and, unless
+// by is zero, by by.
+func settling(ctx context.Context, by time.Time) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(recordRemoveTimeout)
+	if !by.IsZero() && by.Before(deadline) {
+		deadline = by
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
+}
+
 // releaseReaperLock removes lock if it is still at rev, bounded by its own
-// timeout rather than ctx: a lock left behind keeps every replica from
-// reaping the node until it turns stale. One at another revision is no
-// longer the caller's and counts as released.
-func releaseReaperLock(ctx context.Context, kv jetstream.KeyValue, lock string, rev uint64) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRemoveTimeout)
+// timeout rather than ctx (and by by, unless zero): a lock left behind
+// keeps every replica from reaping the node until it turns stale. One at
+// another revision is no longer the caller's and counts as released.
+func releaseReaperLock(ctx context.Context, kv jetstream.KeyValue, lock string, rev uint64, by time.Time) error {
+	rctx, cancel := settling(ctx, by)
 	defer cancel()
 	err := kv.Delete(rctx, lock, jetstream.LastRevision(rev))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -262,32 +300,38 @@ func listCallKeys(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 	return keys, nil
 }
 
-// readCallRecord reads one call record. found is false for a record
-// removed since it was listed (the call ended normally); rec is nil for
-// one that does not decode, which can be removed but not hung up. Any
-// other failure is an error: the record may well be there.
-func readCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) (rec *callgridv1.CallRecord, found bool, err error) {
+// readCallRecord reads one call record, at revision rev. found is false
+// for a record removed since it was listed (the call ended normally); rec
+// is nil for one that does not decode, which can be removed but not hung
+// up. Any other failure is an error: the record may well be there.
+func readCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) (rec *callgridv1.CallRecord, rev uint64, found bool, err error) {
 	entry, err := kv.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return nil, false, nil
+		return nil, 0, false, nil
 	case err != nil:
-		return nil, false, fmt.Errorf("read call %s: %w", key, err)
+		return nil, 0, false, fmt.Errorf("read call %s: %w", key, err)
 	}
 	rec = new(callgridv1.CallRecord)
 	if proto.Unmarshal(entry.Value(), rec) != nil {
-		return nil, true, nil
+		return nil, entry.Revision(), true, nil
 	}
-	return rec, true, nil
+	return rec, entry.Revision(), true, nil
 }
 
-// removeCallRecord removes a record once its call is taken care of. It is
-// bounded by its own timeout rather than ctx: the call is taken, and a
-// record left behind has it hung up again.
-func removeCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordRemoveTimeout)
+// removeCallRecord removes a record once its call is taken care of, only
+// at revision rev unless that is 0: a record at another revision was
+// written since, by a later call under the same key, and stays. It is
+// bounded by its own timeout rather than ctx (and by by, unless zero):
+// the call is taken, and a record left behind has it hung up again.
+func removeCallRecord(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, by time.Time) error {
+	rctx, cancel := settling(ctx, by)
 	defer cancel()
-	if err := kv.Delete(rctx, key); err != nil {
+	var opts []jetstream.KVDeleteOpt
+	if rev != 0 {
+		opts = append(opts, jetstream.LastRevision(rev))
+	}
+	if err := kv.Delete(rctx, key, opts...); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return fmt.Errorf("remove call %s: %w", key, err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,7 +60,7 @@ const (
 	// before it are made.
 	writeFlush
 	// writeRemoval removes the record of a call whose end went out as a
-	// writeEnd that failed at the removal: its retries publish nothing.
+	// writeEnd: the events' goroutine hands it to the calls bucket's.
 	writeRemoval
 )
 
@@ -68,33 +69,46 @@ type busWrite struct {
 	label        string // event kind, for metrics and logs
 	subject, key string
 	msg          proto.Message
-	done         chan struct{}
-	// rev is, for a writeEnd or writeRemoval, the revision of the record
-	// to remove (0 when the writer wrote none it knows of): see
-	// removalOf.
+	// done is closed once a writeFlush is made, which giveUp cuts short.
+	done   chan struct{}
+	giveUp <-chan struct{}
+	// call is, for a writeRecord, writeEnd or writeRemoval, the ledger's
+	// number of the call (session.call): calls under the same key come
+	// and go.
+	call uint64
+	// rev is, for a writeRemoval, the revision of the record to remove (0
+	// when the writer wrote none it knows of): see removalOf.
 	rev uint64
 }
 
 // busWriter makes the node's bus writes off the request path, in order: a
 // delete is answered without waiting for the stream to acknowledge its
 // call-ended event, and a call record's removal never overtakes its write.
+// The events go out on one goroutine (run) and the calls bucket's writes
+// are made on another (runBucket), in the order queued: the bucket
+// failing or hanging, each try waiting out kvWriteTimeout, holds up no
+// event of the live calls, and the events stream failing holds up no
+// record.
 type busWriter struct {
 	bus   *bus.Client
 	calls jetstream.KeyValue
 	log   zerolog.Logger
 	ch    chan busWrite
-	// unremoved holds, for the run goroutine only, the records whose
-	// removal failed past writeAttempts: see keepRemoving.
+	// bucket is what run hands runBucket: the records, and the removals
+	// of those whose call's end went out.
+	bucket chan busWrite
+	// unremoved holds, for the runBucket goroutine only, the records
+	// whose removal failed past writeAttempts: see keepRemoving.
 	unremoved []removal
-	// recorded holds, for the run goroutine only, the revision of the
-	// last record written under each key whose call's end has not been
-	// written yet: one per call up, bounded by the node's sessions (and
-	// those whose end a full queue dropped).
-	recorded map[string]uint64
+	// recorded holds, for the runBucket goroutine only, the last record
+	// written under each key whose call's end has not been written yet:
+	// one per call up, bounded by the node's sessions (and those whose
+	// end a full queue dropped).
+	recorded map[string]writtenRecord
 }
 
 func newBusWriter(c *bus.Client, log zerolog.Logger, size int) *busWriter {
-	return &busWriter{bus: c, log: log, ch: make(chan busWrite, size), recorded: make(map[string]uint64)}
+	return &busWriter{bus: c, log: log, ch: make(chan busWrite, size), bucket: make(chan busWrite, size), recorded: make(map[string]writtenRecord)}
 }
 
 func (w *busWriter) enqueue(op busWrite) {
@@ -109,12 +123,13 @@ func (w *busWriter) event(kind, subject string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeEvent, label: kind, subject: subject, msg: msg})
 }
 
-func (w *busWriter) record(key string, msg proto.Message) {
-	w.enqueue(busWrite{kind: writeRecord, label: "call_record", key: key, msg: msg})
+// record writes the record of call (session.call) under key.
+func (w *busWriter) record(key string, call uint64, msg proto.Message) {
+	w.enqueue(busWrite{kind: writeRecord, label: "call_record", key: key, call: call, msg: msg})
 }
 
-// callEnded publishes the call's end event and then removes its call
-// record under key, in that order and as one write: a record is only
+// callEnded publishes the end event of call (session.call) and then
+// removes its call record under key, in that order: a record is only
 // removed once the end is out, so a call whose end could not be published
 // (the bus gone as the node stops) keeps its record, and the node's next
 // run publishes the end as it hands the call over. An end is thus never
@@ -122,16 +137,17 @@ func (w *busWriter) record(key string, msg proto.Message) {
 // publishing again, for as long as the node runs (keepRemoving); only a
 // record the calls bucket still refuses to remove when the node stops has
 // its end go out twice, and consumers key ends on session_id.
-func (w *busWriter) callEnded(key, subject string, msg proto.Message) {
-	w.enqueue(busWrite{kind: writeEnd, label: "call_ended", subject: subject, key: key, msg: msg})
+func (w *busWriter) callEnded(key string, call uint64, subject string, msg proto.Message) {
+	w.enqueue(busWrite{kind: writeEnd, label: "call_ended", subject: subject, key: key, call: call, msg: msg})
 }
 
 // flush waits until every write queued before it has been made (or given
-// up), or ctx ends. It waits for room in a full queue rather than drop.
+// up), the removals owed included (settleRemovals), or ctx ends. It waits
+// for room in a full queue rather than drop.
 func (w *busWriter) flush(ctx context.Context) error {
 	done := make(chan struct{})
 	select {
-	case w.ch <- busWrite{kind: writeFlush, label: "flush", done: done}:
+	case w.ch <- busWrite{kind: writeFlush, label: "flush", done: done, giveUp: ctx.Done()}:
 	case <-ctx.Done():
 		return fmt.Errorf("flush bus writes: %w", ctx.Err())
 	}
@@ -174,21 +190,113 @@ func (w *busWriter) publishNow(ctx context.Context, kind, subject string, msg pr
 	}
 }
 
-// run writes until ctx ends, then flushes what is queued, once each.
+// run publishes the events until ctx ends, then what is queued, once
+// each, handing the calls bucket's writes to runBucket as they come.
 func (w *busWriter) run(ctx context.Context) {
-	retry := time.NewTicker(removalRetryInterval)
-	defer retry.Stop()
+	eventsDone := make(chan struct{})
+	var bucket sync.WaitGroup
+	bucket.Go(func() { w.runBucket(ctx, eventsDone) })
+	defer bucket.Wait()
+	defer close(eventsDone)
 	for {
 		select {
 		case op := <-w.ch:
-			w.writeRetrying(ctx, w.removalOf(op))
-		case <-retry.C:
-			w.removeUnremoved()
+			w.dispatch(ctx, op)
 		case <-ctx.Done():
 			for {
 				select {
 				case op := <-w.ch:
-					op = w.removalOf(op)
+					w.dispatchOnce(op)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// dispatch makes an event, retrying, and hands a write to the calls
+// bucket to runBucket; an end's removal is handed over once the end is out.
+func (w *busWriter) dispatch(ctx context.Context, op busWrite) {
+	switch op.kind {
+	case writeEvent:
+		w.writeRetrying(ctx, op)
+	case writeEnd:
+		if w.writeRetrying(ctx, op) {
+			w.toBucket(removalAfter(op))
+		}
+	case writeRecord:
+		w.toBucket(op)
+	case writeFlush:
+		// Not dropped: the flush's caller would wait out its timeout.
+		select {
+		case w.bucket <- op:
+		case <-ctx.Done():
+			w.toBucket(op)
+		}
+	}
+}
+
+// dispatchOnce is dispatch at shutdown: each event tried once.
+func (w *busWriter) dispatchOnce(op busWrite) {
+	switch op.kind {
+	case writeEvent, writeEnd:
+		if err := w.write(op); err != nil {
+			w.giveUp(op, err, "bus write failed at shutdown: dropped")
+			return
+		}
+		if op.kind == writeEnd {
+			w.toBucket(removalAfter(op))
+		}
+	default:
+		w.toBucket(op)
+	}
+}
+
+// removalAfter is the removal of the record of the call whose end is end.
+func removalAfter(end busWrite) busWrite {
+	return busWrite{kind: writeRemoval, label: "call_record_removal", key: end.key, call: end.call}
+}
+
+// toBucket hands op to runBucket, or drops it, logged, when the bucket's
+// writes are so far behind that their queue is full: waiting for room
+// would hold the events up after all.
+func (w *busWriter) toBucket(op busWrite) {
+	select {
+	case w.bucket <- op:
+	default:
+		w.log.Warn().Str("kind", op.label).Msg("calls bucket write queue full: write dropped")
+	}
+}
+
+// runBucket makes the calls bucket's writes that run hands it until ctx
+// ends, then, once run has handed over what it had queued (eventsDone),
+// what is queued, once each.
+func (w *busWriter) runBucket(ctx context.Context, eventsDone <-chan struct{}) {
+	retry := time.NewTicker(removalRetryInterval)
+	defer retry.Stop()
+	for {
+		select {
+		case op := <-w.bucket:
+			if op.kind == writeFlush {
+				w.settleRemovals(ctx, op.giveUp)
+				close(op.done)
+				continue
+			}
+			if op, ok := w.removalOf(op); ok {
+				w.writeRetrying(ctx, op)
+			}
+		case <-retry.C:
+			w.removeUnremoved()
+		case <-ctx.Done():
+			<-eventsDone
+			for {
+				select {
+				case op := <-w.bucket:
+					op, ok := w.removalOf(op)
+					if !ok {
+						continue
+					}
 					if err := w.write(op); err != nil {
 						w.giveUp(op, err, "bus write failed at shutdown: dropped")
 					}
@@ -207,9 +315,10 @@ func (w *busWriter) run(ctx context.Context) {
 
 // writeRetrying makes one write, trying again while the bus is away (the
 // writes behind it wait, so their order holds) and a few times while it is
-// up. A media timeout or call record that a proxy must act on thus
-// survives a bus outage; the queue's bound still caps what waits.
-func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
+// up, and reports whether it was made. A media timeout or call record
+// that a proxy must act on thus survives a bus outage; the queue's bound
+// still caps what waits.
+func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) bool {
 	wait, failed := writeRetryMin, 0
 	for {
 		err := w.write(op)
@@ -217,18 +326,14 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 			if failed > 0 || wait > writeRetryMin {
 				w.log.Info().Str("kind", op.label).Msg("bus write made after retries")
 			}
-			return
+			return true
 		}
 		if w.bus.Connected() {
 			failed++
 		}
-		if errors.Is(err, errRecordRemoval) {
-			// The end is out: what is left to retry is the removal.
-			op.kind = writeRemoval
-		}
 		if failed >= writeAttempts {
 			w.giveUp(op, err, "bus write failed: dropped")
-			return
+			return false
 		}
 		if wait == writeRetryMin {
 			w.log.Warn().Err(err).Str("kind", op.label).Msg("bus write failed: retrying")
@@ -236,7 +341,7 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 		select {
 		case <-ctx.Done():
 			w.giveUp(op, err, "bus write failed at shutdown: dropped")
-			return
+			return false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, writeRetryMax)
@@ -247,7 +352,7 @@ func (w *busWriter) writeRetrying(ctx context.Context, op busWrite) {
 // after its call's end went out is kept for later (keepRemoving), and any
 // other write is dropped, logged as msg.
 func (w *busWriter) giveUp(op busWrite, err error, msg string) {
-	if op.kind == writeRemoval || (op.kind == writeEnd && errors.Is(err, errRecordRemoval)) {
+	if op.kind == writeRemoval {
 		w.keepRemoving(op.key, op.rev)
 		return
 	}
@@ -258,11 +363,11 @@ func (w *busWriter) write(op busWrite) error {
 	var err error
 	switch op.kind {
 	case writeFlush:
-		// The goodbye that follows a flush has the proxies take the
-		// records left: the removals still owed are worth one more try.
+		// At shutdown: the removals still owed are worth one more try
+		// (see settleRemovals).
 		w.removeUnremoved()
 		close(op.done)
-	case writeEvent:
+	case writeEvent, writeEnd:
 		err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg)
 	case writeRecord:
 		var data []byte
@@ -271,21 +376,16 @@ func (w *busWriter) write(op busWrite) error {
 			var rev uint64
 			rev, err = w.calls.Put(ctx, op.key, data)
 			cancel()
+			// A failed put may have been stored all the same: the call's
+			// record is then at a revision unknown (0).
+			w.recorded[op.key] = writtenRecord{call: op.call, rev: rev}
 			if err == nil {
-				w.recorded[op.key] = rev
 				w.forgetRemovals(op.key)
 			}
 		}
-	case writeEnd:
-		if err = w.bus.PublishEvent(context.Background(), op.label, op.subject, op.msg); err != nil {
-			return err
-		}
-		if err = w.removeRecord(op.key, op.rev); err != nil {
-			return fmt.Errorf("%w: %w", errRecordRemoval, err)
-		}
 	case writeRemoval:
 		if err = w.removeRecord(op.key, op.rev); err != nil {
-			return fmt.Errorf("%w: %w", errRecordRemoval, err)
+			err = fmt.Errorf("remove call record after its end event: %w", err)
 		}
 	}
 	return err

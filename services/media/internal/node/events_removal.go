@@ -1,10 +1,9 @@
 package node
 
-import "errors"
-
-// errRecordRemoval is a call-ended write whose event went out and whose
-// record's removal failed.
-var errRecordRemoval = errors.New("remove call record after its end event")
+import (
+	"context"
+	"time"
+)
 
 // removalRetryInterval is how often the writer tries again the removals
 // of records that outlasted a write's retries.
@@ -17,17 +16,37 @@ type removal struct {
 	rev uint64
 }
 
-// removalOf is op with, for a call's end, the revision of the call's
-// record the writer wrote last, which is the one to remove: the writes of
-// one call come in order, its end after its records. The revision is
-// forgotten as the end is taken up; the end's retries carry it.
-func (w *busWriter) removalOf(op busWrite) busWrite {
-	if op.kind != writeEnd {
-		return op
+// writtenRecord is the last record the writer wrote under a key: whose
+// call (session.call) it is, and its revision (0: unknown).
+type writtenRecord struct {
+	call, rev uint64
+}
+
+// removalOf is op with, for a removal, the revision of the call's record
+// the writer wrote last, which is the one to remove: the writes of one
+// call come in order, its end's removal after its records. The revision is
+// forgotten as the removal is taken up; its retries carry it. ok is false
+// for a removal with nothing to remove.
+//
+// The writes of different calls under one key need not come in their
+// calls' order: the ledger lets a session id go before its end is queued,
+// so a later call under it may have its record queued, and written, first.
+// That record replaced the ended call's, and stays. A record the writer
+// knows of from an earlier call is one whose end never came (a full queue
+// dropped it), and this call's own is at a revision unknown.
+func (w *busWriter) removalOf(op busWrite) (removal busWrite, ok bool) {
+	if op.kind != writeRemoval {
+		return op, true
 	}
-	op.rev = w.recorded[op.key]
+	last, found := w.recorded[op.key]
+	switch {
+	case found && last.call > op.call:
+		return op, false
+	case found && last.call == op.call:
+		op.rev = last.rev
+	}
 	delete(w.recorded, op.key)
-	return op
+	return op, true
 }
 
 // keepRemoving keeps the removal of the record under key at rev, whose
@@ -87,4 +106,33 @@ func (w *busWriter) removeUnremoved() {
 	}
 	w.unremoved = w.unremoved[done:]
 	w.log.Info().Int("removed", done).Int("left", len(w.unremoved)).Msg("call records of ended calls removed after retries")
+}
+
+// settleRemovals tries the removals still owed again, waiting
+// writeRetryMin doubling to writeRetryMax, until none is left, giveUp is
+// closed or ctx ends. A flush comes before the node's goodbye, which has
+// the proxies take the records left, and the next run of the node takes
+// them too: either ends those calls a second time (node_down). Settled
+// there, the calls bucket failing for a while as the node stops costs no
+// second end. Only a bucket failing for all of the flush's time does:
+// each end is out before its record's removal is tried, so that a bus gone
+// at the end leaves the call recorded for the next run to end rather than
+// with no end at all, and with both the record and the end in place the
+// next run has nothing on the bus to tell it the end went out: the events
+// stream keeps every call's end under one subject, and finds one only by
+// its bytes, and only within its duplicate window.
+func (w *busWriter) settleRemovals(ctx context.Context, giveUp <-chan struct{}) {
+	for wait := writeRetryMin; ; wait = min(2*wait, writeRetryMax) {
+		w.removeUnremoved()
+		if len(w.unremoved) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-giveUp:
+			return
+		case <-time.After(wait):
+		}
+	}
 }

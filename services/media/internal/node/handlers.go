@@ -148,8 +148,8 @@ func (n *Node) openMedia(ctx context.Context, p OpenParams) ([]byte, error) {
 
 // writeCallRecord queues the call record of an answered session.
 func (n *Node) writeCallRecord(id string) {
-	n.ledger.writeCallRecord(id, n.cfg.ID, func(rec *callgridv1.CallRecord) {
-		n.writer.record(fleet.CallKey(n.cfg.ID, id), rec)
+	n.ledger.writeCallRecord(id, n.cfg.ID, func(call uint64, rec *callgridv1.CallRecord) {
+		n.writer.record(fleet.CallKey(n.cfg.ID, id), call, rec)
 	})
 }
 
@@ -305,7 +305,7 @@ func (n *Node) finish(s *session, cause string, q *callgridv1.MediaQuality, hang
 		n.writer.event("call_ended", bus.SubjectCallEnded, ended)
 		return
 	}
-	n.writer.callEnded(fleet.CallKey(n.cfg.ID, s.id), bus.SubjectCallEnded, ended)
+	n.writer.callEnded(fleet.CallKey(n.cfg.ID, s.id), s.call, bus.SubjectCallEnded, ended)
 }
 
 // causeSetupTimeout ends a session that had no final answer within the

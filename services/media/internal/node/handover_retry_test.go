@@ -102,7 +102,7 @@ func TestHandoverRetriedAfterAFailedRemovalCountsTheCallOnce(t *testing.T) {
 }
 
 // A handover that keeps failing is tried handoverAttempts times, then the
-// node goes on to serve with the rest left recorded.
+// node goes on to serve, the rest left recorded for handOverRest.
 func TestHandoverRetriesAreBounded(t *testing.T) {
 	tb := startBus(t)
 	c, calls := eventsAndCalls(t, tb)

@@ -24,7 +24,10 @@ const (
 // session is the node layer's record of one call: what it costs and what
 // the proxies need back (dialog, idempotent offer reply).
 type session struct {
-	id          string
+	id string
+	// call tells this session from the others the node held under the
+	// same id: the ledger numbers the sessions it takes, in order.
+	call        uint64
 	callID      string
 	units       int
 	extraUnits  int // of units, charged for transcoding
@@ -67,6 +70,8 @@ type ledger struct {
 	transcoded int
 	draining   bool
 	sessions   map[string]*session
+	// calls is how many sessions the ledger has taken: see session.call.
+	calls uint64
 }
 
 func newLedger(total int) *ledger {
@@ -99,6 +104,8 @@ func (l *ledger) reserve(s *session) (reserveOutcome, *session) {
 		return reserveFull, nil
 	}
 	l.used += s.units
+	l.calls++
+	s.call = l.calls
 	s.state = stateOpening
 	l.sessions[s.id] = s
 	return reserveOK, s
@@ -424,11 +431,14 @@ func unansweredSince(s *session, cutoff time.Time) bool {
 // the record that ending the session queues always comes after the write:
 // a record written after its removal would outlive the call and have it
 // hung up, and its end published again, when the node next starts.
-func (l *ledger) writeCallRecord(id, nodeID string, write func(*callgridv1.CallRecord)) {
+//
+// write is given the session's call number with the record, which its end
+// carries too: the removal it queues is of that call's record only.
+func (l *ledger) writeCallRecord(id, nodeID string, write func(call uint64, rec *callgridv1.CallRecord)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if rec := l.callRecordLocked(id, nodeID); rec != nil {
-		write(rec)
+		write(l.sessions[id].call, rec)
 	}
 }
 

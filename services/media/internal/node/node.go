@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -57,6 +58,10 @@ type Node struct {
 	requestDrain time.Duration
 	// writesFlush is writesFlushTimeout, shorter in tests.
 	writesFlush time.Duration
+	// handoverFor is handoverRetryFor, shorter in tests.
+	handoverFor time.Duration
+	// openCalls opens the calls bucket; tests wrap it to have it fail.
+	openCalls func(context.Context) (jetstream.KeyValue, error)
 }
 
 // Option tunes a Node.
@@ -84,6 +89,10 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, c *bus.Clien
 
 		requestDrain: requestDrainTimeout,
 		writesFlush:  writesFlushTimeout,
+		handoverFor:  handoverRetryFor,
+		openCalls: func(ctx context.Context) (jetstream.KeyValue, error) {
+			return fleet.OpenCallsBucket(ctx, c, 0)
+		},
 	}
 	n.metrics = newMetrics(reg, func() float64 { return float64(n.ledger.snapshot().transcoded) })
 	for _, o := range opts {
@@ -149,7 +158,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if n.writer.calls, err = fleet.OpenCallsBucket(setup, n.bus, 0); err != nil {
+	if n.writer.calls, err = n.openCalls(setup); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -157,24 +166,49 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.writer.run(writerCtx) })
 	// Not bounded by setup: a previous run may have left thousands of
 	// calls, and the handover bounds itself (handoverRetryFor).
-	n.handOverPreviousCalls(ctx)
+	rest := n.handOverPreviousCalls(ctx)
+	if ctx.Err() != nil {
+		// Stopped before serving: the node never joined the fleet, and
+		// must not now, if only for a heartbeat. The calls it did not
+		// hand over stay recorded, for its next run or for the proxies,
+		// which take them once the previous run's status expires.
+		stopWriter()
+		wg.Wait()
+		n.media.Shutdown()
+		n.log.Info().Msg("media node stopped before serving")
+		return nil
+	}
 	subs, err := n.serve()
 	if err != nil {
 		stopWriter()
 		wg.Wait()
 		return err
 	}
+	// The handover goes on, if it has to, while the node serves.
+	handingOver, stopHandingOver := context.WithCancel(context.Background())
+	var handoverRunning sync.WaitGroup
+	if rest != nil {
+		handoverRunning.Go(func() { n.handOverRest(handingOver, rest) })
+	}
 
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	wg.Go(func() { n.reapUnanswered(reapCtx) })
 
-	n.heartbeat = fleet.NewHeartbeat(n.bus, kv, n.cfg.ID, n.cfg.HeartbeatInterval, n.Status, n.log)
+	// A status written once the stop began, before Run gets to Drain,
+	// offers nothing either.
+	status := func() *callgridv1.NodeStatus {
+		st := n.Status()
+		st.Draining = st.GetDraining() || ctx.Err() != nil
+		return st
+	}
+	n.heartbeat = fleet.NewHeartbeat(n.bus, kv, n.cfg.ID, n.cfg.HeartbeatInterval, status, n.log)
 	hbCtx, stopHeartbeat := context.WithCancel(context.Background())
 	wg.Go(func() { _ = n.heartbeat.Run(hbCtx) })
 	n.log.Info().Int("capacity_units", n.cfg.CapacityUnits).Str("rtp_address", n.cfg.AdvertiseAddress).Msg("media node serving")
 
 	<-ctx.Done()
 	n.Drain()
+	stopHandingOver()
 	n.waitForCalls()
 	// The requests come to an end before the calls: what is already in
 	// hand gets its answer (a delete its quality, an offer DRAINING),
@@ -184,6 +218,9 @@ func (n *Node) Run(ctx context.Context) error {
 	// The goodbye only once the ends are out and the records gone: to the
 	// proxies a node that left is one whose records are orphans.
 	n.flushWrites()
+	// The reaper lock a handover under way holds would keep the proxies
+	// from taking, once the node has left, the records it leaves.
+	handoverRunning.Wait()
 	stopHeartbeat()
 	stopReaping()
 	stopWriter()
@@ -191,86 +228,6 @@ func (n *Node) Run(ctx context.Context) error {
 	n.media.Shutdown()
 	n.log.Info().Msg("media node stopped")
 	return nil
-}
-
-// handOverPreviousCalls has the proxies hang up the calls a previous run
-// of this node left recorded: a node that crashed and came back under its
-// id within the fleet's grace never left the proxies' view, so nothing
-// else would. Before it serves, every record under its id is an old one.
-// Each goes out as a media timeout, which a proxy acts on by sending BYE to
-// both legs, then as its end; the reaper lock keeps a proxy that did see
-// the node leave from taking them too. Both are published, and stored by
-// the stream, before the record goes, one call at a time: however many
-// calls there are, none is dropped as a full write queue would, and a node
-// that dies again part way leaves the rest recorded for its next run or a
-// proxy (a call whose record outlived its publishing is ended twice, which
-// consumers keep once).
-//
-// A handover that fails is tried again (see handoverAttempts), before the
-// node serves so that every record under its id is still an old one: the
-// proxies take a node's records only once it leaves the fleet, which a
-// node serving again never does, and its next run may come after the
-// records' expiry, so nobody else would hang those calls up.
-func (n *Node) handOverPreviousCalls(ctx context.Context) {
-	// One time for every attempt: a call whose events went out and whose
-	// record stayed is published again with the same bytes, which the
-	// stream stores once, and it is counted once.
-	first, wait := time.Now(), handoverRetryMin
-	counted := make(map[string]bool)
-	// One taker for every attempt: it takes again a reaper lock that an
-	// attempt of its own failed to release, which would otherwise pass
-	// for another's and have the next attempt take nothing.
-	taker := fleet.NewOrphanTaker(n.writer.calls, n.cfg.ID)
-	// The bound holds for the attempts themselves, not only for when they
-	// start: one may last up to the lock's own hold, and a handover
-	// running late keeps the node from serving.
-	bounded, cancel := context.WithDeadline(ctx, first.Add(handoverRetryFor))
-	defer cancel()
-	for attempt := 1; ; attempt++ {
-		taken, err := n.handOverOnce(bounded, taker, first, counted)
-		if taken > 0 {
-			n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
-		}
-		if err == nil {
-			return
-		}
-		if attempt >= handoverAttempts || time.Since(first)+wait > handoverRetryFor || bounded.Err() != nil {
-			n.log.Warn().Err(err).Int("attempts", attempt).
-				Msg("hand over calls of a previous run: the rest stay recorded for the next run or a proxy to hang up")
-			return
-		}
-		n.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("hand over calls of a previous run: retrying")
-		select {
-		case <-bounded.Done():
-		case <-time.After(wait):
-		}
-		wait *= 2
-	}
-}
-
-// handOverOnce is one handover, at now, of the previous run's calls by
-// taker: how many it handed over, and why it stopped short. counted holds
-// the sessions whose talk time is counted already.
-func (n *Node) handOverOnce(ctx context.Context, taker *fleet.OrphanTaker, now time.Time, counted map[string]bool) (int, error) {
-	return taker.Take(ctx, func(ctx context.Context, rec *callgridv1.CallRecord) error {
-		if err := n.writer.publishNow(ctx, "media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
-			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now.UnixMilli(),
-		}); err != nil {
-			return err
-		}
-		ended := fleet.NodeDownEnd(rec, now)
-		ended.NodeId = n.cfg.ID
-		if err := n.writer.publishNow(ctx, "call_ended", bus.SubjectCallEnded, ended); err != nil {
-			return err
-		}
-		if rec.GetAnsweredUnixMs() > 0 && !counted[rec.GetSessionId()] {
-			// The run that carried the call died before it could count
-			// it; it is counted here, as its end goes out.
-			n.metrics.observeCall("node_down", ended.GetDurationSeconds())
-			counted[rec.GetSessionId()] = true
-		}
-		return nil
-	})
 }
 
 // flushWrites waits, up to writesFlush, for the writes queued so far.
