@@ -158,9 +158,7 @@ type Config struct {
 	// CRLF keep-alives count as traffic. Phones that send no keep-alives
 	// need it above their re-registration interval, or they cannot be
 	// called between re-registrations. It must exceed invite_timeout: while
-	// a callee rings, nothing crosses the caller's connection. A connection
-	// the proxy dialled (to a contact, a gateway, another replica) closes
-	// once nothing has come back over it for as long.
+	// a callee rings, nothing crosses the caller's connection.
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
 	// TCPFirstMessageTimeout closes a TCP or TLS connection a peer opened
 	// when it has not delivered one complete SIP message this long after

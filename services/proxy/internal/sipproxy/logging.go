@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -51,11 +50,8 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return h.Handler.Handle(ctx, demoted)
 	}
-	// A read past its deadline is a dialled connection closed for being
-	// idle (dialledIdleTimeout), which is routine.
 	if r.Level > slog.LevelDebug && (strings.Contains(r.Message, "ref went negative") ||
-		r.Message == "Read filter error" && recordErrorIs(r, errStreamRateLimited) ||
-		r.Message == "Read error" && recordErrorIs(r, os.ErrDeadlineExceeded)) {
+		r.Message == "Read filter error" && rateLimitedStream(r)) {
 		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}
@@ -66,13 +62,13 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-// recordErrorIs reports a record whose error is target: the error the
-// read filter ends a stream connection with, say; any other failure stays
-// as loud as sipgo made it.
-func recordErrorIs(r slog.Record, target error) bool {
+// rateLimitedStream reports a record of the error the read filter ends a
+// stream connection with; any other filter failure stays as loud as sipgo
+// made it.
+func rateLimitedStream(r slog.Record) bool {
 	found := false
 	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, target) {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, errStreamRateLimited) {
 			found = true
 			return false
 		}

@@ -643,6 +643,10 @@ func (f *fork) onResponse(branches []*forkBranch, b *forkBranch, res *sip.Respon
 			f.endOthers(branches, b)
 			return
 		}
+		if f.checkCancelled() {
+			f.answerLostToCancel(branches, b, res)
+			return
+		}
 		s.respond(c, up)
 		// sipgo takes a CANCEL and a response under the transaction's
 		// lock, and tells of the CANCEL (OnCancel) before it lets go:
@@ -650,6 +654,7 @@ func (f *fork) onResponse(branches []*forkBranch, b *forkBranch, res *sip.Respon
 		// never closes for a CANCEL after it (RFC 6026 Accepted).
 		if f.checkCancelled() {
 			f.answerLostToCancel(branches, b, res)
+			f.restoreTerminated()
 			return
 		}
 		f.answered = true
@@ -695,6 +700,18 @@ func (f *fork) answerLostToCancel(branches []*forkBranch, b *forkBranch, res *si
 		if !o.done {
 			f.onCallerCancel(o, now)
 		}
+	}
+}
+
+// restoreTerminated hands the caller's transaction its 487 again after a
+// 2xx that lost to the CANCEL: sipgo keeps the last response it is handed
+// as the one to retransmit (Timer G) even once Completed, where it sends
+// nothing at once, and the caller, whose ACK of the 487 may be lost, must
+// not get that 2xx for a callee already hung up.
+func (f *fork) restoreTerminated() {
+	terminated := sip.NewResponseFromRequest(f.c.req, sip.StatusRequestTerminated, "Request Terminated", nil)
+	if err := f.c.tx.Respond(terminated); err != nil {
+		f.c.logger().Debug().Err(err).Msg("487 restored on the cancelled transaction")
 	}
 }
 

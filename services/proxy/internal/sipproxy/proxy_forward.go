@@ -114,7 +114,7 @@ func (s *Server) forward(c *call, base *sip.Request, targets []target, recordRou
 			// So does its Retry-After, which on our 500 would tell the
 			// caller when this proxy takes calls again (21.5.1).
 			res.StatusCode, res.Reason = sip.StatusInternalServerError, "Server Internal Error"
-			res.RemoveHeader("Retry-After")
+			removeHeaderFold(res, "Retry-After")
 		}
 		s.respond(c, res)
 		return forwardOutcome{code: res.StatusCode}

@@ -454,3 +454,19 @@ func createsDialog(m sip.RequestMethod) bool {
 	}
 	return false
 }
+
+// removeHeaderFold removes every header named name from res, whatever the
+// case the sender wrote it in (RFC 3261 7.3.1): sipgo keeps the name of a
+// header it does not know as it came, and removes by exact name, one at a
+// time.
+func removeHeaderFold(res *sip.Response, name string) {
+	var names []string
+	for _, h := range res.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			names = append(names, h.Name())
+		}
+	}
+	for _, n := range names {
+		res.RemoveHeader(n)
+	}
+}

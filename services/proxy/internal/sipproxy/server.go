@@ -189,8 +189,6 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer, opts ...Opti
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(slogger),
 			sip.WithTransportLayerReadFilter(s.readFilter),
-			// After the read filter, which the transports copy.
-			dialledIdleTimeout(cfg.TCPIdleTimeout),
 		),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sip.WithTransactionLayerLogger(slogger),

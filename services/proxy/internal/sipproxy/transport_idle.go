@@ -241,12 +241,6 @@ func (c *idleConn) Read(b []byte) (int, error) {
 	}
 }
 
-// SetReadDeadline ignores the deadline sipgo sets before each read, its
-// ReadTimeout, which is the idle timeout of the connections the proxy
-// dials (dialledIdleTimeout): an accepted connection keeps the deadlines
-// of its own timeouts, whose quiet counts what the proxy writes too.
-func (c *idleConn) SetReadDeadline(time.Time) error { return nil }
-
 func (c *idleConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	if n > 0 {
