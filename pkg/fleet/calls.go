@@ -89,14 +89,14 @@ const recordRemoveTimeout = 2 * time.Second
 // twice, its end published twice, which consumers keep once).
 func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]*callgridv1.CallRecord, error) {
 	var records []*callgridv1.CallRecord
-	_, err := withReaperLock(ctx, kv, nodeID, 0, false, func(ctx context.Context, _ uint64) error {
+	_, err := withReaperLock(ctx, kv, nodeID, 0, false, func(ctx context.Context) error {
 		keys, err := listCallKeys(ctx, kv, nodeID)
 		if err != nil {
 			return err
 		}
 		var taken []string
 		for _, key := range keys {
-			rec, _, found, err := readCallRecord(ctx, kv, key)
+			rec, found, err := readCallRecord(ctx, kv, key)
 			if err != nil {
 				return err
 			}
@@ -109,7 +109,7 @@ func ClaimOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 			}
 		}
 		for _, key := range taken {
-			if removeCallRecord(ctx, kv, key, 0, time.Time{}) != nil {
+			if removeCallRecord(ctx, kv, key, time.Time{}) != nil {
 				break
 			}
 		}
@@ -152,19 +152,15 @@ func TakeOrphans(ctx context.Context, kv jetstream.KeyValue, nodeID string, take
 // revision. A lock at any other revision is another replica's, and is left
 // to it. An OrphanTaker is for one goroutine at a time.
 //
-// It takes only the records written before its first attempt took the
-// lock: a node that tries again once it serves (a handover too large to
-// finish first) has records of its own calls under the same id by then,
-// which are no orphans.
+// It takes every record under the node's id, so it is for a node's
+// previous run's calls before the node serves, when each is an old one:
+// once the node serves, the records of its own calls are there too.
 type OrphanTaker struct {
 	kv     jetstream.KeyValue
 	nodeID string
 	// left is the revision of the reaper lock an attempt failed to
 	// release, 0 for none.
 	left uint64
-	// newest is the revision of the lock the first attempt took: a record
-	// past it was written since. 0 until an attempt took the lock.
-	newest uint64
 }
 
 // NewOrphanTaker returns a taker of the call records of nodeID in kv.
@@ -175,10 +171,7 @@ func NewOrphanTaker(kv jetstream.KeyValue, nodeID string) *OrphanTaker {
 // Take is one attempt of TakeOrphans.
 func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *callgridv1.CallRecord) error) (int, error) {
 	var taken int
-	left, err := withReaperLock(ctx, o.kv, o.nodeID, o.left, true, func(ctx context.Context, lock uint64) error {
-		if o.newest == 0 {
-			o.newest = lock
-		}
+	left, err := withReaperLock(ctx, o.kv, o.nodeID, o.left, true, func(ctx context.Context) error {
 		// The claim's context always has a deadline (claimHold at most),
 		// and the removals end with it too.
 		by, _ := ctx.Deadline()
@@ -187,11 +180,11 @@ func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *call
 			return err
 		}
 		for _, key := range keys {
-			rec, rev, found, err := readCallRecord(ctx, o.kv, key)
+			rec, found, err := readCallRecord(ctx, o.kv, key)
 			if err != nil {
 				return err
 			}
-			if !found || rev > o.newest {
+			if !found {
 				continue
 			}
 			if rec != nil {
@@ -200,7 +193,7 @@ func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *call
 				}
 				taken++
 			}
-			if err := removeCallRecord(ctx, o.kv, key, rev, by); err != nil {
+			if err := removeCallRecord(ctx, o.kv, key, by); err != nil {
 				return err
 			}
 		}
@@ -211,16 +204,15 @@ func (o *OrphanTaker) Take(ctx context.Context, take func(context.Context, *call
 }
 
 // withReaperLock runs claim holding the reaper lock of nodeID, bounded by
-// claimHold, and releases the lock after; claim is given the lock's
-// revision. When another replica holds it, claim is not run and the result
-// is nil: that replica takes the calls. mine is the revision of a lock the
-// caller itself left behind (0 for none), which it takes again. bounded
-// has it all over by ctx's deadline: claim then ends recordRemoveTimeout
-// before it, which the release has, and the release ends at it. Otherwise
-// the release outlasts ctx by its own timeout. left is the revision of
-// the lock held when its release failed, 0 once released (or never
-// taken).
-func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, mine uint64, bounded bool, claim func(ctx context.Context, lock uint64) error) (left uint64, err error) {
+// claimHold, and releases the lock after. When another replica holds it,
+// claim is not run and the result is nil: that replica takes the calls.
+// mine is the revision of a lock the caller itself left behind (0 for
+// none), which it takes again. bounded has it all over by ctx's deadline:
+// claim then ends recordRemoveTimeout before it, which the release has,
+// and the release ends at it. Otherwise the release outlasts ctx by its
+// own timeout. left is the revision of the lock held when its release
+// failed, 0 once released (or never taken).
+func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, mine uint64, bounded bool, claim func(context.Context) error) (left uint64, err error) {
 	lock := reaperKeyPrefix + nodeID
 	rev, err := takeReaperLock(ctx, kv, lock, mine)
 	if err != nil {
@@ -237,7 +229,7 @@ func withReaperLock(ctx context.Context, kv jetstream.KeyValue, nodeID string, m
 	}
 	cctx, cancel := context.WithTimeout(ctx, hold)
 	defer cancel()
-	cerr := claim(cctx, rev)
+	cerr := claim(cctx)
 	// Release the lock once done so a node that returns under the same id
 	// and dies again can be reaped again; only at the revision taken, as
 	// one taken over since (held past staleReaperLock) is another's.
@@ -300,38 +292,32 @@ func listCallKeys(ctx context.Context, kv jetstream.KeyValue, nodeID string) ([]
 	return keys, nil
 }
 
-// readCallRecord reads one call record, at revision rev. found is false
-// for a record removed since it was listed (the call ended normally); rec
-// is nil for one that does not decode, which can be removed but not hung
-// up. Any other failure is an error: the record may well be there.
-func readCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) (rec *callgridv1.CallRecord, rev uint64, found bool, err error) {
+// readCallRecord reads one call record. found is false for a record
+// removed since it was listed (the call ended normally); rec is nil for
+// one that does not decode, which can be removed but not hung up. Any
+// other failure is an error: the record may well be there.
+func readCallRecord(ctx context.Context, kv jetstream.KeyValue, key string) (rec *callgridv1.CallRecord, found bool, err error) {
 	entry, err := kv.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return nil, 0, false, nil
+		return nil, false, nil
 	case err != nil:
-		return nil, 0, false, fmt.Errorf("read call %s: %w", key, err)
+		return nil, false, fmt.Errorf("read call %s: %w", key, err)
 	}
 	rec = new(callgridv1.CallRecord)
 	if proto.Unmarshal(entry.Value(), rec) != nil {
-		return nil, entry.Revision(), true, nil
+		return nil, true, nil
 	}
-	return rec, entry.Revision(), true, nil
+	return rec, true, nil
 }
 
-// removeCallRecord removes a record once its call is taken care of, only
-// at revision rev unless that is 0: a record at another revision was
-// written since, by a later call under the same key, and stays. It is
-// bounded by its own timeout rather than ctx (and by by, unless zero):
-// the call is taken, and a record left behind has it hung up again.
-func removeCallRecord(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, by time.Time) error {
+// removeCallRecord removes a record once its call is taken care of. It is
+// bounded by its own timeout rather than ctx (and by by, unless zero): the
+// call is taken, and a record left behind has it hung up again.
+func removeCallRecord(ctx context.Context, kv jetstream.KeyValue, key string, by time.Time) error {
 	rctx, cancel := settling(ctx, by)
 	defer cancel()
-	var opts []jetstream.KVDeleteOpt
-	if rev != 0 {
-		opts = append(opts, jetstream.LastRevision(rev))
-	}
-	if err := kv.Delete(rctx, key, opts...); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if err := kv.Delete(rctx, key); err != nil {
 		return fmt.Errorf("remove call %s: %w", key, err)
 	}
 	return nil

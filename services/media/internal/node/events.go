@@ -84,18 +84,30 @@ type busWrite struct {
 // busWriter makes the node's bus writes off the request path, in order: a
 // delete is answered without waiting for the stream to acknowledge its
 // call-ended event, and a call record's removal never overtakes its write.
-// The events go out on one goroutine (run) and the calls bucket's writes
-// are made on another (runBucket), in the order queued: the bucket
-// failing or hanging, each try waiting out kvWriteTimeout, holds up no
-// event of the live calls, and the events stream failing holds up no
-// record.
+// It has two lanes, each with a goroutine making its writes in the order
+// queued: the events (ch, run) and the calls bucket's writes (bucket,
+// runBucket). A record is queued on the bucket's lane directly, and an
+// end's removal is handed to it once the end is out, so the bucket failing
+// or hanging, each try waiting out kvWriteTimeout, holds up no event of
+// the live calls, and the events stream failing, each event retried
+// writeAttempts times, holds up no record.
+//
+// The order across the lanes that matters holds all the same. The records
+// of one call are queued in order, by the ledger, on the one lane. A
+// record's removal comes after its write: the ledger queues a call's end
+// only after its records, and the end's removal joins the bucket's lane
+// only once the end is out, behind those records. A flush goes through
+// both lanes, behind the events and then the records and removals queued
+// before it.
 type busWriter struct {
 	bus   *bus.Client
 	calls jetstream.KeyValue
 	log   zerolog.Logger
-	ch    chan busWrite
-	// bucket is what run hands runBucket: the records, and the removals
-	// of those whose call's end went out.
+	// ch is the events' lane: the events, the ends and the flushes.
+	ch chan busWrite
+	// bucket is the calls bucket's lane: the records, queued there
+	// directly, and what run hands over, the removals of those whose
+	// call's end went out and the flushes.
 	bucket chan busWrite
 	// unremoved holds, for the runBucket goroutine only, the records
 	// whose removal failed past writeAttempts: see keepRemoving.
@@ -111,11 +123,17 @@ func newBusWriter(c *bus.Client, log zerolog.Logger, size int) *busWriter {
 	return &busWriter{bus: c, log: log, ch: make(chan busWrite, size), bucket: make(chan busWrite, size), recorded: make(map[string]writtenRecord)}
 }
 
+// enqueue queues op on its lane, or drops it, logged, when that lane is
+// full rather than slow call control down.
 func (w *busWriter) enqueue(op busWrite) {
+	lane, full := w.ch, "bus write queue full: write dropped"
+	if op.kind == writeRecord {
+		lane, full = w.bucket, "calls bucket write queue full: write dropped"
+	}
 	select {
-	case w.ch <- op:
+	case lane <- op:
 	default:
-		w.log.Warn().Str("kind", op.label).Msg("bus write queue full: write dropped")
+		w.log.Warn().Str("kind", op.label).Msg(full)
 	}
 }
 
@@ -123,7 +141,10 @@ func (w *busWriter) event(kind, subject string, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeEvent, label: kind, subject: subject, msg: msg})
 }
 
-// record writes the record of call (session.call) under key.
+// record writes the record of call (session.call) under key. It goes on
+// the calls bucket's lane at once, ahead of the events queued before it:
+// a call is only as safe as its record, which has it hung up should the
+// node die, and the events stream failing must not leave it unrecorded.
 func (w *busWriter) record(key string, call uint64, msg proto.Message) {
 	w.enqueue(busWrite{kind: writeRecord, label: "call_record", key: key, call: call, msg: msg})
 }
@@ -191,7 +212,7 @@ func (w *busWriter) publishNow(ctx context.Context, kind, subject string, msg pr
 }
 
 // run publishes the events until ctx ends, then what is queued, once
-// each, handing the calls bucket's writes to runBucket as they come.
+// each, handing the removals and flushes to runBucket as they come.
 func (w *busWriter) run(ctx context.Context) {
 	eventsDone := make(chan struct{})
 	var bucket sync.WaitGroup
@@ -215,8 +236,8 @@ func (w *busWriter) run(ctx context.Context) {
 	}
 }
 
-// dispatch makes an event, retrying, and hands a write to the calls
-// bucket to runBucket; an end's removal is handed over once the end is out.
+// dispatch makes an event, retrying, and hands a flush to runBucket; an
+// end's removal is handed over once the end is out.
 func (w *busWriter) dispatch(ctx context.Context, op busWrite) {
 	switch op.kind {
 	case writeEvent:
@@ -225,8 +246,6 @@ func (w *busWriter) dispatch(ctx context.Context, op busWrite) {
 		if w.writeRetrying(ctx, op) {
 			w.toBucket(removalAfter(op))
 		}
-	case writeRecord:
-		w.toBucket(op)
 	case writeFlush:
 		// Not dropped: the flush's caller would wait out its timeout.
 		select {
@@ -269,9 +288,9 @@ func (w *busWriter) toBucket(op busWrite) {
 	}
 }
 
-// runBucket makes the calls bucket's writes that run hands it until ctx
-// ends, then, once run has handed over what it had queued (eventsDone),
-// what is queued, once each.
+// runBucket makes the calls bucket's writes, the records queued to it and
+// what run hands it, until ctx ends, then, once run has handed over what
+// it had queued (eventsDone), what is queued, once each.
 func (w *busWriter) runBucket(ctx context.Context, eventsDone <-chan struct{}) {
 	retry := time.NewTicker(removalRetryInterval)
 	defer retry.Stop()

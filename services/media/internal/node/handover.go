@@ -14,66 +14,67 @@ import (
 // handoverRetryMin doubling between them. All of them are over, the
 // removal of the record in hand and the release of the reaper lock
 // included, handoverRetryFor after the first started: none starts that
-// would not, and one under way then is cut short. What is left is handed
-// over once the node serves, attempt after attempt, waiting up to
-// handoverRetryMax between them, until none is left or the node stops.
+// would not, and one under way then is cut short.
 const (
 	handoverAttempts = 4
 	handoverRetryMin = time.Second
 	handoverRetryFor = 30 * time.Second
-	handoverRetryMax = 30 * time.Second
 )
-
-// handover is one handing over of a previous run's calls, over all its
-// attempts.
-type handover struct {
-	// taker is one for every attempt: it takes again a reaper lock that
-	// an attempt of its own failed to release, which would otherwise pass
-	// for another's and have the next attempt take nothing, and it takes
-	// only the records from before the node served.
-	taker *fleet.OrphanTaker
-	// at is the time of every attempt: a call whose events went out and
-	// whose record stayed is published again with the same bytes, which
-	// the stream stores once.
-	at time.Time
-	// counted holds the sessions whose talk time is counted already.
-	counted map[string]bool
-}
 
 // handOverPreviousCalls has the proxies hang up the calls a previous run
 // of this node left recorded: a node that crashed and came back under its
 // id within the fleet's grace never left the proxies' view, so nothing
-// else would. Each goes out as a media timeout, which a proxy acts on by
-// sending BYE to both legs, then as its end; the reaper lock keeps a proxy
-// that did see the node leave from taking them too. Both are published,
-// and stored by the stream, before the record goes, one call at a time:
-// however many calls there are, none is dropped as a full write queue
-// would, and a node that dies again part way leaves the rest recorded for
-// its next run or a proxy (a call whose record outlived its publishing is
-// ended twice, which consumers keep once).
+// else would. Before it serves, every record under its id is an old one.
+// Each goes out as a media timeout, which a proxy acts on by sending BYE to
+// both legs, then as its end; the reaper lock keeps a proxy that did see
+// the node leave from taking them too. Both are published, and stored by
+// the stream, before the record goes, one call at a time: however many
+// calls there are, none is dropped as a full write queue would, and a node
+// that dies again part way leaves the rest recorded for its next run or a
+// proxy (a call whose record outlived its publishing is ended twice, which
+// consumers keep once).
 //
-// It is tried again (see handoverAttempts) before the node serves, and
-// returns nil once every call is handed over. Otherwise it returns the
-// handover for handOverRest to go on with once the node serves: the
-// proxies take a node's records only once it leaves the fleet, which a
-// node serving never does, and its next run may come after the records'
-// expiry, so nobody else would hang those calls up.
-func (n *Node) handOverPreviousCalls(ctx context.Context) *handover {
-	h := &handover{taker: fleet.NewOrphanTaker(n.writer.calls, n.cfg.ID), at: time.Now(), counted: make(map[string]bool)}
+// A handover that fails is tried again (see handoverAttempts), before the
+// node serves so that every record under its id is still an old one.
+//
+// Known limit: a handover still short of done at its bound (the calls
+// bucket failing or slow all along, or more calls than it gets through in
+// that time) is given up, and the node serves with the rest still
+// recorded. The proxies take a node's records only once it leaves the
+// fleet, which a node serving never does, so those calls stay up, unended,
+// until their phones hang up, the node leaves the fleet (its goodbye or
+// its death has the proxies take every record under its id, these
+// included) or its next run hands them over; a record nobody takes
+// expires after fleet.DefaultCallRecordMaxAge. It is not handed over
+// while the node serves: that would hold the reaper lock, which keeps the
+// proxies from reaping the node should it die then, and the records of the
+// node's own live calls are under the same id.
+func (n *Node) handOverPreviousCalls(ctx context.Context) {
+	// One time for every attempt: a call whose events went out and whose
+	// record stayed is published again with the same bytes, which the
+	// stream stores once, and it is counted once.
+	first, wait := time.Now(), handoverRetryMin
+	counted := make(map[string]bool)
+	// One taker for every attempt: it takes again a reaper lock that an
+	// attempt of its own failed to release, which would otherwise pass
+	// for another's and have the next attempt take nothing.
+	taker := fleet.NewOrphanTaker(n.writer.calls, n.cfg.ID)
 	// The bound holds for the attempts themselves, not only for when they
 	// start: a handover running late keeps the node from serving.
-	bounded, cancel := context.WithDeadline(ctx, h.at.Add(n.handoverFor))
+	bounded, cancel := context.WithDeadline(ctx, first.Add(n.handoverFor))
 	defer cancel()
-	wait := handoverRetryMin
 	for attempt := 1; ; attempt++ {
-		err := n.handOverOnce(bounded, h)
-		if err == nil {
-			return nil
+		taken, err := n.handOverOnce(bounded, taker, first, counted)
+		if taken > 0 {
+			n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
 		}
-		if attempt >= handoverAttempts || time.Since(h.at)+wait > n.handoverFor || bounded.Err() != nil {
+		if err == nil {
+			return
+		}
+		if attempt >= handoverAttempts || time.Since(first)+wait > n.handoverFor || bounded.Err() != nil {
 			n.log.Warn().Err(err).Int("attempts", attempt).
-				Msg("hand over calls of a previous run: the rest are handed over once the node serves")
-			return h
+				Msg("hand over calls of a previous run: given up; the rest stay recorded, not hung up, until this node leaves the fleet or its next run")
+			return
 		}
 		n.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("hand over calls of a previous run: retrying")
 		select {
@@ -84,52 +85,27 @@ func (n *Node) handOverPreviousCalls(ctx context.Context) *handover {
 	}
 }
 
-// handOverRest goes on with h, which handOverPreviousCalls left unfinished,
-// while the node serves: until every call of the previous run is handed
-// over or ctx ends.
-func (n *Node) handOverRest(ctx context.Context, h *handover) {
-	for wait := handoverRetryMin; ; wait = min(2*wait, handoverRetryMax) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		err := n.handOverOnce(ctx, h)
-		if err == nil {
-			n.log.Info().Msg("calls of a previous run: all handed over")
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		n.log.Warn().Err(err).Dur("retry_in", min(2*wait, handoverRetryMax)).Msg("hand over calls of a previous run: retrying")
-	}
-}
-
-// handOverOnce is one attempt of h: why it stopped short, nil once every
-// call is handed over.
-func (n *Node) handOverOnce(ctx context.Context, h *handover) error {
-	taken, err := h.taker.Take(ctx, func(ctx context.Context, rec *callgridv1.CallRecord) error {
+// handOverOnce is one handover, at now, of the previous run's calls by
+// taker: how many it handed over, and why it stopped short. counted holds
+// the sessions whose talk time is counted already.
+func (n *Node) handOverOnce(ctx context.Context, taker *fleet.OrphanTaker, now time.Time, counted map[string]bool) (int, error) {
+	return taker.Take(ctx, func(ctx context.Context, rec *callgridv1.CallRecord) error {
 		if err := n.writer.publishNow(ctx, "media_timeout", bus.SubjectMediaTimeout, &callgridv1.MediaTimeout{
-			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: h.at.UnixMilli(),
+			CallId: rec.GetCallId(), SessionId: rec.GetSessionId(), NodeId: n.cfg.ID, Dialog: rec.GetDialog(), UnixMs: now.UnixMilli(),
 		}); err != nil {
 			return err
 		}
-		ended := fleet.NodeDownEnd(rec, h.at)
+		ended := fleet.NodeDownEnd(rec, now)
 		ended.NodeId = n.cfg.ID
 		if err := n.writer.publishNow(ctx, "call_ended", bus.SubjectCallEnded, ended); err != nil {
 			return err
 		}
-		if rec.GetAnsweredUnixMs() > 0 && !h.counted[rec.GetSessionId()] {
+		if rec.GetAnsweredUnixMs() > 0 && !counted[rec.GetSessionId()] {
 			// The run that carried the call died before it could count
 			// it; it is counted here, as its end goes out.
 			n.metrics.observeCall("node_down", ended.GetDurationSeconds())
-			h.counted[rec.GetSessionId()] = true
+			counted[rec.GetSessionId()] = true
 		}
 		return nil
 	})
-	if taken > 0 {
-		n.log.Warn().Int("calls", taken).Msg("calls of a previous run of this node: handed to the proxies to hang up")
-	}
-	return err
 }

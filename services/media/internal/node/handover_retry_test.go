@@ -102,7 +102,8 @@ func TestHandoverRetriedAfterAFailedRemovalCountsTheCallOnce(t *testing.T) {
 }
 
 // A handover that keeps failing is tried handoverAttempts times, then the
-// node goes on to serve, the rest left recorded for handOverRest.
+// node goes on to serve with the rest still recorded: nothing hands them
+// over while it serves (see handOverPreviousCalls).
 func TestHandoverRetriesAreBounded(t *testing.T) {
 	tb := startBus(t)
 	c, calls := eventsAndCalls(t, tb)

@@ -166,7 +166,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.writer.run(writerCtx) })
 	// Not bounded by setup: a previous run may have left thousands of
 	// calls, and the handover bounds itself (handoverRetryFor).
-	rest := n.handOverPreviousCalls(ctx)
+	n.handOverPreviousCalls(ctx)
 	if ctx.Err() != nil {
 		// Stopped before serving: the node never joined the fleet, and
 		// must not now, if only for a heartbeat. The calls it did not
@@ -183,12 +183,6 @@ func (n *Node) Run(ctx context.Context) error {
 		stopWriter()
 		wg.Wait()
 		return err
-	}
-	// The handover goes on, if it has to, while the node serves.
-	handingOver, stopHandingOver := context.WithCancel(context.Background())
-	var handoverRunning sync.WaitGroup
-	if rest != nil {
-		handoverRunning.Go(func() { n.handOverRest(handingOver, rest) })
 	}
 
 	reapCtx, stopReaping := context.WithCancel(context.Background())
@@ -208,7 +202,6 @@ func (n *Node) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	n.Drain()
-	stopHandingOver()
 	n.waitForCalls()
 	// The requests come to an end before the calls: what is already in
 	// hand gets its answer (a delete its quality, an offer DRAINING),
@@ -218,9 +211,6 @@ func (n *Node) Run(ctx context.Context) error {
 	// The goodbye only once the ends are out and the records gone: to the
 	// proxies a node that left is one whose records are orphans.
 	n.flushWrites()
-	// The reaper lock a handover under way holds would keep the proxies
-	// from taking, once the node has left, the records it leaves.
-	handoverRunning.Wait()
 	stopHeartbeat()
 	stopReaping()
 	stopWriter()
@@ -235,7 +225,7 @@ func (n *Node) flushWrites() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.writesFlush)
 	defer cancel()
 	if err := n.writer.flush(ctx); err != nil {
-		n.log.Warn().Err(err).Int("queued", len(n.writer.ch)).Dur("timeout", n.writesFlush).Msg("leaving the fleet with call ends not all written")
+		n.log.Warn().Err(err).Int("queued", len(n.writer.ch)+len(n.writer.bucket)).Dur("timeout", n.writesFlush).Msg("leaving the fleet with call ends not all written")
 	}
 }
 
