@@ -513,8 +513,9 @@ const (
 )
 
 // codecSampleInterval is how often the codec-only cost is sampled during a
-// transcode step.
-const codecSampleInterval = 500 * time.Millisecond
+// transcode step: short rounds (sampleCodecDuring), often, so that a 10 s
+// window still has 160 of them.
+const codecSampleInterval = 62500 * time.Microsecond
 
 // codecAround is the codec-only cost measured beside a transcode step: with
 // one call's state kept hot, and cycling through the states of as many
